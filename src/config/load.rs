@@ -1,0 +1,188 @@
+//! Reading the main file and the rule files; every problem becomes a [`ConfigError`] entry
+//! with file, line and column.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_saphyr::Location;
+
+use super::model::{Config, RuleConfig, RuleFile};
+use super::validate;
+
+/// One problem in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, 0 when unknown.
+    pub line: u64,
+    /// 1-based column, 0 when unknown.
+    pub column: u64,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        } else {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        }
+    }
+}
+
+/// Everything wrong with a configuration (at least one problem).
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    /// The problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    pub(crate) fn at(file: &Path, loc: &Location, message: impl Into<String>) -> Problem {
+        Problem {
+            file: file.to_path_buf(),
+            line: loc.line(),
+            column: loc.column(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A loaded, validated configuration: the main file and every rule with the file it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Path of the main file.
+    pub path: PathBuf,
+    /// The main file (source URLs already have their secrets expanded).
+    pub config: Config,
+    /// Every rule, in file order.
+    pub rules: Vec<(PathBuf, RuleConfig)>,
+}
+
+/// `-c`, else `$ORDERWATCH_CONFIG`, else `/etc/orderwatch/orderwatch.yaml`.
+pub fn default_config_path(cli: Option<PathBuf>) -> PathBuf {
+    cli.or_else(|| std::env::var_os("ORDERWATCH_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/etc/orderwatch/orderwatch.yaml"))
+}
+
+/// Loads and validates the main file at `path` and every rule file it names.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![Problem {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the config file: {e}"),
+        }],
+    })?;
+    load_str(path, &text)
+}
+
+/// Like [`load`], with the main file's text given (rule files are still read from disk).
+pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+    let one = |p: Problem| ConfigError { problems: vec![p] };
+    let mut config: Config = parse(path, text).map_err(one)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut problems = validate::config(path, &base, &mut config);
+
+    let mut rules = Vec::new();
+    for (file, result) in rule_files(path, &base, &config) {
+        match result {
+            Ok(text) => match parse::<RuleFile>(&file, &text) {
+                Ok(rf) => rules.extend(rf.rules.into_iter().map(|r| (file.clone(), r))),
+                Err(p) => problems.push(p),
+            },
+            Err(p) => problems.push(p),
+        }
+    }
+    problems.extend(validate::rules(&config, &rules));
+    if problems.is_empty() {
+        Ok(Loaded { path: path.to_path_buf(), config, rules })
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// Parses YAML into `T`; a failure names the file, line and column and shows the offending line.
+fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Problem> {
+    serde_saphyr::from_str::<T>(text).map_err(|e| {
+        let loc = e.location();
+        let plain = e.without_snippet().to_string();
+        // serde-saphyr appends " at line L, column C"; we print the location up front instead.
+        let message = match plain.rfind(" at line ") {
+            Some(i) if loc.is_some() => plain[..i].to_string(),
+            _ => plain,
+        };
+        let line_text = loc
+            .and_then(|l| text.lines().nth(l.line().saturating_sub(1) as usize))
+            .map(|l| format!("\n    | {l}"))
+            .unwrap_or_default();
+        Problem {
+            file: file.to_path_buf(),
+            line: loc.map_or(0, |l| l.line()),
+            column: loc.map_or(0, |l| l.column()),
+            message: format!("{message}{line_text}"),
+        }
+    })
+}
+
+/// Expands `rule_files` globs relative to the main file; a pattern without wildcards must exist.
+fn rule_files(
+    main: &Path,
+    base: &Path,
+    config: &Config,
+) -> Vec<(PathBuf, Result<String, Problem>)> {
+    let mut out = Vec::new();
+    for pattern in &config.rule_files {
+        let full = base.join(pattern);
+        let full_str = full.to_string_lossy().to_string();
+        let problem = |message: String| Problem {
+            file: main.to_path_buf(),
+            line: 0,
+            column: 0,
+            message,
+        };
+        let paths = match glob::glob(&full_str) {
+            Ok(paths) => paths,
+            Err(e) => {
+                out.push((full, Err(problem(format!("rule_files: bad glob {pattern:?}: {e}")))));
+                continue;
+            }
+        };
+        let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+        matched.sort();
+        if matched.is_empty() && !pattern.contains(['*', '?', '[']) {
+            out.push((
+                full.clone(),
+                Err(problem(format!("rule_files: {} does not exist", full.display()))),
+            ));
+        }
+        for p in matched {
+            let text = std::fs::read_to_string(&p).map_err(|e| Problem {
+                file: p.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read rule file: {e}"),
+            });
+            out.push((p, text));
+        }
+    }
+    out
+}

@@ -1,0 +1,14 @@
+//! Configuration: the main YAML file and the rule files it names.
+//!
+//! `model` holds the serde types (what users write), `load` reads files, expands secrets and
+//! turns every problem into a [`ConfigError`] that names file, line and column, and
+//! `validate` checks what serde cannot (references between files, identifiers, durations).
+
+mod load;
+mod model;
+mod secret;
+mod validate;
+
+pub use load::{ConfigError, Loaded, default_config_path, load, load_str};
+pub use model::*;
+pub use secret::expand_secrets;

@@ -1,0 +1,326 @@
+//! The configuration as users write it. Every struct rejects unknown keys, every field has a
+//! doc comment, and every default lives in one `default_*` function below.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A duration written as `30s`, `5m`, `1h`, `1d`; parsed at load time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); expected a positive duration such as 30s, 5m, 1h or 1d"
+            ))
+        })
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// One value or a list of values (`status: SUBMITTED` or `status: [A, B]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// A list of values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// The main configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP server: /metrics, /healthz, /readyz, /api/v1/….
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Base URL under which users reach this daemon; used for `generatorURL` in alerts.
+    /// Defaults to `http://<listen>`.
+    #[serde(default)]
+    pub external_url: Option<String>,
+    /// Directory of the embedded state store (alert state survives restarts here).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Globs of rule files, relative to this file.
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    /// After a source has failed for this long, a `SourceDown` alert fires.
+    #[serde(default = "default_source_down_after")]
+    pub source_down_after: Dur,
+    /// How often the per-status gauges (`orderwatch_orders`, oldest age) are refreshed.
+    #[serde(default = "default_gauges_interval")]
+    pub gauges_interval: Dur,
+    /// The databases, by name; rules refer to these names.
+    pub sources: BTreeMap<String, Spanned<SourceConfig>>,
+    /// Where alerts go.
+    #[serde(default)]
+    pub notifiers: NotifiersConfig,
+}
+
+/// One PostgreSQL database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A postgres:// URL; `${ENV}` and `${file:PATH}` are expanded. `sslmode` is honoured
+    /// (disable, prefer, require). The password never appears in logs or errors.
+    pub url: Spanned<String>,
+    /// Server-side `statement_timeout` of every session.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout: Dur,
+    /// TCP connect timeout.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Maximum connections in this source's pool.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Statuses that end an order's life (e.g. CLOSED). They are never counted: counting them
+    /// would scan the whole table.
+    #[serde(default = "default_terminal_statuses")]
+    pub terminal_statuses: Vec<String>,
+    /// Export `orderwatch_orders` and the oldest age per active status for this source.
+    #[serde(default = "default_true")]
+    pub gauges: bool,
+    /// Where the orders are and which columns may be read.
+    pub orders: OrderModelConfig,
+}
+
+/// The order model of a source: exactly one of `table`, `history_table` or `query`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderModelConfig {
+    /// (a) A table with one row per order holding its current status.
+    #[serde(default)]
+    pub table: Option<Spanned<String>>,
+    /// (b) A status-history table; the latest row per order is its current status.
+    #[serde(default)]
+    pub history_table: Option<Spanned<String>>,
+    /// (c) A custom read-only query returning the id, status, entered_at and label columns.
+    #[serde(default)]
+    pub query: Option<Spanned<String>>,
+    /// Column holding the order id (text or integer): the join key across sources.
+    #[serde(default = "default_id_column")]
+    pub id: Spanned<String>,
+    /// Column holding the status.
+    #[serde(default = "default_status_column")]
+    pub status: Spanned<String>,
+    /// Column holding when the order entered its current status (history: when the row was written).
+    #[serde(default = "default_entered_at_column")]
+    pub entered_at: Spanned<String>,
+    /// Non-personal columns copied onto findings and alerts; nothing else is ever read.
+    #[serde(default)]
+    pub labels: Vec<Spanned<String>>,
+    /// History model only: ignore history rows older than this, bounding the scan.
+    #[serde(default)]
+    pub history_lookback: Option<Dur>,
+}
+
+/// The notifiers. Each is optional; with none configured alerts are only exported and logged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifiersConfig {
+    /// Push alerts to one or more Alertmanagers (`POST /api/v2/alerts`).
+    #[serde(default)]
+    pub alertmanager: Option<AlertmanagerConfig>,
+    /// Print alert changes to the log.
+    #[serde(default)]
+    pub log: Option<LogNotifierConfig>,
+}
+
+/// Alertmanager notifier settings; semantics follow Prometheus's own notifier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Base URLs, e.g. `http://127.0.0.1:9093`; every one gets every alert.
+    pub urls: Vec<Spanned<String>>,
+    /// Firing alerts are re-sent this often (Prometheus: `--rules.alert.resend-delay`).
+    #[serde(default = "default_resend_delay")]
+    pub resend_delay: Dur,
+    /// HTTP timeout per request.
+    #[serde(default = "default_am_timeout")]
+    pub timeout: Dur,
+}
+
+/// The log notifier has no settings yet; `log: {}` enables it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogNotifierConfig {}
+
+/// A rule file: `rules: [...]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    /// The rules of this file.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// What a rule looks for.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// Orders in a status for longer than `older_than`.
+    #[default]
+    Stuck,
+}
+
+impl RuleKind {
+    /// The name used in config and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::Stuck => "stuck",
+        }
+    }
+}
+
+/// Alert severity.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Look during working hours.
+    #[default]
+    Warning,
+    /// Act now.
+    Critical,
+}
+
+impl Severity {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique name, `[a-z0-9_]`.
+    pub name: Spanned<String>,
+    /// What the rule looks for.
+    #[serde(default)]
+    pub kind: RuleKind,
+    /// The source (database) the rule reads.
+    pub source: Spanned<String>,
+    /// The status or statuses the orders are in.
+    pub status: Spanned<OneOrMany>,
+    /// How long an order may stay in the status before it counts as stuck.
+    pub older_than: Spanned<Dur>,
+    /// The `severity` label.
+    #[serde(default)]
+    pub severity: Severity,
+    /// How long a finding must persist before its alert fires (pending until then).
+    #[serde(default, rename = "for")]
+    pub for_: Dur,
+    /// How long a firing alert keeps firing after its order is no longer found.
+    #[serde(default)]
+    pub keep_firing_for: Dur,
+    /// Evaluate every `interval` (default 30s) …
+    #[serde(default)]
+    pub interval: Option<Spanned<Dur>>,
+    /// … or on a 5-field cron schedule, e.g. `*/5 * * * *`.
+    #[serde(default)]
+    pub schedule: Option<Spanned<String>>,
+    /// Time zone of `schedule` (IANA name, default UTC).
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
+    /// The `alertname` label; defaults to `StuckOrder`.
+    #[serde(default)]
+    pub alertname: Option<String>,
+    /// Extra labels on every alert of this rule.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations as minijinja templates over the finding.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, Spanned<String>>,
+    /// Rows fetched per evaluation (oldest first); `count` stays exact beyond it.
+    #[serde(default = "default_max_findings")]
+    pub max_findings: usize,
+    /// Alerts per rule (one per order, oldest first); one overflow alert carries the rest.
+    #[serde(default = "default_max_alerts")]
+    pub max_alerts: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:9187".parse().expect("static address")
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/orderwatch")
+}
+fn default_source_down_after() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn default_gauges_interval() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_statement_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_pool_size() -> usize {
+    4
+}
+fn default_terminal_statuses() -> Vec<String> {
+    vec!["CLOSED".to_string()]
+}
+fn default_true() -> bool {
+    true
+}
+fn unspanned(s: &str) -> Spanned<String> {
+    let loc = serde_saphyr::Location::UNKNOWN;
+    Spanned::new(s.to_string(), loc, loc)
+}
+fn default_id_column() -> Spanned<String> {
+    unspanned("id")
+}
+fn default_status_column() -> Spanned<String> {
+    unspanned("status")
+}
+fn default_entered_at_column() -> Spanned<String> {
+    unspanned("entered_at")
+}
+fn default_resend_delay() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_am_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+/// Default evaluation interval of a rule.
+pub const DEFAULT_RULE_INTERVAL: Duration = Duration::from_secs(30);
+fn default_max_findings() -> usize {
+    1000
+}
+fn default_max_alerts() -> usize {
+    200
+}

@@ -1,0 +1,229 @@
+//! Checks serde cannot do: references between files, SQL identifiers, durations, schedules,
+//! templates. Each problem carries the location of the offending value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde_saphyr::{Location, Spanned};
+
+use super::load::{ConfigError, Problem};
+use super::model::{Config, RuleConfig};
+use super::secret::expand_secrets;
+
+/// Labels the daemon sets itself; a rule's own labels may not override them.
+pub const RESERVED_LABELS: &[&str] = &["alertname", "rule", "source", "status", "severity", "order_id"];
+
+/// A plain SQL identifier: letters, digits and `_`, not starting with a digit. We quote them
+/// anyway; the restriction keeps generated SQL obviously safe and readable.
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 63
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_rule_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Validates the main file and expands the secrets in source URLs in place.
+pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let at = |loc: &Location, msg: String| ConfigError::at(file, loc, msg);
+    if config.sources.is_empty() {
+        p.push(Problem {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: "`sources` is empty: configure at least one database".into(),
+        });
+    }
+    for (name, source) in config.sources.iter_mut() {
+        let loc = source.referenced;
+        let s = &mut source.value;
+        if !is_identifier(name) {
+            p.push(at(&loc, format!("source name {name:?} must match [A-Za-z_][A-Za-z0-9_]*")));
+        }
+        match expand_secrets(&s.url.value, base) {
+            Ok(url) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    p.push(at(&s.url.referenced, format!("source {name}: url must be a postgres:// URL")));
+                } else if let Err(e) = tokio_postgres::Config::from_str(&url) {
+                    // The parser's message never contains the password.
+                    p.push(at(&s.url.referenced, format!("source {name}: invalid url: {e}")));
+                }
+                s.url.value = url;
+            }
+            Err(e) => p.push(at(&s.url.referenced, format!("source {name}: url: {e}"))),
+        }
+        if s.statement_timeout.0.is_zero() {
+            p.push(at(&loc, format!("source {name}: statement_timeout must be greater than 0")));
+        }
+        if s.connect_timeout.0.is_zero() {
+            p.push(at(&loc, format!("source {name}: connect_timeout must be greater than 0")));
+        }
+        if s.pool_size == 0 {
+            p.push(at(&loc, format!("source {name}: pool_size must be at least 1")));
+        }
+        let m = &s.orders;
+        let models = [&m.table, &m.history_table, &m.query].iter().filter(|x| x.is_some()).count();
+        if models != 1 {
+            p.push(at(
+                &loc,
+                format!("source {name}: orders needs exactly one of `table`, `history_table` or `query`"),
+            ));
+        }
+        for t in [&m.table, &m.history_table].into_iter().flatten() {
+            let ok = t.value.split('.').count() <= 2 && t.value.split('.').all(is_identifier);
+            if !ok {
+                p.push(at(
+                    &t.referenced,
+                    format!("{:?} is not a plain SQL identifier (table or schema.table)", t.value),
+                ));
+            }
+        }
+        if let Some(q) = &m.query
+            && q.value.trim().is_empty()
+        {
+            p.push(at(&q.referenced, "orders.query is empty".to_string()));
+        }
+        if m.history_lookback.is_some() && m.history_table.is_none() {
+            p.push(at(&loc, "orders.history_lookback applies only to history_table".to_string()));
+        }
+        for col in [&m.id, &m.status, &m.entered_at].into_iter().chain(m.labels.iter()) {
+            if !is_identifier(&col.value) {
+                p.push(at(
+                    &col.referenced,
+                    format!("{:?} is not a plain SQL identifier (letters, digits, _)", col.value),
+                ));
+            }
+        }
+        for l in &m.labels {
+            if RESERVED_LABELS.contains(&l.value.as_str()) || l.value.starts_with("__") {
+                p.push(at(&l.referenced, format!("label column {:?} clashes with a reserved label", l.value)));
+            }
+        }
+    }
+    if let Some(am) = &config.notifiers.alertmanager {
+        if am.urls.is_empty() {
+            p.push(Problem {
+                file: file.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: "notifiers.alertmanager.urls is empty".into(),
+            });
+        }
+        for u in &am.urls {
+            if !(u.value.starts_with("http://") || u.value.starts_with("https://")) {
+                p.push(at(&u.referenced, format!("{:?} is not an http(s) URL", u.value)));
+            }
+        }
+        if am.resend_delay.0.is_zero() {
+            p.push(Problem {
+                file: file.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: "notifiers.alertmanager.resend_delay must be greater than 0".into(),
+            });
+        }
+    }
+    p
+}
+
+/// Validates rules against each other and against the main file.
+pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let mut seen: BTreeMap<&str, (&Path, Location)> = BTreeMap::new();
+    let env = minijinja::Environment::new();
+    for (file, r) in rules {
+        let at = |loc: &Location, msg: String| ConfigError::at(file, loc, msg);
+        let name = r.name.value.as_str();
+        if !is_rule_name(name) {
+            p.push(at(&r.name.referenced, format!("rule name {name:?} must match [a-z0-9_]+")));
+        }
+        if let Some((f, loc)) = seen.get(name) {
+            p.push(at(
+                &r.name.referenced,
+                format!(
+                    "duplicate rule name {name:?}: already defined at {}:{}:{}",
+                    f.display(),
+                    loc.line(),
+                    loc.column()
+                ),
+            ));
+        } else {
+            seen.insert(name, (file, r.name.referenced));
+        }
+        if !config.sources.contains_key(&r.source.value) {
+            let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
+            p.push(at(
+                &r.source.referenced,
+                format!("unknown source {:?}; configured sources: {}", r.source.value, known.join(", ")),
+            ));
+        }
+        let statuses = r.status.value.to_vec();
+        if statuses.is_empty() || statuses.iter().any(|s| s.trim().is_empty()) {
+            p.push(at(&r.status.referenced, "status must name at least one non-empty status".into()));
+        }
+        positive(&mut p, file, &r.older_than, "older_than");
+        if let Some(i) = &r.interval {
+            positive(&mut p, file, i, "interval");
+        }
+        match (&r.interval, &r.schedule) {
+            (Some(i), Some(_)) => p.push(at(&i.referenced, "give either interval or schedule, not both".into())),
+            (_, Some(s)) => {
+                if let Err(e) = croner::Cron::from_str(&s.value) {
+                    p.push(at(&s.referenced, format!("invalid cron schedule {:?}: {e}", s.value)));
+                } else if s.value.split_whitespace().count() != 5 && !s.value.starts_with('@') {
+                    p.push(at(
+                        &s.referenced,
+                        format!("schedule {:?} must have 5 fields (minute hour day month weekday)", s.value),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if let Some(tz) = &r.timezone {
+            if r.schedule.is_none() {
+                p.push(at(&tz.referenced, "timezone applies only to schedule".into()));
+            }
+            if chrono_tz::Tz::from_str(&tz.value).is_err() {
+                p.push(at(&tz.referenced, format!("unknown time zone {:?} (expected e.g. Europe/Moscow)", tz.value)));
+            }
+        }
+        for k in r.labels.keys() {
+            if !is_label_name(k) || RESERVED_LABELS.contains(&k.as_str()) || k.starts_with("__") {
+                p.push(at(
+                    &r.name.referenced,
+                    format!("rule {name}: label {k:?} is reserved or not a valid label name"),
+                ));
+            }
+        }
+        for (k, t) in &r.annotations {
+            if let Err(e) = env.template_from_str(&t.value) {
+                p.push(at(&t.referenced, format!("annotation {k}: template error: {e}")));
+            }
+        }
+        if r.max_alerts == 0 || r.max_findings == 0 {
+            p.push(at(&r.name.referenced, "max_alerts and max_findings must be at least 1".into()));
+        }
+        if r.max_alerts > r.max_findings {
+            p.push(at(&r.name.referenced, "max_alerts cannot exceed max_findings".into()));
+        }
+    }
+    p
+}
+
+fn positive(p: &mut Vec<Problem>, file: &Path, d: &Spanned<super::model::Dur>, what: &str) {
+    if d.value.0.is_zero() {
+        p.push(ConfigError::at(file, &d.referenced, format!("{what} must be greater than 0")));
+    }
+}

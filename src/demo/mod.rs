@@ -1,0 +1,7 @@
+//! The demo: the reference schema with realistic generated orders, a simulator that keeps them
+//! moving, and the daemon running on it with the shipped rules.
+mod run;
+pub mod seed;
+pub mod simulator;
+
+pub use run::{DemoError, DemoEnv, run, start_env};

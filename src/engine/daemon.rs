@@ -1,0 +1,661 @@
+//! The daemon: builds sources and rules from the config, restores alert state, runs every rule
+//! on its schedule, refreshes the per-status gauges, watches source health, and serves HTTP.
+//! `run` returns when the shutdown future completes and every task has finished.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::alerts::{AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition};
+use super::store::{Store, StoreError};
+use crate::config::{Loaded, RuleKind};
+use crate::metrics::Metrics;
+use crate::notify::{AlertmanagerNotifier, Hub, LogNotifier};
+use crate::rule::{Outcome, Rule, template::human_duration};
+use crate::source::{Source, SourceError};
+
+/// The pseudo-rule under which `SourceDown` alerts live (a name no user rule can have).
+pub const SOURCE_DOWN_RULE: &str = "source-down";
+/// The overflow alert's key.
+pub const OVERFLOW_KEY: &str = "_overflow";
+const SOURCE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Start-up failures: the only errors that end the process.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A source could not be built.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A rule could not be built.
+    #[error("rule {rule}: {detail}")]
+    Rule {
+        /// The rule.
+        rule: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A notifier could not be built.
+    #[error("notifier {name}: {detail}")]
+    Notifier {
+        /// The notifier.
+        name: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// What `/api/v1/rules` shows for one rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleStatus {
+    /// Rule name.
+    pub name: String,
+    /// Kind.
+    pub kind: RuleKind,
+    /// Source.
+    pub source: String,
+    /// `ok`, `err`, or `unknown` before the first evaluation.
+    pub health: &'static str,
+    /// When the last evaluation started.
+    pub last_evaluation: Option<DateTime<Utc>>,
+    /// How long it took, seconds.
+    pub evaluation_duration_seconds: Option<f64>,
+    /// The last error, if the last evaluation failed.
+    pub error: Option<String>,
+    /// Exact number of matching orders at the last successful evaluation.
+    pub count: Option<u64>,
+    /// Whether fetched rows were capped at the last successful evaluation.
+    pub capped: bool,
+}
+
+/// What `/readyz` and the SourceDown logic know about a source.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    /// host:port/db.
+    pub target: String,
+    /// Last query outcome; None before the first.
+    pub up: Option<bool>,
+    /// Whether any query ever succeeded.
+    pub reached: bool,
+    /// Since when queries fail.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// The last error.
+    pub last_error: Option<String>,
+}
+
+/// State shared by the engine's tasks and the HTTP server.
+pub struct Shared {
+    /// The loaded config.
+    pub config: Loaded,
+    /// Sources by name.
+    pub sources: BTreeMap<String, Arc<Source>>,
+    /// Rules in config order.
+    pub rules: Vec<Arc<Rule>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Alert state.
+    pub book: Arc<RwLock<AlertBook>>,
+    /// Per-rule status.
+    pub rule_status: RwLock<BTreeMap<String, RuleStatus>>,
+    /// Per-source status.
+    pub source_status: RwLock<BTreeMap<String, SourceStatus>>,
+    store: Store,
+    hub: Hub,
+}
+
+impl Shared {
+    /// Ready: config loaded and every source reached at least once.
+    pub fn ready(&self) -> bool {
+        self.source_status.read().expect("status lock").values().all(|s| s.reached)
+    }
+}
+
+/// The daemon, built and ready to run.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    log_rx: Option<tokio::sync::mpsc::UnboundedReceiver<Arc<Vec<Transition>>>>,
+}
+
+/// Builds sources and rules from a loaded config.
+fn build_parts(loaded: &Loaded) -> Result<(BTreeMap<String, Arc<Source>>, Vec<Arc<Rule>>), StartError> {
+    let mut sources = BTreeMap::new();
+    for (name, cfg) in &loaded.config.sources {
+        sources.insert(name.clone(), Arc::new(Source::build(name, &cfg.value)?));
+    }
+    let mut rules = Vec::new();
+    for (_, rc) in &loaded.rules {
+        let source = &sources[&rc.source.value];
+        let rule = Rule::build(rc, source).map_err(|detail| StartError::Rule { rule: rc.name.value.clone(), detail })?;
+        rules.push(Arc::new(rule));
+    }
+    Ok((sources, rules))
+}
+
+impl Daemon {
+    /// Builds everything and restores alert state; does not touch the network yet.
+    pub fn build(loaded: Loaded) -> Result<Daemon, StartError> {
+        let (sources, rules) = build_parts(&loaded)?;
+        let store = Store::open(&loaded.config.state_dir)?;
+        let mut book = AlertBook::from_alerts(store.load_alerts()?);
+        // Alerts of rules that no longer exist resolve (and are announced as resolved).
+        let mut keep: HashSet<String> = rules.iter().map(|r| r.name.clone()).collect();
+        keep.insert(SOURCE_DOWN_RULE.to_string());
+        let removed = book.resolve_rules_not_in(&keep, Utc::now());
+        let metrics = Arc::new(Metrics::new());
+        let mut hub = Hub::default();
+        let log_rx = loaded.config.notifiers.log.as_ref().map(|_| hub.subscribe());
+        let rule_status = rules
+            .iter()
+            .map(|r| {
+                (r.name.clone(), RuleStatus {
+                    name: r.name.clone(),
+                    kind: r.kind,
+                    source: r.source.clone(),
+                    health: "unknown",
+                    last_evaluation: None,
+                    evaluation_duration_seconds: None,
+                    error: None,
+                    count: None,
+                    capped: false,
+                })
+            })
+            .collect();
+        let source_status = sources
+            .iter()
+            .map(|(n, s)| {
+                (n.clone(), SourceStatus {
+                    target: s.target().to_string(),
+                    up: None,
+                    reached: false,
+                    failing_since: None,
+                    last_error: None,
+                })
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            config: loaded,
+            sources,
+            rules,
+            metrics,
+            book: Arc::new(RwLock::new(book)),
+            rule_status: RwLock::new(rule_status),
+            source_status: RwLock::new(source_status),
+            store,
+            hub,
+        });
+        for rule in removed.iter().map(|t| t.alert.rule.clone()).collect::<HashSet<_>>() {
+            shared.persist(&rule);
+        }
+        shared.refresh_alert_gauges();
+        Ok(Daemon { shared, log_rx })
+    }
+
+    /// The shared state (for the HTTP server and tests).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Binds `listen` from the config and runs until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let addr = self.shared.config.config.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
+        self.serve(listener, shutdown).await
+    }
+
+    /// Runs on an already bound listener until `shutdown` completes.
+    pub async fn serve(
+        mut self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let shared = self.shared.clone();
+        let local = listener.local_addr().map_err(|source| StartError::Listen { addr: "?".into(), source })?;
+        let base_url = shared.config.config.external_url.clone().unwrap_or_else(|| format!("http://{local}"));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+
+        if let Some(am) = &shared.config.config.notifiers.alertmanager {
+            let n = AlertmanagerNotifier::new(am, shared.book.clone(), shared.metrics.clone(), base_url.clone())
+                .map_err(|e| StartError::Notifier { name: "alertmanager".into(), detail: e.to_string() })?;
+            tasks.spawn(n.run(shared.hub.wake_receiver(), stop_rx.clone()));
+        }
+        // The log notifier ends when the hub's senders drop, i.e. after everything else.
+        let log_task = self.log_rx.take().map(|rx| tokio::spawn(LogNotifier::new(rx).run()));
+
+        for rule in shared.rules.clone() {
+            tasks.spawn(rule_loop(shared.clone(), rule, stop_rx.clone()));
+        }
+        for source in shared.sources.values().cloned() {
+            if source.gauges {
+                tasks.spawn(gauges_loop(shared.clone(), source, stop_rx.clone()));
+            }
+        }
+        tasks.spawn(source_down_loop(shared.clone(), stop_rx.clone()));
+
+        let app = crate::http::router(shared.clone());
+        let mut http_stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(listen = %local, rules = shared.rules.len(), sources = shared.sources.len(), "orderwatch running");
+
+        shutdown.await;
+        tracing::info!("shutting down: finishing evaluations in flight");
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        drop(self);
+        drop(shared);
+        if let Some(t) = log_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Builds the daemon from `loaded` and runs it until `shutdown` completes.
+pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    Daemon::build(loaded)?.run(shutdown).await
+}
+
+/// Evaluates the selected rules (all when `only` is empty) once, with no alert state: `once`.
+pub async fn evaluate_once(
+    loaded: &Loaded,
+    only: &[String],
+) -> Result<Vec<(Arc<Rule>, Result<Outcome, SourceError>)>, StartError> {
+    let (sources, rules) = build_parts(loaded)?;
+    let selected: Vec<Arc<Rule>> =
+        rules.into_iter().filter(|r| only.is_empty() || only.contains(&r.name)).collect();
+    let futures = selected.into_iter().map(|r| {
+        let source = sources[&r.source].clone();
+        async move {
+            let res = r.evaluate(&source).await;
+            (r, res)
+        }
+    });
+    Ok(futures_join_all(futures).await)
+}
+
+async fn futures_join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.expect("evaluation task panicked"));
+    }
+    out
+}
+
+async fn rule_loop(shared: Arc<Shared>, rule: Arc<Rule>, mut stop: watch::Receiver<bool>) {
+    // Interval rules run at once (users want an answer on start); cron rules wait for their time.
+    let mut next = match rule.schedule {
+        super::Schedule::Every(_) => Utc::now(),
+        _ => rule.schedule.next_after(Utc::now()),
+    };
+    loop {
+        let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let started = Utc::now();
+        // An evaluation in flight is finished even during shutdown: its state is then persisted.
+        shared.evaluate(&rule).await;
+        next = rule.schedule.next_after(started).max(Utc::now());
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+async fn gauges_loop(shared: Arc<Shared>, source: Arc<Source>, mut stop: watch::Receiver<bool>) {
+    let every = shared.config.config.gauges_interval.0;
+    let sql = source.model.gauges_sql();
+    let mut known: HashSet<String> = HashSet::new();
+    loop {
+        match source.query(&sql, &[&source.terminal_statuses]).await {
+            Ok(rows) => {
+                shared.source_ok(&source.name);
+                let mut now_known = HashSet::new();
+                for r in rows {
+                    let status: String = r.get(0);
+                    let n: i64 = r.get(1);
+                    let age: Option<f64> = r.get(2);
+                    shared.metrics.orders.with_label_values(&[&source.name, &status]).set(n);
+                    if let Some(age) = age {
+                        shared.metrics.order_status_oldest_age.with_label_values(&[&source.name, &status]).set(age);
+                    }
+                    now_known.insert(status);
+                }
+                for gone in known.difference(&now_known) {
+                    let _ = shared.metrics.orders.remove_label_values(&[&source.name, gone]);
+                    let _ = shared.metrics.order_status_oldest_age.remove_label_values(&[&source.name, gone]);
+                }
+                known = now_known;
+            }
+            Err(e) => shared.source_failed(&source.name, &e),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn source_down_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        shared.check_sources(Utc::now());
+        tokio::select! {
+            _ = tokio::time::sleep(SOURCE_CHECK_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+impl Shared {
+    /// One evaluation of `rule`: query, metrics, alert state, persistence, notification.
+    pub async fn evaluate(&self, rule: &Rule) {
+        let source = self.sources[&rule.source].clone();
+        let now = Utc::now();
+        let started = Instant::now();
+        let result = rule.evaluate(&source).await;
+        let took = started.elapsed().as_secs_f64();
+        let m = &self.metrics;
+        m.rule_evaluations.with_label_values(&[&rule.name]).inc();
+        m.rule_evaluation_duration.with_label_values(&[&rule.name]).observe(took);
+        let mut status = RuleStatus {
+            name: rule.name.clone(),
+            kind: rule.kind,
+            source: rule.source.clone(),
+            health: "ok",
+            last_evaluation: Some(now),
+            evaluation_duration_seconds: Some(took),
+            error: None,
+            count: None,
+            capped: false,
+        };
+        match result {
+            Ok(outcome) => {
+                self.source_ok(&rule.source);
+                m.rule_last_evaluation.with_label_values(&[&rule.name]).set(now.timestamp_millis() as f64 / 1000.0);
+                let sev = rule.severity.as_str();
+                for st in rule.statuses() {
+                    let labels = [rule.name.as_str(), rule.source.as_str(), st.as_str(), sev];
+                    match outcome.per_status.get(st) {
+                        Some(s) => {
+                            m.stuck_orders.with_label_values(&labels).set(s.count as i64);
+                            m.stuck_oldest_age.with_label_values(&labels).set(s.oldest_age_seconds);
+                        }
+                        None => {
+                            m.stuck_orders.with_label_values(&labels).set(0);
+                            let _ = m.stuck_oldest_age.remove_label_values(&labels);
+                        }
+                    }
+                }
+                m.rule_findings_capped.with_label_values(&[&rule.name]).set(outcome.truncated() as i64);
+                status.count = Some(outcome.count);
+                status.capped = outcome.truncated();
+                let coverage = match outcome.findings.last() {
+                    Some(last) if outcome.truncated() => Coverage::EnteredBefore(last.entered_at),
+                    _ => Coverage::All,
+                };
+                let observations = observations(rule, &outcome);
+                let timing = RuleTiming {
+                    for_: rule.for_,
+                    keep_firing_for: rule.keep_firing_for,
+                    interval: rule.schedule.typical_interval(now),
+                };
+                let changes = self.book.write().expect("book lock").apply(&rule.name, timing, now, observations, coverage);
+                self.after_change(&rule.name, changes, now);
+            }
+            Err(e) => {
+                m.rule_evaluation_failures.with_label_values(&[&rule.name]).inc();
+                let was_ok = self.rule_status.read().expect("status lock").get(&rule.name).is_none_or(|s| s.health != "err");
+                if was_ok {
+                    tracing::warn!(rule = %rule.name, source = %rule.source, error = %e, "rule evaluation failed; its alerts are kept as they are");
+                } else {
+                    tracing::debug!(rule = %rule.name, source = %rule.source, error = %e, "rule evaluation still failing");
+                }
+                self.source_failed(&rule.source, &e);
+                status.health = "err";
+                status.error = Some(e.to_string());
+                let prev = self.rule_status.read().expect("status lock").get(&rule.name).cloned();
+                if let Some(prev) = prev {
+                    status.count = prev.count;
+                    status.capped = prev.capped;
+                }
+            }
+        }
+        self.rule_status.write().expect("status lock").insert(rule.name.clone(), status);
+    }
+
+    /// Persists, updates gauges, forgets old resolved alerts, and tells the notifiers.
+    fn after_change(&self, rule: &str, changes: Vec<Transition>, now: DateTime<Utc>) {
+        let touched = self.book.write().expect("book lock").gc(now);
+        self.persist(rule);
+        for r in touched.iter().filter(|r| r.as_str() != rule) {
+            self.persist(r);
+        }
+        self.refresh_alert_gauges();
+        self.hub.publish(changes);
+    }
+
+    fn persist(&self, rule: &str) {
+        let book = self.book.read().expect("book lock");
+        if let Err(e) = self.store.save_rule(rule, book.rule_alerts(rule)) {
+            tracing::error!(rule, error = %e, "cannot persist alert state");
+        }
+    }
+
+    fn refresh_alert_gauges(&self) {
+        let book = self.book.read().expect("book lock");
+        let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for r in self.rules.iter().map(|r| r.name.as_str()).chain([SOURCE_DOWN_RULE]) {
+            counts.insert((r, "pending"), 0);
+            counts.insert((r, "firing"), 0);
+        }
+        for a in book.all() {
+            if a.state != AlertState::Resolved {
+                *counts.entry((a.rule.as_str(), a.state.as_str())).or_default() += 1;
+            }
+        }
+        for ((rule, state), n) in counts {
+            self.metrics.alerts.with_label_values(&[rule, state]).set(n);
+        }
+    }
+
+    fn source_ok(&self, name: &str) {
+        self.metrics.source_up.with_label_values(&[name]).set(1);
+        let mut st = self.source_status.write().expect("status lock");
+        if let Some(s) = st.get_mut(name) {
+            if s.failing_since.is_some() {
+                tracing::info!(source = name, "source reachable again");
+            }
+            s.up = Some(true);
+            s.reached = true;
+            s.failing_since = None;
+            s.last_error = None;
+        }
+    }
+
+    fn source_failed(&self, name: &str, e: &SourceError) {
+        self.metrics.source_up.with_label_values(&[name]).set(0);
+        let mut st = self.source_status.write().expect("status lock");
+        if let Some(s) = st.get_mut(name) {
+            if s.failing_since.is_none() {
+                s.failing_since = Some(Utc::now());
+            }
+            s.up = Some(false);
+            s.last_error = Some(e.to_string());
+        }
+    }
+
+    /// Raises `SourceDown` for sources failing longer than `source_down_after`, resolves it for
+    /// sources that answer again.
+    fn check_sources(&self, now: DateTime<Utc>) {
+        let after = self.config.config.source_down_after.0;
+        let statuses = self.source_status.read().expect("status lock").clone();
+        let mut obs = Vec::new();
+        {
+            let book = self.book.read().expect("book lock");
+            for (name, s) in &statuses {
+                let Some(since) = s.failing_since else { continue };
+                let already = book.get(SOURCE_DOWN_RULE, name).is_some_and(|a| a.state == AlertState::Firing);
+                let down_for = (now - since).to_std().unwrap_or_default();
+                if !already && down_for < after {
+                    continue;
+                }
+                let error = s.last_error.clone().unwrap_or_default();
+                let labels = BTreeMap::from([
+                    ("alertname".to_string(), "SourceDown".to_string()),
+                    ("rule".to_string(), SOURCE_DOWN_RULE.to_string()),
+                    ("source".to_string(), name.clone()),
+                    ("severity".to_string(), "critical".to_string()),
+                ]);
+                let annotations = BTreeMap::from([
+                    (
+                        "summary".to_string(),
+                        format!("orderwatch cannot query source {name} ({}) for {}", s.target, human_duration(down_for)),
+                    ),
+                    (
+                        "description".to_string(),
+                        format!(
+                            "Rules on {name} are not evaluated: their alerts are frozen, not resolved. Last error: {error}"
+                        ),
+                    ),
+                ]);
+                obs.push(Observation {
+                    key: name.clone(),
+                    labels,
+                    annotations,
+                    starts_at: since,
+                    entered_at: None,
+                    may_create: true,
+                });
+            }
+        }
+        let timing = RuleTiming { for_: Duration::ZERO, keep_firing_for: Duration::ZERO, interval: SOURCE_CHECK_INTERVAL };
+        let changes = self.book.write().expect("book lock").apply(SOURCE_DOWN_RULE, timing, now, obs, Coverage::All);
+        if !changes.is_empty() {
+            self.after_change(SOURCE_DOWN_RULE, changes, now);
+        }
+    }
+}
+
+/// One observation per fetched order (alerts only for the oldest `max_alerts`), plus the
+/// overflow alert when more orders matched than get an alert.
+fn observations(rule: &Rule, outcome: &Outcome) -> Vec<Observation> {
+    let older_than = rule.older_than();
+    let older = chrono::Duration::from_std(older_than).unwrap_or_default();
+    let mut out = Vec::with_capacity(outcome.findings.len() + 1);
+    for (i, f) in outcome.findings.iter().enumerate() {
+        let age = human_duration(Duration::from_secs_f64(f.age_seconds.max(0.0)));
+        let mut labels = BTreeMap::new();
+        for (k, v) in &f.labels {
+            labels.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &rule.labels {
+            labels.insert(k.clone(), v.clone());
+        }
+        labels.insert("alertname".into(), rule.alertname.clone());
+        labels.insert("rule".into(), rule.name.clone());
+        labels.insert("source".into(), rule.source.clone());
+        labels.insert("status".into(), f.status.clone());
+        labels.insert("severity".into(), rule.severity.as_str().into());
+        labels.insert("order_id".into(), f.order_id.clone());
+        let ctx = minijinja::context! {
+            order_id => f.order_id, status => f.status, age => age, age_seconds => f.age_seconds.round() as i64,
+            entered_at => f.entered_at.to_rfc3339(), older_than => human_duration(older_than),
+            rule => rule.name, source => rule.source, severity => rule.severity.as_str(), labels => f.labels,
+        };
+        let mut annotations = rule.annotations.render(&ctx);
+        annotations.entry("summary".into()).or_insert_with(|| {
+            format!("Order {} has been {} for {} (threshold {})", f.order_id, f.status, age, human_duration(older_than))
+        });
+        annotations.insert("age".into(), age);
+        annotations.insert("entered_at".into(), f.entered_at.to_rfc3339());
+        out.push(Observation {
+            key: f.order_id.clone(),
+            labels,
+            annotations,
+            starts_at: f.entered_at + older,
+            entered_at: Some(f.entered_at),
+            may_create: i < rule.max_alerts,
+        });
+    }
+    if outcome.count > rule.max_alerts as u64 {
+        let more = outcome.count - rule.max_alerts as u64;
+        let mut labels: BTreeMap<String, String> = rule.labels.clone();
+        labels.insert("alertname".into(), rule.alertname.clone());
+        labels.insert("rule".into(), rule.name.clone());
+        labels.insert("source".into(), rule.source.clone());
+        labels.insert("status".into(), rule.statuses().join(","));
+        labels.insert("severity".into(), rule.severity.as_str().into());
+        labels.insert("order_id".into(), OVERFLOW_KEY.into());
+        let annotations = BTreeMap::from([
+            (
+                "summary".to_string(),
+                format!(
+                    "{more} more orders match rule {} beyond the {} alerted individually ({} in total)",
+                    rule.name, rule.max_alerts, outcome.count
+                ),
+            ),
+            ("count".to_string(), outcome.count.to_string()),
+            ("more".to_string(), more.to_string()),
+        ]);
+        let starts_at = outcome.findings.get(rule.max_alerts).map_or_else(Utc::now, |f| f.entered_at + older);
+        out.push(Observation { key: OVERFLOW_KEY.into(), labels, annotations, starts_at, entered_at: None, may_create: true });
+    }
+    out
+}
+
+/// `check` without `--offline`: reaches every source and prepares every rule's SQL, so missing
+/// tables, columns or permissions show up before the daemon runs. One line per check.
+pub async fn check_online(loaded: &Loaded) -> Result<Vec<(bool, String)>, StartError> {
+    let (sources, rules) = build_parts(loaded)?;
+    let mut lines = Vec::new();
+    for (name, s) in &sources {
+        match s.query("SELECT 1", &[]).await {
+            Ok(_) => lines.push((true, format!("source {name} ({}) reachable, session read-only", s.target()))),
+            Err(e) => lines.push((false, e.to_string())),
+        }
+        if s.gauges {
+            match s.prepare(&s.model.gauges_sql()).await {
+                Ok(()) => lines.push((true, format!("source {name}: per-status gauge query prepared"))),
+                Err(e) => lines.push((false, format!("source {name}: gauge query: {e}"))),
+            }
+        }
+    }
+    for r in &rules {
+        match sources[&r.source].prepare(r.sql()).await {
+            Ok(()) => lines.push((true, format!("rule {}: SQL prepared on {}", r.name, r.source))),
+            Err(e) => lines.push((false, format!("rule {}: {e}", r.name))),
+        }
+    }
+    Ok(lines)
+}

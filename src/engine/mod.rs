@@ -1,0 +1,12 @@
+//! The engine: schedules rules, runs evaluations, keeps the alert state machine and persists
+//! it in the state store.
+
+mod alerts;
+mod daemon;
+mod schedule;
+mod store;
+
+pub use alerts::{Alert, AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition, TransitionKind};
+pub use daemon::{Daemon, RuleStatus, Shared, SourceStatus, StartError, check_online, evaluate_once, run};
+pub use schedule::Schedule;
+pub use store::{Store, StoreError};

@@ -1,0 +1,5 @@
+//! The HTTP server (axum): `/metrics`, `/healthz`, `/readyz`, `/api/v1/alerts`, `/api/v1/rules`.
+
+mod api;
+
+pub use api::router;

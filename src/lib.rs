@@ -1,0 +1,36 @@
+//! orderwatch catches orders stuck in a status or lost between the systems of a made-to-order
+//! business (online shop → CRM → manufacturing), exports what it sees to Prometheus, and
+//! pushes alerts to Alertmanager.
+//!
+//! Data flow, and the module that owns each step:
+//!
+//! ```text
+//! config files ─► config ─► source (read-only PostgreSQL pools, order model → SQL)
+//!                             │
+//!        engine (scheduler) ──┴─► rule (stuck, …) ─► findings
+//!                             │
+//!        engine (alert state machine, state store) ─► notify (alertmanager, log)
+//!                             │                     ─► metrics ─► http (/metrics, /api/v1/…)
+//! ```
+//!
+//! - [`config`]: YAML loading, `${ENV}`/`${file:PATH}` secrets, validation with file:line:col.
+//! - [`source`]: one pool per database; sessions are read-only with a statement timeout.
+//! - [`rule`]: one file per rule kind; each turns a source into findings.
+//! - [`engine`]: scheduling, the pending → firing → resolved state machine, the SQLite store.
+//! - [`notify`]: notifiers; they read alert state, never databases.
+//! - [`metrics`]: the registry and every exported metric.
+//! - [`http`]: axum routes.
+//! - [`report`]: `once` output (table and JSON).
+//! - [`pg_sandbox`]: a throwaway PostgreSQL cluster for the demo, tests and benchmarks.
+//! - [`demo`]: `orderwatch demo`: sandbox, reference schema, realistic orders, a simulator.
+
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod pg_sandbox;
+pub mod report;
+pub mod rule;
+pub mod source;

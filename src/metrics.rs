@@ -1,0 +1,89 @@
+//! The registry and every metric the daemon exports. Owned by the daemon and passed in; no
+//! globals. Names follow `orderwatch_<thing>_<unit>`; order ids never become labels.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// `orderwatch_stuck_orders{rule,source,status,severity}`: exact count per rule and status.
+    pub stuck_orders: IntGaugeVec,
+    /// `orderwatch_stuck_oldest_age_seconds{rule,source,status,severity}`.
+    pub stuck_oldest_age: GaugeVec,
+    /// `orderwatch_orders{source,status}`: orders per active status.
+    pub orders: IntGaugeVec,
+    /// `orderwatch_order_status_oldest_age_seconds{source,status}`.
+    pub order_status_oldest_age: GaugeVec,
+    /// `orderwatch_alerts{rule,state}`: pending and firing alerts.
+    pub alerts: IntGaugeVec,
+    /// `orderwatch_rule_evaluations_total{rule}`.
+    pub rule_evaluations: IntCounterVec,
+    /// `orderwatch_rule_evaluation_failures_total{rule}`.
+    pub rule_evaluation_failures: IntCounterVec,
+    /// `orderwatch_rule_evaluation_duration_seconds{rule}`.
+    pub rule_evaluation_duration: HistogramVec,
+    /// `orderwatch_rule_last_evaluation_timestamp_seconds{rule}`.
+    pub rule_last_evaluation: GaugeVec,
+    /// `orderwatch_rule_findings_capped{rule}`: 1 when more orders matched than were fetched.
+    pub rule_findings_capped: IntGaugeVec,
+    /// `orderwatch_source_up{source}`.
+    pub source_up: IntGaugeVec,
+    /// `orderwatch_notifications_total{notifier,outcome}`.
+    pub notifications: IntCounterVec,
+    /// `orderwatch_notification_queue_length{notifier}`.
+    pub notification_queue_length: IntGaugeVec,
+    /// `orderwatch_build_info{version}`.
+    pub build_info: IntGaugeVec,
+    /// `orderwatch_config_last_reload_successful`.
+    pub config_last_reload_successful: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let rss = ["rule", "source", "status", "severity"];
+        let m = Metrics {
+            stuck_orders: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_stuck_orders", "Orders a rule finds stuck, per status (exact count)."), &rss).unwrap()),
+            stuck_oldest_age: reg(&r, GaugeVec::new(Opts::new("orderwatch_stuck_oldest_age_seconds", "Age in the status of the oldest order a rule finds stuck."), &rss).unwrap()),
+            orders: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_orders", "Orders per active (non-terminal) status."), &["source", "status"]).unwrap()),
+            order_status_oldest_age: reg(&r, GaugeVec::new(Opts::new("orderwatch_order_status_oldest_age_seconds", "Age of the oldest order in each active status."), &["source", "status"]).unwrap()),
+            alerts: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_alerts", "Alerts per rule and state."), &["rule", "state"]).unwrap()),
+            rule_evaluations: reg(&r, IntCounterVec::new(Opts::new("orderwatch_rule_evaluations_total", "Rule evaluations."), &["rule"]).unwrap()),
+            rule_evaluation_failures: reg(&r, IntCounterVec::new(Opts::new("orderwatch_rule_evaluation_failures_total", "Rule evaluations that failed (source unreachable, query error)."), &["rule"]).unwrap()),
+            rule_evaluation_duration: reg(&r, HistogramVec::new(HistogramOpts::new("orderwatch_rule_evaluation_duration_seconds", "Duration of rule evaluations.").buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]), &["rule"]).unwrap()),
+            rule_last_evaluation: reg(&r, GaugeVec::new(Opts::new("orderwatch_rule_last_evaluation_timestamp_seconds", "Unix time of the last successful evaluation."), &["rule"]).unwrap()),
+            rule_findings_capped: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_rule_findings_capped", "1 when a rule matched more orders than it fetches (max_findings); counts stay exact."), &["rule"]).unwrap()),
+            source_up: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_source_up", "1 when the last query to the source succeeded."), &["source"]).unwrap()),
+            notifications: reg(&r, IntCounterVec::new(Opts::new("orderwatch_notifications_total", "Notification attempts by outcome (sent, failed, retried)."), &["notifier", "outcome"]).unwrap()),
+            notification_queue_length: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_notification_queue_length", "Notifications waiting to be delivered."), &["notifier"]).unwrap()),
+            build_info: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_build_info", "Build information."), &["version"]).unwrap()),
+            config_last_reload_successful: reg(&r, IntGauge::new("orderwatch_config_last_reload_successful", "1 when the last configuration load succeeded.").unwrap()),
+            registry: r,
+        };
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.config_last_reload_successful.set(1);
+        m
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("exposition is UTF-8")
+    }
+}

@@ -1,0 +1,241 @@
+//! The Alertmanager notifier, with Prometheus's own semantics: firing alerts are re-sent every
+//! `resend_delay` with `endsAt = now + 4 × max(interval, resend_delay)`; resolved alerts are
+//! sent with `endsAt` = resolution time and re-sent while they are retained (15 minutes);
+//! batches hold at most 256 alerts; every URL gets every alert, and what a URL did not accept
+//! is retried with backoff until it does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::AlertmanagerConfig;
+use crate::engine::{Alert, AlertBook, AlertState};
+use crate::metrics::Metrics;
+
+/// Maximum alerts per POST (Prometheus's `maxBatchSize`).
+pub const MAX_BATCH: usize = 256;
+const NAME: &str = "alertmanager";
+
+/// One alert as `POST /api/v2/alerts` takes it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PostableAlert {
+    /// Identifying labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// When the condition began.
+    #[serde(rename = "startsAt")]
+    pub starts_at: String,
+    /// When Alertmanager may consider it resolved.
+    #[serde(rename = "endsAt")]
+    pub ends_at: String,
+    /// Link back to us.
+    #[serde(rename = "generatorURL")]
+    pub generator_url: String,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The Alertmanager form of an alert at `now`.
+pub fn to_postable(a: &Alert, now: DateTime<Utc>, resend: Duration, base_url: &str) -> PostableAlert {
+    let ends_at = match a.state {
+        AlertState::Resolved => a.resolved_at.unwrap_or(now),
+        _ => {
+            let valid = 4 * Duration::from_secs(a.interval_secs).max(resend);
+            now + chrono::Duration::from_std(valid).unwrap_or(chrono::Duration::minutes(4))
+        }
+    };
+    PostableAlert {
+        labels: a.labels.clone(),
+        annotations: a.annotations.clone(),
+        starts_at: ts(a.starts_at),
+        ends_at: ts(ends_at),
+        generator_url: format!("{}/api/v1/alerts?rule={}", base_url.trim_end_matches('/'), a.rule),
+    }
+}
+
+/// Delivery bookkeeping of one Alertmanager URL: what it last accepted, per alert.
+#[derive(Default)]
+struct Delivery {
+    sent: HashMap<(String, String), (DateTime<Utc>, AlertState)>,
+    failures: u32,
+}
+
+/// Pushes alerts to every configured Alertmanager.
+pub struct AlertmanagerNotifier {
+    urls: Vec<String>,
+    resend: Duration,
+    client: reqwest::Client,
+    book: Arc<RwLock<AlertBook>>,
+    metrics: Arc<Metrics>,
+    base_url: String,
+}
+
+impl AlertmanagerNotifier {
+    /// A notifier over the shared alert book.
+    pub fn new(
+        cfg: &AlertmanagerConfig,
+        book: Arc<RwLock<AlertBook>>,
+        metrics: Arc<Metrics>,
+        base_url: String,
+    ) -> Result<Self, reqwest::Error> {
+        crate::source::ensure_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(cfg.timeout.0)
+            .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(AlertmanagerNotifier {
+            urls: cfg.urls.iter().map(|u| u.value.trim_end_matches('/').to_string()).collect(),
+            resend: cfg.resend_delay.0,
+            client,
+            book,
+            metrics,
+            base_url,
+        })
+    }
+
+    /// Runs until `shutdown` turns true; on shutdown makes one last attempt to deliver.
+    pub async fn run(self, mut wake: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {
+        let mut deliveries: Vec<Delivery> = self.urls.iter().map(|_| Delivery::default()).collect();
+        loop {
+            let now = Utc::now();
+            let mut next = self.resend;
+            for (url, d) in self.urls.iter().zip(deliveries.iter_mut()) {
+                self.deliver(url, d, now).await;
+                if d.failures > 0 {
+                    // Retry sooner than the resend delay: 1 s, 2 s, 4 s … capped by it.
+                    let backoff = Duration::from_secs(1u64 << d.failures.min(6)).min(self.resend);
+                    next = next.min(backoff);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(next) => {}
+                r = wake.changed() => if r.is_err() { break },
+                _ = shutdown.changed() => {
+                    let now = Utc::now();
+                    for (url, d) in self.urls.iter().zip(deliveries.iter_mut()) {
+                        self.deliver(url, d, now).await;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Sends what `url` needs now: new or changed alerts, and everything due for a re-send.
+    async fn deliver(&self, url: &str, d: &mut Delivery, now: DateTime<Utc>) {
+        let resend = chrono::Duration::from_std(self.resend).unwrap_or(chrono::Duration::minutes(1));
+        let due: Vec<(String, String, AlertState, PostableAlert)> = {
+            let book = self.book.read().expect("alert book lock");
+            let live: std::collections::HashSet<(String, String)> =
+                book.all().map(|a| (a.rule.clone(), a.key.clone())).collect();
+            d.sent.retain(|k, _| live.contains(k));
+            book.all()
+                .filter(|a| a.state != AlertState::Pending)
+                .filter(|a| match d.sent.get(&(a.rule.clone(), a.key.clone())) {
+                    None => true,
+                    Some((at, state)) => *state != a.state || now - *at >= resend,
+                })
+                .map(|a| (a.rule.clone(), a.key.clone(), a.state, to_postable(a, now, self.resend, &self.base_url)))
+                .collect()
+        };
+        self.metrics.notification_queue_length.with_label_values(&[NAME]).set(due.len() as i64);
+        if due.is_empty() {
+            d.failures = 0;
+            return;
+        }
+        let mut failed = false;
+        for chunk in due.chunks(MAX_BATCH) {
+            let body: Vec<&PostableAlert> = chunk.iter().map(|c| &c.3).collect();
+            let result = self.client.post(format!("{url}/api/v2/alerts")).json(&body).send().await;
+            let outcome = match result {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    Err(format!("HTTP {status}: {}", text.chars().take(300).collect::<String>()))
+                }
+                Err(e) => Err(crate::notify::alertmanager::error_chain(&e)),
+            };
+            match outcome {
+                Ok(()) => {
+                    self.metrics.notifications.with_label_values(&[NAME, "sent"]).inc_by(chunk.len() as u64);
+                    for (rule, key, state, _) in chunk {
+                        d.sent.insert((rule.clone(), key.clone()), (now, *state));
+                    }
+                }
+                Err(e) => {
+                    self.metrics.notifications.with_label_values(&[NAME, "failed"]).inc_by(chunk.len() as u64);
+                    if d.failures == 0 {
+                        tracing::warn!(notifier = NAME, url, alerts = chunk.len(), error = %e, "cannot deliver alerts; will retry");
+                    } else {
+                        tracing::debug!(notifier = NAME, url, alerts = chunk.len(), error = %e, "retry failed");
+                    }
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            d.failures = d.failures.saturating_add(1);
+        } else {
+            if d.failures > 0 {
+                tracing::info!(notifier = NAME, url, "Alertmanager reachable again; alerts delivered");
+            }
+            d.failures = 0;
+            self.metrics.notification_queue_length.with_label_values(&[NAME]).set(0);
+        }
+    }
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn firing_ends_at_four_times_the_longer_interval_and_resolved_at_resolution() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+        let mut a = Alert {
+            rule: "r".into(),
+            key: "JW-1".into(),
+            labels: BTreeMap::from([("alertname".into(), "StuckOrder".into())]),
+            annotations: BTreeMap::new(),
+            state: AlertState::Firing,
+            active_at: now,
+            starts_at: Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap(),
+            fired_at: Some(now),
+            last_seen: now,
+            resolved_at: None,
+            entered_at: None,
+            interval_secs: 30,
+        };
+        let p = to_postable(&a, now, Duration::from_secs(60), "http://h:1/");
+        assert_eq!(p.starts_at, "2026-11-22T09:00:00.000Z");
+        assert_eq!(p.ends_at, "2026-11-22T10:04:00.000Z");
+        assert_eq!(p.generator_url, "http://h:1/api/v1/alerts?rule=r");
+        a.interval_secs = 300;
+        assert_eq!(to_postable(&a, now, Duration::from_secs(60), "").ends_at, "2026-11-22T10:20:00.000Z");
+        a.state = AlertState::Resolved;
+        a.resolved_at = Some(Utc.with_ymd_and_hms(2026, 11, 22, 9, 59, 0).unwrap());
+        assert_eq!(to_postable(&a, now, Duration::from_secs(60), "").ends_at, "2026-11-22T09:59:00.000Z");
+    }
+}

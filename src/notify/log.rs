@@ -1,0 +1,42 @@
+//! The `log` notifier: one log line per alert change (order ids and allow-listed labels only).
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::engine::{Transition, TransitionKind};
+
+/// Prints alert changes.
+pub struct LogNotifier {
+    rx: mpsc::UnboundedReceiver<Arc<Vec<Transition>>>,
+}
+
+impl LogNotifier {
+    /// A notifier reading `rx`.
+    pub fn new(rx: mpsc::UnboundedReceiver<Arc<Vec<Transition>>>) -> Self {
+        LogNotifier { rx }
+    }
+
+    /// Runs until the hub is dropped.
+    pub async fn run(mut self) {
+        while let Some(batch) = self.rx.recv().await {
+            for t in batch.iter() {
+                let a = &t.alert;
+                let summary = a.annotations.get("summary").map(String::as_str).unwrap_or("");
+                let status = a.labels.get("status").map(String::as_str).unwrap_or("");
+                match t.kind {
+                    TransitionKind::Pending => tracing::debug!(
+                        target: "orderwatch::alert", rule = %a.rule, key = %a.key, status, "alert pending: {summary}"
+                    ),
+                    TransitionKind::Firing => tracing::warn!(
+                        target: "orderwatch::alert", rule = %a.rule, key = %a.key, status,
+                        starts_at = %a.starts_at.to_rfc3339(), "FIRING: {summary}"
+                    ),
+                    TransitionKind::Resolved => tracing::info!(
+                        target: "orderwatch::alert", rule = %a.rule, key = %a.key, status, "RESOLVED: {summary}"
+                    ),
+                }
+            }
+        }
+    }
+}

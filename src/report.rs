@@ -1,0 +1,110 @@
+//! Output of `orderwatch once`: a table for people, JSON for scripts (DESIGN.md's contract).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::rule::{Finding, Outcome, Rule};
+use crate::source::SourceError;
+
+/// One rule's result in `once --format json`.
+#[derive(Debug, Serialize)]
+pub struct RuleReport<'a> {
+    /// Rule name.
+    pub name: &'a str,
+    /// Kind.
+    pub kind: &'static str,
+    /// Source.
+    pub source: &'a str,
+    /// False when the source failed.
+    pub ok: bool,
+    /// Exact number found (absent when the source failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// True when `findings` holds fewer rows than `count` (capped by `max_findings`).
+    pub capped: bool,
+    /// The findings, oldest first.
+    pub findings: &'a [Finding],
+    /// The error, when the source failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The whole JSON document.
+#[derive(Debug, Serialize)]
+pub struct OnceReport<'a> {
+    /// Per rule.
+    pub rules: Vec<RuleReport<'a>>,
+}
+
+/// Exit code of `once`: 0 nothing found, 1 something found, 2 an error.
+pub fn exit_code(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -> i32 {
+    if results.iter().any(|(_, r)| r.is_err()) {
+        2
+    } else if results.iter().any(|(_, r)| r.as_ref().is_ok_and(|o| o.count > 0)) {
+        1
+    } else {
+        0
+    }
+}
+
+/// Builds the JSON report.
+pub fn build(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -> OnceReport<'_> {
+    OnceReport {
+        rules: results
+            .iter()
+            .map(|(rule, res)| match res {
+                Ok(o) => RuleReport {
+                    name: &rule.name,
+                    kind: rule.kind.as_str(),
+                    source: &rule.source,
+                    ok: true,
+                    count: Some(o.count),
+                    capped: o.truncated(),
+                    findings: &o.findings,
+                    error: None,
+                },
+                Err(e) => RuleReport {
+                    name: &rule.name,
+                    kind: rule.kind.as_str(),
+                    source: &rule.source,
+                    ok: false,
+                    count: None,
+                    capped: false,
+                    findings: &[],
+                    error: Some(e.to_string()),
+                },
+            })
+            .collect(),
+    }
+}
+
+/// A plain-text table: one block per rule, one line per order.
+pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -> String {
+    let mut out = String::new();
+    for (rule, res) in results {
+        match res {
+            Err(e) => {
+                let _ = writeln!(out, "{:<34} ERROR  {e}", rule.name);
+            }
+            Ok(o) => {
+                let capped = if o.truncated() { format!(" (showing oldest {})", o.findings.len()) } else { String::new() };
+                let _ = writeln!(out, "{:<34} {:>6} found{capped}  [{} on {}]", rule.name, o.count, rule.statuses().join(","), rule.source);
+                for f in &o.findings {
+                    let labels: Vec<String> = f.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let age = crate::rule::template::human_duration(std::time::Duration::from_secs_f64(f.age_seconds.max(0.0)));
+                    let _ = writeln!(
+                        out,
+                        "    {:<16} {:<24} {:>9}  since {}  {}",
+                        f.order_id,
+                        f.status,
+                        age,
+                        f.entered_at.format("%Y-%m-%d %H:%M:%SZ"),
+                        labels.join(" ")
+                    );
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,48 @@
+//! Findings: what a rule evaluation produces.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// One stuck (or lost) order. Carries only the id, status, times and allow-listed labels.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// The order id.
+    pub order_id: String,
+    /// Its current status.
+    pub status: String,
+    /// When it entered the status (database clock).
+    pub entered_at: DateTime<Utc>,
+    /// How long it has been there, by the database clock.
+    pub age_seconds: f64,
+    /// Allow-listed label columns.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Per-status aggregate over all matching orders (not just the fetched ones).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StatusStat {
+    /// Exact number of matching orders in this status.
+    pub count: u64,
+    /// Age of the oldest, seconds.
+    pub oldest_age_seconds: f64,
+}
+
+/// The result of one evaluation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Exact number of matching orders.
+    pub count: u64,
+    /// The matching orders, oldest first, at most the rule's `max_findings`.
+    pub findings: Vec<Finding>,
+    /// Per-status counts and oldest ages.
+    pub per_status: BTreeMap<String, StatusStat>,
+}
+
+impl Outcome {
+    /// Whether more orders matched than were fetched.
+    pub fn truncated(&self) -> bool {
+        (self.findings.len() as u64) < self.count
+    }
+}

@@ -1,0 +1,113 @@
+//! Rules: each kind turns a source into findings (one per stuck or lost order). A rule never
+//! talks to a notifier; the engine turns findings into alert state.
+
+mod finding;
+mod stuck;
+pub mod template;
+
+pub use finding::{Finding, Outcome, StatusStat};
+pub use stuck::StuckCheck;
+pub use template::Annotations;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::config::{RuleConfig, RuleKind, Severity};
+use crate::engine::Schedule;
+use crate::source::{Source, SourceError};
+
+/// What a rule checks, per kind.
+#[derive(Debug)]
+pub enum Check {
+    /// `kind: stuck`.
+    Stuck(StuckCheck),
+}
+
+/// A rule ready to run: config turned into SQL, a schedule and compiled templates.
+#[derive(Debug)]
+pub struct Rule {
+    /// Unique name.
+    pub name: String,
+    /// The kind.
+    pub kind: RuleKind,
+    /// The source it reads.
+    pub source: String,
+    /// The `severity` label.
+    pub severity: Severity,
+    /// The `alertname` label.
+    pub alertname: String,
+    /// Pending time before firing.
+    pub for_: Duration,
+    /// How long a firing alert outlives its finding.
+    pub keep_firing_for: Duration,
+    /// When it runs.
+    pub schedule: Schedule,
+    /// Extra alert labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotation templates.
+    pub annotations: Annotations,
+    /// Alerts per rule before the overflow alert.
+    pub max_alerts: usize,
+    /// The check itself.
+    pub check: Check,
+}
+
+impl Rule {
+    /// Builds a rule from its validated config.
+    pub fn build(cfg: &RuleConfig, source: &Source) -> Result<Rule, String> {
+        let schedule = Schedule::from_config(cfg)?;
+        let annotations = Annotations::compile(&cfg.name.value, &cfg.annotations)?;
+        let check = match cfg.kind {
+            RuleKind::Stuck => Check::Stuck(StuckCheck::new(cfg, source)),
+        };
+        Ok(Rule {
+            name: cfg.name.value.clone(),
+            kind: cfg.kind,
+            source: cfg.source.value.clone(),
+            severity: cfg.severity,
+            alertname: cfg.alertname.clone().unwrap_or_else(|| default_alertname(cfg.kind).to_string()),
+            for_: cfg.for_.0,
+            keep_firing_for: cfg.keep_firing_for.0,
+            schedule,
+            labels: cfg.labels.clone(),
+            annotations,
+            max_alerts: cfg.max_alerts,
+            check,
+        })
+    }
+
+    /// Runs the rule once against its source.
+    pub async fn evaluate(&self, source: &Source) -> Result<Outcome, SourceError> {
+        match &self.check {
+            Check::Stuck(c) => c.evaluate(source).await,
+        }
+    }
+
+    /// The statuses the rule watches (the `status` label values).
+    pub fn statuses(&self) -> &[String] {
+        match &self.check {
+            Check::Stuck(c) => &c.statuses,
+        }
+    }
+
+    /// The threshold, for templates.
+    pub fn older_than(&self) -> Duration {
+        match &self.check {
+            Check::Stuck(c) => c.older_than,
+        }
+    }
+
+    /// The SQL the rule runs (for `explain`, tests and the benchmark).
+    pub fn sql(&self) -> &str {
+        match &self.check {
+            Check::Stuck(c) => &c.sql,
+        }
+    }
+}
+
+/// `alertname` per kind, as DESIGN.md's contract says.
+pub fn default_alertname(kind: RuleKind) -> &'static str {
+    match kind {
+        RuleKind::Stuck => "StuckOrder",
+    }
+}

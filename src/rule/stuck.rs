@@ -1,0 +1,67 @@
+//! `kind: stuck`: orders in a status for longer than `older_than`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::finding::{Finding, Outcome, StatusStat};
+use crate::config::RuleConfig;
+use crate::source::{Source, SourceError};
+
+/// The compiled check: SQL and its bind parameters.
+#[derive(Debug)]
+pub struct StuckCheck {
+    /// The statuses.
+    pub statuses: Vec<String>,
+    /// The threshold.
+    pub older_than: Duration,
+    /// Rows fetched at most.
+    pub max_findings: usize,
+    /// The SQL (see `OrderModel::stuck_sql`).
+    pub sql: String,
+    labels: Vec<String>,
+}
+
+impl StuckCheck {
+    /// From the rule's config and its source's order model.
+    pub fn new(cfg: &RuleConfig, source: &Source) -> StuckCheck {
+        StuckCheck {
+            statuses: cfg.status.value.to_vec(),
+            older_than: cfg.older_than.value.0,
+            max_findings: cfg.max_findings,
+            sql: source.model.stuck_sql(),
+            labels: source.model.labels.clone(),
+        }
+    }
+
+    /// Runs the query; ages come from the database clock.
+    pub async fn evaluate(&self, source: &Source) -> Result<Outcome, SourceError> {
+        let secs = self.older_than.as_secs_f64();
+        let limit = self.max_findings as i64;
+        let rows = source.query(&self.sql, &[&self.statuses, &secs, &limit]).await?;
+        let mut out = Outcome::default();
+        for row in &rows {
+            let status: String = row.get(1);
+            out.count = row.get::<_, i64>(4) as u64;
+            out.per_status.entry(status.clone()).or_insert_with(|| StatusStat {
+                count: row.get::<_, i64>(5) as u64,
+                oldest_age_seconds: row.get(6),
+            });
+            let mut labels = BTreeMap::new();
+            for (i, name) in self.labels.iter().enumerate() {
+                if let Some(v) = row.get::<_, Option<String>>(7 + i) {
+                    labels.insert(name.clone(), v);
+                }
+            }
+            out.findings.push(Finding {
+                order_id: row.get(0),
+                status,
+                entered_at: row.get::<_, DateTime<Utc>>(2),
+                age_seconds: row.get(3),
+                labels,
+            });
+        }
+        Ok(out)
+    }
+}

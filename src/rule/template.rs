@@ -1,0 +1,95 @@
+//! Annotation templates (minijinja) over a finding: `order_id`, `status`, `age`,
+//! `age_seconds`, `entered_at`, `older_than`, `rule`, `source`, `severity`, `labels`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use minijinja::Environment;
+use serde_saphyr::Spanned;
+
+/// The compiled annotation templates of one rule.
+pub struct Annotations {
+    env: Environment<'static>,
+    keys: Vec<String>,
+}
+
+impl std::fmt::Debug for Annotations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Annotations").field("keys", &self.keys).finish()
+    }
+}
+
+/// A duration as people read it on call: "3h 05m", "2d 4h", "45s".
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, mins, secs) = (s / 86400, (s % 86400) / 3600, (s % 3600) / 60, s % 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {mins:02}m")
+    } else if mins > 0 {
+        format!("{mins}m {secs:02}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+impl Annotations {
+    /// Compiles the templates; errors name the annotation.
+    pub fn compile(rule: &str, templates: &BTreeMap<String, Spanned<String>>) -> Result<Self, String> {
+        let mut env = Environment::new();
+        // Alert text is plain text, never HTML: no auto-escaping.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        let mut keys = Vec::new();
+        for (k, t) in templates {
+            env.add_template_owned(k.clone(), t.value.clone())
+                .map_err(|e| format!("rule {rule}: annotation {k}: {e}"))?;
+            keys.push(k.clone());
+        }
+        Ok(Annotations { env, keys })
+    }
+
+    /// Renders every annotation for `ctx`; a template that fails at render time yields its
+    /// error text instead of dropping the alert.
+    pub fn render(&self, ctx: &minijinja::Value) -> BTreeMap<String, String> {
+        self.keys
+            .iter()
+            .map(|k| {
+                let text = self
+                    .env
+                    .get_template(k)
+                    .and_then(|t| t.render(ctx))
+                    .unwrap_or_else(|e| format!("(template error: {e})"));
+                (k.clone(), text)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(human_duration(Duration::from_secs(125)), "2m 05s");
+        assert_eq!(human_duration(Duration::from_secs(3 * 3600 + 5 * 60)), "3h 05m");
+        assert_eq!(human_duration(Duration::from_secs(2 * 86400 + 4 * 3600 + 59)), "2d 4h");
+    }
+
+    #[test]
+    fn renders_finding_fields() {
+        let loc = serde_saphyr::Location::UNKNOWN;
+        let mut t = BTreeMap::new();
+        t.insert(
+            "summary".to_string(),
+            Spanned::new("Order {{ order_id }} ({{ labels.order_type }}) {{ status }} for {{ age }} <b>".into(), loc, loc),
+        );
+        let a = Annotations::compile("r", &t).unwrap();
+        let ctx = minijinja::context! { order_id => "JW-1", status => "SUBMITTED", age => "1h 02m",
+            labels => minijinja::context!{ order_type => "ring" } };
+        assert_eq!(a.render(&ctx)["summary"], "Order JW-1 (ring) SUBMITTED for 1h 02m <b>");
+    }
+}

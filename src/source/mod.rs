@@ -1,0 +1,10 @@
+//! Sources: one read-only PostgreSQL pool per configured database, and the order model that
+//! turns a database's layout into the SQL the rules run.
+
+mod model;
+mod pool;
+mod tls;
+
+pub use model::{ModelKind, OrderModel};
+pub use pool::{Source, SourceError, describe_pg_error};
+pub use tls::ensure_crypto_provider;

@@ -1,0 +1,452 @@
+//! Shared helpers for the integration tests (`mod common;` in each file under `tests/`).
+//!
+//! Real parts, offline, per STYLE.md: one throwaway PostgreSQL cluster per test binary with a
+//! fresh database per test ([`pg`]), a real Alertmanager on a random port ([`Alertmanager`]),
+//! and a local HTTP receiver that records what notifiers POST ([`WebhookReceiver`]). External
+//! programs are found with [`require_bin`], which fails loudly in CI and skips with an install
+//! hint elsewhere, so a test never passes in CI without having run.
+
+// Each test binary uses only some of these helpers.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use orderwatch::pg_sandbox::PgSandbox;
+use serde_json::Value;
+
+/// Env var naming an existing PostgreSQL server (a URL with rights to create databases) to use
+/// instead of a sandbox, e.g. `postgres://postgres@127.0.0.1:5432/postgres`.
+pub const TEST_PG_URL_ENV: &str = "ORDERWATCH_TEST_PG_URL";
+
+/// The PostgreSQL server the tests of one binary share; each test takes its own database
+/// with [`Cluster::fresh_db`], so tests never see each other's rows.
+///
+/// A test that must stop the server (outage simulation) starts its own [`PgSandbox`]
+/// instead: stopping this shared one would break the tests running beside it.
+pub struct Cluster {
+    kind: ClusterKind,
+}
+
+enum ClusterKind {
+    /// Our own throwaway cluster; stopped when the test binary exits (its guardian does it,
+    /// since statics are never dropped).
+    Sandbox(PgSandbox),
+    /// An existing server from [`TEST_PG_URL_ENV`]; the URL's database is used to run
+    /// `CREATE DATABASE`. Databases made there are left behind.
+    External(reqwest::Url),
+}
+
+/// The shared cluster of this test binary, started on first use.
+pub fn pg() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let kind = match std::env::var(TEST_PG_URL_ENV) {
+            Ok(url) if !url.is_empty() => ClusterKind::External(
+                reqwest::Url::parse(&url)
+                    .unwrap_or_else(|e| panic!("{TEST_PG_URL_ENV}={url} is not a URL: {e}")),
+            ),
+            _ => ClusterKind::Sandbox(
+                PgSandbox::start()
+                    .unwrap_or_else(|e| panic!("starting the test PostgreSQL failed: {e}")),
+            ),
+        };
+        Cluster { kind }
+    })
+}
+
+impl Cluster {
+    /// Creates a new, uniquely named, empty database and returns its URL.
+    ///
+    /// Blocking (tens of milliseconds) but safe to call from inside a tokio runtime.
+    pub fn fresh_db(&self) -> String {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!(
+            "ow_test_{}_{}_{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        match &self.kind {
+            ClusterKind::Sandbox(sandbox) => sandbox
+                .create_database(&name)
+                .unwrap_or_else(|e| panic!("creating test database {name}: {e}")),
+            ClusterKind::External(url) => create_external_db(url.as_str(), &name),
+        }
+        self.url_for(&name)
+    }
+
+    /// The URL of database `db` on this server.
+    pub fn url_for(&self, db: &str) -> String {
+        match &self.kind {
+            ClusterKind::Sandbox(sandbox) => sandbox.url(db),
+            ClusterKind::External(url) => {
+                let mut url = url.clone();
+                url.set_path(&format!("/{db}"));
+                url.to_string()
+            }
+        }
+    }
+}
+
+/// `CREATE DATABASE` on an external server. tokio-postgres needs a runtime, and the caller may
+/// already be inside one (where `block_on` panics), so it runs on a thread with its own.
+fn create_external_db(admin_url: &str, name: &str) {
+    let (admin_url, name) = (admin_url.to_string(), name.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to {TEST_PG_URL_ENV}: {e}"));
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+        })
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
+
+/// Where an executable called `name` is: PATH first, then `/usr/bin` and `/usr/sbin`.
+fn find_bin(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Finds an external program a test needs. When it is missing: in CI (`CI=true`) the test
+/// panics, because a test that cannot run must not count as passed there; elsewhere it prints
+/// the install hint and returns `None`, and the caller returns early.
+pub fn require_bin(name: &str, apt_pkg: &str) -> Option<PathBuf> {
+    if let Some(path) = find_bin(name) {
+        return Some(path);
+    }
+    missing(name, apt_pkg)
+}
+
+fn missing<T>(name: &str, apt_pkg: &str) -> Option<T> {
+    let hint = format!(
+        "`{name}` is missing: apt-get install -y {apt_pkg} (or run scripts/test, which installs it)"
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{hint}");
+    }
+    eprintln!("skipping: {hint}");
+    None
+}
+
+/// A reqwest client for local test servers. Our reqwest has no built-in TLS provider, so one
+/// is installed first; no proxy, since a CI proxy variable must not capture 127.0.0.1.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("building a reqwest client")
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released: retry if someone takes it meanwhile).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `cmd` with a lifeline: a `sh` wrapper kills it when this process's end of a pipe
+/// closes, i.e. on [`Lifeline::stop`], on drop, or when the test binary dies in any way
+/// (even SIGKILL), so no helper server outlives the tests.
+struct Lifeline {
+    wrapper: Child,
+}
+
+impl Lifeline {
+    fn spawn(program: &Path, args: &[String], log: &Path) -> std::io::Result<Lifeline> {
+        // Background jobs of a non-interactive sh get /dev/null as stdin, so the pipe is
+        // moved to fd 3 for the watcher; the wrapper exits with the program's status.
+        const SCRIPT: &str = r#"exec 3<&0
+"$@" </dev/null 3<&- &
+pid=$!
+(read -r _ <&3; kill "$pid" 2>/dev/null) &
+wait "$pid""#;
+        let log_file = std::fs::File::create(log)?;
+        let wrapper = Command::new("sh")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg("orderwatch-test-lifeline")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()?;
+        Ok(Lifeline { wrapper })
+    }
+
+    /// `Some(status)` once the program has exited.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.wrapper.try_wait().ok().flatten()
+    }
+
+    fn stop(&mut self) {
+        drop(self.wrapper.stdin.take());
+        let _ = self.wrapper.wait();
+    }
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A real Alertmanager on a random 127.0.0.1 port with its own storage and no clustering,
+/// routing every alert to one receiver. Killed on drop.
+pub struct Alertmanager {
+    process: Lifeline,
+    url: String,
+    client: reqwest::Client,
+    /// Holds the config, the storage and the log; removed on drop.
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager and waits until `/-/ready` answers. With `Some(url)` its only route
+    /// posts to that webhook (group_wait and group_interval 1s, repeat 1h, resolved alerts
+    /// sent too; grouped by all labels, so each alert arrives in its own notification); with
+    /// `None` alerts are only kept, for tests that read them back with [`alerts`](Self::alerts).
+    ///
+    /// `None` when the binary is missing outside CI (see [`require_bin`]).
+    pub async fn start(webhook_url: Option<&str>) -> Option<Alertmanager> {
+        let binary = find_bin("prometheus-alertmanager")
+            .or_else(|| find_bin("alertmanager"))
+            .or_else(|| missing::<PathBuf>("prometheus-alertmanager", "prometheus-alertmanager"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("orderwatch-am-")
+            .tempdir()
+            .unwrap();
+        let receiver = match webhook_url {
+            Some(url) => format!(
+                "  - name: test\n    webhook_configs:\n      - url: '{url}'\n        send_resolved: true\n"
+            ),
+            None => "  - name: test\n".to_string(),
+        };
+        let config = format!(
+            "route:\n  receiver: test\n  group_by: ['...']\n  group_wait: 1s\n  \
+             group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n{receiver}"
+        );
+        let config_path = dir.path().join("alertmanager.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let storage = dir.path().join("data");
+        let log = dir.path().join("alertmanager.log");
+        let client = http_client();
+
+        // The port is free when picked but may be taken before Alertmanager binds it: retry.
+        for _attempt in 0..5 {
+            let port = free_port();
+            let args = vec![
+                format!("--config.file={}", config_path.display()),
+                format!("--storage.path={}", storage.display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--cluster.listen-address=".to_string(),
+                "--log.level=warn".to_string(),
+            ];
+            let mut process = Lifeline::spawn(&binary, &args, &log)
+                .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+            let url = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = process.exited() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if text.contains("address already in use") {
+                        break;
+                    }
+                    panic!("Alertmanager exited ({status}) before ready; its log:\n{text}");
+                }
+                let ready = client.get(format!("{url}/-/ready")).send().await;
+                if ready.is_ok_and(|r| r.status().is_success()) {
+                    return Some(Alertmanager {
+                        process,
+                        url,
+                        client,
+                        _dir: dir,
+                    });
+                }
+                if Instant::now() > deadline {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    panic!("Alertmanager at {url} not ready after 30s; its log:\n{text}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("Alertmanager: no free port after 5 attempts");
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:9093`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Every alert Alertmanager holds now (`GET /api/v2/alerts`).
+    pub async fn alerts(&self) -> Vec<Value> {
+        let url = format!("{}/api/v2/alerts", self.url);
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+        resp.json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: body is not JSON: {e}"))
+    }
+
+    /// Polls [`alerts`](Self::alerts) every 200 ms until `pred` holds and returns them; panics
+    /// with the last alerts seen when `timeout` passes first.
+    pub async fn wait_for(&self, pred: impl Fn(&[Value]) -> bool, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let alerts = self.alerts().await;
+            if pred(&alerts) {
+                return alerts;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "Alertmanager: condition not met within {timeout:?}; last alerts:\n{}",
+                    serde_json::to_string_pretty(&alerts).unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        self.process.stop();
+    }
+}
+
+/// One request a [`WebhookReceiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The request path, e.g. `/hooks/abc` (chat services put tokens there).
+    pub path: String,
+    /// The body as JSON; a body that is not JSON is kept as a JSON string.
+    pub body: Value,
+}
+
+/// A local HTTP server standing in for a webhook, a chat service or Alertmanager's receiver:
+/// records every body POSTed to any path and answers 200 `{"ok":true}`. Stops on drop.
+pub struct WebhookReceiver {
+    url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookReceiver {
+    /// Starts on a random 127.0.0.1 port, on the current tokio runtime.
+    pub async fn start() -> WebhookReceiver {
+        use axum::extract::State;
+        use axum::http::{Method, StatusCode, Uri};
+
+        type Shared = Arc<Mutex<Vec<Received>>>;
+        async fn record(
+            State(received): State<Shared>,
+            method: Method,
+            uri: Uri,
+            body: axum::body::Bytes,
+        ) -> (StatusCode, axum::Json<Value>) {
+            if method != Method::POST {
+                return (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    axum::Json(serde_json::json!({"ok": false})),
+                );
+            }
+            let body = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+            received.lock().unwrap().push(Received {
+                path: uri.path().to_string(),
+                body,
+            });
+            (StatusCode::OK, axum::Json(serde_json::json!({"ok": true})))
+        }
+
+        let received: Shared = Arc::default();
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(received.clone());
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("webhook receiver failed");
+        });
+        WebhookReceiver {
+            url,
+            received,
+            server,
+        }
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:40123`; any path under it is accepted.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Every body received so far, oldest first.
+    pub async fn bodies(&self) -> Vec<Value> {
+        self.requests().await.into_iter().map(|r| r.body).collect()
+    }
+
+    /// Every request received so far with its path, oldest first.
+    pub async fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Polls [`bodies`](Self::bodies) every 200 ms until `pred` holds and returns them; panics
+    /// with the last bodies seen when `timeout` passes first.
+    pub async fn wait_for(&self, pred: impl Fn(&[Value]) -> bool, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let bodies = self.bodies().await;
+            if pred(&bodies) {
+                return bodies;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "webhook receiver: condition not met within {timeout:?}; bodies so far:\n{}",
+                    serde_json::to_string_pretty(&bodies).unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
