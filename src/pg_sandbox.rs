@@ -633,6 +633,21 @@ mod tests {
     }
 
     #[test]
+    fn failed_start_quotes_the_server_log_and_restart_recovers() {
+        let mut pg = PgSandbox::start().expect("sandbox starts");
+        pg.stop().expect("stop");
+        let squatter = TcpListener::bind((Ipv4Addr::LOCALHOST, pg.port())).unwrap();
+        let err = pg.restart().expect_err("port is taken").to_string();
+        assert!(
+            err.contains("did not start") && err.contains("already in use"),
+            "{err}"
+        );
+        drop(squatter);
+        pg.restart().expect("restart once the port is free");
+        assert!(accepts_tcp(pg.port()));
+    }
+
+    #[test]
     fn bin_dir_has_the_server() {
         let dir = find_bin_dir().expect("PostgreSQL installed");
         assert!(dir.join("initdb").is_file() && dir.join("postgres").is_file());

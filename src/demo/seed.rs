@@ -503,11 +503,12 @@ create temp table seed_gen (
 /// $6 operators. Orders are spread evenly over 120 days (10 368 000 s), JW-00000001 oldest.
 const NATURAL_SQL: &str = "
 insert into seed_gen
-with b as (
+-- materialized: inlined, every reference to d1..d9 and t would recompute its draws
+with b as materialized (
     select n,
            ($1::bigint - n + pg_temp.seed_u(n, 0)) * 10368000.0::float8 / $1::bigint as age,
-           pg_temp.seed_u(n, 1) < 0.035 as abandoned_initiated,
-           pg_temp.seed_u(n, 2) < 0.03 as abandoned_uploaded,
+           pg_temp.seed_u(n, 1) < 0.03 as abandoned_initiated,
+           pg_temp.seed_u(n, 2) < 0.028 as abandoned_uploaded,
            120 + 3480 * pg_temp.seed_u(n, 3) ^ 2 as d1,       -- cart: 2 min – 1 h
            300 + 172800 * pg_temp.seed_u(n, 4) ^ 3 as d2,     -- 3D model: 5 min – 2 days
            case when pg_temp.seed_u(n, 5) < 0.05               -- price: 1–5 min, rarely 25
@@ -520,7 +521,7 @@ with b as (
            1800 + 72000 * pg_temp.seed_u(n, 11) ^ 2 as d8,    -- packing: 30 min – 20 h
            86400 + 777600 * pg_temp.seed_u(n, 12) ^ 1.5 as d9 -- carrier: 1–10 days
     from generate_series(1::bigint, $1::bigint) as n
-), t as (
+), t as materialized (
     -- t[k + 1]: seconds from creation to entering status k
     select n, age, abandoned_initiated, abandoned_uploaded,
            array[0, d1, d1 + d2, d1 + d2 + d3, d1 + d2 + d3 + d4, d1 + d2 + d3 + d4 + d5,

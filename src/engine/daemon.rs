@@ -131,8 +131,11 @@ pub struct Daemon {
     log_rx: Option<tokio::sync::mpsc::UnboundedReceiver<Arc<Vec<Transition>>>>,
 }
 
+/// Sources by name, and rules in config order.
+type Parts = (BTreeMap<String, Arc<Source>>, Vec<Arc<Rule>>);
+
 /// Builds sources and rules from a loaded config.
-fn build_parts(loaded: &Loaded) -> Result<(BTreeMap<String, Arc<Source>>, Vec<Arc<Rule>>), StartError> {
+fn build_parts(loaded: &Loaded) -> Result<Parts, StartError> {
     let mut sources = BTreeMap::new();
     for (name, cfg) in &loaded.config.sources {
         sources.insert(name.clone(), Arc::new(Source::build(name, &cfg.value)?));
@@ -298,9 +301,9 @@ pub async fn evaluate_once(
     Ok(futures_join_all(futures).await)
 }
 
-async fn futures_join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();

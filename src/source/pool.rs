@@ -216,7 +216,7 @@ mod tests {
             strip_verify_sslmode("postgres://u@h/db?sslmode=verify-full&connect_timeout=3"),
             ("postgres://u@h/db?connect_timeout=3".to_string(), true)
         );
-        assert_eq!(strip_verify_sslmode("postgres://u@h/db?sslmode=require").1, false);
+        assert!(!strip_verify_sslmode("postgres://u@h/db?sslmode=require").1);
         assert_eq!(strip_verify_sslmode("postgres://u@h/db?sslmode=verify-ca").0, "postgres://u@h/db");
     }
 

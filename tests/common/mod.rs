@@ -170,27 +170,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Runs `cmd` with a lifeline: a `sh` wrapper kills it when this process's end of a pipe
-/// closes, i.e. on [`Lifeline::stop`], on drop, or when the test binary dies in any way
-/// (even SIGKILL), so no helper server outlives the tests.
+/// Runs a program with a lifeline: a `sh` wrapper kills it, then deletes `dir`, when this
+/// process's end of a pipe closes, i.e. on [`Lifeline::stop`], on drop, or when the test
+/// binary dies in any way (even SIGKILL), so no helper server or its files outlive the tests.
 struct Lifeline {
     wrapper: Child,
 }
 
 impl Lifeline {
-    fn spawn(program: &Path, args: &[String], log: &Path) -> std::io::Result<Lifeline> {
+    fn spawn(program: &Path, args: &[String], dir: &Path, log: &Path) -> std::io::Result<Lifeline> {
         // Background jobs of a non-interactive sh get /dev/null as stdin, so the pipe is
-        // moved to fd 3 for the watcher; the wrapper exits with the program's status.
-        const SCRIPT: &str = r#"exec 3<&0
+        // moved to fd 3 for the watcher; the wrapper exits with the program's status. The
+        // directory is removed only once the lifeline closes, so a program that exits early
+        // leaves its log to be read.
+        const SCRIPT: &str = r#"dir=$1; shift
+exec 3<&0
 "$@" </dev/null 3<&- &
 pid=$!
-(read -r _ <&3; kill "$pid" 2>/dev/null) &
+(
+    read -r _ <&3
+    kill "$pid" 2>/dev/null
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    rm -rf "$dir"
+) &
 wait "$pid""#;
         let log_file = std::fs::File::create(log)?;
         let wrapper = Command::new("sh")
             .arg("-c")
             .arg(SCRIPT)
             .arg("orderwatch-test-lifeline")
+            .arg(dir)
             .arg(program)
             .args(args)
             .stdin(Stdio::piped())
@@ -238,10 +247,6 @@ impl Alertmanager {
         let binary = find_bin("prometheus-alertmanager")
             .or_else(|| find_bin("alertmanager"))
             .or_else(|| missing::<PathBuf>("prometheus-alertmanager", "prometheus-alertmanager"))?;
-        let dir = tempfile::Builder::new()
-            .prefix("orderwatch-am-")
-            .tempdir()
-            .unwrap();
         let receiver = match webhook_url {
             Some(url) => format!(
                 "  - name: test\n    webhook_configs:\n      - url: '{url}'\n        send_resolved: true\n"
@@ -252,14 +257,19 @@ impl Alertmanager {
             "route:\n  receiver: test\n  group_by: ['...']\n  group_wait: 1s\n  \
              group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n{receiver}"
         );
-        let config_path = dir.path().join("alertmanager.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let storage = dir.path().join("data");
-        let log = dir.path().join("alertmanager.log");
         let client = http_client();
 
-        // The port is free when picked but may be taken before Alertmanager binds it: retry.
+        // The port is free when picked but may be taken before Alertmanager binds it: retry,
+        // each attempt in a directory of its own since a failed one's lifeline deletes it.
         for _attempt in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("orderwatch-am-")
+                .tempdir()
+                .unwrap();
+            let config_path = dir.path().join("alertmanager.yml");
+            std::fs::write(&config_path, &config).unwrap();
+            let storage = dir.path().join("data");
+            let log = dir.path().join("alertmanager.log");
             let port = free_port();
             let args = vec![
                 format!("--config.file={}", config_path.display()),
@@ -268,7 +278,7 @@ impl Alertmanager {
                 "--cluster.listen-address=".to_string(),
                 "--log.level=warn".to_string(),
             ];
-            let mut process = Lifeline::spawn(&binary, &args, &log)
+            let mut process = Lifeline::spawn(&binary, &args, dir.path(), &log)
                 .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
             let url = format!("http://127.0.0.1:{port}");
             let deadline = Instant::now() + Duration::from_secs(30);

@@ -1,0 +1,205 @@
+//! Every config error names file, line and column and says what was expected.
+
+use std::path::{Path, PathBuf};
+
+use orderwatch::config::{ConfigError, load};
+
+const MAIN: &str = r#"listen: 127.0.0.1:0
+state_dir: state
+rule_files: [rules/*.yaml]
+sources:
+  shop:
+    url: postgres://orderwatch@127.0.0.1:5432/shop
+    orders:
+      table: orders
+      id: id
+      status: status
+      entered_at: status_changed_at
+      labels: [order_type]
+"#;
+
+const RULE: &str = r#"rules:
+  - name: submitted_over_1h
+    source: shop
+    status: SUBMITTED
+    older_than: 1h
+"#;
+
+/// Writes the main file and one rule file into a fresh directory and loads them.
+fn try_load(main: &str, rules: &str) -> (tempfile::TempDir, Result<orderwatch::config::Loaded, ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("orderwatch.yaml"), main).unwrap();
+    std::fs::write(dir.path().join("rules/a.yaml"), rules).unwrap();
+    let r = load(&dir.path().join("orderwatch.yaml"));
+    (dir, r)
+}
+
+/// Asserts exactly one problem, in `file` (relative name), at line:col, mentioning `needle`.
+fn expect_error(main: &str, rules: &str, file: &str, line: u64, column: u64, needle: &str) {
+    let (dir, r) = try_load(main, rules);
+    let err = match r {
+        Ok(_) => panic!("expected an error mentioning {needle:?}"),
+        Err(e) => e,
+    };
+    let text = err.to_string();
+    let p = err
+        .problems
+        .iter()
+        .find(|p| p.message.contains(needle))
+        .unwrap_or_else(|| panic!("no problem mentions {needle:?}: {text}"));
+    let want: PathBuf = dir.path().join(file);
+    assert_eq!(p.file, want, "{text}");
+    assert_eq!((p.line, p.column), (line, column), "{text}");
+    assert!(
+        text.contains(&format!("{}:{line}:{column}: ", want.display())),
+        "display must lead with file:line:col: {text}"
+    );
+}
+
+#[test]
+fn valid_config_loads_with_defaults() {
+    let (_dir, r) = try_load(MAIN, RULE);
+    let l = r.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.rules.len(), 1);
+    let src = &l.config.sources["shop"].value;
+    assert_eq!(src.statement_timeout.0, std::time::Duration::from_secs(10));
+    assert_eq!(src.terminal_statuses, vec!["CLOSED".to_string()]);
+    let rule = &l.rules[0].1;
+    assert_eq!(rule.max_findings, 1000);
+    assert_eq!(rule.max_alerts, 200);
+}
+
+#[test]
+fn unknown_key_in_main_file() {
+    let main = MAIN.replace("state_dir: state", "state_dir: state\nlisten_addr: x");
+    expect_error(&main, RULE, "orderwatch.yaml", 3, 1, "unknown field `listen_addr`");
+}
+
+#[test]
+fn unknown_key_in_rule() {
+    let rules = format!("{RULE}    olderthan: 2h\n");
+    expect_error(MAIN, &rules, "rules/a.yaml", 6, 5, "unknown field `olderthan`");
+}
+
+#[test]
+fn malformed_yaml() {
+    expect_error(MAIN, "rules:\n  - name: [x\n", "rules/a.yaml", 2, 11, "expected");
+}
+
+#[test]
+fn unknown_source() {
+    expect_error(MAIN, &RULE.replace("source: shop", "source: crm"), "rules/a.yaml", 3, 13, "unknown source \"crm\"");
+}
+
+#[test]
+fn duplicate_rule_names() {
+    let rules = format!("{RULE}{}", RULE.trim_start_matches("rules:\n"));
+    expect_error(MAIN, &rules, "rules/a.yaml", 6, 11, "duplicate rule name \"submitted_over_1h\"");
+}
+
+#[test]
+fn bad_rule_name() {
+    expect_error(MAIN, &RULE.replace("submitted_over_1h", "Submitted-1h"), "rules/a.yaml", 2, 11, "must match [a-z0-9_]+");
+}
+
+#[test]
+fn identifier_that_is_not_plain_sql() {
+    let main = MAIN.replace("entered_at: status_changed_at", "entered_at: \"status_changed_at; DROP TABLE orders\"");
+    expect_error(&main, RULE, "orderwatch.yaml", 11, 19, "not a plain SQL identifier");
+    let main = MAIN.replace("labels: [order_type]", "labels: [order_type, \"customer email\"]");
+    expect_error(&main, RULE, "orderwatch.yaml", 12, 28, "not a plain SQL identifier");
+}
+
+#[test]
+fn empty_status_list() {
+    expect_error(MAIN, &RULE.replace("status: SUBMITTED", "status: []"), "rules/a.yaml", 4, 13, "at least one non-empty status");
+}
+
+#[test]
+fn zero_and_negative_durations() {
+    expect_error(MAIN, &RULE.replace("older_than: 1h", "older_than: 0s"), "rules/a.yaml", 5, 17, "older_than must be greater than 0");
+    expect_error(MAIN, &RULE.replace("older_than: 1h", "older_than: -1h"), "rules/a.yaml", 5, 17, "invalid duration \"-1h\"");
+    expect_error(
+        MAIN,
+        &format!("{RULE}    interval: 0s\n"),
+        "rules/a.yaml",
+        6,
+        15,
+        "interval must be greater than 0",
+    );
+}
+
+#[test]
+fn bad_schedule_and_timezone() {
+    expect_error(MAIN, &format!("{RULE}    schedule: \"61 * * * *\"\n"), "rules/a.yaml", 6, 15, "invalid cron schedule");
+    expect_error(
+        MAIN,
+        &format!("{RULE}    schedule: \"0 9 * * 1\"\n    timezone: Mars/Olympus\n"),
+        "rules/a.yaml",
+        7,
+        15,
+        "unknown time zone",
+    );
+    expect_error(
+        MAIN,
+        &format!("{RULE}    schedule: \"0 0 9 * * 1\"\n"),
+        "rules/a.yaml",
+        6,
+        15,
+        "must have 5 fields",
+    );
+}
+
+#[test]
+fn bad_template() {
+    expect_error(
+        MAIN,
+        &format!("{RULE}    annotations:\n      summary: \"{{{{ order_id \"\n"),
+        "rules/a.yaml",
+        7,
+        16,
+        "annotation summary: template error",
+    );
+}
+
+#[test]
+fn missing_env_variable_in_url_is_named_without_leaking() {
+    let main = MAIN.replace(
+        "postgres://orderwatch@127.0.0.1:5432/shop",
+        "postgres://orderwatch:${OW_TEST_UNSET_PASSWORD}@127.0.0.1:5432/shop",
+    );
+    expect_error(&main, RULE, "orderwatch.yaml", 6, 10, "OW_TEST_UNSET_PASSWORD is not set");
+}
+
+#[test]
+fn secret_from_file_is_expanded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "p@ss\n").unwrap();
+    let main = MAIN.replace("orderwatch@127", "orderwatch:${file:pw}@127");
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/a.yaml"), RULE).unwrap();
+    std::fs::write(dir.path().join("orderwatch.yaml"), main).unwrap();
+    let l = load(&dir.path().join("orderwatch.yaml")).unwrap();
+    assert!(l.config.sources["shop"].value.url.value.contains(":p@ss@127"));
+}
+
+#[test]
+fn wrong_order_model() {
+    let main = MAIN.replace("      table: orders\n", "");
+    let (_d, r) = try_load(&main, RULE);
+    assert!(r.unwrap_err().to_string().contains("exactly one of `table`, `history_table` or `query`"));
+}
+
+#[test]
+fn several_problems_are_all_reported() {
+    let rules = RULE.replace("source: shop", "source: crm").replace("older_than: 1h", "older_than: 0s");
+    let (_d, r) = try_load(MAIN, &rules);
+    assert_eq!(r.unwrap_err().problems.len(), 2);
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let e = load(Path::new("/nonexistent/orderwatch.yaml")).unwrap_err();
+    assert!(e.to_string().starts_with("/nonexistent/orderwatch.yaml: cannot read"), "{e}");
+}

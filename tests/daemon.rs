@@ -1,0 +1,305 @@
+//! The daemon end to end: real PostgreSQL, real Alertmanager, a recording receiver standing in
+//! for a second Alertmanager; alerts fire, are re-sent, resolve, survive a restart; a failed
+//! source freezes its alerts and raises SourceDown; no personal data anywhere.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio_postgres::NoTls;
+
+const SCHEMA: &str = "
+CREATE TABLE orders (
+  id text PRIMARY KEY, customer_name text, customer_email text, customer_phone text,
+  order_type text, status text NOT NULL, status_changed_at timestamptz NOT NULL);
+CREATE INDEX ON orders (status, status_changed_at);
+INSERT INTO orders VALUES
+  ('JW-1', 'Anna Ivanova', 'anna.ivanova@example.com', '+7 912 000-00-01', 'ring',    'SUBMITTED', now() - interval '3 hours'),
+  ('JW-2', 'Boris Petrov', 'boris.petrov@example.com', '+7 912 000-00-02', 'pendant', 'SUBMITTED', now() - interval '2 hours'),
+  ('JW-3', 'Vera Sidorova','vera.sidorova@example.com','+7 912 000-00-03', 'ring',    'SUBMITTED', now() - interval '5 minutes'),
+  ('JW-9', 'Old Customer', 'old@example.com',          '+7 912 000-00-09', 'ring',    'CLOSED',    now() - interval '90 days');
+";
+const PERSONAL: &[&str] = &["Anna", "Ivanova", "Boris", "Petrov", "@example.com", "+7 912"];
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+fn write_config(dir: &Path, url: &str, am_urls: &[String], extra: &str) {
+    let urls: Vec<String> = am_urls.iter().map(|u| format!("\"{u}\"")).collect();
+    std::fs::write(
+        dir.join("orderwatch.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\ngauges_interval: 1s\n{extra}\
+             sources:\n  shop:\n    url: \"{url}?sslmode=disable&connect_timeout=2\"\n    connect_timeout: 2s\n\
+             \x20   orders: {{ table: orders, id: id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n\
+             notifiers:\n  log: {{}}\n  alertmanager:\n    urls: [{}]\n    resend_delay: 2s\n    timeout: 2s\n",
+            urls.join(", ")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("rules.yaml"),
+        "rules:\n  - name: submitted_over_1h\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    severity: critical\n    interval: 1s\n    labels: { team: sales }\n    annotations:\n      summary: \"Order {{ order_id }} ({{ labels.order_type }}) waits for its price for {{ age }}\"\n",
+    )
+    .unwrap();
+}
+
+/// A running daemon on 127.0.0.1:0; stops (gracefully) on drop of `stop`.
+struct Running {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn start(dir: &Path) -> Running {
+        let loaded = orderwatch::config::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let daemon = orderwatch::engine::Daemon::build(loaded).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            daemon
+                .serve(listener, async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Running { url, stop: Some(tx), task }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task).await.expect("daemon stops").unwrap();
+    }
+
+    async fn get(&self, path: &str) -> String {
+        common::http_client().get(format!("{}{path}", self.url)).send().await.unwrap().text().await.unwrap()
+    }
+
+    async fn alerts(&self) -> Vec<Value> {
+        let v: Value = serde_json::from_str(&self.get("/api/v1/alerts").await).unwrap();
+        v["data"]["alerts"].as_array().unwrap().clone()
+    }
+
+    async fn wait_metric(&self, line_prefix: &str, value: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = self.get("/metrics").await;
+            if m.lines().any(|l| l.starts_with(line_prefix) && l.ends_with(&format!(" {value}"))) {
+                return m;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no `{line_prefix} … {value}` in:\n{m}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_alerts(&self, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let a = self.alerts().await;
+            if pred(&a) {
+                return a;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "condition not met; alerts: {a:#?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn am_alert<'a>(alerts: &'a [Value], order: &str) -> Option<&'a Value> {
+    alerts.iter().find(|a| a["labels"]["order_id"] == order)
+}
+
+fn state_of(alerts: &[Value], key: &str) -> Option<String> {
+    alerts.iter().find(|a| a["key"] == key).map(|a| a["state"].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_receives_resends_and_resolves() {
+    let hook = common::WebhookReceiver::start().await;
+    let Some(am) = common::Alertmanager::start(Some(&format!("{}/am-webhook", hook.url()))).await else { return };
+    let recorder = common::WebhookReceiver::start().await;
+    let url = common::pg().fresh_db();
+    let db = connect(&url).await;
+    db.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &url, &[am.url(), recorder.url()], "");
+    let d = Running::start(dir.path()).await;
+
+    // Alertmanager's own API shows one alert per stuck order, with the contract labels.
+    let alerts = am.wait_for(|a| am_alert(a, "JW-1").is_some() && am_alert(a, "JW-2").is_some(), Duration::from_secs(30)).await;
+    assert!(am_alert(&alerts, "JW-3").is_none(), "JW-3 is not stuck yet");
+    let a = am_alert(&alerts, "JW-1").unwrap();
+    for (k, v) in [
+        ("alertname", "StuckOrder"),
+        ("rule", "submitted_over_1h"),
+        ("source", "shop"),
+        ("status", "SUBMITTED"),
+        ("severity", "critical"),
+        ("order_id", "JW-1"),
+        ("team", "sales"),
+        ("order_type", "ring"),
+    ] {
+        assert_eq!(a["labels"][k], v, "label {k}: {a:#}");
+    }
+    assert!(a["annotations"]["summary"].as_str().unwrap().starts_with("Order JW-1 (ring) waits for its price for 3h"), "{a:#}");
+    assert!(a["annotations"]["age"].as_str().unwrap().starts_with("3h"));
+    // startsAt is when the order crossed its threshold: entered 3 h ago + 1 h = 2 h ago.
+    let starts: chrono::DateTime<chrono::Utc> = a["startsAt"].as_str().unwrap().parse().unwrap();
+    let ago = chrono::Utc::now() - starts;
+    assert!((ago.num_seconds() - 7200).abs() < 120, "startsAt {starts} is {ago} ago");
+
+    // The second "Alertmanager" gets the same alerts, re-sent every resend_delay (2 s) with
+    // endsAt = now + 4 × max(interval 1 s, resend 2 s) = now + 8 s, in batches.
+    let bodies = recorder.wait_for(|b| b.iter().filter(|b| b.to_string().contains("JW-1")).count() >= 3, Duration::from_secs(30)).await;
+    let post = bodies.iter().rev().find(|b| b.to_string().contains("JW-1")).unwrap();
+    let sent = post.as_array().unwrap().iter().find(|a| a["labels"]["order_id"] == "JW-1").unwrap();
+    let ends: chrono::DateTime<chrono::Utc> = sent["endsAt"].as_str().unwrap().parse().unwrap();
+    let ahead = (ends - chrono::Utc::now()).num_milliseconds();
+    assert!((4000..=8500).contains(&ahead), "endsAt is {ahead} ms ahead");
+    assert!(recorder.requests().await.iter().all(|r| r.path == "/api/v2/alerts"));
+
+    // Metrics: exact counts, no personal data, no order id as a label.
+    let m = d.wait_metric("orderwatch_stuck_orders{rule=\"submitted_over_1h\",severity=\"critical\",source=\"shop\",status=\"SUBMITTED\"}", "2").await;
+    assert!(m.contains("orderwatch_source_up{source=\"shop\"} 1"));
+    assert!(m.contains("orderwatch_alerts{rule=\"submitted_over_1h\",state=\"firing\"} 2"), "{m}");
+    let m = d.wait_metric("orderwatch_orders{source=\"shop\",status=\"SUBMITTED\"}", "3").await;
+    assert!(!m.contains("status=\"CLOSED\""), "terminal statuses are never counted");
+    assert!(!m.contains("JW-"), "order ids must not be metric labels");
+
+    // JW-1 moves on: Alertmanager is told it resolved (its webhook says so), JW-2 stays.
+    db.execute("UPDATE orders SET status = 'PRICE_CALCULATED', status_changed_at = now() WHERE id = 'JW-1'", &[]).await.unwrap();
+    d.wait_alerts(|a| state_of(a, "JW-1").as_deref() == Some("resolved")).await;
+    hook.wait_for(
+        |b| b.iter().any(|n| n["status"] == "resolved" && n["alerts"][0]["labels"]["order_id"] == "JW-1"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let active = am.wait_for(|a| am_alert(a, "JW-1").is_none(), Duration::from_secs(30)).await;
+    assert!(am_alert(&active, "JW-2").is_some());
+    let resolved_post = recorder
+        .wait_for(
+            |b| {
+                b.iter().flat_map(|p| p.as_array().cloned().unwrap_or_default()).any(|a| {
+                    a["labels"]["order_id"] == "JW-1"
+                        && a["endsAt"].as_str().and_then(|e| e.parse::<chrono::DateTime<chrono::Utc>>().ok()).is_some_and(|e| e <= chrono::Utc::now())
+                })
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(!resolved_post.is_empty());
+
+    // Nothing personal reached Alertmanager, the receivers, the metrics or the API.
+    let everything = format!(
+        "{}{}{}{}{}",
+        serde_json::to_string(&am.alerts().await).unwrap(),
+        serde_json::to_string(&hook.bodies().await).unwrap(),
+        serde_json::to_string(&recorder.bodies().await).unwrap(),
+        d.get("/metrics").await,
+        d.get("/api/v1/alerts").await
+    );
+    for p in PERSONAL {
+        assert!(!everything.contains(p), "{p} leaked");
+    }
+    let rules: Value = serde_json::from_str(&d.get("/api/v1/rules").await).unwrap();
+    assert_eq!(rules["data"]["rules"][0]["health"], "ok");
+    assert_eq!(rules["data"]["rules"][0]["count"], 1);
+    assert_eq!(d.get("/healthz").await, "ok\n");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_neither_reannounces_nor_forgets() {
+    let recorder = common::WebhookReceiver::start().await;
+    let url = common::pg().fresh_db();
+    let db = connect(&url).await;
+    db.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &url, &[recorder.url()], "");
+
+    let d = Running::start(dir.path()).await;
+    let before = d.wait_alerts(|a| state_of(a, "JW-1").as_deref() == Some("firing") && state_of(a, "JW-2").as_deref() == Some("firing")).await;
+    d.stop().await;
+
+    // While the daemon is down, JW-2 moves on.
+    db.execute("UPDATE orders SET status = 'PRICE_CALCULATED', status_changed_at = now() WHERE id = 'JW-2'", &[]).await.unwrap();
+    let d = Running::start(dir.path()).await;
+    let after = d.wait_alerts(|a| state_of(a, "JW-2").as_deref() == Some("resolved")).await;
+    // JW-1 is the same episode: same activeAt and firedAt, so it was not announced again.
+    let pick = |v: &[Value], k: &str| v.iter().find(|a| a["key"] == k).cloned().unwrap();
+    assert_eq!(pick(&before, "JW-1")["firedAt"], pick(&after, "JW-1")["firedAt"]);
+    assert_eq!(pick(&before, "JW-1")["activeAt"], pick(&after, "JW-1")["activeAt"]);
+    assert_eq!(pick(&after, "JW-1")["state"], "firing");
+    // And the resolution reached the receiver.
+    recorder
+        .wait_for(
+            |b| {
+                b.iter().flat_map(|p| p.as_array().cloned().unwrap_or_default()).any(|a| {
+                    a["labels"]["order_id"] == "JW-2"
+                        && a["endsAt"].as_str().and_then(|e| e.parse::<chrono::DateTime<chrono::Utc>>().ok()).is_some_and(|e| e <= chrono::Utc::now())
+                })
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    d.stop().await;
+}
+
+/// A source going down freezes its alerts (no resolve), sets `orderwatch_source_up 0`, and
+/// after `source_down_after` raises SourceDown; coming back resolves SourceDown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_down_freezes_alerts_and_raises_source_down() {
+    let Some(am) = common::Alertmanager::start(None).await else { return };
+    // Our own cluster: stopping the shared one would break the other tests.
+    let mut pg = tokio::task::spawn_blocking(orderwatch::pg_sandbox::PgSandbox::start).await.unwrap().unwrap();
+    pg.create_database("shop").unwrap();
+    let url = pg.url("shop");
+    connect(&url).await.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &url, &[am.url()], "source_down_after: 3s\n");
+    let d = Running::start(dir.path()).await;
+    d.wait_alerts(|a| state_of(a, "JW-1").as_deref() == Some("firing")).await;
+    let readyz = common::http_client().get(format!("{}/readyz", d.url)).send().await.unwrap();
+    assert_eq!(readyz.status(), 200);
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.stop().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    d.wait_metric("orderwatch_source_up{source=\"shop\"}", "0").await;
+    let am_alerts = am
+        .wait_for(|a| a.iter().any(|x| x["labels"]["alertname"] == "SourceDown" && x["labels"]["source"] == "shop"), Duration::from_secs(30))
+        .await;
+    assert!(am_alert(&am_alerts, "JW-1").is_some(), "stuck alerts stay active in Alertmanager while the source is down");
+    let ours = d.alerts().await;
+    assert_eq!(state_of(&ours, "JW-1").as_deref(), Some("firing"), "no data is not good news");
+    assert_eq!(state_of(&ours, "JW-2").as_deref(), Some("firing"));
+    let rules: Value = serde_json::from_str(&d.get("/api/v1/rules").await).unwrap();
+    assert_eq!(rules["data"]["rules"][0]["health"], "err");
+    let m = d.get("/metrics").await;
+    assert!(m.lines().any(|l| l.starts_with("orderwatch_rule_evaluation_failures_total{rule=\"submitted_over_1h\"}")), "{m}");
+
+    let mut pg = pg;
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.restart().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    d.wait_metric("orderwatch_source_up{source=\"shop\"}", "1").await;
+    d.wait_alerts(|a| state_of(a, "shop").as_deref() == Some("resolved")).await;
+    am.wait_for(|a| !a.iter().any(|x| x["labels"]["alertname"] == "SourceDown"), Duration::from_secs(30)).await;
+    d.stop().await;
+    drop(pg);
+}

@@ -1,0 +1,254 @@
+//! Each order model against a real PostgreSQL: the right orders, oldest first, exact counts
+//! beyond the row cap, read-only sessions, index range scans, and no personal column read.
+
+mod common;
+
+use std::path::Path;
+
+use orderwatch::config::Loaded;
+use orderwatch::engine::evaluate_once;
+use tokio_postgres::NoTls;
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+/// Writes a main file with one source `db` (order model `orders_yaml`) and `rules_yaml`.
+fn config(dir: &Path, url: &str, orders_yaml: &str, rules_yaml: &str) -> Loaded {
+    std::fs::write(
+        dir.join("orderwatch.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  db:\n    url: \"{url}?sslmode=disable\"\n    orders: {orders_yaml}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("rules.yaml"), rules_yaml).unwrap();
+    orderwatch::config::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A shop-like table holding personal data next to what orderwatch may read.
+const PERSONAL_TABLE: &str = "
+CREATE TABLE orders (
+  id text PRIMARY KEY, customer_name text, customer_email text, customer_phone text,
+  order_type text, status text NOT NULL, status_changed_at timestamptz NOT NULL);
+CREATE INDEX ON orders (status, status_changed_at);
+INSERT INTO orders VALUES
+  ('JW-1', 'Anna Ivanova',  'anna.ivanova@example.com',  '+7 912 000-00-01', 'ring',     'SUBMITTED', now() - interval '3 hours'),
+  ('JW-2', 'Boris Petrov',  'boris.petrov@example.com',  '+7 912 000-00-02', 'pendant',  'SUBMITTED', now() - interval '2 hours'),
+  ('JW-3', 'Vera Sidorova', 'vera.sidorova@example.com', '+7 912 000-00-03', 'ring',     'SUBMITTED', now() - interval '10 minutes'),
+  ('JW-4', 'Gleb Orlov',    'gleb.orlov@example.com',    '+7 912 000-00-04', 'bracelet', 'PRICE_CALCULATED', now() - interval '5 hours'),
+  ('JW-5', 'Dina Lebedeva', 'dina.lebedeva@example.com', '+7 912 000-00-05', 'earrings', 'CLOSED',    now() - interval '30 days');
+";
+
+const SUBMITTED_1H: &str = "rules:\n  - name: submitted_over_1h\n    source: db\n    status: SUBMITTED\n    older_than: 1h\n";
+
+#[tokio::test]
+async fn table_model_finds_exactly_the_stuck_orders_oldest_first_without_personal_data() {
+    let url = common::pg().fresh_db();
+    connect(&url).await.batch_execute(PERSONAL_TABLE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = config(
+        dir.path(),
+        &url,
+        "{ table: orders, id: id, status: status, entered_at: status_changed_at, labels: [order_type] }",
+        SUBMITTED_1H,
+    );
+    let results = evaluate_once(&loaded, &[]).await.unwrap();
+    let o = results[0].1.as_ref().unwrap();
+    assert_eq!(o.count, 2);
+    let ids: Vec<&str> = o.findings.iter().map(|f| f.order_id.as_str()).collect();
+    assert_eq!(ids, ["JW-1", "JW-2"]);
+    assert!((o.findings[0].age_seconds - 3.0 * 3600.0).abs() < 60.0);
+    assert_eq!(o.findings[0].labels.get("order_type").map(String::as_str), Some("ring"));
+    assert_eq!(o.per_status["SUBMITTED"].count, 2);
+
+    let json = serde_json::to_string(&orderwatch::report::build(&results)).unwrap();
+    let table = orderwatch::report::table(&results);
+    for personal in ["Anna", "Ivanova", "anna.ivanova@example.com", "+7 912", "Boris", "@example.com"] {
+        assert!(!json.contains(personal), "{personal} leaked into JSON: {json}");
+        assert!(!table.contains(personal), "{personal} leaked into the table: {table}");
+    }
+    // The SQL itself never names a personal column.
+    let sql = results[0].0.sql();
+    for col in ["customer_name", "customer_email", "customer_phone", "*"] {
+        assert!(!sql.contains(&format!("t.{col}")) && !sql.contains(&format!("t.\"{col}\"")), "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn several_statuses_and_a_row_cap_keep_counts_exact() {
+    let url = common::pg().fresh_db();
+    let c = connect(&url).await;
+    c.batch_execute(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, status text, entered_at timestamptz);
+         CREATE INDEX ON orders (status, entered_at);
+         INSERT INTO orders SELECT g, CASE WHEN g % 2 = 0 THEN 'PACKAGING' ELSE 'MANUFACTURING_COMPLETED' END,
+                now() - make_interval(hours => 25 + g) FROM generate_series(1, 9) g;
+         INSERT INTO orders VALUES (100, 'PACKAGING', now() - interval '1 hour');",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = config(
+        dir.path(),
+        &url,
+        "{ table: orders }",
+        "rules:\n  - name: r\n    source: db\n    status: [PACKAGING, MANUFACTURING_COMPLETED]\n    older_than: 1d\n    max_findings: 3\n    max_alerts: 2\n",
+    );
+    let results = evaluate_once(&loaded, &[]).await.unwrap();
+    let o = results[0].1.as_ref().unwrap();
+    assert_eq!(o.count, 9, "count is exact beyond the cap");
+    assert!(o.truncated());
+    // Oldest first: ids 9, 8, 7 (integer ids come back as text).
+    let ids: Vec<&str> = o.findings.iter().map(|f| f.order_id.as_str()).collect();
+    assert_eq!(ids, ["9", "8", "7"]);
+    assert_eq!(o.per_status["MANUFACTURING_COMPLETED"].count, 5);
+    assert_eq!(o.per_status["PACKAGING"].count, 4);
+    let json = serde_json::to_value(orderwatch::report::build(&results)).unwrap();
+    assert_eq!(json["rules"][0]["capped"], true);
+    assert_eq!(json["rules"][0]["count"], 9);
+}
+
+#[tokio::test]
+async fn history_model_uses_the_latest_row_per_order() {
+    let url = common::pg().fresh_db();
+    connect(&url)
+        .await
+        .batch_execute(
+            "CREATE TABLE order_status_history (id bigserial PRIMARY KEY, order_id text, status text,
+                 changed_at timestamptz, note_with_customer_phone text);
+             CREATE INDEX ON order_status_history (status, changed_at);
+             CREATE INDEX ON order_status_history (order_id, changed_at);
+             INSERT INTO order_status_history (order_id, status, changed_at, note_with_customer_phone) VALUES
+               ('A', 'SUBMITTED',        now() - interval '5 hours', '+7 900 111-11-11'),
+               ('A', 'PRICE_CALCULATED', now() - interval '4 hours', '+7 900 111-11-11'),
+               ('B', 'SUBMITTED',        now() - interval '3 hours', '+7 900 222-22-22'),
+               ('C', 'SUBMITTED',        now() - interval '20 minutes', NULL),
+               ('D', 'SUBMITTED',        now() - interval '40 days', NULL);",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = config(
+        dir.path(),
+        &url,
+        "{ history_table: order_status_history, id: order_id, status: status, entered_at: changed_at, history_lookback: 30d }",
+        SUBMITTED_1H,
+    );
+    let results = evaluate_once(&loaded, &[]).await.unwrap();
+    let o = results[0].1.as_ref().unwrap();
+    // A moved on, C is too young, D is beyond the lookback.
+    let ids: Vec<&str> = o.findings.iter().map(|f| f.order_id.as_str()).collect();
+    assert_eq!(ids, ["B"]);
+    assert_eq!(o.count, 1);
+    assert!(!serde_json::to_string(&orderwatch::report::build(&results)).unwrap().contains("+7 900"));
+}
+
+#[tokio::test]
+async fn query_model_wraps_a_custom_query() {
+    let url = common::pg().fresh_db();
+    connect(&url)
+        .await
+        .batch_execute(
+            "CREATE TABLE production_orders (order_id integer PRIMARY KEY, state text, updated timestamp, kind text);
+             INSERT INTO production_orders VALUES (1, 'PACKAGING', now() - interval '2 days', 'ring'),
+                                                  (2, 'PACKAGING', now() - interval '1 hour', 'ring');",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = config(
+        dir.path(),
+        &url,
+        "{ query: \"SELECT order_id AS id, state AS status, updated AS entered_at, kind FROM production_orders\", labels: [kind] }",
+        "rules:\n  - name: packaging_over_1d\n    source: db\n    status: PACKAGING\n    older_than: 1d\n",
+    );
+    let results = evaluate_once(&loaded, &[]).await.unwrap();
+    let o = results[0].1.as_ref().unwrap();
+    assert_eq!(o.count, 1);
+    assert_eq!(o.findings[0].order_id, "1");
+    assert_eq!(o.findings[0].labels["kind"], "ring");
+}
+
+#[tokio::test]
+async fn sessions_are_read_only_with_a_statement_timeout() {
+    let url = common::pg().fresh_db();
+    connect(&url).await.batch_execute(PERSONAL_TABLE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = config(dir.path(), &url, "{ table: orders, id: id, status: status, entered_at: status_changed_at }", SUBMITTED_1H);
+    let mut cfg = loaded.config.sources["db"].value.clone();
+    cfg.statement_timeout = orderwatch::config::Dur(std::time::Duration::from_millis(300));
+    let source = orderwatch::source::Source::build("db", &cfg).unwrap();
+    let err = source.query("DELETE FROM orders", &[]).await.unwrap_err().to_string();
+    assert!(err.contains("read-only transaction") && err.contains("25006"), "{err}");
+    let err = source.query("SELECT pg_sleep(5)", &[]).await.unwrap_err().to_string();
+    assert!(err.contains("statement timeout") && err.contains("57014"), "{err}");
+    let rows = source.query("SELECT current_setting('application_name')", &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "orderwatch");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_an_error_never_zero_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let loaded = config(
+        dir.path(),
+        &format!("postgres://orderwatch:hunter2@127.0.0.1:{port}/shop"),
+        "{ table: orders, id: id, status: status, entered_at: status_changed_at }",
+        SUBMITTED_1H,
+    );
+    let results = evaluate_once(&loaded, &[]).await.unwrap();
+    let err = results[0].1.as_ref().unwrap_err().to_string();
+    assert!(err.contains("cannot connect"), "{err}");
+    assert!(!err.contains("hunter2"), "password leaked: {err}");
+    assert_eq!(orderwatch::report::exit_code(&results), 2);
+    let json = serde_json::to_value(orderwatch::report::build(&results)).unwrap();
+    assert_eq!(json["rules"][0]["ok"], false);
+    assert!(json["rules"][0].get("count").is_none());
+}
+
+/// The shipped rules on the reference schema with 100 000 orders: every query is an index
+/// scan, never a sequential scan of the orders table.
+#[tokio::test]
+async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
+    let (shop_url, mes_url) = (common::pg().fresh_db(), common::pg().fresh_db());
+    let (shop, mes) = (connect(&shop_url).await, connect(&mes_url).await);
+    orderwatch::demo::seed::create_schema(&shop, &mes).await.unwrap();
+    orderwatch::demo::seed::seed(&shop, &mes, 100_000).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    for name in ["shop.yaml", "mes.yaml"] {
+        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules").join(name), dir.path().join("rules").join(name)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("orderwatch.yaml"),
+        format!(
+            "state_dir: state\nrule_files: [rules/*.yaml]\nsources:\n  shop:\n    url: \"{shop_url}\"\n    orders: {{ table: orders, id: id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n  mes:\n    url: \"{mes_url}\"\n    orders: {{ table: production_orders, id: order_id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n"
+        ),
+    )
+    .unwrap();
+    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    assert!(loaded.rules.len() >= 8, "the shipped rules are loaded");
+    for (_, rc) in &loaded.rules {
+        let src = &loaded.config.sources[&rc.source.value].value;
+        let model = orderwatch::source::OrderModel::from_config(&src.orders);
+        let client = if rc.source.value == "shop" { &shop } else { &mes };
+        let statuses = rc.status.value.to_vec();
+        let secs = rc.older_than.value.0.as_secs_f64();
+        let rows = client
+            .query(&format!("EXPLAIN (FORMAT TEXT) {}", model.stuck_sql()), &[&statuses, &secs, &1000i64])
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan"), "rule {} scans the table:\n{plan}", rc.name.value);
+        assert!(plan.contains("Index"), "rule {} uses no index:\n{plan}", rc.name.value);
+        // Per-status gauges: a loose index scan, never touching CLOSED rows one by one.
+        let terminal = vec!["CLOSED".to_string()];
+        let rows = client.query(&format!("EXPLAIN {}", model.gauges_sql()), &[&terminal]).await.unwrap();
+        let plan = rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n");
+        assert!(!plan.contains("Seq Scan"), "gauges scan the table:\n{plan}");
+    }
+}
