@@ -57,7 +57,10 @@ enum Format {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORDERWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -78,10 +81,14 @@ async fn shutdown_signal() {
 
 fn load(cli: Option<PathBuf>) -> Result<orderwatch::config::Loaded, ExitCode> {
     let path = orderwatch::config::default_config_path(cli);
-    orderwatch::config::load(&path).map_err(|e| {
+    let loaded = orderwatch::config::load(&path).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(2)
-    })
+    })?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(loaded)
 }
 
 #[tokio::main]
@@ -109,7 +116,11 @@ async fn main() -> ExitCode {
             };
             let n_rules = loaded.rules.len();
             if offline {
-                println!("{}: OK ({} sources, {n_rules} rules; databases not contacted)", loaded.path.display(), loaded.config.sources.len());
+                println!(
+                    "{}: OK ({} sources, {n_rules} rules; databases not contacted)",
+                    loaded.path.display(),
+                    loaded.config.sources.len()
+                );
                 return ExitCode::SUCCESS;
             }
             match orderwatch::engine::check_online(&loaded).await {
@@ -119,7 +130,11 @@ async fn main() -> ExitCode {
                         failed |= !ok;
                         println!("{} {line}", if ok { "ok  " } else { "FAIL" });
                     }
-                    if failed { ExitCode::from(2) } else { ExitCode::SUCCESS }
+                    if failed {
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(e) => {
                     eprintln!("orderwatch: {e}");
@@ -132,9 +147,19 @@ async fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(c) => return c,
             };
-            let unknown: Vec<&String> = rules.iter().filter(|r| !loaded.rules.iter().any(|(_, c)| &c.name.value == *r)).collect();
+            let unknown: Vec<&String> = rules
+                .iter()
+                .filter(|r| !loaded.rules.iter().any(|(_, c)| &c.name.value == *r))
+                .collect();
             if !unknown.is_empty() {
-                eprintln!("orderwatch: unknown rule(s): {}", unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+                eprintln!(
+                    "orderwatch: unknown rule(s): {}",
+                    unknown
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
                 return ExitCode::from(2);
             }
             let results = match orderwatch::engine::evaluate_once(&loaded, &rules).await {
@@ -145,17 +170,23 @@ async fn main() -> ExitCode {
                 }
             };
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&orderwatch::report::build(&results)).expect("serializable")),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&orderwatch::report::build(&results))
+                        .expect("serializable")
+                ),
                 Format::Table => print!("{}", orderwatch::report::table(&results)),
             }
             ExitCode::from(orderwatch::report::exit_code(&results) as u8)
         }
-        Command::Demo { listen, orders } => match orderwatch::demo::run(&listen, orders, shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("orderwatch demo: {e}");
-                ExitCode::from(2)
+        Command::Demo { listen, orders } => {
+            match orderwatch::demo::run(&listen, orders, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("orderwatch demo: {e}");
+                    ExitCode::from(2)
+                }
             }
-        },
+        }
     }
 }

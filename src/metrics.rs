@@ -2,7 +2,8 @@
 //! globals. Names follow `orderwatch_<thing>_<unit>`; order ids never become labels.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric.
@@ -48,7 +49,8 @@ impl Default for Metrics {
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-    r.register(Box::new(c.clone())).expect("metric names are unique");
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
     c
 }
 
@@ -75,7 +77,9 @@ impl Metrics {
             config_last_reload_successful: reg(&r, IntGauge::new("orderwatch_config_last_reload_successful", "1 when the last configuration load succeeded.").unwrap()),
             registry: r,
         };
-        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         m.config_last_reload_successful.set(1);
         m
     }
@@ -83,7 +87,9 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
         String::from_utf8(buf).expect("exposition is UTF-8")
     }
 }

@@ -41,7 +41,10 @@ pub struct OnceReport<'a> {
 pub fn exit_code(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -> i32 {
     if results.iter().any(|(_, r)| r.is_err()) {
         2
-    } else if results.iter().any(|(_, r)| r.as_ref().is_ok_and(|o| o.count > 0)) {
+    } else if results
+        .iter()
+        .any(|(_, r)| r.as_ref().is_ok_and(|o| o.count > 0))
+    {
         1
     } else {
         0
@@ -88,11 +91,25 @@ pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                 let _ = writeln!(out, "{:<34} ERROR  {e}", rule.name);
             }
             Ok(o) => {
-                let capped = if o.truncated() { format!(" (showing oldest {})", o.findings.len()) } else { String::new() };
-                let _ = writeln!(out, "{:<34} {:>6} found{capped}  [{} on {}]", rule.name, o.count, rule.statuses().join(","), rule.source);
+                let capped = if o.truncated() {
+                    format!(" (showing oldest {})", o.findings.len())
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<34} {:>6} found{capped}  [{} on {}]",
+                    rule.name,
+                    o.count,
+                    rule.statuses().join(","),
+                    rule.source
+                );
                 for f in &o.findings {
-                    let labels: Vec<String> = f.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    let age = crate::rule::template::human_duration(std::time::Duration::from_secs_f64(f.age_seconds.max(0.0)));
+                    let labels: Vec<String> =
+                        f.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let age = crate::rule::template::human_duration(
+                        std::time::Duration::from_secs_f64(f.age_seconds.max(0.0)),
+                    );
                     let _ = writeln!(
                         out,
                         "    {:<16} {:<24} {:>9}  since {}  {}",

@@ -26,7 +26,13 @@ const RULE: &str = r#"rules:
 "#;
 
 /// Writes the main file and one rule file into a fresh directory and loads them.
-fn try_load(main: &str, rules: &str) -> (tempfile::TempDir, Result<orderwatch::config::Loaded, ConfigError>) {
+fn try_load(
+    main: &str,
+    rules: &str,
+) -> (
+    tempfile::TempDir,
+    Result<orderwatch::config::Loaded, ConfigError>,
+) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("rules")).unwrap();
     std::fs::write(dir.path().join("orderwatch.yaml"), main).unwrap();
@@ -73,53 +79,136 @@ fn valid_config_loads_with_defaults() {
 #[test]
 fn unknown_key_in_main_file() {
     let main = MAIN.replace("state_dir: state", "state_dir: state\nlisten_addr: x");
-    expect_error(&main, RULE, "orderwatch.yaml", 3, 1, "unknown field `listen_addr`");
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        3,
+        1,
+        "unknown field `listen_addr`",
+    );
 }
 
 #[test]
 fn unknown_key_in_rule() {
     let rules = format!("{RULE}    olderthan: 2h\n");
-    expect_error(MAIN, &rules, "rules/a.yaml", 6, 5, "unknown field `olderthan`");
+    expect_error(
+        MAIN,
+        &rules,
+        "rules/a.yaml",
+        6,
+        5,
+        "unknown field `olderthan`",
+    );
 }
 
 #[test]
 fn malformed_yaml() {
-    expect_error(MAIN, "rules:\n  - name: [x\n", "rules/a.yaml", 2, 11, "expected");
+    expect_error(
+        MAIN,
+        "rules:\n  - name: [x\n",
+        "rules/a.yaml",
+        2,
+        11,
+        "expected",
+    );
 }
 
 #[test]
 fn unknown_source() {
-    expect_error(MAIN, &RULE.replace("source: shop", "source: crm"), "rules/a.yaml", 3, 13, "unknown source \"crm\"");
+    expect_error(
+        MAIN,
+        &RULE.replace("source: shop", "source: crm"),
+        "rules/a.yaml",
+        3,
+        13,
+        "unknown source \"crm\"",
+    );
 }
 
 #[test]
 fn duplicate_rule_names() {
     let rules = format!("{RULE}{}", RULE.trim_start_matches("rules:\n"));
-    expect_error(MAIN, &rules, "rules/a.yaml", 6, 11, "duplicate rule name \"submitted_over_1h\"");
+    expect_error(
+        MAIN,
+        &rules,
+        "rules/a.yaml",
+        6,
+        11,
+        "duplicate rule name \"submitted_over_1h\"",
+    );
 }
 
 #[test]
 fn bad_rule_name() {
-    expect_error(MAIN, &RULE.replace("submitted_over_1h", "Submitted-1h"), "rules/a.yaml", 2, 11, "must match [a-z0-9_]+");
+    expect_error(
+        MAIN,
+        &RULE.replace("submitted_over_1h", "Submitted-1h"),
+        "rules/a.yaml",
+        2,
+        11,
+        "must match [a-z0-9_]+",
+    );
 }
 
 #[test]
 fn identifier_that_is_not_plain_sql() {
-    let main = MAIN.replace("entered_at: status_changed_at", "entered_at: \"status_changed_at; DROP TABLE orders\"");
-    expect_error(&main, RULE, "orderwatch.yaml", 11, 19, "not a plain SQL identifier");
-    let main = MAIN.replace("labels: [order_type]", "labels: [order_type, \"customer email\"]");
-    expect_error(&main, RULE, "orderwatch.yaml", 12, 28, "not a plain SQL identifier");
+    let main = MAIN.replace(
+        "entered_at: status_changed_at",
+        "entered_at: \"status_changed_at; DROP TABLE orders\"",
+    );
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        11,
+        19,
+        "not a plain SQL identifier",
+    );
+    let main = MAIN.replace(
+        "labels: [order_type]",
+        "labels: [order_type, \"customer email\"]",
+    );
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        12,
+        28,
+        "not a plain SQL identifier",
+    );
 }
 
 #[test]
 fn empty_status_list() {
-    expect_error(MAIN, &RULE.replace("status: SUBMITTED", "status: []"), "rules/a.yaml", 4, 13, "at least one non-empty status");
+    expect_error(
+        MAIN,
+        &RULE.replace("status: SUBMITTED", "status: []"),
+        "rules/a.yaml",
+        4,
+        13,
+        "at least one non-empty status",
+    );
 }
 
 #[test]
 fn zero_and_negative_durations() {
-    expect_error(MAIN, &RULE.replace("older_than: 1h", "older_than: 0s"), "rules/a.yaml", 5, 17, "older_than must be greater than 0");
-    expect_error(MAIN, &RULE.replace("older_than: 1h", "older_than: -1h"), "rules/a.yaml", 5, 17, "invalid duration \"-1h\"");
+    expect_error(
+        MAIN,
+        &RULE.replace("older_than: 1h", "older_than: 0s"),
+        "rules/a.yaml",
+        5,
+        17,
+        "older_than must be greater than 0",
+    );
+    expect_error(
+        MAIN,
+        &RULE.replace("older_than: 1h", "older_than: -1h"),
+        "rules/a.yaml",
+        5,
+        17,
+        "invalid duration \"-1h\"",
+    );
     expect_error(
         MAIN,
         &format!("{RULE}    interval: 0s\n"),
@@ -132,7 +221,14 @@ fn zero_and_negative_durations() {
 
 #[test]
 fn bad_schedule_and_timezone() {
-    expect_error(MAIN, &format!("{RULE}    schedule: \"61 * * * *\"\n"), "rules/a.yaml", 6, 15, "invalid cron schedule");
+    expect_error(
+        MAIN,
+        &format!("{RULE}    schedule: \"61 * * * *\"\n"),
+        "rules/a.yaml",
+        6,
+        15,
+        "invalid cron schedule",
+    );
     expect_error(
         MAIN,
         &format!("{RULE}    schedule: \"0 9 * * 1\"\n    timezone: Mars/Olympus\n"),
@@ -169,7 +265,14 @@ fn missing_env_variable_in_url_is_named_without_leaking() {
         "postgres://orderwatch@127.0.0.1:5432/shop",
         "postgres://orderwatch:${OW_TEST_UNSET_PASSWORD}@127.0.0.1:5432/shop",
     );
-    expect_error(&main, RULE, "orderwatch.yaml", 6, 10, "OW_TEST_UNSET_PASSWORD is not set");
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        6,
+        10,
+        "OW_TEST_UNSET_PASSWORD is not set",
+    );
 }
 
 #[test]
@@ -181,19 +284,31 @@ fn secret_from_file_is_expanded() {
     std::fs::write(dir.path().join("rules/a.yaml"), RULE).unwrap();
     std::fs::write(dir.path().join("orderwatch.yaml"), main).unwrap();
     let l = load(&dir.path().join("orderwatch.yaml")).unwrap();
-    assert!(l.config.sources["shop"].value.url.value.contains(":p@ss@127"));
+    assert!(
+        l.config.sources["shop"]
+            .value
+            .url
+            .value
+            .contains(":p@ss@127")
+    );
 }
 
 #[test]
 fn wrong_order_model() {
     let main = MAIN.replace("      table: orders\n", "");
     let (_d, r) = try_load(&main, RULE);
-    assert!(r.unwrap_err().to_string().contains("exactly one of `table`, `history_table` or `query`"));
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("exactly one of `table`, `history_table` or `query`")
+    );
 }
 
 #[test]
 fn several_problems_are_all_reported() {
-    let rules = RULE.replace("source: shop", "source: crm").replace("older_than: 1h", "older_than: 0s");
+    let rules = RULE
+        .replace("source: shop", "source: crm")
+        .replace("older_than: 1h", "older_than: 0s");
     let (_d, r) = try_load(MAIN, &rules);
     assert_eq!(r.unwrap_err().problems.len(), 2);
 }
@@ -201,5 +316,9 @@ fn several_problems_are_all_reported() {
 #[test]
 fn missing_file_is_reported() {
     let e = load(Path::new("/nonexistent/orderwatch.yaml")).unwrap_err();
-    assert!(e.to_string().starts_with("/nonexistent/orderwatch.yaml: cannot read"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/orderwatch.yaml: cannot read"),
+        "{e}"
+    );
 }

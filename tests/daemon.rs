@@ -22,7 +22,14 @@ INSERT INTO orders VALUES
   ('JW-3', 'Vera Sidorova','vera.sidorova@example.com','+7 912 000-00-03', 'ring',    'SUBMITTED', now() - interval '5 minutes'),
   ('JW-9', 'Old Customer', 'old@example.com',          '+7 912 000-00-09', 'ring',    'CLOSED',    now() - interval '90 days');
 ";
-const PERSONAL: &[&str] = &["Anna", "Ivanova", "Boris", "Petrov", "@example.com", "+7 912"];
+const PERSONAL: &[&str] = &[
+    "Anna",
+    "Ivanova",
+    "Boris",
+    "Petrov",
+    "@example.com",
+    "+7 912",
+];
 
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
@@ -59,7 +66,8 @@ struct Running {
 
 impl Running {
     async fn start(dir: &Path) -> Running {
-        let loaded = orderwatch::config::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let loaded = orderwatch::config::load(&dir.join("orderwatch.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
         let daemon = orderwatch::engine::Daemon::build(loaded).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -72,16 +80,30 @@ impl Running {
                 .await
                 .unwrap();
         });
-        Running { url, stop: Some(tx), task }
+        Running {
+            url,
+            stop: Some(tx),
+            task,
+        }
     }
 
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(20), &mut self.task).await.expect("daemon stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("daemon stops")
+            .unwrap();
     }
 
     async fn get(&self, path: &str) -> String {
-        common::http_client().get(format!("{}{path}", self.url)).send().await.unwrap().text().await.unwrap()
+        common::http_client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     async fn alerts(&self) -> Vec<Value> {
@@ -93,10 +115,15 @@ impl Running {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let m = self.get("/metrics").await;
-            if m.lines().any(|l| l.starts_with(line_prefix) && l.ends_with(&format!(" {value}"))) {
+            if m.lines()
+                .any(|l| l.starts_with(line_prefix) && l.ends_with(&format!(" {value}")))
+            {
                 return m;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no `{line_prefix} … {value}` in:\n{m}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no `{line_prefix} … {value}` in:\n{m}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -108,7 +135,10 @@ impl Running {
             if pred(&a) {
                 return a;
             }
-            assert!(tokio::time::Instant::now() < deadline, "condition not met; alerts: {a:#?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not met; alerts: {a:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -119,13 +149,19 @@ fn am_alert<'a>(alerts: &'a [Value], order: &str) -> Option<&'a Value> {
 }
 
 fn state_of(alerts: &[Value], key: &str) -> Option<String> {
-    alerts.iter().find(|a| a["key"] == key).map(|a| a["state"].as_str().unwrap().to_string())
+    alerts
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| a["state"].as_str().unwrap().to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanager_receives_resends_and_resolves() {
     let hook = common::WebhookReceiver::start().await;
-    let Some(am) = common::Alertmanager::start(Some(&format!("{}/am-webhook", hook.url()))).await else { return };
+    let Some(am) = common::Alertmanager::start(Some(&format!("{}/am-webhook", hook.url()))).await
+    else {
+        return;
+    };
     let recorder = common::WebhookReceiver::start().await;
     let url = common::pg().fresh_db();
     let db = connect(&url).await;
@@ -135,7 +171,12 @@ async fn alertmanager_receives_resends_and_resolves() {
     let d = Running::start(dir.path()).await;
 
     // Alertmanager's own API shows one alert per stuck order, with the contract labels.
-    let alerts = am.wait_for(|a| am_alert(a, "JW-1").is_some() && am_alert(a, "JW-2").is_some(), Duration::from_secs(30)).await;
+    let alerts = am
+        .wait_for(
+            |a| am_alert(a, "JW-1").is_some() && am_alert(a, "JW-2").is_some(),
+            Duration::from_secs(30),
+        )
+        .await;
     assert!(am_alert(&alerts, "JW-3").is_none(), "JW-3 is not stuck yet");
     let a = am_alert(&alerts, "JW-1").unwrap();
     for (k, v) in [
@@ -150,48 +191,100 @@ async fn alertmanager_receives_resends_and_resolves() {
     ] {
         assert_eq!(a["labels"][k], v, "label {k}: {a:#}");
     }
-    assert!(a["annotations"]["summary"].as_str().unwrap().starts_with("Order JW-1 (ring) waits for its price for 3h"), "{a:#}");
+    assert!(
+        a["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Order JW-1 (ring) waits for its price for 3h"),
+        "{a:#}"
+    );
     assert!(a["annotations"]["age"].as_str().unwrap().starts_with("3h"));
     // startsAt is when the order crossed its threshold: entered 3 h ago + 1 h = 2 h ago.
     let starts: chrono::DateTime<chrono::Utc> = a["startsAt"].as_str().unwrap().parse().unwrap();
     let ago = chrono::Utc::now() - starts;
-    assert!((ago.num_seconds() - 7200).abs() < 120, "startsAt {starts} is {ago} ago");
+    assert!(
+        (ago.num_seconds() - 7200).abs() < 120,
+        "startsAt {starts} is {ago} ago"
+    );
 
     // The second "Alertmanager" gets the same alerts, re-sent every resend_delay (2 s) with
     // endsAt = now + 4 × max(interval 1 s, resend 2 s) = now + 8 s, in batches.
-    let bodies = recorder.wait_for(|b| b.iter().filter(|b| b.to_string().contains("JW-1")).count() >= 3, Duration::from_secs(30)).await;
-    let post = bodies.iter().rev().find(|b| b.to_string().contains("JW-1")).unwrap();
-    let sent = post.as_array().unwrap().iter().find(|a| a["labels"]["order_id"] == "JW-1").unwrap();
+    let bodies = recorder
+        .wait_for(
+            |b| b.iter().filter(|b| b.to_string().contains("JW-1")).count() >= 3,
+            Duration::from_secs(30),
+        )
+        .await;
+    let post = bodies
+        .iter()
+        .rev()
+        .find(|b| b.to_string().contains("JW-1"))
+        .unwrap();
+    let sent = post
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["labels"]["order_id"] == "JW-1")
+        .unwrap();
     let ends: chrono::DateTime<chrono::Utc> = sent["endsAt"].as_str().unwrap().parse().unwrap();
     let ahead = (ends - chrono::Utc::now()).num_milliseconds();
     assert!((4000..=8500).contains(&ahead), "endsAt is {ahead} ms ahead");
-    assert!(recorder.requests().await.iter().all(|r| r.path == "/api/v2/alerts"));
+    assert!(
+        recorder
+            .requests()
+            .await
+            .iter()
+            .all(|r| r.path == "/api/v2/alerts")
+    );
 
     // Metrics: exact counts, no personal data, no order id as a label.
     let m = d.wait_metric("orderwatch_stuck_orders{rule=\"submitted_over_1h\",severity=\"critical\",source=\"shop\",status=\"SUBMITTED\"}", "2").await;
     assert!(m.contains("orderwatch_source_up{source=\"shop\"} 1"));
-    assert!(m.contains("orderwatch_alerts{rule=\"submitted_over_1h\",state=\"firing\"} 2"), "{m}");
-    let m = d.wait_metric("orderwatch_orders{source=\"shop\",status=\"SUBMITTED\"}", "3").await;
-    assert!(!m.contains("status=\"CLOSED\""), "terminal statuses are never counted");
+    assert!(
+        m.contains("orderwatch_alerts{rule=\"submitted_over_1h\",state=\"firing\"} 2"),
+        "{m}"
+    );
+    let m = d
+        .wait_metric(
+            "orderwatch_orders{source=\"shop\",status=\"SUBMITTED\"}",
+            "3",
+        )
+        .await;
+    assert!(
+        !m.contains("status=\"CLOSED\""),
+        "terminal statuses are never counted"
+    );
     assert!(!m.contains("JW-"), "order ids must not be metric labels");
 
     // JW-1 moves on: Alertmanager is told it resolved (its webhook says so), JW-2 stays.
     db.execute("UPDATE orders SET status = 'PRICE_CALCULATED', status_changed_at = now() WHERE id = 'JW-1'", &[]).await.unwrap();
-    d.wait_alerts(|a| state_of(a, "JW-1").as_deref() == Some("resolved")).await;
+    d.wait_alerts(|a| state_of(a, "JW-1").as_deref() == Some("resolved"))
+        .await;
     hook.wait_for(
-        |b| b.iter().any(|n| n["status"] == "resolved" && n["alerts"][0]["labels"]["order_id"] == "JW-1"),
+        |b| {
+            b.iter().any(|n| {
+                n["status"] == "resolved" && n["alerts"][0]["labels"]["order_id"] == "JW-1"
+            })
+        },
         Duration::from_secs(30),
     )
     .await;
-    let active = am.wait_for(|a| am_alert(a, "JW-1").is_none(), Duration::from_secs(30)).await;
+    let active = am
+        .wait_for(|a| am_alert(a, "JW-1").is_none(), Duration::from_secs(30))
+        .await;
     assert!(am_alert(&active, "JW-2").is_some());
     let resolved_post = recorder
         .wait_for(
             |b| {
-                b.iter().flat_map(|p| p.as_array().cloned().unwrap_or_default()).any(|a| {
-                    a["labels"]["order_id"] == "JW-1"
-                        && a["endsAt"].as_str().and_then(|e| e.parse::<chrono::DateTime<chrono::Utc>>().ok()).is_some_and(|e| e <= chrono::Utc::now())
-                })
+                b.iter()
+                    .flat_map(|p| p.as_array().cloned().unwrap_or_default())
+                    .any(|a| {
+                        a["labels"]["order_id"] == "JW-1"
+                            && a["endsAt"]
+                                .as_str()
+                                .and_then(|e| e.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                                .is_some_and(|e| e <= chrono::Utc::now())
+                    })
             },
             Duration::from_secs(30),
         )
@@ -227,26 +320,44 @@ async fn restart_neither_reannounces_nor_forgets() {
     write_config(dir.path(), &url, &[recorder.url()], "");
 
     let d = Running::start(dir.path()).await;
-    let before = d.wait_alerts(|a| state_of(a, "JW-1").as_deref() == Some("firing") && state_of(a, "JW-2").as_deref() == Some("firing")).await;
+    let before = d
+        .wait_alerts(|a| {
+            state_of(a, "JW-1").as_deref() == Some("firing")
+                && state_of(a, "JW-2").as_deref() == Some("firing")
+        })
+        .await;
     d.stop().await;
 
     // While the daemon is down, JW-2 moves on.
     db.execute("UPDATE orders SET status = 'PRICE_CALCULATED', status_changed_at = now() WHERE id = 'JW-2'", &[]).await.unwrap();
     let d = Running::start(dir.path()).await;
-    let after = d.wait_alerts(|a| state_of(a, "JW-2").as_deref() == Some("resolved")).await;
+    let after = d
+        .wait_alerts(|a| state_of(a, "JW-2").as_deref() == Some("resolved"))
+        .await;
     // JW-1 is the same episode: same activeAt and firedAt, so it was not announced again.
     let pick = |v: &[Value], k: &str| v.iter().find(|a| a["key"] == k).cloned().unwrap();
-    assert_eq!(pick(&before, "JW-1")["firedAt"], pick(&after, "JW-1")["firedAt"]);
-    assert_eq!(pick(&before, "JW-1")["activeAt"], pick(&after, "JW-1")["activeAt"]);
+    assert_eq!(
+        pick(&before, "JW-1")["firedAt"],
+        pick(&after, "JW-1")["firedAt"]
+    );
+    assert_eq!(
+        pick(&before, "JW-1")["activeAt"],
+        pick(&after, "JW-1")["activeAt"]
+    );
     assert_eq!(pick(&after, "JW-1")["state"], "firing");
     // And the resolution reached the receiver.
     recorder
         .wait_for(
             |b| {
-                b.iter().flat_map(|p| p.as_array().cloned().unwrap_or_default()).any(|a| {
-                    a["labels"]["order_id"] == "JW-2"
-                        && a["endsAt"].as_str().and_then(|e| e.parse::<chrono::DateTime<chrono::Utc>>().ok()).is_some_and(|e| e <= chrono::Utc::now())
-                })
+                b.iter()
+                    .flat_map(|p| p.as_array().cloned().unwrap_or_default())
+                    .any(|a| {
+                        a["labels"]["order_id"] == "JW-2"
+                            && a["endsAt"]
+                                .as_str()
+                                .and_then(|e| e.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                                .is_some_and(|e| e <= chrono::Utc::now())
+                    })
             },
             Duration::from_secs(30),
         )
@@ -258,17 +369,27 @@ async fn restart_neither_reannounces_nor_forgets() {
 /// after `source_down_after` raises SourceDown; coming back resolves SourceDown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_down_freezes_alerts_and_raises_source_down() {
-    let Some(am) = common::Alertmanager::start(None).await else { return };
+    let Some(am) = common::Alertmanager::start(None).await else {
+        return;
+    };
     // Our own cluster: stopping the shared one would break the other tests.
-    let mut pg = tokio::task::spawn_blocking(orderwatch::pg_sandbox::PgSandbox::start).await.unwrap().unwrap();
+    let mut pg = tokio::task::spawn_blocking(orderwatch::pg_sandbox::PgSandbox::start)
+        .await
+        .unwrap()
+        .unwrap();
     pg.create_database("shop").unwrap();
     let url = pg.url("shop");
     connect(&url).await.batch_execute(SCHEMA).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &url, &[am.url()], "source_down_after: 3s\n");
     let d = Running::start(dir.path()).await;
-    d.wait_alerts(|a| state_of(a, "JW-1").as_deref() == Some("firing")).await;
-    let readyz = common::http_client().get(format!("{}/readyz", d.url)).send().await.unwrap();
+    d.wait_alerts(|a| state_of(a, "JW-1").as_deref() == Some("firing"))
+        .await;
+    let readyz = common::http_client()
+        .get(format!("{}/readyz", d.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(readyz.status(), 200);
 
     let pg = tokio::task::spawn_blocking(move || {
@@ -277,18 +398,37 @@ async fn source_down_freezes_alerts_and_raises_source_down() {
     })
     .await
     .unwrap();
-    d.wait_metric("orderwatch_source_up{source=\"shop\"}", "0").await;
-    let am_alerts = am
-        .wait_for(|a| a.iter().any(|x| x["labels"]["alertname"] == "SourceDown" && x["labels"]["source"] == "shop"), Duration::from_secs(30))
+    d.wait_metric("orderwatch_source_up{source=\"shop\"}", "0")
         .await;
-    assert!(am_alert(&am_alerts, "JW-1").is_some(), "stuck alerts stay active in Alertmanager while the source is down");
+    let am_alerts = am
+        .wait_for(
+            |a| {
+                a.iter().any(|x| {
+                    x["labels"]["alertname"] == "SourceDown" && x["labels"]["source"] == "shop"
+                })
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        am_alert(&am_alerts, "JW-1").is_some(),
+        "stuck alerts stay active in Alertmanager while the source is down"
+    );
     let ours = d.alerts().await;
-    assert_eq!(state_of(&ours, "JW-1").as_deref(), Some("firing"), "no data is not good news");
+    assert_eq!(
+        state_of(&ours, "JW-1").as_deref(),
+        Some("firing"),
+        "no data is not good news"
+    );
     assert_eq!(state_of(&ours, "JW-2").as_deref(), Some("firing"));
     let rules: Value = serde_json::from_str(&d.get("/api/v1/rules").await).unwrap();
     assert_eq!(rules["data"]["rules"][0]["health"], "err");
     let m = d.get("/metrics").await;
-    assert!(m.lines().any(|l| l.starts_with("orderwatch_rule_evaluation_failures_total{rule=\"submitted_over_1h\"}")), "{m}");
+    assert!(
+        m.lines().any(|l| l
+            .starts_with("orderwatch_rule_evaluation_failures_total{rule=\"submitted_over_1h\"}")),
+        "{m}"
+    );
 
     let mut pg = pg;
     let pg = tokio::task::spawn_blocking(move || {
@@ -297,9 +437,15 @@ async fn source_down_freezes_alerts_and_raises_source_down() {
     })
     .await
     .unwrap();
-    d.wait_metric("orderwatch_source_up{source=\"shop\"}", "1").await;
-    d.wait_alerts(|a| state_of(a, "shop").as_deref() == Some("resolved")).await;
-    am.wait_for(|a| !a.iter().any(|x| x["labels"]["alertname"] == "SourceDown"), Duration::from_secs(30)).await;
+    d.wait_metric("orderwatch_source_up{source=\"shop\"}", "1")
+        .await;
+    d.wait_alerts(|a| state_of(a, "shop").as_deref() == Some("resolved"))
+        .await;
+    am.wait_for(
+        |a| !a.iter().any(|x| x["labels"]["alertname"] == "SourceDown"),
+        Duration::from_secs(30),
+    )
+    .await;
     d.stop().await;
     drop(pg);
 }

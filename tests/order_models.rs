@@ -47,7 +47,11 @@ const SUBMITTED_1H: &str = "rules:\n  - name: submitted_over_1h\n    source: db\
 #[tokio::test]
 async fn table_model_finds_exactly_the_stuck_orders_oldest_first_without_personal_data() {
     let url = common::pg().fresh_db();
-    connect(&url).await.batch_execute(PERSONAL_TABLE).await.unwrap();
+    connect(&url)
+        .await
+        .batch_execute(PERSONAL_TABLE)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let loaded = config(
         dir.path(),
@@ -61,19 +65,38 @@ async fn table_model_finds_exactly_the_stuck_orders_oldest_first_without_persona
     let ids: Vec<&str> = o.findings.iter().map(|f| f.order_id.as_str()).collect();
     assert_eq!(ids, ["JW-1", "JW-2"]);
     assert!((o.findings[0].age_seconds - 3.0 * 3600.0).abs() < 60.0);
-    assert_eq!(o.findings[0].labels.get("order_type").map(String::as_str), Some("ring"));
+    assert_eq!(
+        o.findings[0].labels.get("order_type").map(String::as_str),
+        Some("ring")
+    );
     assert_eq!(o.per_status["SUBMITTED"].count, 2);
 
     let json = serde_json::to_string(&orderwatch::report::build(&results)).unwrap();
     let table = orderwatch::report::table(&results);
-    for personal in ["Anna", "Ivanova", "anna.ivanova@example.com", "+7 912", "Boris", "@example.com"] {
-        assert!(!json.contains(personal), "{personal} leaked into JSON: {json}");
-        assert!(!table.contains(personal), "{personal} leaked into the table: {table}");
+    for personal in [
+        "Anna",
+        "Ivanova",
+        "anna.ivanova@example.com",
+        "+7 912",
+        "Boris",
+        "@example.com",
+    ] {
+        assert!(
+            !json.contains(personal),
+            "{personal} leaked into JSON: {json}"
+        );
+        assert!(
+            !table.contains(personal),
+            "{personal} leaked into the table: {table}"
+        );
     }
     // The SQL itself never names a personal column.
     let sql = results[0].0.sql();
     for col in ["customer_name", "customer_email", "customer_phone", "*"] {
-        assert!(!sql.contains(&format!("t.{col}")) && !sql.contains(&format!("t.\"{col}\"")), "{sql}");
+        assert!(
+            !sql.contains(&format!("t.{col}")) && !sql.contains(&format!("t.\"{col}\"")),
+            "{sql}"
+        );
     }
 }
 
@@ -143,7 +166,11 @@ async fn history_model_uses_the_latest_row_per_order() {
     let ids: Vec<&str> = o.findings.iter().map(|f| f.order_id.as_str()).collect();
     assert_eq!(ids, ["B"]);
     assert_eq!(o.count, 1);
-    assert!(!serde_json::to_string(&orderwatch::report::build(&results)).unwrap().contains("+7 900"));
+    assert!(
+        !serde_json::to_string(&orderwatch::report::build(&results))
+            .unwrap()
+            .contains("+7 900")
+    );
 }
 
 #[tokio::test]
@@ -175,17 +202,43 @@ async fn query_model_wraps_a_custom_query() {
 #[tokio::test]
 async fn sessions_are_read_only_with_a_statement_timeout() {
     let url = common::pg().fresh_db();
-    connect(&url).await.batch_execute(PERSONAL_TABLE).await.unwrap();
+    connect(&url)
+        .await
+        .batch_execute(PERSONAL_TABLE)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let loaded = config(dir.path(), &url, "{ table: orders, id: id, status: status, entered_at: status_changed_at }", SUBMITTED_1H);
+    let loaded = config(
+        dir.path(),
+        &url,
+        "{ table: orders, id: id, status: status, entered_at: status_changed_at }",
+        SUBMITTED_1H,
+    );
     let mut cfg = loaded.config.sources["db"].value.clone();
     cfg.statement_timeout = orderwatch::config::Dur(std::time::Duration::from_millis(300));
     let source = orderwatch::source::Source::build("db", &cfg).unwrap();
-    let err = source.query("DELETE FROM orders", &[]).await.unwrap_err().to_string();
-    assert!(err.contains("read-only transaction") && err.contains("25006"), "{err}");
-    let err = source.query("SELECT pg_sleep(5)", &[]).await.unwrap_err().to_string();
-    assert!(err.contains("statement timeout") && err.contains("57014"), "{err}");
-    let rows = source.query("SELECT current_setting('application_name')", &[]).await.unwrap();
+    let err = source
+        .query("DELETE FROM orders", &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("read-only transaction") && err.contains("25006"),
+        "{err}"
+    );
+    let err = source
+        .query("SELECT pg_sleep(5)", &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("statement timeout") && err.contains("57014"),
+        "{err}"
+    );
+    let rows = source
+        .query("SELECT current_setting('application_name')", &[])
+        .await
+        .unwrap();
     assert_eq!(rows[0].get::<_, String>(0), "orderwatch");
 }
 
@@ -215,12 +268,22 @@ async fn an_unreachable_database_is_an_error_never_zero_findings() {
 async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
     let (shop_url, mes_url) = (common::pg().fresh_db(), common::pg().fresh_db());
     let (shop, mes) = (connect(&shop_url).await, connect(&mes_url).await);
-    orderwatch::demo::seed::create_schema(&shop, &mes).await.unwrap();
-    orderwatch::demo::seed::seed(&shop, &mes, 100_000).await.unwrap();
+    orderwatch::demo::seed::create_schema(&shop, &mes)
+        .await
+        .unwrap();
+    orderwatch::demo::seed::seed(&shop, &mes, 100_000)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("rules")).unwrap();
     for name in ["shop.yaml", "mes.yaml"] {
-        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules").join(name), dir.path().join("rules").join(name)).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("rules")
+                .join(name),
+            dir.path().join("rules").join(name),
+        )
+        .unwrap();
     }
     std::fs::write(
         dir.path().join("orderwatch.yaml"),
@@ -234,21 +297,43 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
     for (_, rc) in &loaded.rules {
         let src = &loaded.config.sources[&rc.source.value].value;
         let model = orderwatch::source::OrderModel::from_config(&src.orders);
-        let client = if rc.source.value == "shop" { &shop } else { &mes };
+        let client = if rc.source.value == "shop" {
+            &shop
+        } else {
+            &mes
+        };
         let statuses = rc.status.value.to_vec();
         let secs = rc.older_than.value.0.as_secs_f64();
         let rows = client
-            .query(&format!("EXPLAIN (FORMAT TEXT) {}", model.stuck_sql()), &[&statuses, &secs, &1000i64])
+            .query(
+                &format!("EXPLAIN (FORMAT TEXT) {}", model.stuck_sql()),
+                &[&statuses, &secs, &1000i64],
+            )
             .await
             .unwrap();
         let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         let plan = plan.join("\n");
-        assert!(!plan.contains("Seq Scan"), "rule {} scans the table:\n{plan}", rc.name.value);
-        assert!(plan.contains("Index"), "rule {} uses no index:\n{plan}", rc.name.value);
+        assert!(
+            !plan.contains("Seq Scan"),
+            "rule {} scans the table:\n{plan}",
+            rc.name.value
+        );
+        assert!(
+            plan.contains("Index"),
+            "rule {} uses no index:\n{plan}",
+            rc.name.value
+        );
         // Per-status gauges: a loose index scan, never touching CLOSED rows one by one.
         let terminal = vec!["CLOSED".to_string()];
-        let rows = client.query(&format!("EXPLAIN {}", model.gauges_sql()), &[&terminal]).await.unwrap();
-        let plan = rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n");
+        let rows = client
+            .query(&format!("EXPLAIN {}", model.gauges_sql()), &[&terminal])
+            .await
+            .unwrap();
+        let plan = rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(!plan.contains("Seq Scan"), "gauges scan the table:\n{plan}");
     }
 }

@@ -26,7 +26,14 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         } else {
             write!(f, "{}: {}", self.file.display(), self.message)
         }
@@ -74,6 +81,8 @@ pub struct Loaded {
     pub config: Config,
     /// Every rule, in file order.
     pub rules: Vec<(PathBuf, RuleConfig)>,
+    /// Things worth telling the user that are not errors (a glob matching no file).
+    pub warnings: Vec<String>,
 }
 
 /// `-c`, else `$ORDERWATCH_CONFIG`, else `/etc/orderwatch/orderwatch.yaml`.
@@ -103,6 +112,26 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     let mut problems = validate::config(path, &base, &mut config);
 
     let mut rules = Vec::new();
+    let mut warnings = Vec::new();
+    for pattern in &config.rule_files {
+        let full = base.join(pattern);
+        let matches = glob::glob(&full.to_string_lossy())
+            .map(|g| g.count())
+            .unwrap_or(0);
+        if matches == 0 && pattern.contains(['*', '?', '[']) {
+            warnings.push(format!(
+                "{}: rule_files pattern {pattern:?} matches no file ({})",
+                path.display(),
+                full.display()
+            ));
+        }
+    }
+    if config.rule_files.is_empty() {
+        warnings.push(format!(
+            "{}: rule_files is empty: no rules will run",
+            path.display()
+        ));
+    }
     for (file, result) in rule_files(path, &base, &config) {
         match result {
             Ok(text) => match parse::<RuleFile>(&file, &text) {
@@ -114,7 +143,12 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     }
     problems.extend(validate::rules(&config, &rules));
     if problems.is_empty() {
-        Ok(Loaded { path: path.to_path_buf(), config, rules })
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            config,
+            rules,
+            warnings,
+        })
     } else {
         Err(ConfigError { problems })
     }
@@ -162,7 +196,10 @@ fn rule_files(
         let paths = match glob::glob(&full_str) {
             Ok(paths) => paths,
             Err(e) => {
-                out.push((full, Err(problem(format!("rule_files: bad glob {pattern:?}: {e}")))));
+                out.push((
+                    full,
+                    Err(problem(format!("rule_files: bad glob {pattern:?}: {e}"))),
+                ));
                 continue;
             }
         };
@@ -171,7 +208,10 @@ fn rule_files(
         if matched.is_empty() && !pattern.contains(['*', '?', '[']) {
             out.push((
                 full.clone(),
-                Err(problem(format!("rule_files: {} does not exist", full.display()))),
+                Err(problem(format!(
+                    "rule_files: {} does not exist",
+                    full.display()
+                ))),
             ));
         }
         for p in matched {

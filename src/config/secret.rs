@@ -16,9 +16,9 @@ pub fn expand_secrets(input: &str, base: &Path) -> Result<String, String> {
             out.push_str("${");
             rest = after;
         } else if let Some(after) = tail.strip_prefix("${") {
-            let end = after
-                .find('}')
-                .ok_or_else(|| "unterminated `${`: expected `${NAME}` or `${file:PATH}`".to_string())?;
+            let end = after.find('}').ok_or_else(|| {
+                "unterminated `${`: expected `${NAME}` or `${file:PATH}`".to_string()
+            })?;
             let key = &after[..end];
             if let Some(path) = key.strip_prefix("file:") {
                 let path = base.join(path.trim());
@@ -59,8 +59,11 @@ mod tests {
         std::fs::write(dir.path().join("pw"), "s3cr$t\n").unwrap();
         // SAFETY: tests in this module do not read this variable concurrently.
         unsafe { std::env::set_var("OW_TEST_HOST", "db.local") };
-        let got = expand_secrets("postgres://u:${file:pw}@${OW_TEST_HOST}/x?a=$${b}&c=$5", dir.path())
-            .unwrap();
+        let got = expand_secrets(
+            "postgres://u:${file:pw}@${OW_TEST_HOST}/x?a=$${b}&c=$5",
+            dir.path(),
+        )
+        .unwrap();
         assert_eq!(got, "postgres://u:s3cr$t@db.local/x?a=${b}&c=$5");
     }
 

@@ -12,7 +12,14 @@ use super::model::{Config, RuleConfig};
 use super::secret::expand_secrets;
 
 /// Labels the daemon sets itself; a rule's own labels may not override them.
-pub const RESERVED_LABELS: &[&str] = &["alertname", "rule", "source", "status", "severity", "order_id"];
+pub const RESERVED_LABELS: &[&str] = &[
+    "alertname",
+    "rule",
+    "source",
+    "status",
+    "severity",
+    "order_id",
+];
 
 /// A plain SQL identifier: letters, digits and `_`, not starting with a digit. We quote them
 /// anyway; the restriction keeps generated SQL obviously safe and readable.
@@ -31,7 +38,8 @@ fn is_label_name(s: &str) -> bool {
 
 fn is_rule_name(s: &str) -> bool {
     !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Validates the main file and expands the secrets in source URLs in place.
@@ -50,35 +58,58 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
         let loc = source.referenced;
         let s = &mut source.value;
         if !is_identifier(name) {
-            p.push(at(&loc, format!("source name {name:?} must match [A-Za-z_][A-Za-z0-9_]*")));
+            p.push(at(
+                &loc,
+                format!("source name {name:?} must match [A-Za-z_][A-Za-z0-9_]*"),
+            ));
         }
         match expand_secrets(&s.url.value, base) {
             Ok(url) => {
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    p.push(at(&s.url.referenced, format!("source {name}: url must be a postgres:// URL")));
+                    p.push(at(
+                        &s.url.referenced,
+                        format!("source {name}: url must be a postgres:// URL"),
+                    ));
                 } else if let Err(e) = tokio_postgres::Config::from_str(&url) {
                     // The parser's message never contains the password.
-                    p.push(at(&s.url.referenced, format!("source {name}: invalid url: {e}")));
+                    p.push(at(
+                        &s.url.referenced,
+                        format!("source {name}: invalid url: {e}"),
+                    ));
                 }
                 s.url.value = url;
             }
             Err(e) => p.push(at(&s.url.referenced, format!("source {name}: url: {e}"))),
         }
         if s.statement_timeout.0.is_zero() {
-            p.push(at(&loc, format!("source {name}: statement_timeout must be greater than 0")));
+            p.push(at(
+                &loc,
+                format!("source {name}: statement_timeout must be greater than 0"),
+            ));
         }
         if s.connect_timeout.0.is_zero() {
-            p.push(at(&loc, format!("source {name}: connect_timeout must be greater than 0")));
+            p.push(at(
+                &loc,
+                format!("source {name}: connect_timeout must be greater than 0"),
+            ));
         }
         if s.pool_size == 0 {
-            p.push(at(&loc, format!("source {name}: pool_size must be at least 1")));
+            p.push(at(
+                &loc,
+                format!("source {name}: pool_size must be at least 1"),
+            ));
         }
         let m = &s.orders;
-        let models = [&m.table, &m.history_table, &m.query].iter().filter(|x| x.is_some()).count();
+        let models = [&m.table, &m.history_table, &m.query]
+            .iter()
+            .filter(|x| x.is_some())
+            .count();
         if models != 1 {
             p.push(at(
                 &loc,
-                format!("source {name}: orders needs exactly one of `table`, `history_table` or `query`"),
+                format!(
+                    "source {name}: orders needs exactly one of `table`, `history_table` or `query`"
+                ),
             ));
         }
         for t in [&m.table, &m.history_table].into_iter().flatten() {
@@ -86,7 +117,10 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
             if !ok {
                 p.push(at(
                     &t.referenced,
-                    format!("{:?} is not a plain SQL identifier (table or schema.table)", t.value),
+                    format!(
+                        "{:?} is not a plain SQL identifier (table or schema.table)",
+                        t.value
+                    ),
                 ));
             }
         }
@@ -96,19 +130,31 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
             p.push(at(&q.referenced, "orders.query is empty".to_string()));
         }
         if m.history_lookback.is_some() && m.history_table.is_none() {
-            p.push(at(&loc, "orders.history_lookback applies only to history_table".to_string()));
+            p.push(at(
+                &loc,
+                "orders.history_lookback applies only to history_table".to_string(),
+            ));
         }
-        for col in [&m.id, &m.status, &m.entered_at].into_iter().chain(m.labels.iter()) {
+        for col in [&m.id, &m.status, &m.entered_at]
+            .into_iter()
+            .chain(m.labels.iter())
+        {
             if !is_identifier(&col.value) {
                 p.push(at(
                     &col.referenced,
-                    format!("{:?} is not a plain SQL identifier (letters, digits, _)", col.value),
+                    format!(
+                        "{:?} is not a plain SQL identifier (letters, digits, _)",
+                        col.value
+                    ),
                 ));
             }
         }
         for l in &m.labels {
             if RESERVED_LABELS.contains(&l.value.as_str()) || l.value.starts_with("__") {
-                p.push(at(&l.referenced, format!("label column {:?} clashes with a reserved label", l.value)));
+                p.push(at(
+                    &l.referenced,
+                    format!("label column {:?} clashes with a reserved label", l.value),
+                ));
             }
         }
     }
@@ -123,7 +169,10 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
         }
         for u in &am.urls {
             if !(u.value.starts_with("http://") || u.value.starts_with("https://")) {
-                p.push(at(&u.referenced, format!("{:?} is not an http(s) URL", u.value)));
+                p.push(at(
+                    &u.referenced,
+                    format!("{:?} is not an http(s) URL", u.value),
+                ));
             }
         }
         if am.resend_delay.0.is_zero() {
@@ -147,7 +196,10 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
         let at = |loc: &Location, msg: String| ConfigError::at(file, loc, msg);
         let name = r.name.value.as_str();
         if !is_rule_name(name) {
-            p.push(at(&r.name.referenced, format!("rule name {name:?} must match [a-z0-9_]+")));
+            p.push(at(
+                &r.name.referenced,
+                format!("rule name {name:?} must match [a-z0-9_]+"),
+            ));
         }
         if let Some((f, loc)) = seen.get(name) {
             p.push(at(
@@ -166,26 +218,42 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
             let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
             p.push(at(
                 &r.source.referenced,
-                format!("unknown source {:?}; configured sources: {}", r.source.value, known.join(", ")),
+                format!(
+                    "unknown source {:?}; configured sources: {}",
+                    r.source.value,
+                    known.join(", ")
+                ),
             ));
         }
         let statuses = r.status.value.to_vec();
         if statuses.is_empty() || statuses.iter().any(|s| s.trim().is_empty()) {
-            p.push(at(&r.status.referenced, "status must name at least one non-empty status".into()));
+            p.push(at(
+                &r.status.referenced,
+                "status must name at least one non-empty status".into(),
+            ));
         }
         positive(&mut p, file, &r.older_than, "older_than");
         if let Some(i) = &r.interval {
             positive(&mut p, file, i, "interval");
         }
         match (&r.interval, &r.schedule) {
-            (Some(i), Some(_)) => p.push(at(&i.referenced, "give either interval or schedule, not both".into())),
+            (Some(i), Some(_)) => p.push(at(
+                &i.referenced,
+                "give either interval or schedule, not both".into(),
+            )),
             (_, Some(s)) => {
                 if let Err(e) = croner::Cron::from_str(&s.value) {
-                    p.push(at(&s.referenced, format!("invalid cron schedule {:?}: {e}", s.value)));
+                    p.push(at(
+                        &s.referenced,
+                        format!("invalid cron schedule {:?}: {e}", s.value),
+                    ));
                 } else if s.value.split_whitespace().count() != 5 && !s.value.starts_with('@') {
                     p.push(at(
                         &s.referenced,
-                        format!("schedule {:?} must have 5 fields (minute hour day month weekday)", s.value),
+                        format!(
+                            "schedule {:?} must have 5 fields (minute hour day month weekday)",
+                            s.value
+                        ),
                     ));
                 }
             }
@@ -193,10 +261,19 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
         }
         if let Some(tz) = &r.timezone {
             if r.schedule.is_none() {
-                p.push(at(&tz.referenced, "timezone applies only to schedule".into()));
+                p.push(at(
+                    &tz.referenced,
+                    "timezone applies only to schedule".into(),
+                ));
             }
             if chrono_tz::Tz::from_str(&tz.value).is_err() {
-                p.push(at(&tz.referenced, format!("unknown time zone {:?} (expected e.g. Europe/Moscow)", tz.value)));
+                p.push(at(
+                    &tz.referenced,
+                    format!(
+                        "unknown time zone {:?} (expected e.g. Europe/Moscow)",
+                        tz.value
+                    ),
+                ));
             }
         }
         for k in r.labels.keys() {
@@ -209,14 +286,23 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
         }
         for (k, t) in &r.annotations {
             if let Err(e) = env.template_from_str(&t.value) {
-                p.push(at(&t.referenced, format!("annotation {k}: template error: {e}")));
+                p.push(at(
+                    &t.referenced,
+                    format!("annotation {k}: template error: {e}"),
+                ));
             }
         }
         if r.max_alerts == 0 || r.max_findings == 0 {
-            p.push(at(&r.name.referenced, "max_alerts and max_findings must be at least 1".into()));
+            p.push(at(
+                &r.name.referenced,
+                "max_alerts and max_findings must be at least 1".into(),
+            ));
         }
         if r.max_alerts > r.max_findings {
-            p.push(at(&r.name.referenced, "max_alerts cannot exceed max_findings".into()));
+            p.push(at(
+                &r.name.referenced,
+                "max_alerts cannot exceed max_findings".into(),
+            ));
         }
     }
     p
@@ -224,6 +310,10 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
 
 fn positive(p: &mut Vec<Problem>, file: &Path, d: &Spanned<super::model::Dur>, what: &str) {
     if d.value.0.is_zero() {
-        p.push(ConfigError::at(file, &d.referenced, format!("{what} must be greater than 0")));
+        p.push(ConfigError::at(
+            file,
+            &d.referenced,
+            format!("{what} must be greater than 0"),
+        ));
     }
 }

@@ -4,4 +4,4 @@ mod run;
 pub mod seed;
 pub mod simulator;
 
-pub use run::{DemoError, DemoEnv, run, start_env};
+pub use run::{DemoEnv, DemoError, run, start_env};

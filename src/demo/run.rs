@@ -10,8 +10,10 @@ use super::{seed, simulator};
 use crate::pg_sandbox::{PgSandbox, SandboxError};
 
 /// The shipped rule files, embedded so the demo runs from anywhere.
-pub const SHIPPED_RULES: &[(&str, &str)] =
-    &[("shop.yaml", include_str!("../../rules/shop.yaml")), ("mes.yaml", include_str!("../../rules/mes.yaml"))];
+pub const SHIPPED_RULES: &[(&str, &str)] = &[
+    ("shop.yaml", include_str!("../../rules/shop.yaml")),
+    ("mes.yaml", include_str!("../../rules/mes.yaml")),
+];
 
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +65,14 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, DemoError> {
 
 /// Starts PostgreSQL, creates and fills both databases, and writes a config for them
 /// (`alertmanager`: optional Alertmanager URL to push to as well).
-pub async fn start_env(listen: &str, orders: u64, alertmanager: Option<&str>) -> Result<DemoEnv, DemoError> {
-    let pg = tokio::task::spawn_blocking(PgSandbox::start).await.expect("sandbox start task")?;
+pub async fn start_env(
+    listen: &str,
+    orders: u64,
+    alertmanager: Option<&str>,
+) -> Result<DemoEnv, DemoError> {
+    let pg = tokio::task::spawn_blocking(PgSandbox::start)
+        .await
+        .expect("sandbox start task")?;
     pg.create_database("shop")?;
     pg.create_database("mes")?;
     let (shop_url, mes_url) = (pg.url("shop"), pg.url("mes"));
@@ -73,7 +81,9 @@ pub async fn start_env(listen: &str, orders: u64, alertmanager: Option<&str>) ->
     seed::create_schema(&shop, &mes).await.map_err(db)?;
     let summary = seed::seed(&shop, &mes, orders).await.map_err(db)?;
 
-    let dir = tempfile::Builder::new().prefix("orderwatch-demo-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("orderwatch-demo-")
+        .tempdir()?;
     std::fs::create_dir_all(dir.path().join("rules"))?;
     for (name, text) in SHIPPED_RULES {
         std::fs::write(dir.path().join("rules").join(name), text)?;
@@ -102,11 +112,22 @@ pub async fn start_env(listen: &str, orders: u64, alertmanager: Option<&str>) ->
     );
     let config_path = dir.path().join("orderwatch.yaml");
     std::fs::write(&config_path, config)?;
-    Ok(DemoEnv { pg, dir, config_path, shop_url, mes_url, summary })
+    Ok(DemoEnv {
+        pg,
+        dir,
+        config_path,
+        shop_url,
+        mes_url,
+        summary,
+    })
 }
 
 /// Runs the demo until `shutdown` completes, then removes everything it created.
-pub async fn run(listen: &str, orders: u64, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), DemoError> {
+pub async fn run(
+    listen: &str,
+    orders: u64,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DemoError> {
     let alertmanager = std::env::var("ORDERWATCH_DEMO_ALERTMANAGER").ok();
     eprintln!("orderwatch demo: starting a throwaway PostgreSQL and generating {orders} orders…");
     let env = start_env(listen, orders, alertmanager.as_deref()).await?;
@@ -125,16 +146,27 @@ pub async fn run(listen: &str, orders: u64, shutdown: impl Future<Output = ()> +
          \x20 MES DB:    psql {}\n\
          \x20 try:       orderwatch once -c {cfg}\n\
          Alerts are printed below as they fire and resolve. Ctrl-C stops and removes everything.\n",
-        s.orders, s.active, s.mes_orders, s.lost_approved, s.shipped_not_in_shop, s.priced_not_in_shop,
-        env.shop_url, env.mes_url,
+        s.orders,
+        s.active,
+        s.mes_orders,
+        s.lost_approved,
+        s.shipped_not_in_shop,
+        s.priced_not_in_shop,
+        env.shop_url,
+        env.mes_url,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sim_shop = connect(&env.shop_url).await?;
     let sim_mes = connect(&env.mes_url).await?;
     let mut sim_stop = stop_rx.clone();
-    let sim = tokio::spawn(simulator::run(sim_shop, sim_mes, simulator::SimulatorConfig::default(), async move {
-        let _ = sim_stop.wait_for(|s| *s).await;
-    }));
+    let sim = tokio::spawn(simulator::run(
+        sim_shop,
+        sim_mes,
+        simulator::SimulatorConfig::default(),
+        async move {
+            let _ = sim_stop.wait_for(|s| *s).await;
+        },
+    ));
     let mut daemon_stop = stop_rx;
     let daemon = crate::engine::run(loaded, async move {
         let _ = daemon_stop.wait_for(|s| *s).await;
@@ -144,9 +176,15 @@ pub async fn run(listen: &str, orders: u64, shutdown: impl Future<Output = ()> +
     let _ = stop_tx.send(true);
     let result = daemon.await.expect("daemon task");
     if let Ok(Err(e)) = sim.await {
-        eprintln!("orderwatch demo: simulator stopped: {}", crate::source::describe_pg_error(&e));
+        eprintln!(
+            "orderwatch demo: simulator stopped: {}",
+            crate::source::describe_pg_error(&e)
+        );
     }
-    eprintln!("orderwatch demo: stopping PostgreSQL and removing {}", env.dir.path().display());
+    eprintln!(
+        "orderwatch demo: stopping PostgreSQL and removing {}",
+        env.dir.path().display()
+    );
     drop(env);
     result.map_err(DemoError::from)
 }

@@ -76,15 +76,15 @@ const RNG_SEED: u64 = 0x6f72_6465_7277_6174;
 /// abandoned cart for the first two, stuck for the others. These mirror the smallest
 /// threshold of the shipped rules (rules/*.yaml) for that status, and the seed's cart times.
 const LIMITS: [Duration; 9] = [
-    Duration::from_secs(3600),              // INITIATED: abandoned after an hour
-    Duration::from_secs(2 * 86_400 + 600),  // FILE_UPLOADED: abandoned after two days
-    Duration::from_secs(30 * 60),           // SUBMITTED: price_calculation_slow
-    Duration::from_secs(86_400),            // PRICE_CALCULATED: price_calculated_over_1d
-    Duration::from_secs(86_400),            // MANUFACTURING_APPROVED: manufacturing_approved_over_1d
-    Duration::from_secs(3 * 86_400),        // MANUFACTURING_STARTED: manufacturing_started_over_3d
-    Duration::from_secs(86_400),            // MANUFACTURING_COMPLETED: manufacturing_completed_over_1d
-    Duration::from_secs(86_400),            // PACKAGING: packaging_over_1d
-    Duration::from_secs(14 * 86_400),       // SHIPPED: shipped_not_closed_14d
+    Duration::from_secs(3600),             // INITIATED: abandoned after an hour
+    Duration::from_secs(2 * 86_400 + 600), // FILE_UPLOADED: abandoned after two days
+    Duration::from_secs(30 * 60),          // SUBMITTED: price_calculation_slow
+    Duration::from_secs(86_400),           // PRICE_CALCULATED: price_calculated_over_1d
+    Duration::from_secs(86_400),           // MANUFACTURING_APPROVED: manufacturing_approved_over_1d
+    Duration::from_secs(3 * 86_400),       // MANUFACTURING_STARTED: manufacturing_started_over_3d
+    Duration::from_secs(86_400), // MANUFACTURING_COMPLETED: manufacturing_completed_over_1d
+    Duration::from_secs(86_400), // PACKAGING: packaging_over_1d
+    Duration::from_secs(14 * 86_400), // SHIPPED: shipped_not_closed_14d
 ];
 
 /// Share of new orders that leave each status per tick: some carts are abandoned.
@@ -100,10 +100,14 @@ fn set_by_mes(k: usize) -> bool {
 }
 
 /// A population the unstick step repairs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 enum Repair {
     /// Orders in status `k` past `older_than` on `source`'s clock: move them one step on.
-    Stuck { k: usize, mes: bool, older_than: Duration },
+    Stuck {
+        k: usize,
+        mes: bool,
+        older_than: Duration,
+    },
     /// Approved in the shop, absent from MES: deliver the lost message to MES.
     LostApproved,
     /// Shipped in MES, packaging in the shop: deliver the lost message to the shop.
@@ -112,17 +116,57 @@ enum Repair {
     PricedNotInShop,
 }
 
+impl Repair {
+    /// For the log: the population this repair works on.
+    fn name(self) -> &'static str {
+        match self {
+            Repair::Stuck { k, .. } => STATUSES[k],
+            Repair::LostApproved => "approved_missing_in_mes",
+            Repair::ShippedNotInShop => "shipped_not_in_shop",
+            Repair::PricedNotInShop => "priced_not_in_shop",
+        }
+    }
+}
+
 const REPAIRS: [Repair; 10] = [
-    Repair::Stuck { k: 2, mes: false, older_than: Duration::from_secs(30 * 60) },
+    Repair::Stuck {
+        k: 2,
+        mes: false,
+        older_than: Duration::from_secs(30 * 60),
+    },
     Repair::LostApproved,
-    Repair::Stuck { k: 3, mes: false, older_than: Duration::from_secs(86_400) },
-    Repair::Stuck { k: 4, mes: false, older_than: Duration::from_secs(86_400) },
+    Repair::Stuck {
+        k: 3,
+        mes: false,
+        older_than: Duration::from_secs(86_400),
+    },
+    Repair::Stuck {
+        k: 4,
+        mes: false,
+        older_than: Duration::from_secs(86_400),
+    },
     Repair::ShippedNotInShop,
-    Repair::Stuck { k: 5, mes: true, older_than: Duration::from_secs(3 * 86_400) },
-    Repair::Stuck { k: 6, mes: true, older_than: Duration::from_secs(86_400) },
+    Repair::Stuck {
+        k: 5,
+        mes: true,
+        older_than: Duration::from_secs(3 * 86_400),
+    },
+    Repair::Stuck {
+        k: 6,
+        mes: true,
+        older_than: Duration::from_secs(86_400),
+    },
     Repair::PricedNotInShop,
-    Repair::Stuck { k: 7, mes: true, older_than: Duration::from_secs(86_400) },
-    Repair::Stuck { k: 8, mes: false, older_than: Duration::from_secs(14 * 86_400) },
+    Repair::Stuck {
+        k: 7,
+        mes: true,
+        older_than: Duration::from_secs(86_400),
+    },
+    Repair::Stuck {
+        k: 8,
+        mes: false,
+        older_than: Duration::from_secs(14 * 86_400),
+    },
 ];
 
 /// An order the simulator is about to move.
@@ -147,7 +191,11 @@ struct Simulator {
 }
 
 impl Simulator {
-    async fn new(shop: Client, mes: Client, new_per_tick: u32) -> Result<Self, tokio_postgres::Error> {
+    async fn new(
+        shop: Client,
+        mes: Client,
+        new_per_tick: u32,
+    ) -> Result<Self, tokio_postgres::Error> {
         let row = shop
             .query_one(
                 "select coalesce(max(substr(id, 4)::bigint), 0)
@@ -203,7 +251,11 @@ impl Simulator {
 
         // Carts: a random pick, so that some age out (are abandoned). Orders: the oldest
         // first, so none of them crosses its rule's threshold.
-        let order = if k < 2 { "random()" } else { "status_changed_at" };
+        let order = if k < 2 {
+            "random()"
+        } else {
+            "status_changed_at"
+        };
         let sql = format!(
             "select id, order_type, extract(epoch from now() - status_changed_at)::float8
              from orders
@@ -216,10 +268,17 @@ impl Simulator {
             .await?;
         let candidates: Vec<Candidate> = rows
             .iter()
-            .map(|r| Candidate { id: r.get(0), order_type: r.get(1), age: r.get(2) })
+            .map(|r| Candidate {
+                id: r.get(0),
+                order_type: r.get(1),
+                age: r.get(2),
+            })
             .collect();
         let forced = if k >= 2 {
-            candidates.iter().filter(|c| c.age > limit - self.guard).count() as i64
+            candidates
+                .iter()
+                .filter(|c| c.age > limit - self.guard)
+                .count() as i64
         } else {
             0
         };
@@ -265,7 +324,12 @@ impl Simulator {
 
     /// Moves one order from status `k` to the next in both databases, in the order the
     /// systems would: the one that sets the status first, the other through the queue.
-    async fn advance(&mut self, k: usize, c: &Candidate, why: &str) -> Result<(), tokio_postgres::Error> {
+    async fn advance(
+        &mut self,
+        k: usize,
+        c: &Candidate,
+        why: &str,
+    ) -> Result<(), tokio_postgres::Error> {
         let next = k + 1;
         let price = (next == 3).then(|| seed::price(&c.order_type, &mut self.rng));
         let operator = (next == 5).then(|| self.rng.random_range(1..=OPERATORS));
@@ -292,7 +356,12 @@ impl Simulator {
         Ok(())
     }
 
-    async fn update_shop(&self, k: usize, id: &str, price: Option<f64>) -> Result<u64, tokio_postgres::Error> {
+    async fn update_shop(
+        &self,
+        k: usize,
+        id: &str,
+        price: Option<f64>,
+    ) -> Result<u64, tokio_postgres::Error> {
         self.shop
             .execute(
                 "update orders
@@ -356,13 +425,19 @@ impl Simulator {
             let repair = REPAIRS[self.rotation];
             self.rotation = (self.rotation + 1) % REPAIRS.len();
             let done = match repair {
-                Repair::Stuck { k, mes, older_than } => self.unstick_stuck(k, mes, older_than, n).await?,
+                Repair::Stuck { k, mes, older_than } => {
+                    self.unstick_stuck(k, mes, older_than, n).await?
+                }
                 Repair::LostApproved => self.deliver_approved(n).await?,
                 Repair::ShippedNotInShop => self.deliver_shipped(n).await?,
                 Repair::PricedNotInShop => self.deliver_price(n).await?,
             };
             if done > 0 {
-                debug!(?repair, orders = done, "simulator unstuck orders");
+                debug!(
+                    population = repair.name(),
+                    orders = done,
+                    "simulator unstuck orders"
+                );
                 return Ok(());
             }
         }
@@ -392,21 +467,43 @@ impl Simulator {
             )
         };
         let rows = db
-            .query(sql, &[&STATUSES[k], &older_than.as_secs_f64(), &(n as i64 + SPARE_CANDIDATES)])
+            .query(
+                sql,
+                &[
+                    &STATUSES[k],
+                    &older_than.as_secs_f64(),
+                    &(n as i64 + SPARE_CANDIDATES),
+                ],
+            )
             .await?;
         let candidates: Vec<Candidate> = rows
             .iter()
-            .map(|r| Candidate { id: r.get(0), order_type: r.get(1), age: 0.0 })
+            .map(|r| Candidate {
+                id: r.get(0),
+                order_type: r.get(1),
+                age: 0.0,
+            })
             .collect();
         // Both sides must agree: a lost order is repaired by its own entry.
         let ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
         let shop_rows = self
             .shop
-            .query("select id from orders where id = any($1) and status = $2", &[&ids, &STATUSES[k]])
+            .query(
+                "select id from orders where id = any($1) and status = $2",
+                &[&ids, &STATUSES[k]],
+            )
             .await?;
         let in_shop: Vec<String> = shop_rows.iter().map(|r| r.get(0)).collect();
-        let candidates: Vec<Candidate> = candidates.into_iter().filter(|c| in_shop.contains(&c.id)).collect();
-        let chosen: Vec<Candidate> = self.consistent(k, candidates).await?.into_iter().take(n).collect();
+        let candidates: Vec<Candidate> = candidates
+            .into_iter()
+            .filter(|c| in_shop.contains(&c.id))
+            .collect();
+        let chosen: Vec<Candidate> = self
+            .consistent(k, candidates)
+            .await?
+            .into_iter()
+            .take(n)
+            .collect();
         for c in &chosen {
             self.advance(k, c, "unstick").await?;
         }
@@ -428,11 +525,18 @@ impl Simulator {
         let ids: Vec<&str> = rows.iter().map(|r| r.get(0)).collect();
         let known = self
             .mes
-            .query("select order_id from production_orders where order_id = any($1)", &[&ids])
+            .query(
+                "select order_id from production_orders where order_id = any($1)",
+                &[&ids],
+            )
             .await?;
         let known: Vec<&str> = known.iter().map(|r| r.get(0)).collect();
         let mut done = 0;
-        for r in rows.iter().filter(|r| !known.contains(&r.get::<_, &str>(0))).take(n) {
+        for r in rows
+            .iter()
+            .filter(|r| !known.contains(&r.get::<_, &str>(0)))
+            .take(n)
+        {
             let id: &str = r.get(0);
             let order_type: &str = r.get(1);
             let price: Option<f64> = r.get(2);
@@ -465,7 +569,10 @@ impl Simulator {
         let ids: Vec<&str> = rows.iter().map(|r| r.get(0)).collect();
         let lagging = self
             .shop
-            .query("select id from orders where id = any($1) and status = 'PACKAGING'", &[&ids])
+            .query(
+                "select id from orders where id = any($1) and status = 'PACKAGING'",
+                &[&ids],
+            )
             .await?;
         let lagging: Vec<&str> = lagging.iter().map(|r| r.get(0)).collect();
         let mut done = 0;
@@ -481,7 +588,10 @@ impl Simulator {
     async fn deliver_price(&mut self, n: usize) -> Result<usize, tokio_postgres::Error> {
         let rows = self
             .shop
-            .query("select id from orders where status = 'SUBMITTED' order by status_changed_at", &[])
+            .query(
+                "select id from orders where status = 'SUBMITTED' order by status_changed_at",
+                &[],
+            )
             .await?;
         let ids: Vec<&str> = rows.iter().map(|r| r.get(0)).collect();
         let priced = self

@@ -136,7 +136,12 @@ fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
 impl AlertBook {
     /// A book holding `alerts` (restored from the store).
     pub fn from_alerts(alerts: impl IntoIterator<Item = Alert>) -> Self {
-        AlertBook { alerts: alerts.into_iter().map(|a| ((a.rule.clone(), a.key.clone()), a)).collect() }
+        AlertBook {
+            alerts: alerts
+                .into_iter()
+                .map(|a| ((a.rule.clone(), a.key.clone()), a))
+                .collect(),
+        }
     }
 
     /// Applies one successful evaluation of `rule` and returns the state changes.
@@ -163,7 +168,10 @@ impl AlertBook {
                     if a.state == AlertState::Pending && elapsed(a.active_at, now) >= timing.for_ {
                         a.state = AlertState::Firing;
                         a.fired_at = Some(now);
-                        changes.push(Transition { kind: TransitionKind::Firing, alert: a.clone() });
+                        changes.push(Transition {
+                            kind: TransitionKind::Firing,
+                            alert: a.clone(),
+                        });
                     }
                 }
                 _ if !o.may_create => {}
@@ -175,7 +183,11 @@ impl AlertBook {
                         key: o.key.clone(),
                         labels: o.labels,
                         annotations: o.annotations,
-                        state: if firing { AlertState::Firing } else { AlertState::Pending },
+                        state: if firing {
+                            AlertState::Firing
+                        } else {
+                            AlertState::Pending
+                        },
                         active_at: now,
                         starts_at: o.starts_at,
                         fired_at: firing.then_some(now),
@@ -184,8 +196,15 @@ impl AlertBook {
                         entered_at: o.entered_at,
                         interval_secs: timing.interval.as_secs(),
                     };
-                    let kind = if firing { TransitionKind::Firing } else { TransitionKind::Pending };
-                    changes.push(Transition { kind, alert: a.clone() });
+                    let kind = if firing {
+                        TransitionKind::Firing
+                    } else {
+                        TransitionKind::Pending
+                    };
+                    changes.push(Transition {
+                        kind,
+                        alert: a.clone(),
+                    });
                     self.alerts.insert(id, a);
                 }
             }
@@ -210,7 +229,10 @@ impl AlertBook {
                 AlertState::Firing if elapsed(a.last_seen, now) >= timing.keep_firing_for => {
                     a.state = AlertState::Resolved;
                     a.resolved_at = Some(now);
-                    changes.push(Transition { kind: TransitionKind::Resolved, alert: a.clone() });
+                    changes.push(Transition {
+                        kind: TransitionKind::Resolved,
+                        alert: a.clone(),
+                    });
                 }
                 _ => {}
             }
@@ -222,7 +244,11 @@ impl AlertBook {
     }
 
     /// Resolves every active alert of rules not in `keep` (a rule removed from the config).
-    pub fn resolve_rules_not_in(&mut self, keep: &HashSet<String>, now: DateTime<Utc>) -> Vec<Transition> {
+    pub fn resolve_rules_not_in(
+        &mut self,
+        keep: &HashSet<String>,
+        now: DateTime<Utc>,
+    ) -> Vec<Transition> {
         let mut changes = Vec::new();
         self.alerts.retain(|(rule, _), a| {
             if keep.contains(rule) {
@@ -233,7 +259,10 @@ impl AlertBook {
                 AlertState::Firing => {
                     a.state = AlertState::Resolved;
                     a.resolved_at = Some(now);
-                    changes.push(Transition { kind: TransitionKind::Resolved, alert: a.clone() });
+                    changes.push(Transition {
+                        kind: TransitionKind::Resolved,
+                        alert: a.clone(),
+                    });
                     true
                 }
                 AlertState::Resolved => true,
@@ -246,7 +275,9 @@ impl AlertBook {
     pub fn gc(&mut self, now: DateTime<Utc>) -> HashSet<String> {
         let mut touched = HashSet::new();
         self.alerts.retain(|(rule, _), a| {
-            let keep = a.resolved_at.is_none_or(|t| elapsed(t, now) < RESOLVED_RETENTION);
+            let keep = a
+                .resolved_at
+                .is_none_or(|t| elapsed(t, now) < RESOLVED_RETENTION);
             if !keep {
                 touched.insert(rule.clone());
             }
@@ -306,11 +337,26 @@ mod tests {
     #[test]
     fn zero_for_fires_at_once_and_resolves_when_gone() {
         let mut b = AlertBook::default();
-        let c = b.apply("r", timing(0, 0), t(0), vec![obs("A", -7200)], Coverage::All);
+        let c = b.apply(
+            "r",
+            timing(0, 0),
+            t(0),
+            vec![obs("A", -7200)],
+            Coverage::All,
+        );
         assert_eq!(kinds(&c), vec![(TransitionKind::Firing, "A".into())]);
         assert_eq!(b.get("r", "A").unwrap().starts_at, t(-3600));
         // Still there: nothing new to say.
-        assert!(b.apply("r", timing(0, 0), t(30), vec![obs("A", -7200)], Coverage::All).is_empty());
+        assert!(
+            b.apply(
+                "r",
+                timing(0, 0),
+                t(30),
+                vec![obs("A", -7200)],
+                Coverage::All
+            )
+            .is_empty()
+        );
         let c = b.apply("r", timing(0, 0), t(60), vec![], Coverage::All);
         assert_eq!(kinds(&c), vec![(TransitionKind::Resolved, "A".into())]);
         assert_eq!(b.get("r", "A").unwrap().resolved_at, Some(t(60)));
@@ -323,11 +369,37 @@ mod tests {
     #[test]
     fn for_keeps_alert_pending_and_pending_vanishes_silently() {
         let mut b = AlertBook::default();
-        let c = b.apply("r", timing(120, 0), t(0), vec![obs("A", -7200), obs("B", -7000)], Coverage::All);
-        assert_eq!(c.iter().filter(|t| t.kind == TransitionKind::Pending).count(), 2);
-        assert!(b.apply("r", timing(120, 0), t(60), vec![obs("A", -7200), obs("B", -7000)], Coverage::All).is_empty());
+        let c = b.apply(
+            "r",
+            timing(120, 0),
+            t(0),
+            vec![obs("A", -7200), obs("B", -7000)],
+            Coverage::All,
+        );
+        assert_eq!(
+            c.iter()
+                .filter(|t| t.kind == TransitionKind::Pending)
+                .count(),
+            2
+        );
+        assert!(
+            b.apply(
+                "r",
+                timing(120, 0),
+                t(60),
+                vec![obs("A", -7200), obs("B", -7000)],
+                Coverage::All
+            )
+            .is_empty()
+        );
         // B leaves while pending: no notification at all.
-        let c = b.apply("r", timing(120, 0), t(120), vec![obs("A", -7200)], Coverage::All);
+        let c = b.apply(
+            "r",
+            timing(120, 0),
+            t(120),
+            vec![obs("A", -7200)],
+            Coverage::All,
+        );
         assert_eq!(kinds(&c), vec![(TransitionKind::Firing, "A".into())]);
         assert!(b.get("r", "B").is_none());
     }
@@ -335,13 +407,37 @@ mod tests {
     #[test]
     fn keep_firing_for_delays_resolution() {
         let mut b = AlertBook::default();
-        b.apply("r", timing(0, 90), t(0), vec![obs("A", -7200)], Coverage::All);
-        assert!(b.apply("r", timing(0, 90), t(30), vec![], Coverage::All).is_empty());
-        assert!(b.apply("r", timing(0, 90), t(60), vec![], Coverage::All).is_empty());
+        b.apply(
+            "r",
+            timing(0, 90),
+            t(0),
+            vec![obs("A", -7200)],
+            Coverage::All,
+        );
+        assert!(
+            b.apply("r", timing(0, 90), t(30), vec![], Coverage::All)
+                .is_empty()
+        );
+        assert!(
+            b.apply("r", timing(0, 90), t(60), vec![], Coverage::All)
+                .is_empty()
+        );
         assert_eq!(b.get("r", "A").unwrap().state, AlertState::Firing);
         // Back before keep_firing_for ran out: still the same episode.
-        assert!(b.apply("r", timing(0, 90), t(90), vec![obs("A", -7200)], Coverage::All).is_empty());
-        assert!(b.apply("r", timing(0, 90), t(150), vec![], Coverage::All).is_empty());
+        assert!(
+            b.apply(
+                "r",
+                timing(0, 90),
+                t(90),
+                vec![obs("A", -7200)],
+                Coverage::All
+            )
+            .is_empty()
+        );
+        assert!(
+            b.apply("r", timing(0, 90), t(150), vec![], Coverage::All)
+                .is_empty()
+        );
         let c = b.apply("r", timing(0, 90), t(180), vec![], Coverage::All);
         assert_eq!(kinds(&c), vec![(TransitionKind::Resolved, "A".into())]);
     }
@@ -349,12 +445,27 @@ mod tests {
     #[test]
     fn capped_rows_only_resolve_what_was_covered() {
         let mut b = AlertBook::default();
-        b.apply("r", timing(0, 0), t(0), vec![obs("old", -9000), obs("young", -5000)], Coverage::All);
+        b.apply(
+            "r",
+            timing(0, 0),
+            t(0),
+            vec![obs("old", -9000), obs("young", -5000)],
+            Coverage::All,
+        );
         // Rows capped at entered_at -6000: "young" was not fetched, "old" was and is absent.
-        let c = b.apply("r", timing(0, 0), t(30), vec![obs("x", -8000)], Coverage::EnteredBefore(t(-6000)));
+        let c = b.apply(
+            "r",
+            timing(0, 0),
+            t(30),
+            vec![obs("x", -8000)],
+            Coverage::EnteredBefore(t(-6000)),
+        );
         assert_eq!(
             kinds(&c),
-            vec![(TransitionKind::Firing, "x".into()), (TransitionKind::Resolved, "old".into())]
+            vec![
+                (TransitionKind::Firing, "x".into()),
+                (TransitionKind::Resolved, "old".into())
+            ]
         );
         assert_eq!(b.get("r", "young").unwrap().state, AlertState::Firing);
     }
@@ -364,19 +475,43 @@ mod tests {
         let mut b = AlertBook::default();
         let mut o = obs("A", -7200);
         o.may_create = false;
-        assert!(b.apply("r", timing(0, 0), t(0), vec![o.clone()], Coverage::All).is_empty());
+        assert!(
+            b.apply("r", timing(0, 0), t(0), vec![o.clone()], Coverage::All)
+                .is_empty()
+        );
         assert!(b.get("r", "A").is_none());
-        b.apply("r", timing(0, 0), t(30), vec![obs("A", -7200)], Coverage::All);
-        assert!(b.apply("r", timing(0, 0), t(60), vec![o], Coverage::All).is_empty());
+        b.apply(
+            "r",
+            timing(0, 0),
+            t(30),
+            vec![obs("A", -7200)],
+            Coverage::All,
+        );
+        assert!(
+            b.apply("r", timing(0, 0), t(60), vec![o], Coverage::All)
+                .is_empty()
+        );
         assert_eq!(b.get("r", "A").unwrap().state, AlertState::Firing);
     }
 
     #[test]
     fn recurrence_after_resolution_is_a_new_episode() {
         let mut b = AlertBook::default();
-        b.apply("r", timing(0, 0), t(0), vec![obs("A", -7200)], Coverage::All);
+        b.apply(
+            "r",
+            timing(0, 0),
+            t(0),
+            vec![obs("A", -7200)],
+            Coverage::All,
+        );
         b.apply("r", timing(0, 0), t(30), vec![], Coverage::All);
-        let c = b.apply("r", timing(0, 0), t(60), vec![obs("A", -100)], Coverage::All);
+        let c = b.apply(
+            "r",
+            timing(0, 0),
+            t(60),
+            vec![obs("A", -100)],
+            Coverage::All,
+        );
         assert_eq!(kinds(&c), vec![(TransitionKind::Firing, "A".into())]);
         assert_eq!(b.get("r", "A").unwrap().active_at, t(60));
     }
@@ -384,8 +519,20 @@ mod tests {
     #[test]
     fn rules_are_independent_and_removed_rules_resolve() {
         let mut b = AlertBook::default();
-        b.apply("a", timing(0, 0), t(0), vec![obs("1", -7200)], Coverage::All);
-        b.apply("b", timing(0, 0), t(0), vec![obs("1", -7200)], Coverage::All);
+        b.apply(
+            "a",
+            timing(0, 0),
+            t(0),
+            vec![obs("1", -7200)],
+            Coverage::All,
+        );
+        b.apply(
+            "b",
+            timing(0, 0),
+            t(0),
+            vec![obs("1", -7200)],
+            Coverage::All,
+        );
         b.apply("a", timing(0, 0), t(30), vec![], Coverage::All);
         assert_eq!(b.get("b", "1").unwrap().state, AlertState::Firing);
         let keep: HashSet<String> = ["a".to_string()].into();

@@ -121,7 +121,11 @@ pub struct Shared {
 impl Shared {
     /// Ready: config loaded and every source reached at least once.
     pub fn ready(&self) -> bool {
-        self.source_status.read().expect("status lock").values().all(|s| s.reached)
+        self.source_status
+            .read()
+            .expect("status lock")
+            .values()
+            .all(|s| s.reached)
     }
 }
 
@@ -143,7 +147,10 @@ fn build_parts(loaded: &Loaded) -> Result<Parts, StartError> {
     let mut rules = Vec::new();
     for (_, rc) in &loaded.rules {
         let source = &sources[&rc.source.value];
-        let rule = Rule::build(rc, source).map_err(|detail| StartError::Rule { rule: rc.name.value.clone(), detail })?;
+        let rule = Rule::build(rc, source).map_err(|detail| StartError::Rule {
+            rule: rc.name.value.clone(),
+            detail,
+        })?;
         rules.push(Arc::new(rule));
     }
     Ok((sources, rules))
@@ -161,33 +168,44 @@ impl Daemon {
         let removed = book.resolve_rules_not_in(&keep, Utc::now());
         let metrics = Arc::new(Metrics::new());
         let mut hub = Hub::default();
-        let log_rx = loaded.config.notifiers.log.as_ref().map(|_| hub.subscribe());
+        let log_rx = loaded
+            .config
+            .notifiers
+            .log
+            .as_ref()
+            .map(|_| hub.subscribe());
         let rule_status = rules
             .iter()
             .map(|r| {
-                (r.name.clone(), RuleStatus {
-                    name: r.name.clone(),
-                    kind: r.kind,
-                    source: r.source.clone(),
-                    health: "unknown",
-                    last_evaluation: None,
-                    evaluation_duration_seconds: None,
-                    error: None,
-                    count: None,
-                    capped: false,
-                })
+                (
+                    r.name.clone(),
+                    RuleStatus {
+                        name: r.name.clone(),
+                        kind: r.kind,
+                        source: r.source.clone(),
+                        health: "unknown",
+                        last_evaluation: None,
+                        evaluation_duration_seconds: None,
+                        error: None,
+                        count: None,
+                        capped: false,
+                    },
+                )
             })
             .collect();
         let source_status = sources
             .iter()
             .map(|(n, s)| {
-                (n.clone(), SourceStatus {
-                    target: s.target().to_string(),
-                    up: None,
-                    reached: false,
-                    failing_since: None,
-                    last_error: None,
-                })
+                (
+                    n.clone(),
+                    SourceStatus {
+                        target: s.target().to_string(),
+                        up: None,
+                        reached: false,
+                        failing_since: None,
+                        last_error: None,
+                    },
+                )
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -201,7 +219,11 @@ impl Daemon {
             store,
             hub,
         });
-        for rule in removed.iter().map(|t| t.alert.rule.clone()).collect::<HashSet<_>>() {
+        for rule in removed
+            .iter()
+            .map(|t| t.alert.rule.clone())
+            .collect::<HashSet<_>>()
+        {
             shared.persist(&rule);
         }
         shared.refresh_alert_gauges();
@@ -214,11 +236,17 @@ impl Daemon {
     }
 
     /// Binds `listen` from the config and runs until `shutdown` completes.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
         let addr = self.shared.config.config.listen;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
+            .map_err(|source| StartError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
         self.serve(listener, shutdown).await
     }
 
@@ -229,18 +257,37 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let shared = self.shared.clone();
-        let local = listener.local_addr().map_err(|source| StartError::Listen { addr: "?".into(), source })?;
-        let base_url = shared.config.config.external_url.clone().unwrap_or_else(|| format!("http://{local}"));
+        let local = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: "?".into(),
+            source,
+        })?;
+        let base_url = shared
+            .config
+            .config
+            .external_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
 
         if let Some(am) = &shared.config.config.notifiers.alertmanager {
-            let n = AlertmanagerNotifier::new(am, shared.book.clone(), shared.metrics.clone(), base_url.clone())
-                .map_err(|e| StartError::Notifier { name: "alertmanager".into(), detail: e.to_string() })?;
+            let n = AlertmanagerNotifier::new(
+                am,
+                shared.book.clone(),
+                shared.metrics.clone(),
+                base_url.clone(),
+            )
+            .map_err(|e| StartError::Notifier {
+                name: "alertmanager".into(),
+                detail: e.to_string(),
+            })?;
             tasks.spawn(n.run(shared.hub.wake_receiver(), stop_rx.clone()));
         }
         // The log notifier ends when the hub's senders drop, i.e. after everything else.
-        let log_task = self.log_rx.take().map(|rx| tokio::spawn(LogNotifier::new(rx).run()));
+        let log_task = self
+            .log_rx
+            .take()
+            .map(|rx| tokio::spawn(LogNotifier::new(rx).run()));
 
         for rule in shared.rules.clone() {
             tasks.spawn(rule_loop(shared.clone(), rule, stop_rx.clone()));
@@ -279,7 +326,10 @@ impl Daemon {
 }
 
 /// Builds the daemon from `loaded` and runs it until `shutdown` completes.
-pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+pub async fn run(
+    loaded: Loaded,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     Daemon::build(loaded)?.run(shutdown).await
 }
 
@@ -289,8 +339,10 @@ pub async fn evaluate_once(
     only: &[String],
 ) -> Result<Vec<(Arc<Rule>, Result<Outcome, SourceError>)>, StartError> {
     let (sources, rules) = build_parts(loaded)?;
-    let selected: Vec<Arc<Rule>> =
-        rules.into_iter().filter(|r| only.is_empty() || only.contains(&r.name)).collect();
+    let selected: Vec<Arc<Rule>> = rules
+        .into_iter()
+        .filter(|r| only.is_empty() || only.contains(&r.name))
+        .collect();
     let futures = selected.into_iter().map(|r| {
         let source = sources[&r.source].clone();
         async move {
@@ -349,15 +401,29 @@ async fn gauges_loop(shared: Arc<Shared>, source: Arc<Source>, mut stop: watch::
                     let status: String = r.get(0);
                     let n: i64 = r.get(1);
                     let age: Option<f64> = r.get(2);
-                    shared.metrics.orders.with_label_values(&[&source.name, &status]).set(n);
+                    shared
+                        .metrics
+                        .orders
+                        .with_label_values(&[&source.name, &status])
+                        .set(n);
                     if let Some(age) = age {
-                        shared.metrics.order_status_oldest_age.with_label_values(&[&source.name, &status]).set(age);
+                        shared
+                            .metrics
+                            .order_status_oldest_age
+                            .with_label_values(&[&source.name, &status])
+                            .set(age);
                     }
                     now_known.insert(status);
                 }
                 for gone in known.difference(&now_known) {
-                    let _ = shared.metrics.orders.remove_label_values(&[&source.name, gone]);
-                    let _ = shared.metrics.order_status_oldest_age.remove_label_values(&[&source.name, gone]);
+                    let _ = shared
+                        .metrics
+                        .orders
+                        .remove_label_values(&[&source.name, gone]);
+                    let _ = shared
+                        .metrics
+                        .order_status_oldest_age
+                        .remove_label_values(&[&source.name, gone]);
                 }
                 known = now_known;
             }
@@ -390,7 +456,9 @@ impl Shared {
         let took = started.elapsed().as_secs_f64();
         let m = &self.metrics;
         m.rule_evaluations.with_label_values(&[&rule.name]).inc();
-        m.rule_evaluation_duration.with_label_values(&[&rule.name]).observe(took);
+        m.rule_evaluation_duration
+            .with_label_values(&[&rule.name])
+            .observe(took);
         let mut status = RuleStatus {
             name: rule.name.clone(),
             kind: rule.kind,
@@ -405,14 +473,20 @@ impl Shared {
         match result {
             Ok(outcome) => {
                 self.source_ok(&rule.source);
-                m.rule_last_evaluation.with_label_values(&[&rule.name]).set(now.timestamp_millis() as f64 / 1000.0);
+                m.rule_last_evaluation
+                    .with_label_values(&[&rule.name])
+                    .set(now.timestamp_millis() as f64 / 1000.0);
                 let sev = rule.severity.as_str();
                 for st in rule.statuses() {
                     let labels = [rule.name.as_str(), rule.source.as_str(), st.as_str(), sev];
                     match outcome.per_status.get(st) {
                         Some(s) => {
-                            m.stuck_orders.with_label_values(&labels).set(s.count as i64);
-                            m.stuck_oldest_age.with_label_values(&labels).set(s.oldest_age_seconds);
+                            m.stuck_orders
+                                .with_label_values(&labels)
+                                .set(s.count as i64);
+                            m.stuck_oldest_age
+                                .with_label_values(&labels)
+                                .set(s.oldest_age_seconds);
                         }
                         None => {
                             m.stuck_orders.with_label_values(&labels).set(0);
@@ -420,7 +494,9 @@ impl Shared {
                         }
                     }
                 }
-                m.rule_findings_capped.with_label_values(&[&rule.name]).set(outcome.truncated() as i64);
+                m.rule_findings_capped
+                    .with_label_values(&[&rule.name])
+                    .set(outcome.truncated() as i64);
                 status.count = Some(outcome.count);
                 status.capped = outcome.truncated();
                 let coverage = match outcome.findings.last() {
@@ -433,12 +509,25 @@ impl Shared {
                     keep_firing_for: rule.keep_firing_for,
                     interval: rule.schedule.typical_interval(now),
                 };
-                let changes = self.book.write().expect("book lock").apply(&rule.name, timing, now, observations, coverage);
+                let changes = self.book.write().expect("book lock").apply(
+                    &rule.name,
+                    timing,
+                    now,
+                    observations,
+                    coverage,
+                );
                 self.after_change(&rule.name, changes, now);
             }
             Err(e) => {
-                m.rule_evaluation_failures.with_label_values(&[&rule.name]).inc();
-                let was_ok = self.rule_status.read().expect("status lock").get(&rule.name).is_none_or(|s| s.health != "err");
+                m.rule_evaluation_failures
+                    .with_label_values(&[&rule.name])
+                    .inc();
+                let was_ok = self
+                    .rule_status
+                    .read()
+                    .expect("status lock")
+                    .get(&rule.name)
+                    .is_none_or(|s| s.health != "err");
                 if was_ok {
                     tracing::warn!(rule = %rule.name, source = %rule.source, error = %e, "rule evaluation failed; its alerts are kept as they are");
                 } else {
@@ -447,14 +536,22 @@ impl Shared {
                 self.source_failed(&rule.source, &e);
                 status.health = "err";
                 status.error = Some(e.to_string());
-                let prev = self.rule_status.read().expect("status lock").get(&rule.name).cloned();
+                let prev = self
+                    .rule_status
+                    .read()
+                    .expect("status lock")
+                    .get(&rule.name)
+                    .cloned();
                 if let Some(prev) = prev {
                     status.count = prev.count;
                     status.capped = prev.capped;
                 }
             }
         }
-        self.rule_status.write().expect("status lock").insert(rule.name.clone(), status);
+        self.rule_status
+            .write()
+            .expect("status lock")
+            .insert(rule.name.clone(), status);
     }
 
     /// Persists, updates gauges, forgets old resolved alerts, and tells the notifiers.
@@ -478,13 +575,20 @@ impl Shared {
     fn refresh_alert_gauges(&self) {
         let book = self.book.read().expect("book lock");
         let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for r in self.rules.iter().map(|r| r.name.as_str()).chain([SOURCE_DOWN_RULE]) {
+        for r in self
+            .rules
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain([SOURCE_DOWN_RULE])
+        {
             counts.insert((r, "pending"), 0);
             counts.insert((r, "firing"), 0);
         }
         for a in book.all() {
             if a.state != AlertState::Resolved {
-                *counts.entry((a.rule.as_str(), a.state.as_str())).or_default() += 1;
+                *counts
+                    .entry((a.rule.as_str(), a.state.as_str()))
+                    .or_default() += 1;
             }
         }
         for ((rule, state), n) in counts {
@@ -527,8 +631,12 @@ impl Shared {
         {
             let book = self.book.read().expect("book lock");
             for (name, s) in &statuses {
-                let Some(since) = s.failing_since else { continue };
-                let already = book.get(SOURCE_DOWN_RULE, name).is_some_and(|a| a.state == AlertState::Firing);
+                let Some(since) = s.failing_since else {
+                    continue;
+                };
+                let already = book
+                    .get(SOURCE_DOWN_RULE, name)
+                    .is_some_and(|a| a.state == AlertState::Firing);
                 let down_for = (now - since).to_std().unwrap_or_default();
                 if !already && down_for < after {
                     continue;
@@ -543,7 +651,11 @@ impl Shared {
                 let annotations = BTreeMap::from([
                     (
                         "summary".to_string(),
-                        format!("orderwatch cannot query source {name} ({}) for {}", s.target, human_duration(down_for)),
+                        format!(
+                            "orderwatch cannot query source {name} ({}) for {}",
+                            s.target,
+                            human_duration(down_for)
+                        ),
                     ),
                     (
                         "description".to_string(),
@@ -562,8 +674,18 @@ impl Shared {
                 });
             }
         }
-        let timing = RuleTiming { for_: Duration::ZERO, keep_firing_for: Duration::ZERO, interval: SOURCE_CHECK_INTERVAL };
-        let changes = self.book.write().expect("book lock").apply(SOURCE_DOWN_RULE, timing, now, obs, Coverage::All);
+        let timing = RuleTiming {
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            interval: SOURCE_CHECK_INTERVAL,
+        };
+        let changes = self.book.write().expect("book lock").apply(
+            SOURCE_DOWN_RULE,
+            timing,
+            now,
+            obs,
+            Coverage::All,
+        );
         if !changes.is_empty() {
             self.after_change(SOURCE_DOWN_RULE, changes, now);
         }
@@ -598,7 +720,13 @@ fn observations(rule: &Rule, outcome: &Outcome) -> Vec<Observation> {
         };
         let mut annotations = rule.annotations.render(&ctx);
         annotations.entry("summary".into()).or_insert_with(|| {
-            format!("Order {} has been {} for {} (threshold {})", f.order_id, f.status, age, human_duration(older_than))
+            format!(
+                "Order {} has been {} for {} (threshold {})",
+                f.order_id,
+                f.status,
+                age,
+                human_duration(older_than)
+            )
         });
         annotations.insert("age".into(), age);
         annotations.insert("entered_at".into(), f.entered_at.to_rfc3339());
@@ -631,8 +759,18 @@ fn observations(rule: &Rule, outcome: &Outcome) -> Vec<Observation> {
             ("count".to_string(), outcome.count.to_string()),
             ("more".to_string(), more.to_string()),
         ]);
-        let starts_at = outcome.findings.get(rule.max_alerts).map_or_else(Utc::now, |f| f.entered_at + older);
-        out.push(Observation { key: OVERFLOW_KEY.into(), labels, annotations, starts_at, entered_at: None, may_create: true });
+        let starts_at = outcome
+            .findings
+            .get(rule.max_alerts)
+            .map_or_else(Utc::now, |f| f.entered_at + older);
+        out.push(Observation {
+            key: OVERFLOW_KEY.into(),
+            labels,
+            annotations,
+            starts_at,
+            entered_at: None,
+            may_create: true,
+        });
     }
     out
 }
@@ -644,19 +782,31 @@ pub async fn check_online(loaded: &Loaded) -> Result<Vec<(bool, String)>, StartE
     let mut lines = Vec::new();
     for (name, s) in &sources {
         match s.query("SELECT 1", &[]).await {
-            Ok(_) => lines.push((true, format!("source {name} ({}) reachable, session read-only", s.target()))),
+            Ok(_) => lines.push((
+                true,
+                format!(
+                    "source {name} ({}) reachable, session read-only",
+                    s.target()
+                ),
+            )),
             Err(e) => lines.push((false, e.to_string())),
         }
         if s.gauges {
             match s.prepare(&s.model.gauges_sql()).await {
-                Ok(()) => lines.push((true, format!("source {name}: per-status gauge query prepared"))),
+                Ok(()) => lines.push((
+                    true,
+                    format!("source {name}: per-status gauge query prepared"),
+                )),
                 Err(e) => lines.push((false, format!("source {name}: gauge query: {e}"))),
             }
         }
     }
     for r in &rules {
         match sources[&r.source].prepare(r.sql()).await {
-            Ok(()) => lines.push((true, format!("rule {}: SQL prepared on {}", r.name, r.source))),
+            Ok(()) => lines.push((
+                true,
+                format!("rule {}: SQL prepared on {}", r.name, r.source),
+            )),
             Err(e) => lines.push((false, format!("rule {}: {e}", r.name))),
         }
     }

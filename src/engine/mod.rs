@@ -6,7 +6,11 @@ mod daemon;
 mod schedule;
 mod store;
 
-pub use alerts::{Alert, AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition, TransitionKind};
-pub use daemon::{Daemon, RuleStatus, Shared, SourceStatus, StartError, check_online, evaluate_once, run};
+pub use alerts::{
+    Alert, AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition, TransitionKind,
+};
+pub use daemon::{
+    Daemon, RuleStatus, Shared, SourceStatus, StartError, check_online, evaluate_once, run,
+};
 pub use schedule::Schedule;
 pub use store::{Store, StoreError};

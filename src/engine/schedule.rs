@@ -27,21 +27,33 @@ impl Schedule {
     /// From the rule's config (already validated).
     pub fn from_config(cfg: &RuleConfig) -> Result<Schedule, String> {
         if let Some(s) = &cfg.schedule {
-            let cron = Cron::from_str(&s.value).map_err(|e| format!("schedule {:?}: {e}", s.value))?;
+            let cron =
+                Cron::from_str(&s.value).map_err(|e| format!("schedule {:?}: {e}", s.value))?;
             let tz = match &cfg.timezone {
-                Some(t) => Tz::from_str(&t.value).map_err(|e| format!("timezone {:?}: {e}", t.value))?,
+                Some(t) => {
+                    Tz::from_str(&t.value).map_err(|e| format!("timezone {:?}: {e}", t.value))?
+                }
                 None => Tz::UTC,
             };
-            Ok(Schedule::Cron { cron: Box::new(cron), tz })
+            Ok(Schedule::Cron {
+                cron: Box::new(cron),
+                tz,
+            })
         } else {
-            Ok(Schedule::Every(cfg.interval.as_ref().map_or(DEFAULT_RULE_INTERVAL, |i| i.value.0)))
+            Ok(Schedule::Every(
+                cfg.interval
+                    .as_ref()
+                    .map_or(DEFAULT_RULE_INTERVAL, |i| i.value.0),
+            ))
         }
     }
 
     /// The next run strictly after `now`.
     pub fn next_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            Schedule::Every(d) => now + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::seconds(30)),
+            Schedule::Every(d) => {
+                now + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::seconds(30))
+            }
             Schedule::Cron { cron, tz } => cron
                 .find_next_occurrence(&now.with_timezone(tz), false)
                 .map(|t| t.with_timezone(&Utc))
@@ -71,9 +83,15 @@ mod tests {
     #[test]
     fn cron_in_time_zone_uses_five_fields_and_monday_is_one() {
         // 09:00 on Mondays in Moscow (UTC+3) is 06:00 UTC.
-        let s = Schedule::Cron { cron: Box::new(Cron::from_str("0 9 * * 1").unwrap()), tz: Tz::Europe__Moscow };
+        let s = Schedule::Cron {
+            cron: Box::new(Cron::from_str("0 9 * * 1").unwrap()),
+            tz: Tz::Europe__Moscow,
+        };
         let sunday = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
-        assert_eq!(s.next_after(sunday), Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0).unwrap());
+        assert_eq!(
+            s.next_after(sunday),
+            Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0).unwrap()
+        );
         assert_eq!(s.typical_interval(sunday), Duration::from_secs(7 * 86400));
     }
 }

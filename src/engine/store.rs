@@ -36,8 +36,10 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) `state.sqlite3` in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let conn = Connection::open(dir.join("state.sqlite3"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -50,7 +52,9 @@ impl Store {
                  PRIMARY KEY (rule, key)
              );",
         )?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     /// Every stored alert.
@@ -66,7 +70,11 @@ impl Store {
     }
 
     /// Replaces the stored alerts of `rule` with `alerts`, atomically.
-    pub fn save_rule<'a>(&self, rule: &str, alerts: impl Iterator<Item = &'a Alert>) -> Result<(), StoreError> {
+    pub fn save_rule<'a>(
+        &self,
+        rule: &str,
+        alerts: impl Iterator<Item = &'a Alert>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().expect("store mutex");
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM alerts WHERE rule = ?1", params![rule])?;
@@ -94,7 +102,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = Utc::now();
         let mut book = AlertBook::default();
-        let timing = RuleTiming { for_: Duration::ZERO, keep_firing_for: Duration::ZERO, interval: Duration::from_secs(30) };
+        let timing = RuleTiming {
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            interval: Duration::from_secs(30),
+        };
         let o = Observation {
             key: "JW-1".into(),
             labels: BTreeMap::from([("rule".into(), "r".into())]),

@@ -25,17 +25,31 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     let sources = s.source_status.read().expect("status lock").clone();
     let body = json!({ "ready": s.ready(), "sources": sources });
-    let code = if s.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if s.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
-async fn alerts(State(s): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn alerts(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let book = s.book.read().expect("book lock");
     let list: Vec<_> = book
         .all()

@@ -43,7 +43,12 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 /// The Alertmanager form of an alert at `now`.
-pub fn to_postable(a: &Alert, now: DateTime<Utc>, resend: Duration, base_url: &str) -> PostableAlert {
+pub fn to_postable(
+    a: &Alert,
+    now: DateTime<Utc>,
+    resend: Duration,
+    base_url: &str,
+) -> PostableAlert {
     let ends_at = match a.state {
         AlertState::Resolved => a.resolved_at.unwrap_or(now),
         _ => {
@@ -56,7 +61,11 @@ pub fn to_postable(a: &Alert, now: DateTime<Utc>, resend: Duration, base_url: &s
         annotations: a.annotations.clone(),
         starts_at: ts(a.starts_at),
         ends_at: ts(ends_at),
-        generator_url: format!("{}/api/v1/alerts?rule={}", base_url.trim_end_matches('/'), a.rule),
+        generator_url: format!(
+            "{}/api/v1/alerts?rule={}",
+            base_url.trim_end_matches('/'),
+            a.rule
+        ),
     }
 }
 
@@ -91,7 +100,11 @@ impl AlertmanagerNotifier {
             .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(AlertmanagerNotifier {
-            urls: cfg.urls.iter().map(|u| u.value.trim_end_matches('/').to_string()).collect(),
+            urls: cfg
+                .urls
+                .iter()
+                .map(|u| u.value.trim_end_matches('/').to_string())
+                .collect(),
             resend: cfg.resend_delay.0,
             client,
             book,
@@ -130,11 +143,14 @@ impl AlertmanagerNotifier {
 
     /// Sends what `url` needs now: new or changed alerts, and everything due for a re-send.
     async fn deliver(&self, url: &str, d: &mut Delivery, now: DateTime<Utc>) {
-        let resend = chrono::Duration::from_std(self.resend).unwrap_or(chrono::Duration::minutes(1));
+        let resend =
+            chrono::Duration::from_std(self.resend).unwrap_or(chrono::Duration::minutes(1));
         let due: Vec<(String, String, AlertState, PostableAlert)> = {
             let book = self.book.read().expect("alert book lock");
-            let live: std::collections::HashSet<(String, String)> =
-                book.all().map(|a| (a.rule.clone(), a.key.clone())).collect();
+            let live: std::collections::HashSet<(String, String)> = book
+                .all()
+                .map(|a| (a.rule.clone(), a.key.clone()))
+                .collect();
             d.sent.retain(|k, _| live.contains(k));
             book.all()
                 .filter(|a| a.state != AlertState::Pending)
@@ -142,10 +158,20 @@ impl AlertmanagerNotifier {
                     None => true,
                     Some((at, state)) => *state != a.state || now - *at >= resend,
                 })
-                .map(|a| (a.rule.clone(), a.key.clone(), a.state, to_postable(a, now, self.resend, &self.base_url)))
+                .map(|a| {
+                    (
+                        a.rule.clone(),
+                        a.key.clone(),
+                        a.state,
+                        to_postable(a, now, self.resend, &self.base_url),
+                    )
+                })
                 .collect()
         };
-        self.metrics.notification_queue_length.with_label_values(&[NAME]).set(due.len() as i64);
+        self.metrics
+            .notification_queue_length
+            .with_label_values(&[NAME])
+            .set(due.len() as i64);
         if due.is_empty() {
             d.failures = 0;
             return;
@@ -153,25 +179,39 @@ impl AlertmanagerNotifier {
         let mut failed = false;
         for chunk in due.chunks(MAX_BATCH) {
             let body: Vec<&PostableAlert> = chunk.iter().map(|c| &c.3).collect();
-            let result = self.client.post(format!("{url}/api/v2/alerts")).json(&body).send().await;
+            let result = self
+                .client
+                .post(format!("{url}/api/v2/alerts"))
+                .json(&body)
+                .send()
+                .await;
             let outcome = match result {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => {
                     let status = r.status();
                     let text = r.text().await.unwrap_or_default();
-                    Err(format!("HTTP {status}: {}", text.chars().take(300).collect::<String>()))
+                    Err(format!(
+                        "HTTP {status}: {}",
+                        text.chars().take(300).collect::<String>()
+                    ))
                 }
                 Err(e) => Err(crate::notify::alertmanager::error_chain(&e)),
             };
             match outcome {
                 Ok(()) => {
-                    self.metrics.notifications.with_label_values(&[NAME, "sent"]).inc_by(chunk.len() as u64);
+                    self.metrics
+                        .notifications
+                        .with_label_values(&[NAME, "sent"])
+                        .inc_by(chunk.len() as u64);
                     for (rule, key, state, _) in chunk {
                         d.sent.insert((rule.clone(), key.clone()), (now, *state));
                     }
                 }
                 Err(e) => {
-                    self.metrics.notifications.with_label_values(&[NAME, "failed"]).inc_by(chunk.len() as u64);
+                    self.metrics
+                        .notifications
+                        .with_label_values(&[NAME, "failed"])
+                        .inc_by(chunk.len() as u64);
                     if d.failures == 0 {
                         tracing::warn!(notifier = NAME, url, alerts = chunk.len(), error = %e, "cannot deliver alerts; will retry");
                     } else {
@@ -186,10 +226,17 @@ impl AlertmanagerNotifier {
             d.failures = d.failures.saturating_add(1);
         } else {
             if d.failures > 0 {
-                tracing::info!(notifier = NAME, url, "Alertmanager reachable again; alerts delivered");
+                tracing::info!(
+                    notifier = NAME,
+                    url,
+                    "Alertmanager reachable again; alerts delivered"
+                );
             }
             d.failures = 0;
-            self.metrics.notification_queue_length.with_label_values(&[NAME]).set(0);
+            self.metrics
+                .notification_queue_length
+                .with_label_values(&[NAME])
+                .set(0);
         }
     }
 }
@@ -233,9 +280,15 @@ mod tests {
         assert_eq!(p.ends_at, "2026-11-22T10:04:00.000Z");
         assert_eq!(p.generator_url, "http://h:1/api/v1/alerts?rule=r");
         a.interval_secs = 300;
-        assert_eq!(to_postable(&a, now, Duration::from_secs(60), "").ends_at, "2026-11-22T10:20:00.000Z");
+        assert_eq!(
+            to_postable(&a, now, Duration::from_secs(60), "").ends_at,
+            "2026-11-22T10:20:00.000Z"
+        );
         a.state = AlertState::Resolved;
         a.resolved_at = Some(Utc.with_ymd_and_hms(2026, 11, 22, 9, 59, 0).unwrap());
-        assert_eq!(to_postable(&a, now, Duration::from_secs(60), "").ends_at, "2026-11-22T09:59:00.000Z");
+        assert_eq!(
+            to_postable(&a, now, Duration::from_secs(60), "").ends_at,
+            "2026-11-22T09:59:00.000Z"
+        );
     }
 }

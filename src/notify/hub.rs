@@ -16,7 +16,10 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub { subscribers: Vec::new(), wake: watch::channel(0).0 }
+        Hub {
+            subscribers: Vec::new(),
+            wake: watch::channel(0).0,
+        }
     }
 }
 

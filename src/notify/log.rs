@@ -22,7 +22,11 @@ impl LogNotifier {
         while let Some(batch) = self.rx.recv().await {
             for t in batch.iter() {
                 let a = &t.alert;
-                let summary = a.annotations.get("summary").map(String::as_str).unwrap_or("");
+                let summary = a
+                    .annotations
+                    .get("summary")
+                    .map(String::as_str)
+                    .unwrap_or("");
                 let status = a.labels.get("status").map(String::as_str).unwrap_or("");
                 match t.kind {
                     TransitionKind::Pending => tracing::debug!(

@@ -65,7 +65,10 @@ impl Rule {
             kind: cfg.kind,
             source: cfg.source.value.clone(),
             severity: cfg.severity,
-            alertname: cfg.alertname.clone().unwrap_or_else(|| default_alertname(cfg.kind).to_string()),
+            alertname: cfg
+                .alertname
+                .clone()
+                .unwrap_or_else(|| default_alertname(cfg.kind).to_string()),
             for_: cfg.for_.0,
             keep_firing_for: cfg.keep_firing_for.0,
             schedule,

@@ -39,15 +39,19 @@ impl StuckCheck {
     pub async fn evaluate(&self, source: &Source) -> Result<Outcome, SourceError> {
         let secs = self.older_than.as_secs_f64();
         let limit = self.max_findings as i64;
-        let rows = source.query(&self.sql, &[&self.statuses, &secs, &limit]).await?;
+        let rows = source
+            .query(&self.sql, &[&self.statuses, &secs, &limit])
+            .await?;
         let mut out = Outcome::default();
         for row in &rows {
             let status: String = row.get(1);
             out.count = row.get::<_, i64>(4) as u64;
-            out.per_status.entry(status.clone()).or_insert_with(|| StatusStat {
-                count: row.get::<_, i64>(5) as u64,
-                oldest_age_seconds: row.get(6),
-            });
+            out.per_status
+                .entry(status.clone())
+                .or_insert_with(|| StatusStat {
+                    count: row.get::<_, i64>(5) as u64,
+                    oldest_age_seconds: row.get(6),
+                });
             let mut labels = BTreeMap::new();
             for (i, name) in self.labels.iter().enumerate() {
                 if let Some(v) = row.get::<_, Option<String>>(7 + i) {

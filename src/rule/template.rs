@@ -15,7 +15,9 @@ pub struct Annotations {
 
 impl std::fmt::Debug for Annotations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Annotations").field("keys", &self.keys).finish()
+        f.debug_struct("Annotations")
+            .field("keys", &self.keys)
+            .finish()
     }
 }
 
@@ -36,7 +38,10 @@ pub fn human_duration(d: Duration) -> String {
 
 impl Annotations {
     /// Compiles the templates; errors name the annotation.
-    pub fn compile(rule: &str, templates: &BTreeMap<String, Spanned<String>>) -> Result<Self, String> {
+    pub fn compile(
+        rule: &str,
+        templates: &BTreeMap<String, Spanned<String>>,
+    ) -> Result<Self, String> {
         let mut env = Environment::new();
         // Alert text is plain text, never HTML: no auto-escaping.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
@@ -75,8 +80,14 @@ mod tests {
     fn human_durations() {
         assert_eq!(human_duration(Duration::from_secs(45)), "45s");
         assert_eq!(human_duration(Duration::from_secs(125)), "2m 05s");
-        assert_eq!(human_duration(Duration::from_secs(3 * 3600 + 5 * 60)), "3h 05m");
-        assert_eq!(human_duration(Duration::from_secs(2 * 86400 + 4 * 3600 + 59)), "2d 4h");
+        assert_eq!(
+            human_duration(Duration::from_secs(3 * 3600 + 5 * 60)),
+            "3h 05m"
+        );
+        assert_eq!(
+            human_duration(Duration::from_secs(2 * 86400 + 4 * 3600 + 59)),
+            "2d 4h"
+        );
     }
 
     #[test]
@@ -85,11 +96,19 @@ mod tests {
         let mut t = BTreeMap::new();
         t.insert(
             "summary".to_string(),
-            Spanned::new("Order {{ order_id }} ({{ labels.order_type }}) {{ status }} for {{ age }} <b>".into(), loc, loc),
+            Spanned::new(
+                "Order {{ order_id }} ({{ labels.order_type }}) {{ status }} for {{ age }} <b>"
+                    .into(),
+                loc,
+                loc,
+            ),
         );
         let a = Annotations::compile("r", &t).unwrap();
         let ctx = minijinja::context! { order_id => "JW-1", status => "SUBMITTED", age => "1h 02m",
-            labels => minijinja::context!{ order_type => "ring" } };
-        assert_eq!(a.render(&ctx)["summary"], "Order JW-1 (ring) SUBMITTED for 1h 02m <b>");
+        labels => minijinja::context!{ order_type => "ring" } };
+        assert_eq!(
+            a.render(&ctx)["summary"],
+            "Order JW-1 (ring) SUBMITTED for 1h 02m <b>"
+        );
     }
 }

@@ -42,7 +42,11 @@ pub struct OrderModel {
 /// Quotes an identifier already checked to be plain (`[A-Za-z_][A-Za-z0-9_]*`), or a
 /// `schema.table` pair of them.
 fn quote(ident: &str) -> String {
-    ident.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")
+    ident
+        .split('.')
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 impl OrderModel {
@@ -51,9 +55,17 @@ impl OrderModel {
         let kind = if let Some(t) = &c.table {
             ModelKind::Table(t.value.clone())
         } else if let Some(t) = &c.history_table {
-            ModelKind::History { table: t.value.clone(), lookback_secs: c.history_lookback.map(|d| d.0.as_secs()) }
+            ModelKind::History {
+                table: t.value.clone(),
+                lookback_secs: c.history_lookback.map(|d| d.0.as_secs()),
+            }
         } else {
-            ModelKind::Query(c.query.as_ref().map(|q| q.value.clone()).unwrap_or_default())
+            ModelKind::Query(
+                c.query
+                    .as_ref()
+                    .map(|q| q.value.clone())
+                    .unwrap_or_default(),
+            )
         };
         OrderModel {
             kind,
@@ -68,7 +80,10 @@ impl OrderModel {
     pub fn relation(&self) -> String {
         let (alias, from, filter) = match &self.kind {
             ModelKind::Table(t) => ("t", format!("{} t", quote(t)), String::new()),
-            ModelKind::History { table, lookback_secs } => {
+            ModelKind::History {
+                table,
+                lookback_secs,
+            } => {
                 let (id, at) = (quote(&self.id), quote(&self.entered_at));
                 // Latest row per order: no newer row for the same order exists. With an index on
                 // (order_id, entered_at) this anti-join is one index probe per candidate row.
@@ -77,11 +92,17 @@ impl OrderModel {
                     t = quote(table)
                 );
                 if let Some(secs) = lookback_secs {
-                    filter.push_str(&format!(" AND h.{at} >= now() - make_interval(secs => {secs})"));
+                    filter.push_str(&format!(
+                        " AND h.{at} >= now() - make_interval(secs => {secs})"
+                    ));
                 }
                 ("h", format!("{} h", quote(table)), filter)
             }
-            ModelKind::Query(q) => ("q", format!("({}) q", q.trim().trim_end_matches(';')), String::new()),
+            ModelKind::Query(q) => (
+                "q",
+                format!("({}) q", q.trim().trim_end_matches(';')),
+                String::new(),
+            ),
         };
         let mut cols = vec![
             format!("{alias}.{} AS order_id", quote(&self.id)),
@@ -101,7 +122,9 @@ impl OrderModel {
     /// Columns: order_id, status, entered_at (timestamptz), age_seconds, total, status_total,
     /// status_oldest_age, l_0…
     pub fn stuck_sql(&self) -> String {
-        let labels: String = (0..self.labels.len()).map(|i| format!(", o.l_{i}::text")).collect();
+        let labels: String = (0..self.labels.len())
+            .map(|i| format!(", o.l_{i}::text"))
+            .collect();
         format!(
             "SELECT o.order_id::text, o.status::text, o.entered_at::timestamptz, \
              EXTRACT(EPOCH FROM (now() - o.entered_at))::float8 AS age_seconds, \
@@ -167,22 +190,36 @@ mod tests {
         assert!(sql.contains("o.status = ANY($1::text[])"), "{sql}");
         assert!(sql.contains("make_interval(secs => $2::float8)"), "{sql}");
         assert!(sql.contains("LIMIT $3::int8"), "{sql}");
-        assert!(!sql.contains('*') || sql.matches("count(*)").count() == 2, "{sql}");
+        assert!(
+            !sql.contains('*') || sql.matches("count(*)").count() == 2,
+            "{sql}"
+        );
         assert!(!sql.contains("SELECT t.*"));
     }
 
     #[test]
     fn history_sql_keeps_latest_row_and_lookback() {
-        let sql = model(ModelKind::History { table: "order_status_history".into(), lookback_secs: Some(86400) })
-            .stuck_sql();
-        assert!(sql.contains("NOT EXISTS (SELECT 1 FROM \"order_status_history\" n"), "{sql}");
+        let sql = model(ModelKind::History {
+            table: "order_status_history".into(),
+            lookback_secs: Some(86400),
+        })
+        .stuck_sql();
+        assert!(
+            sql.contains("NOT EXISTS (SELECT 1 FROM \"order_status_history\" n"),
+            "{sql}"
+        );
         assert!(sql.contains("make_interval(secs => 86400)"), "{sql}");
     }
 
     #[test]
     fn query_model_wraps_the_query() {
-        let sql = model(ModelKind::Query("SELECT id, status, status_changed_at, order_type FROM v;".into()))
-            .stuck_sql();
-        assert!(sql.contains("FROM (SELECT id, status, status_changed_at, order_type FROM v) q"), "{sql}");
+        let sql = model(ModelKind::Query(
+            "SELECT id, status, status_changed_at, order_type FROM v;".into(),
+        ))
+        .stuck_sql();
+        assert!(
+            sql.contains("FROM (SELECT id, status, status_changed_at, order_type FROM v) q"),
+            "{sql}"
+        );
     }
 }

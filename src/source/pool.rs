@@ -52,7 +52,12 @@ pub enum SourceError {
 /// one, else the error chain (which never includes the password).
 pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
-        return format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+        return format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
     }
     let mut s = e.to_string();
     let mut cur = std::error::Error::source(e);
@@ -80,14 +85,20 @@ pub struct Source {
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source").field("name", &self.name).field("target", &self.target).finish()
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .finish()
     }
 }
 
 impl Source {
     /// Builds the pool; connects lazily, so an unreachable database does not stop start-up.
     pub fn build(name: &str, cfg: &SourceConfig) -> Result<Source, SourceError> {
-        let bad = |detail: String| SourceError::Config { source_name: name.to_string(), detail };
+        let bad = |detail: String| SourceError::Config {
+            source_name: name.to_string(),
+            detail,
+        };
         // libpq's verify-ca / verify-full are not known to tokio-postgres: we take them out of
         // the URL and verify ourselves.
         let (url, verify) = strip_verify_sslmode(&cfg.url.value);
@@ -104,7 +115,9 @@ impl Source {
             pg.ssl_mode(SslMode::Require);
         }
         let target = describe_target(&pg);
-        let mgr_cfg = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let mgr_cfg = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
         let manager = if pg.get_ssl_mode() == SslMode::Disable {
             Manager::from_config(pg, NoTls, mgr_cfg)
         } else {
@@ -155,22 +168,40 @@ impl Source {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, SourceError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(sql).await.map_err(|e| self.query_error(&e))?;
-        client.query(&stmt, params).await.map_err(|e| self.query_error(&e))
+        let stmt = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.query_error(&e))?;
+        client
+            .query(&stmt, params)
+            .await
+            .map_err(|e| self.query_error(&e))
     }
 
     /// Prepares `sql` without running it: the server checks that tables and columns exist.
     pub async fn prepare(&self, sql: &str) -> Result<(), SourceError> {
         let client = self.client().await?;
-        client.prepare(sql).await.map(|_| ()).map_err(|e| self.query_error(&e))
+        client
+            .prepare(sql)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.query_error(&e))
     }
 
     fn query_error(&self, e: &tokio_postgres::Error) -> SourceError {
         let detail = describe_pg_error(e);
         if e.as_db_error().is_none() && e.is_closed() {
-            SourceError::Connect { source_name: self.name.clone(), target: self.target.clone(), detail }
+            SourceError::Connect {
+                source_name: self.name.clone(),
+                target: self.target.clone(),
+                detail,
+            }
         } else {
-            SourceError::Query { source_name: self.name.clone(), target: self.target.clone(), detail }
+            SourceError::Query {
+                source_name: self.name.clone(),
+                target: self.target.clone(),
+                detail,
+            }
         }
     }
 }
@@ -182,7 +213,10 @@ fn describe_target(pg: &tokio_postgres::Config) -> String {
         None => "localhost".to_string(),
     };
     let port = pg.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", pg.get_dbname().unwrap_or(pg.get_user().unwrap_or("")))
+    format!(
+        "{host}:{port}/{}",
+        pg.get_dbname().unwrap_or(pg.get_user().unwrap_or(""))
+    )
 }
 
 /// Removes `sslmode=verify-ca|verify-full` from a URL's query; returns whether it was there.
@@ -217,12 +251,16 @@ mod tests {
             ("postgres://u@h/db?connect_timeout=3".to_string(), true)
         );
         assert!(!strip_verify_sslmode("postgres://u@h/db?sslmode=require").1);
-        assert_eq!(strip_verify_sslmode("postgres://u@h/db?sslmode=verify-ca").0, "postgres://u@h/db");
+        assert_eq!(
+            strip_verify_sslmode("postgres://u@h/db?sslmode=verify-ca").0,
+            "postgres://u@h/db"
+        );
     }
 
     #[test]
     fn target_has_no_credentials() {
-        let pg = tokio_postgres::Config::from_str("postgres://alice:hunter2@db.example:6432/shop").unwrap();
+        let pg = tokio_postgres::Config::from_str("postgres://alice:hunter2@db.example:6432/shop")
+            .unwrap();
         let t = describe_target(&pg);
         assert_eq!(t, "db.example:6432/shop");
         assert!(!t.contains("hunter2"));

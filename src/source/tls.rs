@@ -18,8 +18,11 @@ pub fn ensure_crypto_provider() {
 pub fn client_config(verify: bool) -> ClientConfig {
     ensure_crypto_provider();
     if verify {
-        let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth()
     } else {
         ClientConfig::builder()
             .dangerous()
