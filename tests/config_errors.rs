@@ -65,9 +65,14 @@ fn expect_error(main: &str, rules: &str, file: &str, line: u64, column: u64, nee
 
 #[test]
 fn valid_config_loads_with_defaults() {
-    let (_dir, r) = try_load(MAIN, RULE);
+    let (dir, r) = try_load(MAIN, RULE);
     let l = r.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(l.rules.len(), 1);
+    assert_eq!(
+        l.config.state_dir,
+        dir.path().join("state"),
+        "relative to the config file"
+    );
     let src = &l.config.sources["shop"].value;
     assert_eq!(src.statement_timeout.0, std::time::Duration::from_secs(10));
     assert_eq!(src.terminal_statuses, vec!["CLOSED".to_string()]);

@@ -62,7 +62,8 @@ pub struct Config {
     /// Defaults to `http://<listen>`.
     #[serde(default)]
     pub external_url: Option<String>,
-    /// Directory of the embedded state store (alert state survives restarts here).
+    /// Directory of the embedded state store (alert state survives restarts here); relative
+    /// to this file.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// Globs of rule files, relative to this file.

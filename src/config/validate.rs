@@ -46,6 +46,11 @@ fn is_rule_name(s: &str) -> bool {
 pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Problem> {
     let mut p = Vec::new();
     let at = |loc: &Location, msg: String| ConfigError::at(file, loc, msg);
+    // Relative paths are relative to the config file, like rule_files, not to the working
+    // directory (which systemd, cron and tests all set differently).
+    if config.state_dir.is_relative() {
+        config.state_dir = base.join(&config.state_dir);
+    }
     if config.sources.is_empty() {
         p.push(Problem {
             file: file.to_path_buf(),
