@@ -449,3 +449,64 @@ async fn source_down_freezes_alerts_and_raises_source_down() {
     d.stop().await;
     drop(pg);
 }
+
+/// 600 stuck orders, `max_alerts: 300`: 300 alerts and one overflow alert carrying the rest,
+/// delivered in POSTs of at most 256 alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_stuck_orders_are_batched_and_capped_with_an_overflow_alert() {
+    let recorder = common::WebhookReceiver::start().await;
+    let url = common::pg().fresh_db();
+    connect(&url)
+        .await
+        .batch_execute(
+            "CREATE TABLE orders (id text PRIMARY KEY, order_type text, status text, status_changed_at timestamptz);
+             CREATE INDEX ON orders (status, status_changed_at);
+             INSERT INTO orders SELECT 'JW-' || g, 'ring', 'SUBMITTED', now() - interval '2 hours' - make_interval(secs => g)
+               FROM generate_series(1, 600) g;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &url, &[recorder.url()], "");
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - name: submitted_over_1h\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    interval: 1s\n    max_alerts: 300\n",
+    )
+    .unwrap();
+    let d = Running::start(dir.path()).await;
+    let alerts_of = |bodies: &[Value]| -> std::collections::BTreeMap<String, Value> {
+        bodies
+            .iter()
+            .flat_map(|b| b.as_array().cloned().unwrap_or_default())
+            .map(|a| (a["labels"]["order_id"].as_str().unwrap().to_string(), a))
+            .collect()
+    };
+    let bodies = recorder
+        .wait_for(|b| alerts_of(b).len() == 301, Duration::from_secs(30))
+        .await;
+    assert!(
+        bodies.iter().all(|b| b.as_array().unwrap().len() <= 256),
+        "a POST held more than 256 alerts"
+    );
+    assert!(
+        bodies.iter().any(|b| b.as_array().unwrap().len() == 256),
+        "301 alerts need a full batch"
+    );
+    let all = alerts_of(&bodies);
+    // The oldest 300 orders (JW-600 … JW-301) get their own alert.
+    assert!(
+        all.contains_key("JW-600") && all.contains_key("JW-301") && !all.contains_key("JW-300")
+    );
+    let overflow = &all["_overflow"];
+    assert_eq!(overflow["annotations"]["count"], "600");
+    assert_eq!(overflow["annotations"]["more"], "300");
+    assert_eq!(overflow["labels"]["rule"], "submitted_over_1h");
+    let m = d
+        .wait_metric("orderwatch_stuck_orders{rule=\"submitted_over_1h\"", "600")
+        .await;
+    assert!(
+        m.contains("orderwatch_alerts{rule=\"submitted_over_1h\",state=\"firing\"} 301"),
+        "{m}"
+    );
+    d.stop().await;
+}

@@ -109,7 +109,10 @@ async fn several_statuses_and_a_row_cap_keep_counts_exact() {
          CREATE INDEX ON orders (status, entered_at);
          INSERT INTO orders SELECT g, CASE WHEN g % 2 = 0 THEN 'PACKAGING' ELSE 'MANUFACTURING_COMPLETED' END,
                 now() - make_interval(hours => 25 + g) FROM generate_series(1, 9) g;
-         INSERT INTO orders VALUES (100, 'PACKAGING', now() - interval '1 hour');",
+         INSERT INTO orders VALUES (100, 'PACKAGING', now() - interval '1 hour');
+         -- Over the threshold but younger than every fetched row: only the stats query sees them.
+         INSERT INTO orders VALUES (200, 'SHIPPED', now() - interval '24 hours 30 minutes'),
+                                   (201, 'SHIPPED', now() - interval '24 hours 20 minutes');",
     )
     .await
     .unwrap();
@@ -118,20 +121,24 @@ async fn several_statuses_and_a_row_cap_keep_counts_exact() {
         dir.path(),
         &url,
         "{ table: orders }",
-        "rules:\n  - name: r\n    source: db\n    status: [PACKAGING, MANUFACTURING_COMPLETED]\n    older_than: 1d\n    max_findings: 3\n    max_alerts: 2\n",
+        "rules:\n  - name: r\n    source: db\n    status: [PACKAGING, MANUFACTURING_COMPLETED, SHIPPED]\n    older_than: 1d\n    max_findings: 3\n    max_alerts: 2\n",
     );
     let results = evaluate_once(&loaded, &[]).await.unwrap();
     let o = results[0].1.as_ref().unwrap();
-    assert_eq!(o.count, 9, "count is exact beyond the cap");
+    assert_eq!(o.count, 11, "count is exact beyond the cap");
     assert!(o.truncated());
     // Oldest first: ids 9, 8, 7 (integer ids come back as text).
     let ids: Vec<&str> = o.findings.iter().map(|f| f.order_id.as_str()).collect();
     assert_eq!(ids, ["9", "8", "7"]);
     assert_eq!(o.per_status["MANUFACTURING_COMPLETED"].count, 5);
     assert_eq!(o.per_status["PACKAGING"].count, 4);
+    // No SHIPPED row was fetched, yet its count and oldest age are exact.
+    assert_eq!(o.per_status["SHIPPED"].count, 2);
+    let shipped_age = o.per_status["SHIPPED"].oldest_age_seconds;
+    assert!((shipped_age - 24.5 * 3600.0).abs() < 60.0, "{shipped_age}");
     let json = serde_json::to_value(orderwatch::report::build(&results)).unwrap();
     assert_eq!(json["rules"][0]["capped"], true);
-    assert_eq!(json["rules"][0]["count"], 9);
+    assert_eq!(json["rules"][0]["count"], 11);
 }
 
 #[tokio::test]

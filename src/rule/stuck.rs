@@ -20,6 +20,8 @@ pub struct StuckCheck {
     pub max_findings: usize,
     /// The SQL (see `OrderModel::stuck_sql`).
     pub sql: String,
+    /// Per-status totals, run only when rows were capped.
+    stats_sql: String,
     labels: Vec<String>,
 }
 
@@ -31,6 +33,7 @@ impl StuckCheck {
             older_than: cfg.older_than.value.0,
             max_findings: cfg.max_findings,
             sql: source.model.stuck_sql(),
+            stats_sql: source.model.stuck_stats_sql(),
             labels: source.model.labels.clone(),
         }
     }
@@ -65,6 +68,18 @@ impl StuckCheck {
                 age_seconds: row.get(3),
                 labels,
             });
+        }
+        if out.truncated() && self.statuses.len() > 1 {
+            for row in source
+                .query(&self.stats_sql, &[&self.statuses, &secs])
+                .await?
+            {
+                let stat = StatusStat {
+                    count: row.get::<_, i64>(1) as u64,
+                    oldest_age_seconds: row.get(2),
+                };
+                out.per_status.insert(row.get(0), stat);
+            }
         }
         Ok(out)
     }

@@ -140,6 +140,19 @@ impl OrderModel {
         )
     }
 
+    /// Exact count and oldest age per status over every matching order (`$1`, `$2` as in
+    /// [`stuck_sql`](Self::stuck_sql)). Needed only when rows were capped: then a status whose
+    /// orders are all younger than the last fetched row has no row to carry its count.
+    pub fn stuck_stats_sql(&self) -> String {
+        format!(
+            "SELECT o.status::text, count(*), EXTRACT(EPOCH FROM (now() - min(o.entered_at)))::float8 \
+             FROM ({rel}) o \
+             WHERE o.status = ANY($1::text[]) AND o.entered_at < now() - make_interval(secs => $2::float8) \
+             GROUP BY o.status",
+            rel = self.relation()
+        )
+    }
+
     /// Count and oldest age per active status (`$1::text[]` = terminal statuses, skipped).
     /// For a table, the distinct statuses are found by a loose index scan (one probe per
     /// status) and only active statuses are counted, so CLOSED orders are never scanned.
