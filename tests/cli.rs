@@ -240,3 +240,105 @@ async fn run_logs_alerts_without_personal_data_and_stops_on_sigterm() {
     }
     assert!(!log.contains("@example.com"));
 }
+
+/// An unreachable database with a password in its URL: reported and retried, `/readyz` says
+/// not ready, `once` exits 2, and the password appears nowhere, even in trace logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_source_is_reported_and_retried_without_leaking_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(dir.path().join("pw"), "S3cretPass\n").unwrap();
+    std::fs::write(
+        dir.path().join("orderwatch.yaml"),
+        format!(
+            "listen: \"{http}\"\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"postgres://orderwatch:${{file:pw}}@127.0.0.1:{port}/shop?sslmode=disable\"\n    connect_timeout: 1s\n    orders: {{ table: orders, id: id, status: status, entered_at: status_changed_at }}\nnotifiers:\n  log: {{}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - name: submitted_over_1h\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    interval: 1s\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("orderwatch.yaml");
+    let out = Command::new(BIN)
+        .args(["once", "--format", "json", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"ok\": false") && text.contains("cannot connect"),
+        "{text}"
+    );
+
+    let mut child = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("ORDERWATCH_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    orderwatch::source::ensure_crypto_provider();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let ready = client
+        .get(format!("http://{http}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let metrics = client
+        .get(format!("http://{http}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("orderwatch_source_up{source=\"shop\"} 0"),
+        "{metrics}"
+    );
+    let failures = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("orderwatch_rule_evaluation_failures_total{rule=\"submitted_over_1h\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(failures >= 2, "retried every interval: {failures} failures");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let log = reader.join().unwrap();
+    assert!(
+        log.contains("rule evaluation failed") && log.contains("cannot connect"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("S3cretPass")
+            && !text.contains("S3cretPass")
+            && !metrics.contains("S3cretPass"),
+        "password leaked"
+    );
+    // Logged once when it starts failing, not at every retry.
+    assert_eq!(log.matches("rule evaluation failed").count(), 1, "{log}");
+}
