@@ -37,10 +37,19 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The parent loads the data and runs the measurement in a child process of this same binary,
+/// so the peak memory printed is the daemon's, not the data generator's.
+const CHILD_ENV: &str = "ORDERWATCH_BENCH_CONFIG";
+
 #[tokio::main]
 async fn main() {
+    if let Ok(config) = std::env::var(CHILD_ENV) {
+        let shop = std::env::var("ORDERWATCH_BENCH_SHOP").expect("shop url");
+        let mes = std::env::var("ORDERWATCH_BENCH_MES").expect("mes url");
+        measure(&config, &shop, &mes).await;
+        return;
+    }
     let orders = env_num("ORDERS", 1_000_000);
-    let cycles = env_num("CYCLES", 10) as usize;
     let t = Instant::now();
     let env: DemoEnv = start_env("127.0.0.1:0", orders, None)
         .await
@@ -51,9 +60,21 @@ async fn main() {
         env.summary.active,
         t.elapsed()
     );
-    let rss_before = peak_rss_kib();
+    let status = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .env(CHILD_ENV, &env.config_path)
+        .env("ORDERWATCH_BENCH_SHOP", &env.shop_url)
+        .env("ORDERWATCH_BENCH_MES", &env.mes_url)
+        .env("ORDERS", orders.to_string())
+        .status()
+        .expect("measurement process");
+    drop(env);
+    assert!(status.success(), "measurement failed");
+}
 
-    let loaded = orderwatch::config::load(&env.config_path).expect("config");
+async fn measure(config: &str, shop_url: &str, mes_url: &str) {
+    let orders = env_num("ORDERS", 1_000_000);
+    let cycles = env_num("CYCLES", 10) as usize;
+    let loaded = orderwatch::config::load(std::path::Path::new(config)).expect("config");
     let daemon = orderwatch::engine::Daemon::build(loaded).expect("daemon");
     let shared = daemon.shared();
     let rules = shared.rules.clone();
@@ -79,7 +100,7 @@ async fn main() {
     // The same SQL alone, sequentially per rule over one plain connection, summed.
     let mut alone_times = Vec::new();
     let mut clients = std::collections::BTreeMap::new();
-    for (name, url) in [("shop", &env.shop_url), ("mes", &env.mes_url)] {
+    for (name, url) in [("shop", shop_url), ("mes", mes_url)] {
         let (c, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
         tokio::spawn(conn);
         clients.insert(name, c);
@@ -125,10 +146,5 @@ async fn main() {
         "ratio cycle / SQL alone:                {:>9.2}",
         cycle.as_secs_f64() / alone.as_secs_f64()
     );
-    println!(
-        "peak RSS: {:.1} MiB (after loading: {:.1} MiB)",
-        peak_rss_kib() as f64 / 1024.0,
-        rss_before as f64 / 1024.0
-    );
-    drop(env);
+    println!("daemon peak RSS: {:.1} MiB", peak_rss_kib() as f64 / 1024.0);
 }

@@ -2,20 +2,15 @@
 //! customer names, emails and phones): `once` equals a plain SQL ground truth for every
 //! shipped rule, `check` reaches the sources, and `run` logs alerts without personal data.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orderwatch::demo::{DemoEnv, start_env};
-use tokio_postgres::NoTls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_orderwatch");
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    c
-}
 
 async fn env() -> DemoEnv {
     start_env("127.0.0.1:0", 100_000, None)
@@ -25,8 +20,8 @@ async fn env() -> DemoEnv {
 
 /// What a plain SQL query over the same tables calls stuck for every shipped rule, by rule.
 async fn ground_truth(env: &DemoEnv) -> Vec<(String, BTreeSet<String>)> {
-    let shop = connect(&env.shop_url).await;
-    let mes = connect(&env.mes_url).await;
+    let shop = common::connect(&env.shop_url).await;
+    let mes = common::connect(&env.mes_url).await;
     let loaded = orderwatch::config::load(&env.config_path).unwrap();
     let mut out = Vec::new();
     for (_, r) in &loaded.rules {
@@ -230,7 +225,7 @@ async fn run_logs_alerts_without_personal_data_and_stops_on_sigterm() {
     assert!(log.contains("stopped"), "{log}");
 
     // The personal columns hold values like these; none may reach the log.
-    let shop = connect(&env.shop_url).await;
+    let shop = common::connect(&env.shop_url).await;
     let rows = shop.query("SELECT customer_name, customer_email, customer_phone FROM orders WHERE status <> 'CLOSED' LIMIT 500", &[]).await.unwrap();
     for row in rows {
         for i in 0..3 {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::oneshot;
-use tokio_postgres::NoTls;
 
 const SCHEMA: &str = "
 CREATE TABLE orders (
@@ -30,12 +29,6 @@ const PERSONAL: &[&str] = &[
     "@example.com",
     "+7 912",
 ];
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    c
-}
 
 fn write_config(dir: &Path, url: &str, am_urls: &[String], extra: &str) {
     let urls: Vec<String> = am_urls.iter().map(|u| format!("\"{u}\"")).collect();
@@ -148,6 +141,20 @@ fn am_alert<'a>(alerts: &'a [Value], order: &str) -> Option<&'a Value> {
     alerts.iter().find(|a| a["labels"]["order_id"] == order)
 }
 
+/// Whether a recorded `POST /api/v2/alerts` body sent `order` as resolved (`endsAt` passed).
+fn resolved_in(bodies: &[Value], order: &str) -> bool {
+    bodies
+        .iter()
+        .flat_map(|p| p.as_array().cloned().unwrap_or_default())
+        .any(|a| {
+            a["labels"]["order_id"] == order
+                && a["endsAt"]
+                    .as_str()
+                    .and_then(|e| e.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                    .is_some_and(|e| e <= chrono::Utc::now())
+        })
+}
+
 fn state_of(alerts: &[Value], key: &str) -> Option<String> {
     alerts
         .iter()
@@ -164,7 +171,7 @@ async fn alertmanager_receives_resends_and_resolves() {
     };
     let recorder = common::WebhookReceiver::start().await;
     let url = common::pg().fresh_db();
-    let db = connect(&url).await;
+    let db = common::connect(&url).await;
     db.batch_execute(SCHEMA).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &url, &[am.url(), recorder.url()], "");
@@ -274,20 +281,7 @@ async fn alertmanager_receives_resends_and_resolves() {
         .await;
     assert!(am_alert(&active, "JW-2").is_some());
     let resolved_post = recorder
-        .wait_for(
-            |b| {
-                b.iter()
-                    .flat_map(|p| p.as_array().cloned().unwrap_or_default())
-                    .any(|a| {
-                        a["labels"]["order_id"] == "JW-1"
-                            && a["endsAt"]
-                                .as_str()
-                                .and_then(|e| e.parse::<chrono::DateTime<chrono::Utc>>().ok())
-                                .is_some_and(|e| e <= chrono::Utc::now())
-                    })
-            },
-            Duration::from_secs(30),
-        )
+        .wait_for(|b| resolved_in(b, "JW-1"), Duration::from_secs(30))
         .await;
     assert!(!resolved_post.is_empty());
 
@@ -314,7 +308,7 @@ async fn alertmanager_receives_resends_and_resolves() {
 async fn restart_neither_reannounces_nor_forgets() {
     let recorder = common::WebhookReceiver::start().await;
     let url = common::pg().fresh_db();
-    let db = connect(&url).await;
+    let db = common::connect(&url).await;
     db.batch_execute(SCHEMA).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &url, &[recorder.url()], "");
@@ -347,20 +341,7 @@ async fn restart_neither_reannounces_nor_forgets() {
     assert_eq!(pick(&after, "JW-1")["state"], "firing");
     // And the resolution reached the receiver.
     recorder
-        .wait_for(
-            |b| {
-                b.iter()
-                    .flat_map(|p| p.as_array().cloned().unwrap_or_default())
-                    .any(|a| {
-                        a["labels"]["order_id"] == "JW-2"
-                            && a["endsAt"]
-                                .as_str()
-                                .and_then(|e| e.parse::<chrono::DateTime<chrono::Utc>>().ok())
-                                .is_some_and(|e| e <= chrono::Utc::now())
-                    })
-            },
-            Duration::from_secs(30),
-        )
+        .wait_for(|b| resolved_in(b, "JW-2"), Duration::from_secs(30))
         .await;
     d.stop().await;
 }
@@ -379,7 +360,11 @@ async fn source_down_freezes_alerts_and_raises_source_down() {
         .unwrap();
     pg.create_database("shop").unwrap();
     let url = pg.url("shop");
-    connect(&url).await.batch_execute(SCHEMA).await.unwrap();
+    common::connect(&url)
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &url, &[am.url()], "source_down_after: 3s\n");
     let d = Running::start(dir.path()).await;
@@ -456,7 +441,7 @@ async fn source_down_freezes_alerts_and_raises_source_down() {
 async fn many_stuck_orders_are_batched_and_capped_with_an_overflow_alert() {
     let recorder = common::WebhookReceiver::start().await;
     let url = common::pg().fresh_db();
-    connect(&url)
+    common::connect(&url)
         .await
         .batch_execute(
             "CREATE TABLE orders (id text PRIMARY KEY, order_type text, status text, status_changed_at timestamptz);

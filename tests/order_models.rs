@@ -7,13 +7,6 @@ use std::path::Path;
 
 use orderwatch::config::Loaded;
 use orderwatch::engine::evaluate_once;
-use tokio_postgres::NoTls;
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    c
-}
 
 /// Writes a main file with one source `db` (order model `orders_yaml`) and `rules_yaml`.
 fn config(dir: &Path, url: &str, orders_yaml: &str, rules_yaml: &str) -> Loaded {
@@ -47,7 +40,7 @@ const SUBMITTED_1H: &str = "rules:\n  - name: submitted_over_1h\n    source: db\
 #[tokio::test]
 async fn table_model_finds_exactly_the_stuck_orders_oldest_first_without_personal_data() {
     let url = common::pg().fresh_db();
-    connect(&url)
+    common::connect(&url)
         .await
         .batch_execute(PERSONAL_TABLE)
         .await
@@ -103,7 +96,7 @@ async fn table_model_finds_exactly_the_stuck_orders_oldest_first_without_persona
 #[tokio::test]
 async fn several_statuses_and_a_row_cap_keep_counts_exact() {
     let url = common::pg().fresh_db();
-    let c = connect(&url).await;
+    let c = common::connect(&url).await;
     c.batch_execute(
         "CREATE TABLE orders (id bigint PRIMARY KEY, status text, entered_at timestamptz);
          CREATE INDEX ON orders (status, entered_at);
@@ -144,7 +137,7 @@ async fn several_statuses_and_a_row_cap_keep_counts_exact() {
 #[tokio::test]
 async fn history_model_uses_the_latest_row_per_order() {
     let url = common::pg().fresh_db();
-    connect(&url)
+    common::connect(&url)
         .await
         .batch_execute(
             "CREATE TABLE order_status_history (id bigserial PRIMARY KEY, order_id text, status text,
@@ -183,7 +176,7 @@ async fn history_model_uses_the_latest_row_per_order() {
 #[tokio::test]
 async fn query_model_wraps_a_custom_query() {
     let url = common::pg().fresh_db();
-    connect(&url)
+    common::connect(&url)
         .await
         .batch_execute(
             "CREATE TABLE production_orders (order_id integer PRIMARY KEY, state text, updated timestamp, kind text);
@@ -209,7 +202,7 @@ async fn query_model_wraps_a_custom_query() {
 #[tokio::test]
 async fn sessions_are_read_only_with_a_statement_timeout() {
     let url = common::pg().fresh_db();
-    connect(&url)
+    common::connect(&url)
         .await
         .batch_execute(PERSONAL_TABLE)
         .await
@@ -274,7 +267,10 @@ async fn an_unreachable_database_is_an_error_never_zero_findings() {
 #[tokio::test]
 async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
     let (shop_url, mes_url) = (common::pg().fresh_db(), common::pg().fresh_db());
-    let (shop, mes) = (connect(&shop_url).await, connect(&mes_url).await);
+    let (shop, mes) = (
+        common::connect(&shop_url).await,
+        common::connect(&mes_url).await,
+    );
     orderwatch::demo::seed::create_schema(&shop, &mes)
         .await
         .unwrap();

@@ -120,6 +120,15 @@ fn create_external_db(admin_url: &str, name: &str) {
     .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
+/// A plain tokio-postgres connection (no TLS) for setting up and inspecting test data.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
 /// Where an executable called `name` is: PATH first, then `/usr/bin` and `/usr/sbin`.
 fn find_bin(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
