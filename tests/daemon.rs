@@ -495,3 +495,61 @@ async fn many_stuck_orders_are_batched_and_capped_with_an_overflow_alert() {
     );
     d.stop().await;
 }
+
+/// `for` holds a new alert pending (Alertmanager hears nothing), then it fires;
+/// `keep_firing_for` keeps it firing after the order moved on, then it resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_and_keep_firing_for_end_to_end() {
+    let recorder = common::WebhookReceiver::start().await;
+    let url = common::pg().fresh_db();
+    let db = common::connect(&url).await;
+    db.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &url, &[recorder.url()], "");
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - name: submitted_over_1h\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    interval: 1s\n    for: 4s\n    keep_firing_for: 4s\n",
+    )
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    let d = Running::start(dir.path()).await;
+    d.wait_alerts(|a| state_of(a, "JW-1").as_deref() == Some("pending"))
+        .await;
+    assert!(
+        recorder.bodies().await.is_empty(),
+        "pending alerts are not sent"
+    );
+    d.wait_alerts(|a| state_of(a, "JW-1").as_deref() == Some("firing"))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "fired before `for` passed"
+    );
+    recorder
+        .wait_for(
+            |b| b.iter().any(|p| p.to_string().contains("JW-1")),
+            Duration::from_secs(10),
+        )
+        .await;
+
+    db.execute(
+        "UPDATE orders SET status = 'PRICE_CALCULATED' WHERE id = 'JW-1'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let moved = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        state_of(&d.alerts().await, "JW-1").as_deref(),
+        Some("firing"),
+        "keep_firing_for"
+    );
+    d.wait_alerts(|a| state_of(a, "JW-1").as_deref() == Some("resolved"))
+        .await;
+    assert!(
+        moved.elapsed() >= Duration::from_secs(4),
+        "resolved before keep_firing_for passed"
+    );
+    d.stop().await;
+}
