@@ -1,0 +1,1 @@
+//! The `mattermost` channel (being written).
