@@ -7,11 +7,14 @@
 
 mod alertmanager;
 pub mod channel;
+pub mod dispatch;
 pub mod email;
 mod hub;
 mod log;
 pub mod mattermost;
 pub mod message;
+pub mod route;
+pub mod silence;
 pub mod slack;
 pub mod telegram;
 pub mod template;

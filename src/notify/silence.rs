@@ -1,0 +1,126 @@
+//! Silences: label matchers with an expiry. While active, matching alerts are left out of every
+//! direct channel's messages and out of the log notifier. (Alertmanager keeps its own
+//! silences; alerts are still pushed to it, so it never mistakes a silence for a recovery.)
+//! Persisted in the state store.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::route::Matcher;
+
+/// A silence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Silence {
+    /// Random id.
+    pub id: String,
+    /// All must match (`rule="x"`, `order_id=~"JW-0001.*"`).
+    #[serde(with = "matchers_as_strings")]
+    pub matchers: Vec<Matcher>,
+    /// From when.
+    #[serde(rename = "startsAt")]
+    pub starts_at: DateTime<Utc>,
+    /// Until when.
+    #[serde(rename = "endsAt")]
+    pub ends_at: DateTime<Utc>,
+    /// Why.
+    pub comment: String,
+    /// Who.
+    #[serde(rename = "createdBy")]
+    pub created_by: String,
+}
+
+mod matchers_as_strings {
+    use super::Matcher;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &[Matcher], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(|m| m.to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Matcher>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+impl Silence {
+    /// A new silence with a random id.
+    pub fn new(
+        matchers: Vec<Matcher>,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        comment: &str,
+        created_by: &str,
+    ) -> Silence {
+        let id: String = (0..16)
+            .map(|_| format!("{:x}", rand::rng().random_range(0..16u8)))
+            .collect();
+        Silence {
+            id,
+            matchers,
+            starts_at,
+            ends_at,
+            comment: comment.into(),
+            created_by: created_by.into(),
+        }
+    }
+
+    /// Active at `now`.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.starts_at <= now && now < self.ends_at
+    }
+
+    /// `active`, `pending` or `expired` at `now`.
+    pub fn state(&self, now: DateTime<Utc>) -> &'static str {
+        if now < self.starts_at {
+            "pending"
+        } else if now < self.ends_at {
+            "active"
+        } else {
+            "expired"
+        }
+    }
+
+    /// Whether the labels match every matcher.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        !self.matchers.is_empty() && self.matchers.iter().all(|m| m.matches(labels))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_all_matchers_while_active_and_round_trips_as_json() {
+        let now = Utc::now();
+        let s = Silence::new(
+            vec![
+                "rule=\"r\"".parse().unwrap(),
+                "order_id=~\"JW-1.*\"".parse().unwrap(),
+            ],
+            now,
+            now + chrono::Duration::hours(1),
+            "maintenance",
+            "anna",
+        );
+        let l = |id: &str| {
+            BTreeMap::from([
+                ("rule".to_string(), "r".to_string()),
+                ("order_id".to_string(), id.to_string()),
+            ])
+        };
+        assert!(s.matches(&l("JW-17")));
+        assert!(!s.matches(&l("JW-27")));
+        assert!(s.is_active(now) && !s.is_active(now + chrono::Duration::hours(2)));
+        let back: Silence = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert!(back.matches(&l("JW-17")) && !back.matches(&l("JW-2")));
+        assert_eq!(back.id, s.id);
+        assert_eq!(s.id.len(), 16);
+    }
+}
