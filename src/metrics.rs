@@ -36,6 +36,8 @@ pub struct Metrics {
     pub notifications: IntCounterVec,
     /// `orderwatch_notification_queue_length{notifier}`.
     pub notification_queue_length: IntGaugeVec,
+    /// `orderwatch_notification_latency_seconds{notifier}`: from queueing to delivery.
+    pub notification_latency: HistogramVec,
     /// `orderwatch_build_info{version}`.
     pub build_info: IntGaugeVec,
     /// `orderwatch_config_last_reload_successful`.
@@ -71,8 +73,9 @@ impl Metrics {
             rule_last_evaluation: reg(&r, GaugeVec::new(Opts::new("orderwatch_rule_last_evaluation_timestamp_seconds", "Unix time of the last successful evaluation."), &["rule"]).unwrap()),
             rule_findings_capped: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_rule_findings_capped", "1 when a rule matched more orders than it fetches (max_findings); counts stay exact."), &["rule"]).unwrap()),
             source_up: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_source_up", "1 when the last query to the source succeeded."), &["source"]).unwrap()),
-            notifications: reg(&r, IntCounterVec::new(Opts::new("orderwatch_notifications_total", "Notification attempts by outcome (sent, failed, retried)."), &["notifier", "outcome"]).unwrap()),
+            notifications: reg(&r, IntCounterVec::new(Opts::new("orderwatch_notifications_total", "Notification attempts by outcome: sent, failed (Alertmanager), retry, rate_limited, rejected, expired."), &["notifier", "outcome"]).unwrap()),
             notification_queue_length: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_notification_queue_length", "Notifications waiting to be delivered."), &["notifier"]).unwrap()),
+            notification_latency: reg(&r, HistogramVec::new(HistogramOpts::new("orderwatch_notification_latency_seconds", "Time from queueing a notification to its delivery.").buckets(vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0]), &["notifier"]).unwrap()),
             build_info: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_build_info", "Build information."), &["version"]).unwrap()),
             config_last_reload_successful: reg(&r, IntGauge::new("orderwatch_config_last_reload_successful", "1 when the last configuration load succeeded.").unwrap()),
             registry: r,

@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::Running;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 const SCHEMA: &str = "
 CREATE TABLE orders (
@@ -48,93 +48,6 @@ fn write_config(dir: &Path, url: &str, am_urls: &[String], extra: &str) {
         "rules:\n  - name: submitted_over_1h\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    severity: critical\n    interval: 1s\n    labels: { team: sales }\n    annotations:\n      summary: \"Order {{ order_id }} ({{ labels.order_type }}) waits for its price for {{ age }}\"\n",
     )
     .unwrap();
-}
-
-/// A running daemon on 127.0.0.1:0; stops (gracefully) on drop of `stop`.
-struct Running {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn start(dir: &Path) -> Running {
-        let loaded = orderwatch::config::load(&dir.join("orderwatch.yaml"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let daemon = orderwatch::engine::Daemon::build(loaded).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            daemon
-                .serve(listener, async move {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
-        Running {
-            url,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
-            .await
-            .expect("daemon stops")
-            .unwrap();
-    }
-
-    async fn get(&self, path: &str) -> String {
-        common::http_client()
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn alerts(&self) -> Vec<Value> {
-        let v: Value = serde_json::from_str(&self.get("/api/v1/alerts").await).unwrap();
-        v["data"]["alerts"].as_array().unwrap().clone()
-    }
-
-    async fn wait_metric(&self, line_prefix: &str, value: &str) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let m = self.get("/metrics").await;
-            if m.lines()
-                .any(|l| l.starts_with(line_prefix) && l.ends_with(&format!(" {value}")))
-            {
-                return m;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no `{line_prefix} … {value}` in:\n{m}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn wait_alerts(&self, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let a = self.alerts().await;
-            if pred(&a) {
-                return a;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "condition not met; alerts: {a:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
 }
 
 fn am_alert<'a>(alerts: &'a [Value], order: &str) -> Option<&'a Value> {

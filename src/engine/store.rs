@@ -57,6 +57,15 @@ impl Store {
         })
     }
 
+    /// Runs `f` on the connection (other modules keep their own tables here: the outbox).
+    pub fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
+        let mut conn = self.conn.lock().expect("store mutex");
+        Ok(f(&mut conn)?)
+    }
+
     /// Every stored alert.
     pub fn load_alerts(&self) -> Result<Vec<Alert>, StoreError> {
         let conn = self.conn.lock().expect("store mutex");

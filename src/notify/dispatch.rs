@@ -386,7 +386,7 @@ mod tests {
     #[test]
     fn resolved_message_names_what_recovered_and_group_ends() {
         let mut d = dispatcher(ROUTE, "");
-        let mut book = vec![
+        let mut book = [
             alert("r", "A", AlertState::Firing, "w"),
             alert("r", "B", AlertState::Firing, "w"),
         ];
@@ -415,7 +415,7 @@ mod tests {
     #[test]
     fn send_resolved_false_stays_quiet_on_recovery() {
         let mut d = dispatcher(&format!("{ROUTE}send_resolved: false\n"), "");
-        let mut book = vec![alert("r", "A", AlertState::Firing, "w")];
+        let mut book = [alert("r", "A", AlertState::Firing, "w")];
         d.update(book.iter(), &[], t(0));
         assert_eq!(d.flush_due(t(30)).len(), 1);
         book[0].state = AlertState::Resolved;
@@ -428,7 +428,7 @@ mod tests {
     fn routes_split_by_severity_with_continue() {
         let yaml = "receiver: chat\ngroup_wait: 0s\nroutes:\n  - matchers: ['severity=\"critical\"']\n    receiver: pager\n    continue: true\n";
         let mut d = dispatcher(yaml, "");
-        let book = vec![
+        let book = [
             alert("r", "A", AlertState::Firing, "critical"),
             alert("r", "B", AlertState::Firing, "warning"),
         ];
@@ -451,7 +451,7 @@ mod tests {
         let night =
             "weekdays: ['monday:friday']\ntimes: [{start_time: '22:00', end_time: '24:00'}]\n";
         let mut d = dispatcher(&format!("{ROUTE}mute_time_intervals: [night]\n"), night);
-        let book = vec![alert("r", "A", AlertState::Firing, "warning")];
+        let book = [alert("r", "A", AlertState::Firing, "warning")];
         let ten_pm = 10 * 3600; // t(0) is 12:00 UTC on a Tuesday
         d.update(book.iter(), &[], t(ten_pm));
         assert!(d.flush_due(t(ten_pm + 30)).is_empty(), "muted at 22:00");
@@ -467,7 +467,7 @@ mod tests {
     #[test]
     fn silenced_alerts_are_left_out_and_restored_log_prevents_early_repeat() {
         let mut d = dispatcher(ROUTE, "");
-        let book = vec![
+        let book = [
             alert("r", "A", AlertState::Firing, "w"),
             alert("r", "B", AlertState::Firing, "w"),
         ];

@@ -13,6 +13,7 @@ mod hub;
 mod log;
 pub mod mattermost;
 pub mod message;
+pub mod outbox;
 pub mod route;
 pub mod silence;
 pub mod slack;

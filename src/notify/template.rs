@@ -176,7 +176,7 @@ impl MessageContext {
                 NotifyStatus::Resolved => resolved.push(line(a, now)),
             }
         }
-        firing.sort_by(|a, b| b.age_seconds.cmp(&a.age_seconds));
+        firing.sort_by_key(|o| std::cmp::Reverse(o.age_seconds));
         let oldest_age = firing.first().map(|o| o.age.clone()).unwrap_or_default();
         let more = firing_count - firing.len().min(max_orders) as u64;
         let resolved_more = resolved_count - resolved.len().min(max_orders) as u64;

@@ -469,3 +469,92 @@ impl Drop for WebhookReceiver {
         self.server.abort();
     }
 }
+
+/// A running daemon on 127.0.0.1:0 (`orderwatch::engine::Daemon` served in this process); stops (gracefully) on drop of `stop`.
+pub struct Running {
+    /// Base URL of its HTTP server.
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Builds the daemon from `dir/orderwatch.yaml` and serves it on a random port.
+    pub async fn start(dir: &Path) -> Running {
+        let loaded = orderwatch::config::load(&dir.join("orderwatch.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let daemon = orderwatch::engine::Daemon::build(loaded).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            daemon
+                .serve(listener, async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Running {
+            url,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("daemon stops")
+            .unwrap();
+    }
+
+    pub async fn get(&self, path: &str) -> String {
+        http_client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn alerts(&self) -> Vec<Value> {
+        let v: Value = serde_json::from_str(&self.get("/api/v1/alerts").await).unwrap();
+        v["data"]["alerts"].as_array().unwrap().clone()
+    }
+
+    pub async fn wait_metric(&self, line_prefix: &str, value: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = self.get("/metrics").await;
+            if m.lines()
+                .any(|l| l.starts_with(line_prefix) && l.ends_with(&format!(" {value}")))
+            {
+                return m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no `{line_prefix} … {value}` in:\n{m}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn wait_alerts(&self, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let a = self.alerts().await;
+            if pred(&a) {
+                return a;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not met; alerts: {a:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! The `email` channel against a real SMTP server: Debian's aiosmtpd, run by
+//! `tests/fixtures/smtp_server.py` on a random port, in plain, STARTTLS and implicit-TLS mode,
+//! with a CA and server certificate made here (rcgen). Each delivered message is read back as
+//! the raw bytes the server received and parsed as MIME (mail-parser).
+//!
+//! Faults are real too: a server without STARTTLS, a certificate from another CA, a 550 for
+//! the recipient, bad credentials, a closed port, a server that never answers.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+use orderwatch::notify::email::{Email, EmailConfig};
+use orderwatch::notify::{Deliver, DeliveryError, Notification};
+use serde_json::Value;
+
+/// The system interpreter: Debian's python3-aiosmtpd installs for it, not for a pyenv
+/// `python3` that may come first on PATH.
+const PYTHON: &str = "/usr/bin/python3";
+const APT_PKG: &str = "python3-aiosmtpd";
+
+/// Whether aiosmtpd can be imported; like `require_bin` in tests/common, a missing one fails
+/// the test in CI (`CI=true`) and skips it elsewhere, with the install hint either way.
+fn require_aiosmtpd() -> bool {
+    let ok = Command::new(PYTHON)
+        .args(["-c", "import aiosmtpd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    let hint = format!(
+        "aiosmtpd is missing for {PYTHON}: apt-get install -y {APT_PKG} (or run scripts/test, which installs it)"
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{hint}");
+    }
+    eprintln!("skipping: {hint}");
+    false
+}
+
+/// A CA, a server certificate it signed for 127.0.0.1 and localhost, and an unrelated CA,
+/// as PEM files in `dir`.
+struct Pki {
+    ca: PathBuf,
+    other_ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn make_pki(dir: &Path) -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert, Issuer::new(params, key))
+    };
+    let (ca_cert, issuer) = ca("orderwatch test CA");
+    let (other_cert, _) = ca("some other CA");
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "orderwatch test SMTP");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    Pki {
+        ca: write("ca.pem", ca_cert.pem()),
+        other_ca: write("other-ca.pem", other_cert.pem()),
+        cert: write("server.pem", cert.pem()),
+        key: write("server-key.pem", key.serialize_pem()),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Plain,
+    Starttls,
+    Tls,
+}
+
+/// What the server should do besides accepting mail.
+#[derive(Default)]
+struct Options<'a> {
+    pki: Option<&'a Pki>,
+    /// `user:password` required before MAIL (over TLS only).
+    auth: Option<&'a str>,
+    /// Recipients answered with 550.
+    reject: &'a [&'a str],
+}
+
+/// One message the server accepted.
+struct Received {
+    raw: Vec<u8>,
+    /// mail_from, rcpt_tos, tls, tls_version, auth_login, ehlo.
+    meta: Value,
+}
+
+/// The aiosmtpd fixture, stopped on drop. Its standard input is its lifeline: when this
+/// process closes it (drop) or dies in any way, the server exits and removes its directory.
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    mail: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    fn start(mode: Mode, opts: Options<'_>) -> SmtpServer {
+        let dir = tempfile::Builder::new()
+            .prefix("orderwatch-smtp-")
+            .tempdir()
+            .unwrap();
+        let mail = dir.path().join("mail");
+        std::fs::create_dir(&mail).unwrap();
+        let log = dir.path().join("server.log");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smtp_server.py");
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(&script)
+            .arg("--dir")
+            .arg(&mail)
+            .arg("--cleanup")
+            .arg(dir.path())
+            .arg("--mode")
+            .arg(match mode {
+                Mode::Plain => "plain",
+                Mode::Starttls => "starttls",
+                Mode::Tls => "tls",
+            });
+        if let Some(pki) = opts.pki {
+            cmd.arg("--cert").arg(&pki.cert).arg("--key").arg(&pki.key);
+        }
+        if let Some(auth) = opts.auth {
+            cmd.arg("--auth").arg(auth);
+        }
+        for r in opts.reject {
+            cmd.arg("--reject-rcpt").arg(r);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {PYTHON} {}: {e}", script.display()));
+        // The server binds port 0 and says which port it got: no race for a free port.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let Some(port) = line
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse().ok())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "SMTP fixture did not start (said {line:?}); its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        SmtpServer {
+            child,
+            port,
+            mail,
+            dir,
+        }
+    }
+
+    fn smarthost(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The messages accepted so far, in order.
+    fn received(&self) -> Vec<Received> {
+        let mut metas: Vec<PathBuf> = std::fs::read_dir(&self.mail)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        metas.sort();
+        metas
+            .into_iter()
+            .map(|meta| Received {
+                raw: std::fs::read(meta.with_extension("eml")).unwrap(),
+                meta: serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap(),
+            })
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+const RECIPIENTS: [&str; 3] = [
+    "oncall@example.com",
+    "sales-lead@example.com",
+    "Shift Manager <shift@example.com>",
+];
+const ADDRESSES: [&str; 3] = [
+    "oncall@example.com",
+    "sales-lead@example.com",
+    "shift@example.com",
+];
+
+/// An email config as a user writes it, validated the way the daemon does (secrets expanded
+/// relative to `base`).
+fn config(yaml: &str, base: &Path) -> EmailConfig {
+    let mut cfg: EmailConfig =
+        serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let problems = cfg.validate(base);
+    assert!(problems.is_empty(), "{problems:?}\n{yaml}");
+    cfg
+}
+
+fn yaml(smarthost: &str, tls: &str, extra: &str) -> String {
+    let to: Vec<String> = RECIPIENTS.iter().map(|r| format!("'{r}'")).collect();
+    format!(
+        "smarthost: {smarthost}\ntls: {tls}\nfrom: 'orderwatch <orderwatch@example.com>'\n\
+         to: [{}]\ntimeout: 10s\n{extra}",
+        to.join(", ")
+    )
+}
+
+fn sample() -> Notification {
+    Notification::sample("ops", "http://orderwatch.example:9187")
+}
+
+/// Checks one delivered sample notification: envelope, headers, both MIME parts.
+fn check_sample_message(got: &Received, tls: bool) {
+    let meta = &got.meta;
+    assert_eq!(meta["tls"], tls, "session encryption: {meta}");
+    assert_eq!(meta["mail_from"], "orderwatch@example.com", "{meta}");
+    let rcpt: Vec<&str> = meta["rcpt_tos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(rcpt, ADDRESSES, "every recipient in the envelope");
+
+    let n = sample();
+    let msg = MessageParser::default()
+        .parse(&got.raw)
+        .expect("a MIME message");
+    assert_eq!(
+        msg.subject(),
+        Some("[FIRING:2] submitted_over_1h (shop, critical)")
+    );
+    let to: Vec<&str> = msg
+        .to()
+        .expect("To header")
+        .iter()
+        .filter_map(|a| a.address())
+        .collect();
+    assert_eq!(to, ADDRESSES, "every recipient in To");
+    assert_eq!(
+        msg.from().and_then(|f| f.first()).and_then(|a| a.address()),
+        Some("orderwatch@example.com")
+    );
+    assert_eq!(
+        msg.header_raw("X-Orderwatch-Group").map(str::trim),
+        Some(n.group_key.as_str())
+    );
+    assert!(
+        msg.message_id()
+            .is_some_and(|id| id.ends_with("@example.com")),
+        "{:?}",
+        msg.message_id()
+    );
+    let date = msg.date().expect("Date header").to_timestamp();
+    assert!(
+        (chrono::Utc::now().timestamp() - date).abs() < 120,
+        "Date is now"
+    );
+
+    let root = msg.root_part().content_type().expect("Content-Type");
+    assert_eq!(
+        (root.ctype(), root.subtype()),
+        ("multipart", Some("alternative"))
+    );
+    assert_eq!((msg.text_body_count(), msg.html_body_count()), (1, 1));
+    let PartType::Text(text) = &msg.text_part(0).unwrap().body else {
+        panic!("the text alternative is text/plain");
+    };
+    let PartType::Html(html) = &msg.html_part(0).unwrap().body else {
+        panic!("the HTML alternative is text/html");
+    };
+    for id in ["JW-00000042", "JW-00000043", "JW-00000017"] {
+        assert!(text.contains(id), "{id} in the text part:\n{text}");
+        assert!(html.contains(id), "{id} in the HTML part:\n{html}");
+    }
+    assert!(
+        text.contains("pendant & chain <test>"),
+        "raw label in text:\n{text}"
+    );
+    assert!(
+        html.contains("pendant &amp; chain &lt;test&gt;"),
+        "escaped label in HTML:\n{html}"
+    );
+    assert!(
+        !html.contains("<test>"),
+        "nothing unescaped in HTML:\n{html}"
+    );
+    assert!(
+        html.contains("href=\"http:&#x2f;&#x2f;orderwatch.example:9187\""),
+        "{html}"
+    );
+}
+
+async fn deliver(email: &Email) -> Result<(), DeliveryError> {
+    email.deliver(&sample()).await
+}
+
+#[tokio::test]
+async fn plain_delivers_one_multipart_message_to_every_recipient() {
+    if !require_aiosmtpd() {
+        return;
+    }
+    let server = SmtpServer::start(Mode::Plain, Options::default());
+    let cfg = config(&yaml(&server.smarthost(), "none", ""), Path::new("/"));
+    let email = Email::new("ops", &cfg).unwrap();
+    assert_eq!(email.kind(), "email");
+    deliver(&email)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
+    let got = server.received();
+    assert_eq!(got.len(), 1, "one message for all recipients");
+    check_sample_message(&got[0], false);
+}
+
+#[tokio::test]
+async fn starttls_with_auth_and_a_private_ca_delivers_encrypted() {
+    if !require_aiosmtpd() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    std::fs::write(dir.path().join("smtp-password"), "s3cr3t-Pa55\n").unwrap();
+    let server = SmtpServer::start(
+        Mode::Starttls,
+        Options {
+            pki: Some(&pki),
+            auth: Some("orderwatch:s3cr3t-Pa55"),
+            ..Options::default()
+        },
+    );
+    // The CA path is relative to the config file's directory, like every path in the config.
+    let extra = "ca_file: ca.pem\nusername: orderwatch\npassword: ${file:smtp-password}\n";
+    let cfg = config(&yaml(&server.smarthost(), "starttls", extra), dir.path());
+    let email = Email::new("ops", &cfg).unwrap();
+    deliver(&email)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    check_sample_message(&got[0], true);
+    assert_eq!(got[0].meta["auth_login"], "orderwatch", "{}", got[0].meta);
+    assert!(
+        got[0].meta["tls_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "{}",
+        got[0].meta
+    );
+}
+
+#[tokio::test]
+async fn implicit_tls_with_auth_delivers_encrypted() {
+    if !require_aiosmtpd() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let server = SmtpServer::start(
+        Mode::Tls,
+        Options {
+            pki: Some(&pki),
+            auth: Some("orderwatch:s3cr3t"),
+            ..Options::default()
+        },
+    );
+    let extra = format!(
+        "ca_file: {}\nusername: orderwatch\npassword: s3cr3t\n",
+        pki.ca.display()
+    );
+    let cfg = config(&yaml(&server.smarthost(), "tls", &extra), Path::new("/"));
+    deliver(&Email::new("ops", &cfg).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    check_sample_message(&got[0], true);
+    assert_eq!(got[0].meta["auth_login"], "orderwatch");
+}
+
+#[tokio::test]
+async fn starttls_against_a_server_without_tls_sends_nothing() {
+    if !require_aiosmtpd() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let server = SmtpServer::start(Mode::Plain, Options::default());
+    // Without credentials an opportunistic client would send the message in clear; with
+    // them it would fail only for want of AUTH. Both must fail on the missing STARTTLS.
+    let ca = format!("ca_file: {}\n", pki.ca.display());
+    for extra in [
+        ca.clone(),
+        format!("{ca}username: orderwatch\npassword: never-in-clear\n"),
+    ] {
+        let cfg = config(
+            &yaml(&server.smarthost(), "starttls", &extra),
+            Path::new("/"),
+        );
+        let err = deliver(&Email::new("ops", &cfg).unwrap())
+            .await
+            .expect_err("STARTTLS is required, not opportunistic");
+        assert!(matches!(err, DeliveryError::Retry(_)), "{err:?}");
+        assert!(err.to_string().contains("STARTTLS"), "{err}");
+        assert!(
+            err.to_string().contains(&server.smarthost()),
+            "names the server: {err}"
+        );
+        assert!(server.received().is_empty(), "nothing may be sent in clear");
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused() {
+    if !require_aiosmtpd() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    for mode in [Mode::Starttls, Mode::Tls] {
+        let server = SmtpServer::start(
+            mode,
+            Options {
+                pki: Some(&pki),
+                ..Options::default()
+            },
+        );
+        let tls = if mode == Mode::Tls { "tls" } else { "starttls" };
+        // Trusting another CA, and trusting only the public roots: both must refuse.
+        for extra in [
+            format!("ca_file: {}\n", pki.other_ca.display()),
+            String::new(),
+        ] {
+            let cfg = config(&yaml(&server.smarthost(), tls, &extra), Path::new("/"));
+            let err = deliver(&Email::new("ops", &cfg).unwrap())
+                .await
+                .expect_err("an untrusted certificate must fail");
+            assert!(matches!(err, DeliveryError::Retry(_)), "{mode:?}: {err:?}");
+            assert!(
+                err.to_string().to_lowercase().contains("certificate"),
+                "{mode:?}: says why: {err}"
+            );
+            assert_eq!(
+                err.to_string().matches("certificate").count(),
+                1,
+                "each cause said once: {err}"
+            );
+        }
+        assert!(server.received().is_empty(), "{mode:?}: nothing delivered");
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_recipient_is_permanent() {
+    if !require_aiosmtpd() {
+        return;
+    }
+    let server = SmtpServer::start(
+        Mode::Plain,
+        Options {
+            reject: &["nobody@example.com"],
+            ..Options::default()
+        },
+    );
+    let yaml = format!(
+        "smarthost: {}\ntls: none\nfrom: orderwatch@example.com\nto: [nobody@example.com]\n",
+        server.smarthost()
+    );
+    let cfg = config(&yaml, Path::new("/"));
+    let err = deliver(&Email::new("ops", &cfg).unwrap())
+        .await
+        .expect_err("550");
+    let DeliveryError::Permanent(detail) = &err else {
+        panic!("550 must be permanent: {err:?}");
+    };
+    assert!(
+        detail.contains("550") && detail.contains("nobody@example.com"),
+        "{detail}"
+    );
+    assert!(server.received().is_empty());
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_permanent_and_the_password_never_shows() {
+    if !require_aiosmtpd() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let server = SmtpServer::start(
+        Mode::Starttls,
+        Options {
+            pki: Some(&pki),
+            auth: Some("orderwatch:right-password"),
+            ..Options::default()
+        },
+    );
+    let extra = format!(
+        "ca_file: {}\nusername: orderwatch\npassword: Wr0ng-Pa55word\n",
+        pki.ca.display()
+    );
+    let cfg = config(
+        &yaml(&server.smarthost(), "starttls", &extra),
+        Path::new("/"),
+    );
+    assert!(!format!("{cfg:?}").contains("Wr0ng-Pa55word"));
+    let email = Email::new("ops", &cfg).unwrap();
+    assert!(!format!("{email:?}").contains("Wr0ng-Pa55word"));
+    let err = deliver(&email).await.expect_err("535");
+    assert!(matches!(err, DeliveryError::Permanent(_)), "{err:?}");
+    assert!(err.to_string().contains("535"), "{err}");
+    assert!(
+        !format!("{err} {err:?}").contains("Wr0ng-Pa55word"),
+        "{err}"
+    );
+    assert!(server.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_closed_port_is_retried() {
+    // No SMTP server needed: a port just bound and released has no listener.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(
+        &yaml(&format!("127.0.0.1:{port}"), "none", ""),
+        Path::new("/"),
+    );
+    let err = deliver(&Email::new("ops", &cfg).unwrap())
+        .await
+        .expect_err("connection refused");
+    assert!(matches!(err, DeliveryError::Retry(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_and_is_retried() {
+    // A listener that is never accepted from: the kernel completes the TCP handshake, the
+    // SMTP greeting never comes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let smarthost = silent.local_addr().unwrap().to_string();
+    let yaml = yaml(&smarthost, "none", "").replace("timeout: 10s", "timeout: 1s");
+    let cfg = config(&yaml, Path::new("/"));
+    let started = Instant::now();
+    let err = deliver(&Email::new("ops", &cfg).unwrap())
+        .await
+        .expect_err("timeout");
+    assert!(matches!(err, DeliveryError::Retry(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the timeout: {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
