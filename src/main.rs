@@ -37,6 +37,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Send one sample message to receiver NAME (straight, no routing), to check a channel.
+    NotifyTest {
+        /// The receiver's name in `receivers:`.
+        name: String,
+    },
+    /// Manage silences of a running daemon (through its HTTP API).
+    Silence {
+        /// Base URL of the daemon (default: http://<listen> from the config).
+        #[arg(long, global = true)]
+        url: Option<String>,
+        #[command(subcommand)]
+        action: SilenceAction,
+    },
     /// Run the whole daemon on an embedded throwaway PostgreSQL with realistic orders.
     Demo {
         /// HTTP listen address of the demo daemon.
@@ -45,6 +58,32 @@ enum Command {
         /// Number of orders to generate.
         #[arg(long, default_value_t = 100_000)]
         orders: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceAction {
+    /// Silence alerts matching every matcher, e.g. `rule="packaging_over_1d"` `order_id=~"JW-0001.*"`.
+    Add {
+        /// Label matchers (`name="v"`, `name!="v"`, `name=~"re"`, `name!~"re"`).
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long.
+        #[arg(long, short = 'd', default_value = "1h")]
+        duration: String,
+        /// Why.
+        #[arg(long, short = 'm', default_value = "")]
+        comment: String,
+        /// Who (default: $USER).
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// List silences.
+    List,
+    /// End a silence now.
+    Expire {
+        /// The silence id.
+        id: String,
     },
 }
 
@@ -181,6 +220,64 @@ async fn main() -> ExitCode {
                 Format::Table => print!("{}", orderwatch::report::table(&results)),
             }
             ExitCode::from(orderwatch::report::exit_code(&results) as u8)
+        }
+        Command::NotifyTest { name } => {
+            let loaded = match load(cli.config) {
+                Ok(l) => l,
+                Err(c) => return c,
+            };
+            match orderwatch::notify::direct::notify_test(&loaded.config, &name).await {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("orderwatch notify-test: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Silence { url, action } => {
+            let base = url
+                .or_else(|| {
+                    let path = orderwatch::config::default_config_path(cli.config);
+                    orderwatch::config::load(&path)
+                        .ok()
+                        .map(|l| format!("http://{}", l.config.listen))
+                })
+                .unwrap_or_else(|| "http://127.0.0.1:9187".to_string());
+            let base = base.trim_end_matches('/');
+            use orderwatch::http::client;
+            let result = match action {
+                SilenceAction::Add {
+                    matchers,
+                    duration,
+                    comment,
+                    author,
+                } => {
+                    let author = author
+                        .or_else(|| std::env::var("USER").ok())
+                        .unwrap_or_default();
+                    client::silence_add(base, &matchers, &duration, &comment, &author)
+                        .await
+                        .map(|id| println!("{id}"))
+                }
+                SilenceAction::List => client::silence_list(base).await.map(|lines| {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                }),
+                SilenceAction::Expire { id } => client::silence_expire(base, &id)
+                    .await
+                    .map(|()| println!("expired {id}")),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("orderwatch silence: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Demo { listen, orders } => {
             match orderwatch::demo::run(&listen, orders, shutdown_signal()).await {

@@ -77,9 +77,57 @@ pub struct Config {
     pub gauges_interval: Dur,
     /// The databases, by name; rules refer to these names.
     pub sources: BTreeMap<String, Spanned<SourceConfig>>,
-    /// Where alerts go.
+    /// Where alerts go: Alertmanager and the log.
     #[serde(default)]
     pub notifiers: NotifiersConfig,
+    /// Direct channels by name (email, slack, mattermost, telegram, webhook).
+    #[serde(default)]
+    pub receivers: BTreeMap<String, Spanned<crate::notify::receiver::ReceiverConfig>>,
+    /// Which receiver gets which alerts, grouped how (Alertmanager's route tree). Required
+    /// when `receivers` is set.
+    #[serde(default)]
+    pub route: Option<crate::notify::route::RouteConfig>,
+    /// Named mute windows for `mute_time_intervals`.
+    #[serde(default)]
+    pub time_intervals: BTreeMap<String, Spanned<Vec<crate::notify::route::TimeIntervalConfig>>>,
+    /// Retries of the direct channels.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+/// How the outbox retries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// First retry delay; doubles on each failure (with jitter).
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff: Dur,
+    /// Longest delay between retries.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Dur,
+    /// A message not delivered after this long is dropped (and counted as `expired`).
+    #[serde(default = "default_max_age")]
+    pub max_age: Dur,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+fn default_initial_backoff() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_max_backoff() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn default_max_age() -> Dur {
+    Dur(Duration::from_secs(24 * 3600))
 }
 
 /// One PostgreSQL database.

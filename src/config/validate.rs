@@ -163,6 +163,7 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
             }
         }
     }
+    notify(file, base, config, &mut p);
     if let Some(am) = &config.notifiers.alertmanager {
         if am.urls.is_empty() {
             p.push(Problem {
@@ -190,6 +191,84 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
         }
     }
     p
+}
+
+/// Receivers (secrets expanded in place), the route tree and the mute windows.
+fn notify(file: &Path, base: &Path, config: &mut Config, p: &mut Vec<Problem>) {
+    let at = |loc: &Location, msg: String| ConfigError::at(file, loc, msg);
+    for (name, r) in config.receivers.iter_mut() {
+        let loc = r.referenced;
+        for (l, m) in r.value.validate(base) {
+            p.push(at(&l.unwrap_or(loc), format!("receiver {name}: {m}")));
+        }
+    }
+    for (name, w) in &config.time_intervals {
+        for c in &w.value {
+            if let Err(e) = crate::notify::route::TimeWindow::new(c) {
+                p.push(at(&w.referenced, format!("time interval {name}: {e}")));
+            }
+        }
+    }
+    let Some(route) = &config.route else {
+        if !config.receivers.is_empty() {
+            p.push(Problem {
+                file: file.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: "`receivers` needs a `route` saying which receiver gets which alerts"
+                    .into(),
+            });
+        }
+        return;
+    };
+    let mut problems = Vec::new();
+    crate::notify::route::Route::build(route, None, "0".into(), &mut problems);
+    for (l, m) in problems {
+        p.push(at(&l, m));
+    }
+    if route.receiver.is_none() {
+        p.push(Problem {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: "route: the root route needs a `receiver`".into(),
+        });
+    }
+    check_route_names(file, route, config, p);
+}
+
+fn check_route_names(
+    file: &Path,
+    r: &crate::notify::route::RouteConfig,
+    config: &Config,
+    p: &mut Vec<Problem>,
+) {
+    if let Some(recv) = &r.receiver
+        && !config.receivers.contains_key(&recv.value)
+    {
+        let known: Vec<&str> = config.receivers.keys().map(String::as_str).collect();
+        p.push(ConfigError::at(
+            file,
+            &recv.referenced,
+            format!(
+                "unknown receiver {:?}; configured receivers: {}",
+                recv.value,
+                known.join(", ")
+            ),
+        ));
+    }
+    for m in r.mute_time_intervals.iter().flatten() {
+        if !config.time_intervals.contains_key(&m.value) {
+            p.push(ConfigError::at(
+                file,
+                &m.referenced,
+                format!("unknown time interval {:?}", m.value),
+            ));
+        }
+    }
+    for child in &r.routes {
+        check_route_names(file, child, config, p);
+    }
 }
 
 /// Validates rules against each other and against the main file.

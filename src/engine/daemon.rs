@@ -114,7 +114,11 @@ pub struct Shared {
     pub rule_status: RwLock<BTreeMap<String, RuleStatus>>,
     /// Per-source status.
     pub source_status: RwLock<BTreeMap<String, SourceStatus>>,
-    store: Store,
+    /// Direct-channel messages waiting for delivery, and the silences.
+    pub outbox: Arc<crate::notify::outbox::Outbox>,
+    /// Silences, shared with the dispatcher, the log notifier and the API.
+    pub silences: Arc<RwLock<Vec<crate::notify::silence::Silence>>>,
+    store: Arc<Store>,
     hub: Hub,
 }
 
@@ -160,8 +164,10 @@ impl Daemon {
     /// Builds everything and restores alert state; does not touch the network yet.
     pub fn build(loaded: Loaded) -> Result<Daemon, StartError> {
         let (sources, rules) = build_parts(&loaded)?;
-        let store = Store::open(&loaded.config.state_dir)?;
+        let store = Arc::new(Store::open(&loaded.config.state_dir)?);
         let mut book = AlertBook::from_alerts(store.load_alerts()?);
+        let outbox = Arc::new(crate::notify::outbox::Outbox::open(store.clone())?);
+        let silences = Arc::new(RwLock::new(outbox.silences()?));
         // Alerts of rules that no longer exist resolve (and are announced as resolved).
         let mut keep: HashSet<String> = rules.iter().map(|r| r.name.clone()).collect();
         keep.insert(SOURCE_DOWN_RULE.to_string());
@@ -216,6 +222,8 @@ impl Daemon {
             book: Arc::new(RwLock::new(book)),
             rule_status: RwLock::new(rule_status),
             source_status: RwLock::new(source_status),
+            outbox,
+            silences,
             store,
             hub,
         });
@@ -283,11 +291,29 @@ impl Daemon {
             })?;
             tasks.spawn(n.run(shared.hub.wake_receiver(), stop_rx.clone()));
         }
+        if let Some(direct) =
+            crate::notify::direct::Direct::build(&shared.config.config, &shared.outbox, &base_url)
+                .map_err(|detail| StartError::Notifier {
+                name: "receivers".into(),
+                detail,
+            })?
+        {
+            direct.spawn(
+                &mut tasks,
+                shared.book.clone(),
+                shared.silences.clone(),
+                shared.outbox.clone(),
+                shared.metrics.clone(),
+                shared.hub.wake_receiver(),
+                stop_rx.clone(),
+            );
+        }
         // The log notifier ends when the hub's senders drop, i.e. after everything else.
+        let silences = shared.silences.clone();
         let log_task = self
             .log_rx
             .take()
-            .map(|rx| tokio::spawn(LogNotifier::new(rx).run()));
+            .map(|rx| tokio::spawn(LogNotifier::new(rx, silences).run()));
 
         for rule in shared.rules.clone() {
             tasks.spawn(rule_loop(shared.clone(), rule, stop_rx.clone()));

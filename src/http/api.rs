@@ -12,6 +12,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::engine::Shared;
+use crate::notify::silence::Silence;
 
 /// All routes over the daemon's shared state.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -21,6 +22,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/rules", get(rules))
+        .route("/api/v1/silences", get(list_silences).post(create_silence))
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(expire_silence),
+        )
         .with_state(shared)
 }
 
@@ -86,4 +92,123 @@ async fn rules(State(s): State<Arc<Shared>>) -> Response {
         })
         .collect();
     Json(json!({ "status": "success", "data": { "rules": list } })).into_response()
+}
+
+async fn list_silences(State(s): State<Arc<Shared>>) -> Response {
+    let now = chrono::Utc::now();
+    let list: Vec<_> = s
+        .silences
+        .read()
+        .expect("silences lock")
+        .iter()
+        .map(|x| {
+            let mut v = serde_json::to_value(x).expect("silence serializes");
+            v["state"] = x.state(now).into();
+            v
+        })
+        .collect();
+    Json(json!({ "status": "success", "data": { "silences": list } })).into_response()
+}
+
+/// `POST /api/v1/silences`: `{"matchers": ["rule=\"x\""], "duration": "2h" | "endsAt": "…",
+/// "startsAt"?: "…", "comment": "…", "createdBy": "…"}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSilence {
+    matchers: Vec<String>,
+    #[serde(default, rename = "startsAt")]
+    starts_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, rename = "endsAt")]
+    ends_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    duration: Option<String>,
+    #[serde(default)]
+    comment: String,
+    #[serde(default, rename = "createdBy")]
+    created_by: String,
+}
+
+fn bad_request(msg: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "status": "error", "error": msg })),
+    )
+        .into_response()
+}
+
+async fn create_silence(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let req: NewSilence = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("bad silence: {e}")),
+    };
+    if req.matchers.is_empty() {
+        return bad_request("a silence needs at least one matcher".into());
+    }
+    let matchers = match req
+        .matchers
+        .iter()
+        .map(|m| m.parse())
+        .collect::<Result<Vec<_>, String>>()
+    {
+        Ok(m) => m,
+        Err(e) => return bad_request(e),
+    };
+    let starts = req.starts_at.unwrap_or_else(chrono::Utc::now);
+    let ends = match (req.ends_at, req.duration.as_deref()) {
+        (Some(e), None) => e,
+        (None, Some(d)) => match humantime::parse_duration(d) {
+            Ok(d) => starts + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
+            Err(e) => return bad_request(format!("bad duration {d:?}: {e}")),
+        },
+        _ => return bad_request("give either endsAt or duration".into()),
+    };
+    if ends <= starts {
+        return bad_request("endsAt must be after startsAt".into());
+    }
+    let silence = Silence::new(matchers, starts, ends, &req.comment, &req.created_by);
+    if let Err(e) = s.outbox.put_silence(&silence) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "status": "error", "error": e.to_string() })),
+        )
+            .into_response();
+    }
+    tracing::info!(silence = %silence.id, matchers = ?req.matchers, ends_at = %ends, by = %req.created_by, "silence created");
+    let id = silence.id.clone();
+    s.silences.write().expect("silences lock").push(silence);
+    Json(json!({ "status": "success", "data": { "silenceId": id } })).into_response()
+}
+
+async fn expire_silence(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let now = chrono::Utc::now();
+    let updated = {
+        let mut list = s.silences.write().expect("silences lock");
+        list.iter_mut().find(|x| x.id == id).map(|x| {
+            if x.ends_at > now {
+                x.ends_at = now;
+            }
+            x.clone()
+        })
+    };
+    match updated {
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "status": "error", "error": format!("no silence {id}") })),
+        )
+            .into_response(),
+        Some(x) => match s.outbox.put_silence(&x) {
+            Ok(()) => {
+                tracing::info!(silence = %id, "silence expired");
+                Json(json!({ "status": "success" })).into_response()
+            }
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({ "status": "error", "error": e.to_string() })),
+            )
+                .into_response(),
+        },
+    }
 }

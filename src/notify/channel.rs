@@ -60,8 +60,12 @@ pub async fn classify_response(response: reqwest::Response) -> Result<String, De
 /// A transport error (no response): always worth a retry. The message carries the cause chain
 /// but never the URL's query or path secrets (reqwest errors name the URL; we strip it).
 pub fn transport_error(e: reqwest::Error) -> DeliveryError {
-    let e = e.without_url();
-    DeliveryError::Retry(super::alertmanager::error_chain(&e))
+    DeliveryError::Retry(error_text(e))
+}
+
+/// A reqwest error's text with its causes but without its URL (which may carry a token).
+pub fn error_text(e: reqwest::Error) -> String {
+    super::alertmanager::error_chain(&e.without_url())
 }
 
 /// An HTTP client for the channels: rustls, a timeout, our user agent.

@@ -1,27 +1,42 @@
 //! The `log` notifier: one log line per alert change (order ids and allow-listed labels only).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc;
 
+use super::silence::Silence;
 use crate::engine::{Transition, TransitionKind};
 
-/// Prints alert changes.
+/// Prints alert changes (not the silenced ones).
 pub struct LogNotifier {
     rx: mpsc::UnboundedReceiver<Arc<Vec<Transition>>>,
+    silences: Arc<RwLock<Vec<Silence>>>,
 }
 
 impl LogNotifier {
-    /// A notifier reading `rx`.
-    pub fn new(rx: mpsc::UnboundedReceiver<Arc<Vec<Transition>>>) -> Self {
-        LogNotifier { rx }
+    /// A notifier reading `rx`, honouring `silences`.
+    pub fn new(
+        rx: mpsc::UnboundedReceiver<Arc<Vec<Transition>>>,
+        silences: Arc<RwLock<Vec<Silence>>>,
+    ) -> Self {
+        LogNotifier { rx, silences }
     }
 
     /// Runs until the hub is dropped.
     pub async fn run(mut self) {
         while let Some(batch) = self.rx.recv().await {
+            let now = chrono::Utc::now();
             for t in batch.iter() {
                 let a = &t.alert;
+                let silenced = self
+                    .silences
+                    .read()
+                    .expect("silences lock")
+                    .iter()
+                    .any(|s| s.is_active(now) && s.matches(&a.labels));
+                if silenced {
+                    continue;
+                }
                 let summary = a
                     .annotations
                     .get("summary")

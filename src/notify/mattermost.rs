@@ -1,1 +1,332 @@
-//! The `mattermost` channel (being written).
+//! The `mattermost` channel: an incoming webhook posting Markdown.
+//!
+//! The default message is a heading line, the facts, and a table of the orders, which
+//! Mattermost renders well. Values are escaped for Markdown (a `|` in a label would split a
+//! table cell, a `*` start emphasis), and the post stays under Mattermost's 16383-character
+//! limit by listing fewer orders ("and K more").
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use minijinja::{Environment, Value as TemplateValue};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use serde_saphyr::{Location, Spanned};
+
+use super::channel::{Deliver, DeliveryError, classify_response, http_client, transport_error};
+use super::message::Notification;
+use super::telegram::render_fitting;
+use super::template::{MessageContext, environment, render};
+use super::webhook::{expand_http_url, http_url};
+use crate::config::Dur;
+use crate::config::expand_secrets;
+
+/// Mattermost's limit on a post's message, in characters.
+pub const MAX_POST_CHARS: usize = 16383;
+
+/// The default message (Markdown). Values are escaped; `code` writes a value as inline code.
+pub const DEFAULT_TEXT: &str = r#"{% if status == "firing" %}:red_circle:{% else %}:white_check_mark:{% endif %} **{{ title }}**
+{% if summary %}{{ summary }}
+{% endif %}{% if rule %}**Rule** {{ rule|code }} · {% endif %}**Source** {{ source }} · **Severity** {{ severity }}{% if firing_count %} · **Stuck orders** {{ firing_count }} · **Oldest** {{ oldest_age }}{% endif %}
+{% if orders %}
+| Order | Status | Age | Labels | Links |
+|:------|:-------|----:|:-------|:------|
+{% for o in orders %}| {{ o.order_id|code }} | {{ o.status }} | {{ o.age }} | {% for k, v in o.labels|items %}{{ k }}: {{ v }}{% if not loop.last %}, {% endif %}{% endfor %} | {% for l in o.links %}[{{ l.name }}]({{ l.url }}){% if not loop.last %} · {% endif %}{% endfor %} |
+{% endfor %}{% endif %}{% if more %}
+…and {{ more }} more
+{% endif %}{% if resolved_count %}
+**Recovered ({{ resolved_count }}):** {% for o in resolved %}{{ o.order_id|code }}{% if not loop.last %}, {% endif %}{% endfor %}{% if resolved_more %} …and {{ resolved_more }} more{% endif %}
+{% endif %}{% if common_annotations.description %}
+> {{ common_annotations.description }}
+{% endif %}{% if external_url %}
+[Open orderwatch]({{ external_url }}){% endif %}"#;
+
+/// A Mattermost incoming webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MattermostConfig {
+    /// The incoming-webhook URL (`https://mattermost.example/hooks/xxx`). The URL is the
+    /// credential: write it as `${ENV}` or `${file:PATH}`; it never appears in logs or errors.
+    pub webhook_url: Spanned<String>,
+    /// Channel override (`town-square` or `@username`), if the webhook allows it.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Sender name override, if the server allows it.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Sender picture override (an http(s) URL), if the server allows it.
+    #[serde(default)]
+    pub icon_url: Option<Spanned<String>>,
+    /// A minijinja template (Markdown) replacing the default message; values are escaped for
+    /// Markdown, `{{ value|code }}` writes one as inline code.
+    #[serde(default)]
+    pub text: Option<Spanned<String>>,
+    /// Orders listed per message (fewer when the post limit needs it); the rest are counted
+    /// as "and K more".
+    #[serde(default = "default_max_orders")]
+    pub max_orders: usize,
+    /// HTTP timeout per request.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_max_orders() -> usize {
+    10
+}
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+impl MattermostConfig {
+    /// Expands `${ENV}`/`${file:PATH}` in `webhook_url` in place (relative to `base`) and
+    /// checks the values; returns each problem with the location of the offending value.
+    pub fn validate(&mut self, base: &Path) -> Vec<(Location, String)> {
+        let mut problems = Vec::new();
+        expand_http_url(&mut self.webhook_url, base, "webhook_url", &mut problems);
+        if let Some(icon) = &mut self.icon_url {
+            // Not a secret, but `${ENV}` is handy for a per-environment icon.
+            match expand_secrets(&icon.value, base) {
+                Ok(v) => icon.value = v,
+                Err(e) => problems.push((icon.referenced, format!("icon_url: {e}"))),
+            }
+            if let Err(e) = http_url(&icon.value, "icon_url") {
+                problems.push((icon.referenced, e));
+            }
+        }
+        if let Some(text) = &self.text
+            && let Err(e) = check_template(&text.value)
+        {
+            problems.push((text.referenced, format!("text: {e}")));
+        }
+        if self.timeout.0.is_zero() {
+            problems.push((Location::UNKNOWN, "timeout must be greater than 0".into()));
+        }
+        problems
+    }
+}
+
+/// Compiles a custom template and renders the sample through it, so mistakes fail at start-up.
+fn check_template(source: &str) -> Result<(), String> {
+    let env = markdown_environment(source)?;
+    let n = Notification::sample("check", "http://orderwatch.example");
+    render(&env, TEMPLATE, &MessageContext::new(&n, 10, Utc::now())).map(drop)
+}
+
+const TEMPLATE: &str = "text";
+
+/// A template environment writing every value escaped for Markdown (`|safe` opts out), with
+/// a `code` filter.
+fn markdown_environment(source: &str) -> Result<Environment<'static>, String> {
+    let mut env = environment(&[(TEMPLATE, source)])?;
+    env.set_formatter(|out, state, value| {
+        if value.is_safe() || value.is_undefined() || value.is_none() {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        out.write_str(&escape(&value.to_string()))
+            .map_err(minijinja::Error::from)
+    });
+    env.add_filter("code", code);
+    Ok(env)
+}
+
+/// Escapes text for Markdown: a backslash before each character that could start markup
+/// (CommonMark allows one before any ASCII punctuation, also in link targets and table
+/// cells), and line breaks as spaces so a value cannot end a table row. Parentheses stay:
+/// with `[` and `]` escaped they cannot form a link.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '~' | '[' | ']' | '<' | '>' | '|' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\r' | '\n' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `{{ value|code }}`: the value as inline code, which shows it verbatim (no escaping needed
+/// inside). A value with a backtick, a `|` or a line break is written escaped instead, since
+/// inside code those could not be escaped.
+fn code(value: String) -> TemplateValue {
+    if value.is_empty() || value.contains(['`', '|', '\n', '\r']) {
+        TemplateValue::from_safe_string(escape(&value))
+    } else {
+        TemplateValue::from_safe_string(format!("`{value}`"))
+    }
+}
+
+/// The runtime `mattermost` channel.
+pub struct Mattermost {
+    name: String,
+    url: reqwest::Url,
+    channel: Option<String>,
+    username: Option<String>,
+    icon_url: Option<String>,
+    env: Environment<'static>,
+    max_orders: usize,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Mattermost {
+    /// Names the channel, never the URL (it is the credential).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mattermost")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mattermost {
+    /// Builds the channel from a validated config (secrets expanded).
+    pub fn new(name: &str, cfg: &MattermostConfig) -> Result<Mattermost, String> {
+        let source = cfg.text.as_ref().map_or(DEFAULT_TEXT, |t| t.value.as_str());
+        Ok(Mattermost {
+            name: name.to_string(),
+            url: http_url(&cfg.webhook_url.value, "webhook_url")?,
+            channel: cfg.channel.clone(),
+            username: cfg.username.clone(),
+            icon_url: cfg.icon_url.as_ref().map(|i| i.value.clone()),
+            env: markdown_environment(source)?,
+            max_orders: cfg.max_orders,
+            client: http_client(cfg.timeout.0),
+        })
+    }
+
+    /// The channel's name in the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Markdown message for `n`, within the post limit.
+    pub fn text(&self, n: &Notification) -> Result<String, String> {
+        let fits = |t: &str| t.chars().count() <= MAX_POST_CHARS;
+        let (text, fit) =
+            render_fitting(&self.env, TEMPLATE, n, self.max_orders, Utc::now(), fits)?;
+        let text = if fit {
+            text
+        } else {
+            cut(&text, MAX_POST_CHARS)
+        };
+        if text.trim().is_empty() {
+            return Err("the template rendered an empty message".into());
+        }
+        Ok(text)
+    }
+
+    /// The webhook's JSON body for `n`.
+    pub fn payload(&self, n: &Notification) -> Result<Value, String> {
+        let mut body = json!({"text": self.text(n)?});
+        for (key, value) in [
+            ("channel", &self.channel),
+            ("username", &self.username),
+            ("icon_url", &self.icon_url),
+        ] {
+            if let Some(v) = value {
+                body[key] = v.as_str().into();
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// Cuts a message to `max` characters at a line break where there is one, ending with "…".
+fn cut(s: &str, max: usize) -> String {
+    let end = s.char_indices().nth(max - 2).map_or(s.len(), |(i, _)| i);
+    let head = &s[..end];
+    let head = head.rfind('\n').map_or(head, |i| &head[..i]);
+    format!("{head}\n…")
+}
+
+impl Deliver for Mattermost {
+    fn kind(&self) -> &'static str {
+        "mattermost"
+    }
+
+    /// Incoming webhooks are rate-limited per server; one post a second stays well clear.
+    fn min_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
+        let body = self.payload(n).map_err(DeliveryError::Permanent)?;
+        let response = self
+            .client
+            .post(self.url.clone())
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        classify_response(response).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mattermost(text: Option<&str>) -> Mattermost {
+        let spanned = |s: &str| Spanned::new(s.to_string(), Location::UNKNOWN, Location::UNKNOWN);
+        Mattermost::new(
+            "m",
+            &MattermostConfig {
+                webhook_url: spanned("https://mm.example/hooks/x"),
+                channel: Some("ops".into()),
+                username: None,
+                icon_url: None,
+                text: text.map(spanned),
+                max_orders: 10,
+                timeout: default_timeout(),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn escaping_and_code() {
+        assert_eq!(escape("a|b *c* <d> e_f\ng"), r"a\|b \*c\* \<d\> e\_f g");
+        assert_eq!(code("JW-1".into()).to_string(), "`JW-1`");
+        assert_eq!(code("a|b".into()).to_string(), r"a\|b");
+    }
+
+    #[test]
+    fn sample_is_a_markdown_table_with_escaped_values() {
+        let n = Notification::sample("ops", "http://ow:9187");
+        let text = mattermost(None).text(&n).unwrap();
+        assert!(
+            text.contains("\n| Order | Status | Age | Labels | Links |\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r"order\_type: pendant & chain \<test\>, team: sales |"),
+            "{text}"
+        );
+        assert!(text.contains("**Rule** `submitted_over_1h`"), "{text}");
+        assert!(text.contains("**Recovered (1):** `JW-00000017`"), "{text}");
+        assert!(text.contains("[Open orderwatch](http://ow:9187)"), "{text}");
+        let rows = text.lines().filter(|l| l.starts_with("| `JW-")).count();
+        assert_eq!(rows, 2, "{text}");
+        for row in text.lines().filter(|l| l.starts_with('|')) {
+            let cells = row.replace(r"\|", "").matches('|').count();
+            assert_eq!(cells, 6, "{row}");
+        }
+    }
+
+    #[test]
+    fn cut_stays_under_the_limit() {
+        let s = "line one\nline two\nline three";
+        let c = cut(s, 15);
+        assert!(c.chars().count() <= 15, "{c}");
+        assert_eq!(c, "line one\n…");
+        assert!(check_template("{{ title|nosuch }}").is_err());
+        assert!(
+            mattermost(Some("{{ '' }}"))
+                .text(&Notification::sample("o", ""))
+                .is_err()
+        );
+    }
+}

@@ -7,6 +7,7 @@
 
 mod alertmanager;
 pub mod channel;
+pub mod direct;
 pub mod dispatch;
 pub mod email;
 mod hub;
@@ -14,6 +15,7 @@ mod log;
 pub mod mattermost;
 pub mod message;
 pub mod outbox;
+pub mod receiver;
 pub mod route;
 pub mod silence;
 pub mod slack;

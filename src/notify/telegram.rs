@@ -1,1 +1,660 @@
-//! The `telegram` channel (being written).
+//! The `telegram` channel: the Bot API's `sendMessage` in HTML parse mode.
+//!
+//! Every value is HTML-escaped by the template environment, so a label such as
+//! `pendant & chain <test>` cannot break the markup. A message must stay within 4096
+//! characters after entity parsing: when it would not, fewer orders are listed (the template
+//! says "and K more"), and only as a last resort is the text cut, between tags and entities,
+//! with the open tags closed. The bot token is part of the request URL: it never reaches an
+//! error or a log (transport errors are stripped of the URL, and we never format it).
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use minijinja::Environment;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::{Location, Spanned};
+
+use super::channel::{Deliver, DeliveryError, classify_response, http_client, transport_error};
+use super::message::Notification;
+use super::template::{MessageContext, environment, render};
+use super::webhook::{expand_http_url, http_url};
+use crate::config::Dur;
+use crate::config::expand_secrets;
+
+/// Telegram's limit on a message's text, in characters after entity parsing.
+pub const MAX_MESSAGE_CHARS: usize = 4096;
+
+/// Tags Telegram's HTML parse mode understands (anything else is rejected by the API).
+const SUPPORTED_TAGS: &[&str] = &[
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "a",
+    "code",
+    "pre",
+    "blockquote",
+    "tg-spoiler",
+    "span",
+];
+
+/// The default message (Telegram HTML: b, i, code, a href). Rendered as `text.html`, so every
+/// value is escaped.
+pub const DEFAULT_TEXT: &str = r#"{% if status == "firing" %}🔴{% else %}✅{% endif %} <b>{{ title }}</b>
+{% if summary %}{{ summary }}
+{% endif %}{% if rule %}Rule: <code>{{ rule }}</code>
+{% endif %}Source: <b>{{ source }}</b> · severity: <b>{{ severity }}</b>
+{% if firing_count %}Stuck orders: <b>{{ firing_count }}</b>, oldest for <b>{{ oldest_age }}</b>
+{% for o in orders %}• <code>{{ o.order_id }}</code> {{ o.status }} for {{ o.age }}{% for k, v in o.labels|items %} · {{ k }}: {{ v }}{% endfor %}{% for l in o.links %} · <a href="{{ l.url }}">{{ l.name }}</a>{% endfor %}
+{% endfor %}{% if more %}…and {{ more }} more
+{% endif %}{% endif %}{% if resolved_count %}Recovered: <b>{{ resolved_count }}</b>
+{% for o in resolved %}• <code>{{ o.order_id }}</code> was {{ o.status }}{% for k, v in o.labels|items %} · {{ k }}: {{ v }}{% endfor %}
+{% endfor %}{% if resolved_more %}…and {{ resolved_more }} more
+{% endif %}{% endif %}{% if common_annotations.description %}<i>{{ common_annotations.description }}</i>
+{% endif %}{% if external_url %}<a href="{{ external_url }}">Open orderwatch</a>{% endif %}"#;
+
+/// A Telegram chat: a numeric id (`-1001234567890`) or a public `@channelusername`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ChatId {
+    /// A numeric chat id (negative for groups and channels).
+    Id(i64),
+    /// `@channelusername`.
+    Username(String),
+}
+
+impl<'de> Deserialize<'de> for ChatId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ChatId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a numeric chat id or an @channelusername")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ChatId, E> {
+                Ok(ChatId::Id(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ChatId, E> {
+                i64::try_from(v)
+                    .map(ChatId::Id)
+                    .map_err(|_| E::custom("chat id out of range"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ChatId, E> {
+                let v = v.trim();
+                Ok(v.parse()
+                    .map_or_else(|_| ChatId::Username(v.to_string()), ChatId::Id))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl std::fmt::Display for ChatId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChatId::Id(id) => write!(f, "{id}"),
+            ChatId::Username(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A Telegram bot posting to one chat.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// The bot token from @BotFather (`123456:ABC-…`); a secret: write `${ENV}` or
+    /// `${file:PATH}`. It never appears in logs or errors.
+    pub bot_token: Spanned<String>,
+    /// The chat: a numeric id (`-1001234567890`) or a public `@channelusername`.
+    pub chat_id: Spanned<ChatId>,
+    /// The topic of a forum supergroup to post in.
+    #[serde(default)]
+    pub message_thread_id: Option<Spanned<i64>>,
+    /// The Bot API base URL; change it for a self-hosted Bot API server (or a test receiver).
+    #[serde(default = "default_api_url")]
+    pub api_url: Spanned<String>,
+    /// A minijinja template (Telegram HTML: b, i, code, pre, a href) replacing the default
+    /// message; values are HTML-escaped automatically.
+    #[serde(default)]
+    pub text: Option<Spanned<String>>,
+    /// Sends the message silently (no sound on the phones), e.g. for a warnings-only chat.
+    #[serde(default)]
+    pub disable_notification: bool,
+    /// Orders listed per message (fewer when the 4096-character limit needs it); the rest are
+    /// counted as "and K more".
+    #[serde(default = "default_max_orders")]
+    pub max_orders: usize,
+    /// HTTP timeout per request.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_api_url() -> Spanned<String> {
+    Spanned::new(
+        "https://api.telegram.org".to_string(),
+        Location::UNKNOWN,
+        Location::UNKNOWN,
+    )
+}
+fn default_max_orders() -> usize {
+    10
+}
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+impl TelegramConfig {
+    /// Expands `${ENV}`/`${file:PATH}` in `bot_token` and `api_url` in place (relative to
+    /// `base`) and checks every value; returns each problem with the location of the
+    /// offending value. Messages never contain the token.
+    pub fn validate(&mut self, base: &Path) -> Vec<(Location, String)> {
+        let mut problems = Vec::new();
+        let token = &mut self.bot_token;
+        match expand_secrets(&token.value, base) {
+            Ok(v) => {
+                if !is_bot_token(&v) {
+                    problems.push((
+                        token.referenced,
+                        "bot_token does not look like a bot token (digits:letters, from @BotFather)"
+                            .into(),
+                    ));
+                }
+                token.value = v;
+            }
+            Err(e) => problems.push((token.referenced, format!("bot_token: {e}"))),
+        }
+        expand_http_url(&mut self.api_url, base, "api_url", &mut problems);
+        match &self.chat_id.value {
+            ChatId::Id(0) => problems.push((self.chat_id.referenced, "chat_id is 0".into())),
+            ChatId::Id(_) => {}
+            ChatId::Username(u) => {
+                let name = u.strip_prefix('@').unwrap_or_default();
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    problems.push((
+                        self.chat_id.referenced,
+                        format!("chat_id {u:?} is neither a number nor an @channelusername"),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &self.message_thread_id
+            && t.value <= 0
+        {
+            problems.push((t.referenced, "message_thread_id must be positive".into()));
+        }
+        if let Some(text) = &self.text
+            && let Err(e) = check_template(&text.value)
+        {
+            problems.push((text.referenced, format!("text: {e}")));
+        }
+        if self.timeout.0.is_zero() {
+            problems.push((Location::UNKNOWN, "timeout must be greater than 0".into()));
+        }
+        problems
+    }
+}
+
+/// `digits:rest`, the rest URL-safe: anything else would change the request path.
+fn is_bot_token(t: &str) -> bool {
+    t.split_once(':').is_some_and(|(id, secret)| {
+        !id.is_empty()
+            && id.chars().all(|c| c.is_ascii_digit())
+            && !secret.is_empty()
+            && secret
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    })
+}
+
+/// Compiles a custom template and renders the sample notification through it, so a typo or
+/// an unsupported tag fails at start-up, not at 3 a.m.
+fn check_template(source: &str) -> Result<(), String> {
+    let env = html_environment(source)?;
+    let n = Notification::sample("check", "http://orderwatch.example");
+    let text = render(&env, TEMPLATE, &MessageContext::new(&n, 10, Utc::now()))?;
+    check_html(&text)
+}
+
+/// The template's name: `.html`, so the environment escapes every value.
+const TEMPLATE: &str = "text.html";
+
+/// The template environment: minijinja's HTML auto-escaping, narrowed to what Telegram's
+/// parser knows: `&`, `<`, `>` and `"` (in `href`). minijinja's default also writes `'` and
+/// `/` as numeric entities, which would lengthen links and the counted text for nothing.
+fn html_environment(source: &str) -> Result<Environment<'static>, String> {
+    let mut env = environment(&[(TEMPLATE, source)])?;
+    env.set_formatter(|out, state, value| {
+        if value.is_safe() || value.is_undefined() || value.is_none() {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        out.write_str(&escape_html(&value.to_string()))
+            .map_err(minijinja::Error::from)
+    });
+    Ok(env)
+}
+
+/// Escapes text for Telegram HTML (also safe inside a double-quoted attribute).
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One piece of Telegram HTML.
+#[derive(Debug, PartialEq)]
+enum Unit<'a> {
+    /// An opening tag with its name.
+    Open(&'a str),
+    /// A closing tag with its name.
+    Close(&'a str),
+    /// A visible character (or an entity standing for one), weighing this many UTF-16 units,
+    /// the unit Telegram counts in.
+    Char(usize),
+}
+
+/// Splits Telegram HTML into tags, entities and characters (each with its byte range), or
+/// says why Telegram would reject it.
+fn units(s: &str) -> Result<Vec<(std::ops::Range<usize>, Unit<'_>)>, String> {
+    let mut out = Vec::new();
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let end = match c {
+            '<' => {
+                let j = i + s[i..].find('>').ok_or("unclosed `<`: escape it as &lt;")?;
+                let inner = &s[i + 1..j];
+                let (close, inner) = match inner.strip_prefix('/') {
+                    Some(rest) => (true, rest),
+                    None => (false, inner),
+                };
+                let name = inner
+                    .split(|c: char| c.is_ascii_whitespace())
+                    .next()
+                    .unwrap_or_default();
+                if !SUPPORTED_TAGS.contains(&name) {
+                    return Err(format!(
+                        "tag <{name}> is not supported by Telegram (use b, i, u, s, code, pre, a, blockquote)"
+                    ));
+                }
+                out.push((
+                    i..j + 1,
+                    if close {
+                        Unit::Close(name)
+                    } else {
+                        Unit::Open(name)
+                    },
+                ));
+                j + 1
+            }
+            '&' => {
+                let j = s[i..]
+                    .char_indices()
+                    .take(12)
+                    .find(|&(_, c)| c == ';')
+                    .map(|(k, _)| i + k)
+                    .ok_or("bare `&`: escape it as &amp;")?;
+                let entity = &s[i + 1..j];
+                let known = matches!(entity, "lt" | "gt" | "amp" | "quot")
+                    || entity
+                        .strip_prefix("#x")
+                        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+                    || entity
+                        .strip_prefix('#')
+                        .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()));
+                if !known {
+                    return Err(format!("unknown entity &{entity};"));
+                }
+                out.push((i..j + 1, Unit::Char(1)));
+                j + 1
+            }
+            '>' => return Err("bare `>`: escape it as &gt;".into()),
+            c => {
+                out.push((i..i + c.len_utf8(), Unit::Char(c.len_utf16())));
+                i + c.len_utf8()
+            }
+        };
+        while chars.next_if(|&(k, _)| k < end).is_some() {}
+    }
+    Ok(out)
+}
+
+/// Checks that text is Telegram HTML: supported tags, properly nested, no bare `<`, `>`, `&`.
+pub fn check_html(s: &str) -> Result<(), String> {
+    let mut open = Vec::new();
+    for (_, unit) in units(s)? {
+        match unit {
+            Unit::Open(name) => open.push(name),
+            Unit::Close(name) => {
+                if open.pop() != Some(name) {
+                    return Err(format!("</{name}> does not close the innermost open tag"));
+                }
+            }
+            Unit::Char(_) => {}
+        }
+    }
+    match open.last() {
+        Some(name) => Err(format!("<{name}> is never closed")),
+        None => Ok(()),
+    }
+}
+
+/// The length Telegram counts: visible characters (UTF-16 units), tags excluded, an entity
+/// as one. Text that does not parse counts its raw length.
+pub fn visible_len(s: &str) -> usize {
+    match units(s) {
+        Ok(units) => units
+            .iter()
+            .map(|(_, u)| if let Unit::Char(w) = u { *w } else { 0 })
+            .sum(),
+        Err(_) => s.encode_utf16().count(),
+    }
+}
+
+/// Cuts HTML to at most `max` visible characters, ending with "…": never inside a tag or an
+/// entity, and closing the tags left open. Text that does not parse is returned as is (the
+/// API will say what is wrong).
+pub fn truncate_html(s: &str, max: usize) -> String {
+    let Ok(units) = units(s) else {
+        return s.to_string();
+    };
+    if visible_len(s) <= max {
+        return s.to_string();
+    }
+    let mut open: Vec<&str> = Vec::new();
+    let mut seen = 0;
+    let mut cut = s.len();
+    for (range, unit) in &units {
+        match unit {
+            Unit::Open(name) => open.push(name),
+            Unit::Close(_) => {
+                open.pop();
+            }
+            Unit::Char(w) => {
+                if seen + w > max.saturating_sub(1) {
+                    cut = range.start;
+                    break;
+                }
+                seen += w;
+            }
+        }
+    }
+    let mut out = s[..cut].to_string();
+    out.push('…');
+    for name in open.iter().rev() {
+        out.push_str(&format!("</{name}>"));
+    }
+    out
+}
+
+/// Renders template `name` over `n` listing as many orders as fit (at most `max_orders`), so a
+/// long message says "and K more" instead of being cut. Returns the text and whether it fits;
+/// when even no orders do not fit (a huge description, a verbose custom template), the text
+/// with no orders is returned for the caller to cut.
+///
+/// Shared by the chat channels (Slack, Mattermost, Telegram); the length grows with the
+/// number of orders, so a binary search needs a handful of renders at most.
+pub(crate) fn render_fitting(
+    env: &Environment<'static>,
+    name: &str,
+    n: &Notification,
+    max_orders: usize,
+    now: DateTime<Utc>,
+    fits: impl Fn(&str) -> bool,
+) -> Result<(String, bool), String> {
+    let render_k = |k: usize| render(env, name, &MessageContext::new(n, k, now));
+    let top = max_orders.min(n.alerts.len());
+    let text = render_k(top)?;
+    if fits(&text) {
+        return Ok((text, true));
+    }
+    // Invariant: `hi` does not fit; `best` is the longest fitting render below `lo`.
+    let (mut lo, mut hi, mut best) = (0, top, None);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let text = render_k(mid)?;
+        if fits(&text) {
+            best = Some(text);
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    match best {
+        Some(text) => Ok((text, true)),
+        None => Ok((render_k(0)?, false)),
+    }
+}
+
+/// The runtime `telegram` channel.
+pub struct Telegram {
+    name: String,
+    /// `{api_url}/bot{token}/sendMessage`: a secret, never formatted.
+    url: reqwest::Url,
+    chat_id: ChatId,
+    message_thread_id: Option<i64>,
+    disable_notification: bool,
+    env: Environment<'static>,
+    max_orders: usize,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Telegram {
+    /// Names the chat, never the URL (it holds the bot token).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telegram")
+            .field("name", &self.name)
+            .field("chat_id", &self.chat_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telegram {
+    /// Builds the channel from a validated config (secrets expanded).
+    pub fn new(name: &str, cfg: &TelegramConfig) -> Result<Telegram, String> {
+        if !is_bot_token(&cfg.bot_token.value) {
+            return Err("bot_token does not look like a bot token".into());
+        }
+        let base = http_url(&cfg.api_url.value, "api_url")?;
+        let url = http_url(
+            &format!(
+                "{}/bot{}/sendMessage",
+                base.as_str().trim_end_matches('/'),
+                cfg.bot_token.value
+            ),
+            "the sendMessage URL",
+        )?;
+        let source = cfg.text.as_ref().map_or(DEFAULT_TEXT, |t| t.value.as_str());
+        Ok(Telegram {
+            name: name.to_string(),
+            url,
+            chat_id: cfg.chat_id.value.clone(),
+            message_thread_id: cfg.message_thread_id.as_ref().map(|t| t.value),
+            disable_notification: cfg.disable_notification,
+            env: html_environment(source)?,
+            max_orders: cfg.max_orders,
+            client: http_client(cfg.timeout.0),
+        })
+    }
+
+    /// The channel's name in the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The message text (Telegram HTML) for `n`, within the 4096-character limit.
+    pub fn text(&self, n: &Notification) -> Result<String, String> {
+        let (text, fits) =
+            render_fitting(&self.env, TEMPLATE, n, self.max_orders, Utc::now(), |t| {
+                visible_len(t) <= MAX_MESSAGE_CHARS
+            })?;
+        let text = if fits {
+            text
+        } else {
+            truncate_html(&text, MAX_MESSAGE_CHARS)
+        };
+        if text.trim().is_empty() {
+            return Err("the template rendered an empty message".into());
+        }
+        Ok(text)
+    }
+
+    /// The `sendMessage` request body for `n`.
+    pub fn payload(&self, n: &Notification) -> Result<serde_json::Value, String> {
+        let mut body = serde_json::json!({
+            "chat_id": self.chat_id,
+            "text": self.text(n)?,
+            "parse_mode": "HTML",
+            "disable_notification": self.disable_notification,
+            "link_preview_options": {"is_disabled": true},
+        });
+        if let Some(thread) = self.message_thread_id {
+            body["message_thread_id"] = thread.into();
+        }
+        Ok(body)
+    }
+}
+
+impl Deliver for Telegram {
+    fn kind(&self) -> &'static str {
+        "telegram"
+    }
+
+    /// Telegram allows about one message per second to the same chat.
+    fn min_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
+        let body = self.payload(n).map_err(DeliveryError::Permanent)?;
+        let response = self
+            .client
+            .post(self.url.clone())
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        match classify_response(response).await {
+            Ok(body) => match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(v) if v["ok"] == false => Err(DeliveryError::Permanent(format!(
+                    "Telegram answered ok=false: {}",
+                    v["description"].as_str().unwrap_or_default()
+                ))),
+                _ => Ok(()),
+            },
+            // Telegram says when to retry in its JSON body, not always in a header.
+            Err(DeliveryError::RateLimited {
+                retry_after: None,
+                detail,
+            }) => Err(DeliveryError::RateLimited {
+                retry_after: json_retry_after(&detail),
+                detail,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `parameters.retry_after` of a Telegram error body embedded in an error detail
+/// (`HTTP 429 …: {"ok":false,…}`).
+fn json_retry_after(detail: &str) -> Option<Duration> {
+    let json = &detail[detail.find('{')?..];
+    let v: serde_json::Value = serde_json::Deserializer::from_str(json)
+        .into_iter()
+        .next()?
+        .ok()?;
+    v["parameters"]["retry_after"]
+        .as_u64()
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_units_count_visible_characters() {
+        let s = "<b>a &amp; b</b> <a href=\"http://x/?a=1&amp;b=2\">link</a> é😀";
+        check_html(s).unwrap();
+        // "a & b" (5) + " " + "link" (4) + " " + "é" (1) + "😀" (2 UTF-16 units)
+        assert_eq!(visible_len(s), 14);
+        assert!(check_html("<b>x</i>").is_err());
+        assert!(check_html("<b>x").is_err());
+        assert!(check_html("a < b").is_err());
+        assert!(check_html("a & b").is_err());
+        assert!(check_html("a > b").is_err());
+        assert!(check_html("<div>x</div>").is_err());
+        assert!(check_html("&nbsp;").is_err());
+        check_html("&#39;&#x27;&quot;").unwrap();
+    }
+
+    #[test]
+    fn truncation_never_cuts_a_tag_or_an_entity() {
+        let s = "<b>bold &amp; more</b> <a href=\"http://x\">link text</a> tail";
+        for max in 1..visible_len(s) {
+            let t = truncate_html(s, max);
+            check_html(&t).unwrap_or_else(|e| panic!("max {max}: {t}: {e}"));
+            assert!(visible_len(&t) <= max, "max {max}: {t}");
+            assert!(
+                t.ends_with('…') || t.ends_with("…</b>") || t.ends_with("…</a>"),
+                "{t}"
+            );
+        }
+        assert_eq!(truncate_html(s, 100), s);
+        assert_eq!(truncate_html(s, 8), "<b>bold &amp; …</b>");
+    }
+
+    #[test]
+    fn default_template_escapes_values_and_only_uses_supported_tags() {
+        let env = html_environment(DEFAULT_TEXT).unwrap();
+        let n = Notification::sample("ops", "http://ow:9187/?a=1&b=\"2\"");
+        let text = render(&env, TEMPLATE, &MessageContext::new(&n, 10, Utc::now())).unwrap();
+        check_html(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        assert!(text.contains("pendant &amp; chain &lt;test&gt;"), "{text}");
+        assert!(
+            text.contains("<a href=\"http://ow:9187/?a=1&amp;b=&quot;2&quot;\">"),
+            "{text}"
+        );
+        assert!(text.contains("Recovered: <b>1</b>"), "{text}");
+    }
+
+    #[test]
+    fn custom_templates_are_checked() {
+        assert!(check_template("<b>{{ title }}</b>").is_ok());
+        assert!(check_template("<h1>{{ title }}</h1>").is_err());
+        assert!(check_template("{{ title | nosuchfilter }}").is_err());
+        assert!(check_template("{% if %}").is_err());
+    }
+
+    #[test]
+    fn chat_ids_and_tokens() {
+        let id: ChatId = serde_json::from_str("-1001234567890").unwrap();
+        assert_eq!(id, ChatId::Id(-1001234567890));
+        let id: ChatId = serde_json::from_str("\"-42\"").unwrap();
+        assert_eq!(id, ChatId::Id(-42));
+        let id: ChatId = serde_json::from_str("\"@ops_alerts\"").unwrap();
+        assert_eq!(serde_json::to_value(&id).unwrap(), "@ops_alerts");
+        assert!(is_bot_token("123456:AAE-x_y"));
+        assert!(!is_bot_token("123456:AAE/../x"));
+        assert!(!is_bot_token("abc:def"));
+    }
+
+    #[test]
+    fn retry_after_from_the_json_body() {
+        let detail = r#"HTTP 429 Too Many Requests: {"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}"#;
+        assert_eq!(json_retry_after(detail), Some(Duration::from_secs(7)));
+        assert_eq!(json_retry_after("HTTP 429: slow down"), None);
+    }
+}

@@ -1,1 +1,244 @@
-//! The `webhook` channel (being written).
+//! The `webhook` channel: POSTs each notification as Alertmanager's webhook body (version 4),
+//! so anything that takes Alertmanager webhooks (incident tools, custom receivers) takes ours.
+//!
+//! Also home of the config checks the HTTP channels share: a secret that must expand to an
+//! http(s) URL, reported without ever echoing the value.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use super::channel::{Deliver, DeliveryError, classify_response, http_client, transport_error};
+use super::message::Notification;
+use crate::config::Dur;
+use crate::config::expand_secrets;
+
+/// Headers our JSON body depends on; a configured value would contradict it.
+const RESERVED_HEADERS: &[&str] = &["content-type", "content-length", "host"];
+
+/// A generic webhook receiving Alertmanager's webhook format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST. It may carry a token in its path or query, so it is a secret:
+    /// `${ENV}` and `${file:PATH}` are expanded and the URL never appears in logs or errors.
+    pub url: Spanned<String>,
+    /// Extra request headers, e.g. `Authorization: Bearer ${HOOK_TOKEN}`; values are secrets.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    /// At most this many alerts per request, 0 for all. Beyond it alerts are dropped and
+    /// counted in `truncatedAlerts`, as Alertmanager's `max_alerts` does.
+    #[serde(default)]
+    pub max_alerts: usize,
+    /// HTTP timeout per request.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+impl WebhookConfig {
+    /// Expands `${ENV}`/`${file:PATH}` in `url` and the header values in place (relative to
+    /// `base`) and checks them; returns each problem with the location of the offending value.
+    pub fn validate(&mut self, base: &Path) -> Vec<(Location, String)> {
+        let mut problems = Vec::new();
+        expand_http_url(&mut self.url, base, "url", &mut problems);
+        for (name, value) in &mut self.headers {
+            let at = value.referenced;
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push((at, format!("headers: {name:?} is not a valid header name")));
+            } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                problems.push((
+                    at,
+                    format!("headers: {name} is set by orderwatch (the body is JSON)"),
+                ));
+            }
+            match expand_secrets(&value.value, base) {
+                // The value is a secret: the message names the header, never the value.
+                Ok(v) if HeaderValue::from_str(&v).is_err() => problems.push((
+                    at,
+                    format!("headers: the value of {name} is not a valid header value"),
+                )),
+                Ok(v) => value.value = v,
+                Err(e) => problems.push((at, format!("headers: {name}: {e}"))),
+            }
+        }
+        if self.timeout.0.is_zero() {
+            problems.push((Location::UNKNOWN, "timeout must be greater than 0".into()));
+        }
+        problems
+    }
+}
+
+/// The runtime `webhook` channel.
+pub struct Webhook {
+    name: String,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    max_alerts: usize,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Webhook {
+    /// Names the channel only: the URL and the header values are secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Webhook {
+    /// Builds the channel from a validated config (secrets expanded).
+    pub fn new(name: &str, cfg: &WebhookConfig) -> Result<Webhook, String> {
+        let url = http_url(&cfg.url.value, "url")?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            let key = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("headers: {k:?} is not a valid header name"))?;
+            let mut value = HeaderValue::from_str(&v.value)
+                .map_err(|_| format!("headers: the value of {k} is not a valid header value"))?;
+            value.set_sensitive(true);
+            headers.insert(key, value);
+        }
+        Ok(Webhook {
+            name: name.to_string(),
+            url,
+            headers,
+            max_alerts: cfg.max_alerts,
+            client: http_client(cfg.timeout.0),
+        })
+    }
+
+    /// The channel's name in the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The request body: `n.webhook_body()`, with alerts beyond `max_alerts` dropped and
+    /// counted in `truncatedAlerts`.
+    pub fn body(&self, n: &Notification) -> serde_json::Value {
+        if self.max_alerts == 0 || n.alerts.len() <= self.max_alerts {
+            return n.webhook_body();
+        }
+        let mut n = n.clone();
+        let dropped = n.alerts.len() - self.max_alerts;
+        n.alerts.truncate(self.max_alerts);
+        n.truncated_alerts += dropped as u64;
+        n.webhook_body()
+    }
+}
+
+impl Deliver for Webhook {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
+        let response = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .json(&self.body(n))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        classify_response(response).await.map(drop)
+    }
+}
+
+/// Parses an http(s) URL with a host. The message names `what`, never the value: channel URLs
+/// are credentials (Slack and Mattermost webhooks, tokens in query strings).
+pub(crate) fn http_url(value: &str, what: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(value.trim())
+        .map_err(|e| format!("{what} is not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{what} must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{what} has no host"));
+    }
+    Ok(url)
+}
+
+/// Expands a secret field in place and checks that it is an http(s) URL, recording problems
+/// at its location.
+pub(crate) fn expand_http_url(
+    field: &mut Spanned<String>,
+    base: &Path,
+    what: &str,
+    problems: &mut Vec<(Location, String)>,
+) {
+    match expand_secrets(&field.value, base) {
+        Ok(v) => {
+            if let Err(e) = http_url(&v, what) {
+                problems.push((field.referenced, e));
+            }
+            field.value = v;
+        }
+        Err(e) => problems.push((field.referenced, format!("{what}: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spanned(s: &str) -> Spanned<String> {
+        Spanned::new(s.to_string(), Location::UNKNOWN, Location::UNKNOWN)
+    }
+
+    fn config(url: &str, max_alerts: usize) -> WebhookConfig {
+        WebhookConfig {
+            url: spanned(url),
+            headers: BTreeMap::from([("Authorization".into(), spanned("Bearer s3cret"))]),
+            max_alerts,
+            timeout: default_timeout(),
+        }
+    }
+
+    #[test]
+    fn truncates_like_alertmanager() {
+        let n = Notification::sample("ops", "http://ow");
+        let all = Webhook::new("w", &config("http://h/x", 0))
+            .unwrap()
+            .body(&n);
+        assert_eq!(all, n.webhook_body());
+        let two = Webhook::new("w", &config("http://h/x", 2))
+            .unwrap()
+            .body(&n);
+        assert_eq!(two["alerts"].as_array().unwrap().len(), 2);
+        assert_eq!(two["truncatedAlerts"], 1);
+        assert_eq!(
+            two["commonLabels"], all["commonLabels"],
+            "computed on all alerts"
+        );
+    }
+
+    #[test]
+    fn problems_never_echo_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config("ftp://user:s3cret@h/x", 0);
+        c.headers
+            .insert("Bad Name".into(), spanned("Bearer s3cret"));
+        c.headers
+            .insert("X-Token".into(), spanned("s3cret\nInjected: yes"));
+        c.headers
+            .insert("Content-Type".into(), spanned("text/plain"));
+        let problems = c.validate(dir.path());
+        let text = format!("{problems:?}");
+        assert_eq!(problems.len(), 4, "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("must be an http"), "{text}");
+        let mut ok = config("https://hooks.example/x?token=s3cret", 0);
+        assert!(ok.validate(dir.path()).is_empty());
+        let e = Webhook::new("w", &config("not a url s3cret", 0)).unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+}

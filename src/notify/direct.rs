@@ -1,0 +1,166 @@
+//! The direct channels at run time: a dispatcher task turns alert state into grouped messages
+//! in the outbox, and one delivery loop per receiver sends them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, watch};
+
+use super::dispatch::Dispatcher;
+use super::outbox::{Outbox, RetryPolicy, deliver_loop};
+use super::receiver::Channel;
+use super::route::{Route, TimeWindow};
+use super::silence::Silence;
+use crate::config::Config;
+use crate::engine::AlertBook;
+use crate::metrics::Metrics;
+
+/// How often groups are looked at even when no alert changed (timers: group_wait, repeats).
+const TICK: Duration = Duration::from_secs(1);
+
+/// Built channels and dispatcher, ready to spawn.
+pub struct Direct {
+    dispatcher: Dispatcher,
+    channels: Vec<(String, Channel)>,
+    policy: RetryPolicy,
+}
+
+impl Direct {
+    /// Builds the route tree, the channels and the dispatcher (with its restored log); `None`
+    /// when no route is configured.
+    pub fn build(
+        config: &Config,
+        outbox: &Outbox,
+        base_url: &str,
+    ) -> Result<Option<Direct>, String> {
+        let Some(route) = &config.route else {
+            return Ok(None);
+        };
+        let mut problems = Vec::new();
+        let root = Route::build(route, None, "0".into(), &mut problems);
+        if let Some((_, p)) = problems.first() {
+            return Err(p.clone());
+        }
+        let mut windows = HashMap::new();
+        for (name, list) in &config.time_intervals {
+            let w: Result<Vec<TimeWindow>, String> =
+                list.value.iter().map(TimeWindow::new).collect();
+            windows.insert(name.clone(), w?);
+        }
+        let mut channels = Vec::new();
+        for (name, r) in &config.receivers {
+            channels.push((name.clone(), Channel::build(name, &r.value)?));
+        }
+        let log = outbox.load_log().map_err(|e| e.to_string())?;
+        let d = &config.delivery;
+        Ok(Some(Direct {
+            dispatcher: Dispatcher::new(root, windows, log, base_url.to_string()),
+            channels,
+            policy: RetryPolicy {
+                initial_backoff: d.initial_backoff.0,
+                max_backoff: d.max_backoff.0,
+                max_age: d.max_age.0,
+            },
+        }))
+    }
+
+    /// Spawns the dispatcher and one delivery loop per receiver onto `tasks`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn(
+        self,
+        tasks: &mut tokio::task::JoinSet<()>,
+        book: Arc<RwLock<AlertBook>>,
+        silences: Arc<RwLock<Vec<Silence>>>,
+        outbox: Arc<Outbox>,
+        metrics: Arc<Metrics>,
+        mut wake: watch::Receiver<u64>,
+        stop: watch::Receiver<bool>,
+    ) {
+        let mut wakers: HashMap<String, Arc<Notify>> = HashMap::new();
+        for (name, channel) in self.channels {
+            let notify = Arc::new(Notify::new());
+            wakers.insert(name.clone(), notify.clone());
+            tasks.spawn(deliver_loop(
+                name,
+                channel,
+                outbox.clone(),
+                metrics.clone(),
+                self.policy,
+                notify,
+                stop.clone(),
+            ));
+        }
+        let mut dispatcher = self.dispatcher;
+        let mut stop = stop;
+        tasks.spawn(async move {
+            let mut logged_groups = usize::MAX;
+            loop {
+                let now = Utc::now();
+                {
+                    let book = book.read().expect("book lock");
+                    let silences = silences.read().expect("silences lock");
+                    dispatcher.update(book.all(), &silences, now);
+                }
+                let out = dispatcher.flush_due(now);
+                if !out.is_empty() {
+                    match outbox.enqueue(&out, now) {
+                        Ok(()) => {
+                            for o in &out {
+                                tracing::debug!(receiver = %o.notification.receiver, group = %o.notification.group_key,
+                                    alerts = o.notification.alerts.len(), "queued a message");
+                                if let Some(w) = wakers.get(&o.notification.receiver) {
+                                    w.notify_one();
+                                }
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot queue messages in the outbox"),
+                    }
+                }
+                // Groups that ended take their log entries with them.
+                let keys: Vec<String> = dispatcher.log_keys().cloned().collect();
+                if !out.is_empty() || keys.len() != logged_groups {
+                    match outbox.retain_log(&keys) {
+                        Ok(()) => logged_groups = keys.len(),
+                        Err(e) => tracing::error!(error = %e, "cannot prune the notification log"),
+                    }
+                }
+                let wait = dispatcher
+                    .next_due()
+                    .and_then(|t| (t - Utc::now()).to_std().ok())
+                    .unwrap_or(TICK)
+                    .min(TICK);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    r = wake.changed() => if r.is_err() { return },
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+}
+
+/// `orderwatch notify-test NAME`: sends one sample message straight to receiver `name`
+/// (no routing, no outbox), so a new channel can be checked before it is relied on.
+pub async fn notify_test(config: &Config, name: &str) -> Result<String, String> {
+    use super::channel::Deliver;
+    let Some(r) = config.receivers.get(name) else {
+        let known: Vec<&str> = config.receivers.keys().map(String::as_str).collect();
+        return Err(format!(
+            "no receiver {name:?}; configured receivers: {}",
+            known.join(", ")
+        ));
+    };
+    let channel = Channel::build(name, &r.value)?;
+    let base = config
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen));
+    let sample = super::message::Notification::sample(name, &base);
+    channel.deliver(&sample).await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "sent a sample {} message to receiver {name}",
+        channel.kind()
+    ))
+}
