@@ -327,3 +327,84 @@ fn missing_file_is_reported() {
         "{e}"
     );
 }
+
+const RECEIVERS: &str = r#"receivers:
+  hook:
+    webhook: { url: "http://127.0.0.1:9/hook" }
+route:
+  receiver: hook
+  routes:
+    - matchers: ['severity="critical"']
+      receiver: pager
+      mute_time_intervals: [night]
+    - matchers: ['team=~"(sales"']
+      receiver: hook
+"#;
+
+#[test]
+fn route_names_unknown_receivers_intervals_and_bad_matchers() {
+    let main = format!("{MAIN}{RECEIVERS}");
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        20,
+        17,
+        "unknown receiver \"pager\"",
+    );
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        21,
+        29,
+        "unknown time interval \"night\"",
+    );
+    expect_error(&main, RULE, "orderwatch.yaml", 22, 18, "bad regex");
+}
+
+#[test]
+fn receivers_need_a_route_and_one_channel_each() {
+    let main =
+        format!("{MAIN}receivers:\n  hook:\n    webhook: {{ url: \"http://127.0.0.1:9/hook\" }}\n");
+    let (_d, r) = try_load(&main, RULE);
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("`receivers` needs a `route`")
+    );
+    let main = format!(
+        "{MAIN}receivers:\n  both:\n    webhook: {{ url: \"http://x/\" }}\n    slack: {{ webhook_url: \"https://hooks.slack.com/services/T/B/X\" }}\nroute: {{ receiver: both }}\n"
+    );
+    let (_d, r) = try_load(&main, RULE);
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("exactly one of email, slack")
+    );
+    let main = format!(
+        "{MAIN}receivers:\n  hook:\n    webhook: {{ url: \"http://x/\", bogus: 1 }}\nroute: {{ receiver: hook }}\n"
+    );
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        15,
+        34,
+        "unknown field `bogus`",
+    );
+}
+
+#[test]
+fn a_valid_route_loads() {
+    let main = format!(
+        "{MAIN}{}time_intervals:\n  night:\n    - {{ weekdays: ['monday:friday'], times: [{{ start_time: '22:00', end_time: '24:00' }}], location: Europe/Moscow }}\n",
+        RECEIVERS
+            .replace("receiver: pager", "receiver: hook")
+            .replace("(sales", "sales")
+    );
+    let (_d, r) = try_load(&main, RULE);
+    let l = r.unwrap_or_else(|e| panic!("{e}"));
+    assert!(l.config.route.is_some());
+    assert_eq!(l.config.receivers.len(), 1);
+}

@@ -308,3 +308,124 @@ async fn chat_messages_keep_the_rate_limit() {
     d.stop().await;
     tg.down();
 }
+
+/// Silences through the CLI and the API: a silenced order is left out of messages, the
+/// silence survives a restart, and once it is expired the order is announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_hold_back_matching_orders_until_expired() {
+    const BIN: &str = env!("CARGO_BIN_EXE_orderwatch");
+    let url = common::pg().fresh_db();
+    common::connect(&url)
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .unwrap();
+    let hook = common::WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &url,
+        &format!("  hook:\n    webhook: {{ url: \"{}/hook\" }}", hook.url()),
+        "  receiver: hook\n  group_wait: 3s\n  group_interval: 1s",
+    );
+    let d = Running::start(dir.path()).await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .args(["--url", &d.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let id = cli(&[
+        "silence",
+        "add",
+        "order_id=\"JW-1\"",
+        "-d",
+        "1h",
+        "-m",
+        "customer asked to wait",
+        "--author",
+        "anna",
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 16, "{id}");
+    let bodies = hook
+        .wait_for(
+            |b| {
+                b.iter()
+                    .any(|m| m["groupLabels"]["rule"] == "submitted_over_1h")
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    let first = bodies
+        .iter()
+        .find(|m| m["groupLabels"]["rule"] == "submitted_over_1h")
+        .unwrap();
+    assert_eq!(
+        orders(first, "firing"),
+        vec!["JW-2".to_string()],
+        "JW-1 is silenced"
+    );
+    let list = cli(&["silence", "list"]);
+    assert!(
+        list.contains(&id)
+            && list.contains("active")
+            && list.contains("order_id=\"JW-1\"")
+            && list.contains("anna"),
+        "{list}"
+    );
+
+    // Bad input is refused with a reason.
+    let bad = common::http_client()
+        .post(format!("{}/api/v1/silences", d.url))
+        .json(&serde_json::json!({"matchers": ["order_id=~\"(\""], "duration": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("bad regex"));
+
+    // The silence survives a restart.
+    d.stop().await;
+    let d = Running::start(dir.path()).await;
+    let out = std::process::Command::new(BIN)
+        .args(["silence", "list", "--url", &d.url])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let n_before = hook.bodies().await.len();
+
+    let out = std::process::Command::new(BIN)
+        .args(["silence", "expire", &id, "--url", &d.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let bodies = hook
+        .wait_for(
+            |b| {
+                b.len() > n_before
+                    && b.iter()
+                        .any(|m| orders(m, "firing").contains(&"JW-1".to_string()))
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    let last = bodies
+        .iter()
+        .rev()
+        .find(|m| m["groupLabels"]["rule"] == "submitted_over_1h")
+        .unwrap();
+    assert_eq!(
+        orders(last, "firing"),
+        vec!["JW-1".to_string(), "JW-2".to_string()]
+    );
+    d.stop().await;
+}
