@@ -12,6 +12,18 @@ use orderwatch::demo::{DemoEnv, start_env};
 
 const BIN: &str = env!("CARGO_BIN_EXE_orderwatch");
 
+/// A daemon child process that is killed if the test panics before stopping it.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 async fn env() -> DemoEnv {
     start_env("127.0.0.1:0", 100_000, None)
         .await
@@ -191,22 +203,24 @@ async fn check_reaches_sources_and_names_a_bad_column() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_logs_alerts_without_personal_data_and_stops_on_sigterm() {
     let env = env().await;
-    let mut child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&env.config_path)
-        .env("ORDERWATCH_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut child = Daemon(
+        Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&env.config_path)
+            .env("ORDERWATCH_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
     // Every shipped rule fires on the demo data within its first evaluation.
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -214,7 +228,7 @@ async fn run_logs_alerts_without_personal_data_and_stops_on_sigterm() {
             .unwrap()
             .success()
     );
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     let log = reader.join().unwrap();
     assert_eq!(
         status.code(),
@@ -276,15 +290,17 @@ async fn unreachable_source_is_reported_and_retried_without_leaking_the_password
         "{text}"
     );
 
-    let mut child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .env("ORDERWATCH_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut child = Daemon(
+        Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("ORDERWATCH_LOG", "trace")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
     tokio::time::sleep(Duration::from_secs(4)).await;
     orderwatch::source::ensure_crypto_provider();
@@ -317,12 +333,12 @@ async fn unreachable_source_is_reported_and_retried_without_leaking_the_password
     assert!(failures >= 2, "retried every interval: {failures} failures");
     assert!(
         Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &child.0.id().to_string()])
             .status()
             .unwrap()
             .success()
     );
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
     let log = reader.join().unwrap();
     assert!(
         log.contains("rule evaluation failed") && log.contains("cannot connect"),
