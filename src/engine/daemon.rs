@@ -298,15 +298,15 @@ impl Daemon {
                 detail,
             })?
         {
-            direct.spawn(
-                &mut tasks,
-                shared.book.clone(),
-                shared.silences.clone(),
-                shared.outbox.clone(),
-                shared.metrics.clone(),
-                shared.hub.wake_receiver(),
-                stop_rx.clone(),
-            );
+            let shared_d = crate::notify::direct::DispatchShared {
+                book: shared.book.clone(),
+                silences: shared.silences.clone(),
+                outbox: shared.outbox.clone(),
+                metrics: shared.metrics.clone(),
+                wake: shared.hub.wake_receiver(),
+                clock: Arc::new(crate::notify::clock::SystemClock),
+            };
+            direct.spawn(&mut tasks, shared_d, stop_rx.clone());
         }
         // The log notifier ends when the hub's senders drop, i.e. after everything else.
         let silences = shared.silences.clone();

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::{Notify, watch};
 
+use super::clock::Clock;
 use super::dispatch::Dispatcher;
-use super::outbox::{Outbox, RetryPolicy, deliver_loop};
+use super::outbox::{DeliveryContext, Outbox, RetryPolicy, deliver_loop};
 use super::receiver::Channel;
 use super::route::{Route, TimeWindow};
 use super::silence::Silence;
@@ -67,77 +67,108 @@ impl Direct {
     }
 
     /// Spawns the dispatcher and one delivery loop per receiver onto `tasks`.
-    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         self,
         tasks: &mut tokio::task::JoinSet<()>,
-        book: Arc<RwLock<AlertBook>>,
-        silences: Arc<RwLock<Vec<Silence>>>,
-        outbox: Arc<Outbox>,
-        metrics: Arc<Metrics>,
-        mut wake: watch::Receiver<u64>,
+        shared: DispatchShared,
         stop: watch::Receiver<bool>,
     ) {
         let mut wakers: HashMap<String, Arc<Notify>> = HashMap::new();
+        let ctx = DeliveryContext {
+            outbox: shared.outbox.clone(),
+            metrics: shared.metrics.clone(),
+            policy: self.policy,
+            clock: shared.clock.clone(),
+        };
         for (name, channel) in self.channels {
             let notify = Arc::new(Notify::new());
             wakers.insert(name.clone(), notify.clone());
             tasks.spawn(deliver_loop(
                 name,
                 channel,
-                outbox.clone(),
-                metrics.clone(),
-                self.policy,
+                ctx.clone(),
                 notify,
                 stop.clone(),
             ));
         }
-        let mut dispatcher = self.dispatcher;
-        let mut stop = stop;
-        tasks.spawn(async move {
-            let mut logged_groups = usize::MAX;
-            loop {
-                let now = Utc::now();
-                {
-                    let book = book.read().expect("book lock");
-                    let silences = silences.read().expect("silences lock");
-                    dispatcher.update(book.all(), &silences, now);
-                }
-                let out = dispatcher.flush_due(now);
-                if !out.is_empty() {
-                    match outbox.enqueue(&out, now) {
-                        Ok(()) => {
-                            for o in &out {
-                                tracing::debug!(receiver = %o.notification.receiver, group = %o.notification.group_key,
-                                    alerts = o.notification.alerts.len(), "queued a message");
-                                if let Some(w) = wakers.get(&o.notification.receiver) {
-                                    w.notify_one();
-                                }
-                            }
+        tasks.spawn(dispatch_loop(self.dispatcher, shared, wakers, stop));
+    }
+}
+
+/// What the dispatcher task reads and writes.
+#[derive(Clone)]
+pub struct DispatchShared {
+    /// Alert state (read).
+    pub book: Arc<RwLock<AlertBook>>,
+    /// Silences (read).
+    pub silences: Arc<RwLock<Vec<Silence>>>,
+    /// Where messages go.
+    pub outbox: Arc<Outbox>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Woken when alerts change.
+    pub wake: watch::Receiver<u64>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Turns alert state into grouped messages in the outbox, on every alert change and every
+/// second (group timers), until `stop` turns true; wakes the receivers' delivery loops.
+pub async fn dispatch_loop(
+    mut dispatcher: Dispatcher,
+    shared: DispatchShared,
+    wakers: HashMap<String, Arc<Notify>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let DispatchShared {
+        book,
+        silences,
+        outbox,
+        clock,
+        mut wake,
+        ..
+    } = shared;
+    let mut logged_groups = usize::MAX;
+    loop {
+        let now = clock.now();
+        {
+            let book = book.read().expect("book lock");
+            let silences = silences.read().expect("silences lock");
+            dispatcher.update(book.all(), &silences, now);
+        }
+        let out = dispatcher.flush_due(now);
+        if !out.is_empty() {
+            match outbox.enqueue(&out, now) {
+                Ok(()) => {
+                    for o in &out {
+                        tracing::debug!(receiver = %o.notification.receiver, group = %o.notification.group_key,
+                            alerts = o.notification.alerts.len(), "queued a message");
+                        if let Some(w) = wakers.get(&o.notification.receiver) {
+                            w.notify_one();
                         }
-                        Err(e) => tracing::error!(error = %e, "cannot queue messages in the outbox"),
                     }
                 }
-                // Groups that ended take their log entries with them.
-                let keys: Vec<String> = dispatcher.log_keys().cloned().collect();
-                if !out.is_empty() || keys.len() != logged_groups {
-                    match outbox.retain_log(&keys) {
-                        Ok(()) => logged_groups = keys.len(),
-                        Err(e) => tracing::error!(error = %e, "cannot prune the notification log"),
-                    }
-                }
-                let wait = dispatcher
-                    .next_due()
-                    .and_then(|t| (t - Utc::now()).to_std().ok())
-                    .unwrap_or(TICK)
-                    .min(TICK);
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    r = wake.changed() => if r.is_err() { return },
-                    _ = stop.changed() => return,
-                }
+                Err(e) => tracing::error!(error = %e, "cannot queue messages in the outbox"),
             }
-        });
+        }
+        // Groups that ended take their log entries with them.
+        let keys: Vec<String> = dispatcher.log_keys().cloned().collect();
+        if !out.is_empty() || keys.len() != logged_groups {
+            match outbox.retain_log(&keys) {
+                Ok(()) => logged_groups = keys.len(),
+                Err(e) => tracing::error!(error = %e, "cannot prune the notification log"),
+            }
+        }
+        let wait = dispatcher
+            .next_due()
+            .and_then(|t| (t - clock.now()).to_std().ok())
+            .unwrap_or(TICK)
+            .min(TICK);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = wake.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
     }
 }
 

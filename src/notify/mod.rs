@@ -7,6 +7,7 @@
 
 mod alertmanager;
 pub mod channel;
+pub mod clock;
 pub mod direct;
 pub mod dispatch;
 pub mod email;

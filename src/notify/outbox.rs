@@ -7,14 +7,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
+use chrono::Utc;
 use rand::Rng;
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::{Notify, watch};
 
 use super::channel::{Deliver, DeliveryError};
+use super::clock::Clock;
 use super::dispatch::{LogEntry, Outgoing};
 use super::message::Notification;
 use super::silence::Silence;
@@ -238,18 +240,35 @@ impl Outbox {
     }
 }
 
+/// What a delivery loop needs besides its channel.
+#[derive(Clone)]
+pub struct DeliveryContext {
+    /// The outbox.
+    pub outbox: Arc<Outbox>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Retries.
+    pub policy: RetryPolicy,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+}
+
 /// Delivers the outbox messages of one receiver until `stop` turns true.
 pub async fn deliver_loop<D: Deliver>(
     receiver: String,
     channel: D,
-    outbox: Arc<Outbox>,
-    metrics: Arc<Metrics>,
-    policy: RetryPolicy,
+    ctx: DeliveryContext,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let DeliveryContext {
+        outbox,
+        metrics,
+        policy,
+        clock,
+    } = ctx;
     let name = receiver.as_str();
-    let mut last_sent: Option<Instant> = None;
+    let mut last_sent: Option<tokio::time::Instant> = None;
     loop {
         if *stop.borrow() {
             return;
@@ -267,7 +286,7 @@ pub async fn deliver_loop<D: Deliver>(
                 None
             }
         };
-        let now = Utc::now();
+        let now = clock.now();
         let wait = match &head {
             None => None,
             Some(q) if q.next_attempt_at > now => {
@@ -300,9 +319,9 @@ pub async fn deliver_loop<D: Deliver>(
             let _ = outbox.remove(q.id);
             continue;
         }
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let result = channel.deliver(&q.notification).await;
-        last_sent = Some(Instant::now());
+        last_sent = Some(tokio::time::Instant::now());
         let outcome = match result {
             Ok(()) => {
                 metrics
@@ -337,7 +356,7 @@ pub async fn deliver_loop<D: Deliver>(
                 } else {
                     tracing::debug!(receiver = name, error = %e, attempts = q.attempts + 1, retry_in = ?delay, "delivery failed again");
                 }
-                let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                let next = clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 outbox
                     .postpone(q.id, q.attempts + 1, next, &e.to_string())
                     .map(|_| outcome)
