@@ -18,10 +18,13 @@ use orderwatch::notify::silence::Silence;
 use orderwatch::notify::{Deliver, DeliveryError, Notification};
 use tokio::sync::{Notify, watch};
 
+/// Messages with the (virtual) time they were delivered.
+type Inbox = Arc<Mutex<Vec<(DateTime<Utc>, Notification)>>>;
+
 /// A channel that records each message with the (virtual) time it was delivered.
 #[derive(Clone)]
 struct Recorder {
-    got: Arc<Mutex<Vec<(DateTime<Utc>, Notification)>>>,
+    got: Inbox,
     clock: Arc<dyn Clock>,
 }
 
@@ -43,7 +46,7 @@ struct World {
     book: Arc<RwLock<AlertBook>>,
     silences: Arc<RwLock<Vec<Silence>>>,
     wake: watch::Sender<u64>,
-    got: Arc<Mutex<Vec<(DateTime<Utc>, Notification)>>>,
+    got: Inbox,
     clock: Arc<dyn Clock>,
     _dir: tempfile::TempDir,
     _stop: watch::Sender<bool>,
