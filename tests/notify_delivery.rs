@@ -18,6 +18,7 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, Copy)]
 enum Answer {
+    BadRequest,
     ServerError,
     TooMany(u64),
 }
@@ -60,6 +61,10 @@ impl Flaky {
                     let mut l = log.lock().unwrap();
                     let answer = l.script.pop_front();
                     let mut resp: Response = match answer {
+                        Some(Answer::BadRequest) => {
+                            (StatusCode::BAD_REQUEST, "invalid payload: no such channel")
+                                .into_response()
+                        }
                         Some(Answer::ServerError) => {
                             (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()
                         }
@@ -428,4 +433,93 @@ async fn silences_hold_back_matching_orders_until_expired() {
         vec!["JW-1".to_string(), "JW-2".to_string()]
     );
     d.stop().await;
+}
+
+/// `orderwatch notify-test NAME` sends one sample straight to the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_sends_one_sample_message() {
+    const BIN: &str = env!("CARGO_BIN_EXE_orderwatch");
+    let hook = common::WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "postgres://nobody@127.0.0.1:9/none",
+        &format!("  hook:\n    webhook: {{ url: \"{}/test\" }}", hook.url()),
+        "  receiver: hook",
+    );
+    let cfg = dir.path().join("orderwatch.yaml");
+    let out = tokio::process::Command::new(BIN)
+        .args(["notify-test", "hook", "-c"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("sent a sample webhook message to receiver hook")
+    );
+    let bodies = hook
+        .wait_for(|b| !b.is_empty(), Duration::from_secs(10))
+        .await;
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["receiver"], "hook");
+    assert_eq!(bodies[0]["version"], "4");
+    let out = tokio::process::Command::new(BIN)
+        .args(["notify-test", "nope", "-c"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no receiver \"nope\"; configured receivers: hook")
+    );
+}
+
+/// A 4xx other than 429 is logged with the service's answer and not retried; the next message
+/// goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_message_is_dropped_and_the_queue_moves_on() {
+    let url = common::pg().fresh_db();
+    common::connect(&url)
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .unwrap();
+    let mut hook = Flaky::new();
+    hook.up(&[Answer::BadRequest]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &url,
+        &format!("  hook:\n    webhook: {{ url: \"{}\" }}", hook.url("/hook")),
+        "  receiver: hook\n  group_wait: 0s\n  group_interval: 1h",
+    );
+    let d = Running::start(dir.path()).await;
+    hook.wait_accepted(1, Duration::from_secs(30)).await;
+    let m = d
+        .wait_metric(
+            "orderwatch_notifications_total{notifier=\"hook\",outcome=\"rejected\"}",
+            "1",
+        )
+        .await;
+    assert!(
+        m.contains("orderwatch_notifications_total{notifier=\"hook\",outcome=\"sent\"} 1"),
+        "{m}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let attempts = hook.log.lock().unwrap().attempts.clone();
+    assert_eq!(
+        attempts.iter().map(|a| a.1).collect::<Vec<_>>(),
+        vec![400, 200],
+        "not retried"
+    );
+    d.stop().await;
+    hook.down();
 }
