@@ -2,7 +2,12 @@
 //! so the outbox knows whether to retry (connection errors, 5xx), wait (429 with
 //! `Retry-After`), or give up (other 4xx).
 
+use std::path::Path;
 use std::time::Duration;
+
+use serde_saphyr::{Location, Spanned};
+
+use crate::config::expand_secrets;
 
 use super::message::Notification;
 
@@ -91,4 +96,47 @@ pub trait Deliver {
         &self,
         n: &Notification,
     ) -> impl std::future::Future<Output = Result<(), DeliveryError>> + Send;
+}
+
+/// Parses an http(s) URL with a host. The message names `what`, never the value: channel URLs
+/// are credentials (Slack and Mattermost webhooks, tokens in query strings).
+pub fn http_url(value: &str, what: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(value.trim())
+        .map_err(|e| format!("{what} is not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{what} must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{what} has no host"));
+    }
+    Ok(url)
+}
+
+/// Expands a secret field in place and checks that it is an http(s) URL, recording problems
+/// at its location.
+pub fn expand_http_url(
+    field: &mut Spanned<String>,
+    base: &Path,
+    what: &str,
+    problems: &mut Vec<(Location, String)>,
+) {
+    match expand_secrets(&field.value, base) {
+        Ok(v) => {
+            if let Err(e) = http_url(&v, what) {
+                problems.push((field.referenced, e));
+            }
+            field.value = v;
+        }
+        Err(e) => problems.push((field.referenced, format!("{what}: {e}"))),
+    }
+}
+
+/// POSTs `body` as JSON and classifies the answer (see [`classify_response`]); returns the
+/// response body on success.
+pub async fn post_json(
+    request: reqwest::RequestBuilder,
+    body: &impl serde::Serialize,
+) -> Result<String, DeliveryError> {
+    let response = request.json(body).send().await.map_err(transport_error)?;
+    classify_response(response).await
 }

@@ -14,11 +14,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use serde_saphyr::{Location, Spanned};
 
-use super::channel::{Deliver, DeliveryError, classify_response, http_client, transport_error};
+use super::channel::{Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json};
 use super::message::Notification;
-use super::telegram::render_fitting;
-use super::template::{MessageContext, environment, render};
-use super::webhook::{expand_http_url, http_url};
+use super::template::{MessageContext, environment, render, render_fitting};
 use crate::config::Dur;
 use crate::config::expand_secrets;
 
@@ -254,14 +252,9 @@ impl Deliver for Mattermost {
 
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         let body = self.payload(n).map_err(DeliveryError::Permanent)?;
-        let response = self
-            .client
-            .post(self.url.clone())
-            .json(&body)
-            .send()
+        post_json(self.client.post(self.url.clone()), &body)
             .await
-            .map_err(transport_error)?;
-        classify_response(response).await.map(drop)
+            .map(drop)
     }
 }
 

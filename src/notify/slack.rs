@@ -16,11 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use serde_saphyr::{Location, Spanned};
 
-use super::channel::{Deliver, DeliveryError, classify_response, http_client, transport_error};
+use super::channel::{Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json};
 use super::message::Notification;
-use super::telegram::render_fitting;
-use super::template::{MessageContext, OrderLine, environment, render};
-use super::webhook::{expand_http_url, http_url};
+use super::template::{MessageContext, OrderLine, environment, render, render_fitting};
 use crate::config::Dur;
 
 /// Block Kit: at most this many blocks per message.
@@ -392,14 +390,9 @@ impl Deliver for Slack {
 
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         let body = self.payload(n).map_err(DeliveryError::Permanent)?;
-        let response = self
-            .client
-            .post(self.url.clone())
-            .json(&body)
-            .send()
+        post_json(self.client.post(self.url.clone()), &body)
             .await
-            .map_err(transport_error)?;
-        classify_response(response).await.map(drop)
+            .map(drop)
     }
 }
 

@@ -10,15 +10,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use minijinja::Environment;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
-use super::channel::{Deliver, DeliveryError, classify_response, http_client, transport_error};
+use super::channel::{Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json};
 use super::message::Notification;
-use super::template::{MessageContext, environment, render};
-use super::webhook::{expand_http_url, http_url};
+use super::template::{MessageContext, environment, render, render_fitting};
 use crate::config::Dur;
 use crate::config::expand_secrets;
 
@@ -399,45 +398,6 @@ pub fn truncate_html(s: &str, max: usize) -> String {
     out
 }
 
-/// Renders template `name` over `n` listing as many orders as fit (at most `max_orders`), so a
-/// long message says "and K more" instead of being cut. Returns the text and whether it fits;
-/// when even no orders do not fit (a huge description, a verbose custom template), the text
-/// with no orders is returned for the caller to cut.
-///
-/// Shared by the chat channels (Slack, Mattermost, Telegram); the length grows with the
-/// number of orders, so a binary search needs a handful of renders at most.
-pub(crate) fn render_fitting(
-    env: &Environment<'static>,
-    name: &str,
-    n: &Notification,
-    max_orders: usize,
-    now: DateTime<Utc>,
-    fits: impl Fn(&str) -> bool,
-) -> Result<(String, bool), String> {
-    let render_k = |k: usize| render(env, name, &MessageContext::new(n, k, now));
-    let top = max_orders.min(n.alerts.len());
-    let text = render_k(top)?;
-    if fits(&text) {
-        return Ok((text, true));
-    }
-    // Invariant: `hi` does not fit; `best` is the longest fitting render below `lo`.
-    let (mut lo, mut hi, mut best) = (0, top, None);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        let text = render_k(mid)?;
-        if fits(&text) {
-            best = Some(text);
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    match best {
-        Some(text) => Ok((text, true)),
-        None => Ok((render_k(0)?, false)),
-    }
-}
-
 /// The runtime `telegram` channel.
 pub struct Telegram {
     name: String,
@@ -539,14 +499,7 @@ impl Deliver for Telegram {
 
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         let body = self.payload(n).map_err(DeliveryError::Permanent)?;
-        let response = self
-            .client
-            .post(self.url.clone())
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        match classify_response(response).await {
+        match post_json(self.client.post(self.url.clone()), &body).await {
             Ok(body) => match serde_json::from_str::<serde_json::Value>(&body) {
                 Ok(v) if v["ok"] == false => Err(DeliveryError::Permanent(format!(
                     "Telegram answered ok=false: {}",

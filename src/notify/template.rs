@@ -258,6 +258,45 @@ pub fn render(
         .map_err(|e| format!("template {name}: {e:#}"))
 }
 
+/// Renders template `name` over `n` listing as many orders as fit (at most `max_orders`), so a
+/// long message says "and K more" instead of being cut. Returns the text and whether it fits;
+/// when even no orders do not fit (a huge description, a verbose custom template), the text
+/// with no orders is returned for the caller to cut.
+///
+/// Shared by the chat channels (Slack, Mattermost, Telegram); the length grows with the
+/// number of orders, so a binary search needs a handful of renders at most.
+pub fn render_fitting(
+    env: &Environment<'static>,
+    name: &str,
+    n: &Notification,
+    max_orders: usize,
+    now: DateTime<Utc>,
+    fits: impl Fn(&str) -> bool,
+) -> Result<(String, bool), String> {
+    let render_k = |k: usize| render(env, name, &MessageContext::new(n, k, now));
+    let top = max_orders.min(n.alerts.len());
+    let text = render_k(top)?;
+    if fits(&text) {
+        return Ok((text, true));
+    }
+    // Invariant: `hi` does not fit; `best` is the longest fitting render below `lo`.
+    let (mut lo, mut hi, mut best) = (0, top, None);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let text = render_k(mid)?;
+        if fits(&text) {
+            best = Some(text);
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    match best {
+        Some(text) => Ok((text, true)),
+        None => Ok((render_k(0)?, false)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use super::channel::{Deliver, DeliveryError, classify_response, http_client, transport_error};
+use super::channel::{Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json};
 use super::message::Notification;
 use crate::config::Dur;
 use crate::config::expand_secrets;
@@ -141,48 +141,11 @@ impl Deliver for Webhook {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
-        let response = self
+        let request = self
             .client
             .post(self.url.clone())
-            .headers(self.headers.clone())
-            .json(&self.body(n))
-            .send()
-            .await
-            .map_err(transport_error)?;
-        classify_response(response).await.map(drop)
-    }
-}
-
-/// Parses an http(s) URL with a host. The message names `what`, never the value: channel URLs
-/// are credentials (Slack and Mattermost webhooks, tokens in query strings).
-pub(crate) fn http_url(value: &str, what: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(value.trim())
-        .map_err(|e| format!("{what} is not a valid URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{what} must be an http:// or https:// URL"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{what} has no host"));
-    }
-    Ok(url)
-}
-
-/// Expands a secret field in place and checks that it is an http(s) URL, recording problems
-/// at its location.
-pub(crate) fn expand_http_url(
-    field: &mut Spanned<String>,
-    base: &Path,
-    what: &str,
-    problems: &mut Vec<(Location, String)>,
-) {
-    match expand_secrets(&field.value, base) {
-        Ok(v) => {
-            if let Err(e) = http_url(&v, what) {
-                problems.push((field.referenced, e));
-            }
-            field.value = v;
-        }
-        Err(e) => problems.push((field.referenced, format!("{what}: {e}"))),
+            .headers(self.headers.clone());
+        post_json(request, &self.body(n)).await.map(drop)
     }
 }
 
