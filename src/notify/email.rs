@@ -156,8 +156,8 @@ Severity: {{ severity }}
 {% if summary %}
 {{ summary }}
 {% endif %}
-{%- if common_annotations.description %}
-{{ common_annotations.description }}
+{%- if description %}
+{{ description }}
 {% endif %}
 {%- if orders %}
 Stuck orders, oldest first:
@@ -216,8 +216,8 @@ pub const DEFAULT_HTML: &str = r##"<!DOCTYPE html>
 {%- if summary %}
 <p style="margin:0 0 12px;">{{ summary }}</p>
 {%- endif %}
-{%- if common_annotations.description %}
-<p style="margin:0 0 12px;color:#57606a;">{{ common_annotations.description }}</p>
+{%- if description %}
+<p style="margin:0 0 12px;color:#57606a;">{{ description }}</p>
 {%- endif %}
 {%- if orders %}
 <h3 style="margin:16px 0 8px;font-size:15px;">Stuck orders, oldest first</h3>

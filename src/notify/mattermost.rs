@@ -35,8 +35,8 @@ pub const DEFAULT_TEXT: &str = r#"{% if status == "firing" %}:red_circle:{% else
 …and {{ more }} more
 {% endif %}{% if resolved_count %}
 **Recovered ({{ resolved_count }}):** {% for o in resolved %}{{ o.order_id|code }}{% if not loop.last %}, {% endif %}{% endfor %}{% if resolved_more %} …and {{ resolved_more }} more{% endif %}
-{% endif %}{% if common_annotations.description %}
-> {{ common_annotations.description }}
+{% endif %}{% if description %}
+> {{ description }}
 {% endif %}{% if external_url %}
 [Open orderwatch]({{ external_url }}){% endif %}"#;
 

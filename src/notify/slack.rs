@@ -47,7 +47,7 @@ pub const DEFAULT_TEXT: &str = r#"{% if status == "firing" %}:red_circle:{% else
 {% endif %}{% endif %}{% if resolved_count %}*Recovered:* {{ resolved_count }}
 {% for o in resolved %}• `{{ o.order_id }}` was {{ o.status }}{% for k, v in o.labels|items %} · {{ k }}: {{ v }}{% endfor %}
 {% endfor %}{% if resolved_more %}…and {{ resolved_more }} more
-{% endif %}{% endif %}{% if common_annotations.description %}> {{ common_annotations.description }}
+{% endif %}{% endif %}{% if description %}> {{ description }}
 {% endif %}{% if external_url %}<{{ external_url|slack_url }}|Open orderwatch>{% endif %}"#;
 
 /// A Slack incoming webhook.
@@ -366,10 +366,8 @@ fn blocks(ctx: &MessageContext) -> Vec<Value> {
         let lines = ctx.resolved.iter().map(|o| order_line(o, false)).collect();
         push_list(&mut blocks, "*Recovered*", lines, ctx.resolved_more);
     }
-    if let Some(d) = ctx.common_annotations.get("description")
-        && !d.is_empty()
-    {
-        blocks.push(section(&format!("> {}", escape(d))));
+    if !ctx.description.is_empty() {
+        blocks.push(section(&format!("> {}", escape(&ctx.description))));
     }
     if !ctx.external_url.is_empty() {
         blocks.push(context(&link(&ctx.external_url, "Open orderwatch")));

@@ -55,7 +55,7 @@ pub const DEFAULT_TEXT: &str = r#"{% if status == "firing" %}🔴{% else %}✅{%
 {% endif %}{% endif %}{% if resolved_count %}Recovered: <b>{{ resolved_count }}</b>
 {% for o in resolved %}• <code>{{ o.order_id }}</code> was {{ o.status }}{% for k, v in o.labels|items %} · {{ k }}: {{ v }}{% endfor %}
 {% endfor %}{% if resolved_more %}…and {{ resolved_more }} more
-{% endif %}{% endif %}{% if common_annotations.description %}<i>{{ common_annotations.description }}</i>
+{% endif %}{% endif %}{% if description %}<i>{{ description }}</i>
 {% endif %}{% if external_url %}<a href="{{ external_url }}">Open orderwatch</a>{% endif %}"#;
 
 /// A Telegram chat: a numeric id (`-1001234567890`) or a public `@channelusername`.

@@ -70,6 +70,9 @@ pub struct MessageContext {
     pub severity: String,
     /// The summary when the group holds one alert, or the rule's common summary.
     pub summary: String,
+    /// What probably went wrong and what to check first: the description the alerts share,
+    /// else the oldest firing order's (descriptions often mention the order's own age).
+    pub description: String,
     /// Firing orders in the group (overflow alerts counted by what they carry).
     pub firing_count: u64,
     /// Resolved orders in the group.
@@ -198,6 +201,17 @@ impl MessageContext {
                 format!("[RESOLVED] {what} ({source}): {resolved_count} recovered")
             }
         };
+        let oldest_firing = n
+            .alerts
+            .iter()
+            .filter(|a| a.status == NotifyStatus::Firing && !is_overflow(a))
+            .min_by_key(|a| a.starts_at);
+        let description = n
+            .common_annotations
+            .get("description")
+            .or_else(|| oldest_firing.and_then(|a| a.annotations.get("description")))
+            .cloned()
+            .unwrap_or_default();
         let summary = if n.alerts.len() == 1 {
             n.alerts[0]
                 .annotations
@@ -218,6 +232,7 @@ impl MessageContext {
             source,
             severity,
             summary,
+            description,
             firing_count,
             resolved_count,
             oldest_age,
@@ -322,6 +337,20 @@ mod tests {
         assert_eq!(ctx.resolved[0].order_id, "JW-00000017");
         let ctx = MessageContext::new(&n, 1, Utc::now());
         assert_eq!((ctx.orders.len(), ctx.more), (1, 1));
+    }
+
+    #[test]
+    fn description_falls_back_to_the_oldest_firing_order() {
+        let mut n = Notification::sample("ops", "");
+        for (i, a) in n.alerts.iter_mut().enumerate() {
+            a.annotations
+                .insert("description".into(), format!("check MES for order {i}"));
+        }
+        let (labels, annotations) = Notification::common(&n.alerts);
+        (n.common_labels, n.common_annotations) = (labels, annotations);
+        let ctx = MessageContext::new(&n, 10, Utc::now());
+        // Alert 0 (JW-00000042, 3 h) is the oldest firing one; alert 2 is resolved.
+        assert_eq!(ctx.description, "check MES for order 0");
     }
 
     #[test]
