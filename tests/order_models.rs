@@ -279,7 +279,7 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    for name in ["shop.yaml", "mes.yaml"] {
+    for name in ["shop.yaml", "mes.yaml", "lost.yaml"] {
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("rules")
@@ -296,7 +296,7 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
     )
     .unwrap();
     let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
-    assert!(loaded.rules.len() >= 8, "the shipped rules are loaded");
+    assert!(loaded.rules.len() >= 11, "the shipped rules are loaded");
     for (_, rc) in &loaded.rules {
         let src = &loaded.config.sources[&rc.source.value].value;
         let model = orderwatch::source::OrderModel::from_config(&src.orders);
@@ -326,6 +326,45 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
             "rule {} uses no index:\n{plan}",
             rc.name.value
         );
+        // `missing` rules: each candidate page is a range scan, each lookup a primary-key scan.
+        if let Some(other) = &rc.missing_in {
+            let after = chrono::Utc::now() - chrono::Duration::days(3);
+            let rows = client
+                .query(
+                    &format!("EXPLAIN {}", model.candidates_sql()),
+                    &[&statuses, &secs, &after, &"JW-00000001", &true, &500i64],
+                )
+                .await
+                .unwrap();
+            let plan = rows
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                !plan.contains("Seq Scan") && plan.contains("Index"),
+                "rule {} candidates:\n{plan}",
+                rc.name.value
+            );
+            let osrc = &loaded.config.sources[&other.value].value;
+            let omodel = orderwatch::source::OrderModel::from_config(&osrc.orders);
+            let oclient = if other.value == "shop" { &shop } else { &mes };
+            let ids: Vec<String> = (1..=500).map(|i| format!("JW-{i:08}")).collect();
+            let rows = oclient
+                .query(&format!("EXPLAIN {}", omodel.lookup_sql()), &[&ids])
+                .await
+                .unwrap();
+            let plan = rows
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                !plan.contains("Seq Scan") && plan.contains("Index"),
+                "rule {} lookup:\n{plan}",
+                rc.name.value
+            );
+        }
         // Per-status gauges: a loose index scan, never touching CLOSED rows one by one.
         let terminal = vec!["CLOSED".to_string()];
         let rows = client

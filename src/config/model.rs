@@ -234,6 +234,9 @@ pub enum RuleKind {
     /// Orders in a status for longer than `older_than`.
     #[default]
     Stuck,
+    /// Orders in `source` (in a status for longer than `older_than`) that `missing_in` does
+    /// not have, or has in a status outside `expect_status`.
+    Missing,
 }
 
 impl RuleKind {
@@ -241,6 +244,7 @@ impl RuleKind {
     pub fn as_str(self) -> &'static str {
         match self {
             RuleKind::Stuck => "stuck",
+            RuleKind::Missing => "missing",
         }
     }
 }
@@ -282,8 +286,19 @@ pub struct RuleConfig {
     pub source: Spanned<String>,
     /// The status or statuses the orders are in.
     pub status: Spanned<OneOrMany>,
-    /// How long an order may stay in the status before it counts as stuck.
+    /// How long an order may stay in the status before it counts as stuck (for `missing`:
+    /// the grace period for the other database to catch up).
     pub older_than: Spanned<Dur>,
+    /// `kind: missing`: the other database, looked up by order id.
+    #[serde(default)]
+    pub missing_in: Option<Spanned<String>>,
+    /// `kind: missing`: statuses in the other database that agree; an order there in any
+    /// other status is a `StatusMismatch`. Without it, any row there agrees.
+    #[serde(default)]
+    pub expect_status: Option<Spanned<OneOrMany>>,
+    /// `kind: missing`: candidates looked up per round trip.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
     /// The `severity` label.
     #[serde(default)]
     pub severity: Severity,
@@ -369,6 +384,11 @@ fn default_am_timeout() -> Dur {
 pub const DEFAULT_RULE_INTERVAL: Duration = Duration::from_secs(30);
 fn default_max_findings() -> usize {
     1000
+}
+fn default_batch_size() -> usize {
+    // Small enough that the lookup stays a primary-key index scan on a mid-sized table
+    // (thousands of ids out of ~100 000 rows make PostgreSQL prefer a sequential scan).
+    500
 }
 fn default_max_alerts() -> usize {
     200

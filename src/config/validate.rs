@@ -309,6 +309,56 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
                 ),
             ));
         }
+        match (r.kind, &r.missing_in) {
+            (crate::config::RuleKind::Missing, None) => p.push(at(
+                &r.name.referenced,
+                "kind: missing needs `missing_in` (the other source)".into(),
+            )),
+            (crate::config::RuleKind::Missing, Some(m)) => {
+                if !config.sources.contains_key(&m.value) {
+                    let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
+                    p.push(at(
+                        &m.referenced,
+                        format!(
+                            "unknown source {:?}; configured sources: {}",
+                            m.value,
+                            known.join(", ")
+                        ),
+                    ));
+                } else if m.value == r.source.value {
+                    p.push(at(
+                        &m.referenced,
+                        "missing_in must name another source than `source`".into(),
+                    ));
+                }
+                if r.batch_size == 0 {
+                    p.push(at(
+                        &r.name.referenced,
+                        "batch_size must be at least 1".into(),
+                    ));
+                }
+                if let Some(e) = &r.expect_status
+                    && e.value.to_vec().iter().all(|s| s.trim().is_empty())
+                {
+                    p.push(at(
+                        &e.referenced,
+                        "expect_status must name at least one status".into(),
+                    ));
+                }
+            }
+            (_, Some(m)) => p.push(at(
+                &m.referenced,
+                "missing_in applies only to kind: missing".into(),
+            )),
+            _ => {
+                if let Some(e) = &r.expect_status {
+                    p.push(at(
+                        &e.referenced,
+                        "expect_status applies only to kind: missing".into(),
+                    ));
+                }
+            }
+        }
         let statuses = r.status.value.to_vec();
         if statuses.is_empty() || statuses.iter().any(|s| s.trim().is_empty()) {
             p.push(at(

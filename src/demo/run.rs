@@ -13,6 +13,7 @@ use crate::pg_sandbox::{PgSandbox, SandboxError};
 pub const SHIPPED_RULES: &[(&str, &str)] = &[
     ("shop.yaml", include_str!("../../rules/shop.yaml")),
     ("mes.yaml", include_str!("../../rules/mes.yaml")),
+    ("lost.yaml", include_str!("../../rules/lost.yaml")),
 ];
 
 /// Why the demo could not start.

@@ -16,7 +16,7 @@ use super::store::{Store, StoreError};
 use crate::config::{Loaded, RuleKind};
 use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerNotifier, Hub, LogNotifier};
-use crate::rule::{Outcome, Rule, template::human_duration};
+use crate::rule::{Check, Outcome, Rule, default_alertname, template::human_duration};
 use crate::source::{Source, SourceError};
 
 /// The pseudo-rule under which `SourceDown` alerts live (a name no user rule can have).
@@ -150,8 +150,7 @@ fn build_parts(loaded: &Loaded) -> Result<Parts, StartError> {
     }
     let mut rules = Vec::new();
     for (_, rc) in &loaded.rules {
-        let source = &sources[&rc.source.value];
-        let rule = Rule::build(rc, source).map_err(|detail| StartError::Rule {
+        let rule = Rule::build(rc, &sources).map_err(|detail| StartError::Rule {
             rule: rc.name.value.clone(),
             detail,
         })?;
@@ -364,17 +363,14 @@ pub async fn evaluate_once(
     loaded: &Loaded,
     only: &[String],
 ) -> Result<Vec<(Arc<Rule>, Result<Outcome, SourceError>)>, StartError> {
-    let (sources, rules) = build_parts(loaded)?;
+    let (_sources, rules) = build_parts(loaded)?;
     let selected: Vec<Arc<Rule>> = rules
         .into_iter()
         .filter(|r| only.is_empty() || only.contains(&r.name))
         .collect();
-    let futures = selected.into_iter().map(|r| {
-        let source = sources[&r.source].clone();
-        async move {
-            let res = r.evaluate(&source).await;
-            (r, res)
-        }
+    let futures = selected.into_iter().map(|r| async move {
+        let res = r.evaluate().await;
+        (r, res)
     });
     Ok(futures_join_all(futures).await)
 }
@@ -475,10 +471,9 @@ async fn source_down_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
 impl Shared {
     /// One evaluation of `rule`: query, metrics, alert state, persistence, notification.
     pub async fn evaluate(&self, rule: &Rule) {
-        let source = self.sources[&rule.source].clone();
         let now = Utc::now();
         let started = Instant::now();
-        let result = rule.evaluate(&source).await;
+        let result = rule.evaluate().await;
         let took = started.elapsed().as_secs_f64();
         let m = &self.metrics;
         m.rule_evaluations.with_label_values(&[&rule.name]).inc();
@@ -499,6 +494,9 @@ impl Shared {
         match result {
             Ok(outcome) => {
                 self.source_ok(&rule.source);
+                if let Some(other) = rule.other_source() {
+                    self.source_ok(other);
+                }
                 m.rule_last_evaluation
                     .with_label_values(&[&rule.name])
                     .set(now.timestamp_millis() as f64 / 1000.0);
@@ -559,7 +557,7 @@ impl Shared {
                 } else {
                     tracing::debug!(rule = %rule.name, source = %rule.source, error = %e, "rule evaluation still failing");
                 }
-                self.source_failed(&rule.source, &e);
+                self.source_failed(e.source_name(), &e);
                 status.health = "err";
                 status.error = Some(e.to_string());
                 let prev = self
@@ -733,26 +731,54 @@ fn observations(rule: &Rule, outcome: &Outcome) -> Vec<Observation> {
         for (k, v) in &rule.labels {
             labels.insert(k.clone(), v.clone());
         }
-        labels.insert("alertname".into(), rule.alertname.clone());
+        let other = rule.other_source().unwrap_or_default();
+        // A `missing` rule's finding is a lost order, or a status mismatch when the other
+        // database has the order in a status that disagrees.
+        let alertname = match (&rule.check, &f.other_status) {
+            (Check::Missing(_), Some(_)) if rule.alertname == default_alertname(rule.kind) => {
+                "StatusMismatch".to_string()
+            }
+            _ => rule.alertname.clone(),
+        };
+        labels.insert("alertname".into(), alertname);
         labels.insert("rule".into(), rule.name.clone());
         labels.insert("source".into(), rule.source.clone());
         labels.insert("status".into(), f.status.clone());
         labels.insert("severity".into(), rule.severity.as_str().into());
         labels.insert("order_id".into(), f.order_id.clone());
+        if !other.is_empty() {
+            labels.insert("other_source".into(), other.to_string());
+        }
+        if let Some(o) = &f.other_status {
+            labels.insert("other_status".into(), o.clone());
+        }
         let ctx = minijinja::context! {
             order_id => f.order_id, status => f.status, age => age, age_seconds => f.age_seconds.round() as i64,
             entered_at => f.entered_at.to_rfc3339(), older_than => human_duration(older_than),
             rule => rule.name, source => rule.source, severity => rule.severity.as_str(), labels => f.labels,
+            other_source => other, other_status => f.other_status,
         };
         let mut annotations = rule.annotations.render(&ctx);
         annotations.entry("summary".into()).or_insert_with(|| {
-            format!(
-                "Order {} has been {} for {} (threshold {})",
-                f.order_id,
-                f.status,
-                age,
-                human_duration(older_than)
-            )
+            match (&rule.check, &f.other_status) {
+                (Check::Missing(_), None) => {
+                    format!(
+                        "Order {} is {} in {} for {} but {other} does not have it",
+                        f.order_id, f.status, rule.source, age
+                    )
+                }
+                (Check::Missing(_), Some(o)) => format!(
+                    "Order {} is {} in {} for {} but {o} in {other}",
+                    f.order_id, f.status, rule.source, age
+                ),
+                _ => format!(
+                    "Order {} has been {} for {} (threshold {})",
+                    f.order_id,
+                    f.status,
+                    age,
+                    human_duration(older_than)
+                ),
+            }
         });
         annotations.insert("age".into(), age);
         annotations.insert("entered_at".into(), f.entered_at.to_rfc3339());

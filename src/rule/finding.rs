@@ -18,6 +18,10 @@ pub struct Finding {
     pub age_seconds: f64,
     /// Allow-listed label columns.
     pub labels: BTreeMap<String, String>,
+    /// `kind: missing` with `expect_status`: the disagreeing status in the other database
+    /// (absent when the order is missing there altogether).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_status: Option<String>,
 }
 
 /// Per-status aggregate over all matching orders (not just the fetched ones).

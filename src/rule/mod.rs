@@ -2,14 +2,17 @@
 //! talks to a notifier; the engine turns findings into alert state.
 
 mod finding;
+mod missing;
 mod stuck;
 pub mod template;
 
 pub use finding::{Finding, Outcome, StatusStat};
+pub use missing::MissingCheck;
 pub use stuck::StuckCheck;
 pub use template::Annotations;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{RuleConfig, RuleKind, Severity};
@@ -21,6 +24,8 @@ use crate::source::{Source, SourceError};
 pub enum Check {
     /// `kind: stuck`.
     Stuck(StuckCheck),
+    /// `kind: missing`.
+    Missing(MissingCheck),
 }
 
 /// A rule ready to run: config turned into SQL, a schedule and compiled templates.
@@ -53,12 +58,29 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Builds a rule from its validated config.
-    pub fn build(cfg: &RuleConfig, source: &Source) -> Result<Rule, String> {
+    /// Builds a rule from its validated config and the sources by name.
+    pub fn build(
+        cfg: &RuleConfig,
+        sources: &BTreeMap<String, Arc<Source>>,
+    ) -> Result<Rule, String> {
         let schedule = Schedule::from_config(cfg)?;
         let annotations = Annotations::compile(&cfg.name.value, &cfg.annotations)?;
+        let source = sources
+            .get(&cfg.source.value)
+            .ok_or_else(|| format!("unknown source {}", cfg.source.value))?;
         let check = match cfg.kind {
-            RuleKind::Stuck => Check::Stuck(StuckCheck::new(cfg, source)),
+            RuleKind::Stuck => Check::Stuck(StuckCheck::new(cfg, source.clone())),
+            RuleKind::Missing => {
+                let name = cfg
+                    .missing_in
+                    .as_ref()
+                    .map(|m| m.value.as_str())
+                    .unwrap_or_default();
+                let other = sources
+                    .get(name)
+                    .ok_or_else(|| format!("unknown source {name}"))?;
+                Check::Missing(MissingCheck::new(cfg, source.clone(), other.clone()))
+            }
         };
         Ok(Rule {
             name: cfg.name.value.clone(),
@@ -79,10 +101,11 @@ impl Rule {
         })
     }
 
-    /// Runs the rule once against its source.
-    pub async fn evaluate(&self, source: &Source) -> Result<Outcome, SourceError> {
+    /// Runs the rule once against its source(s).
+    pub async fn evaluate(&self) -> Result<Outcome, SourceError> {
         match &self.check {
-            Check::Stuck(c) => c.evaluate(source).await,
+            Check::Stuck(c) => c.evaluate().await,
+            Check::Missing(c) => c.evaluate().await,
         }
     }
 
@@ -90,6 +113,7 @@ impl Rule {
     pub fn statuses(&self) -> &[String] {
         match &self.check {
             Check::Stuck(c) => &c.statuses,
+            Check::Missing(c) => &c.statuses,
         }
     }
 
@@ -97,13 +121,23 @@ impl Rule {
     pub fn older_than(&self) -> Duration {
         match &self.check {
             Check::Stuck(c) => c.older_than,
+            Check::Missing(c) => c.older_than,
         }
     }
 
-    /// The SQL the rule runs (for `explain`, tests and the benchmark).
+    /// The SQL the rule runs on its source (for `explain`, tests and the benchmark).
     pub fn sql(&self) -> &str {
         match &self.check {
             Check::Stuck(c) => &c.sql,
+            Check::Missing(c) => &c.sql,
+        }
+    }
+
+    /// The other source a `missing` rule looks orders up in.
+    pub fn other_source(&self) -> Option<&str> {
+        match &self.check {
+            Check::Stuck(_) => None,
+            Check::Missing(c) => Some(c.other_name()),
         }
     }
 }
@@ -112,5 +146,6 @@ impl Rule {
 pub fn default_alertname(kind: RuleKind) -> &'static str {
     match kind {
         RuleKind::Stuck => "StuckOrder",
+        RuleKind::Missing => "LostOrder",
     }
 }

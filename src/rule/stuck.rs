@@ -1,6 +1,7 @@
 //! `kind: stuck`: orders in a status for longer than `older_than`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,11 +24,12 @@ pub struct StuckCheck {
     /// Per-status totals, run only when rows were capped.
     stats_sql: String,
     labels: Vec<String>,
+    source: Arc<Source>,
 }
 
 impl StuckCheck {
     /// From the rule's config and its source's order model.
-    pub fn new(cfg: &RuleConfig, source: &Source) -> StuckCheck {
+    pub fn new(cfg: &RuleConfig, source: Arc<Source>) -> StuckCheck {
         StuckCheck {
             statuses: cfg.status.value.to_vec(),
             older_than: cfg.older_than.value.0,
@@ -35,11 +37,13 @@ impl StuckCheck {
             sql: source.model.stuck_sql(),
             stats_sql: source.model.stuck_stats_sql(),
             labels: source.model.labels.clone(),
+            source,
         }
     }
 
     /// Runs the query; ages come from the database clock.
-    pub async fn evaluate(&self, source: &Source) -> Result<Outcome, SourceError> {
+    pub async fn evaluate(&self) -> Result<Outcome, SourceError> {
+        let source = &self.source;
         let secs = self.older_than.as_secs_f64();
         let limit = self.max_findings as i64;
         let rows = source
@@ -67,6 +71,7 @@ impl StuckCheck {
                 entered_at: row.get::<_, DateTime<Utc>>(2),
                 age_seconds: row.get(3),
                 labels,
+                other_status: None,
             });
         }
         if out.truncated() && self.statuses.len() > 1 {

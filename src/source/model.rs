@@ -153,6 +153,37 @@ impl OrderModel {
         )
     }
 
+    /// Candidates of a `missing` rule, one keyset page: orders in `$1` for over `$2` seconds,
+    /// after the cursor (`$3` entered_at, `$4` order id; `$5` false on the first page), oldest
+    /// first, at most `$6`. The redundant `entered_at >= $3` keeps each page an index range scan.
+    ///
+    /// Columns: order_id, status, entered_at, age_seconds, l_0…
+    pub fn candidates_sql(&self) -> String {
+        let labels: String = (0..self.labels.len())
+            .map(|i| format!(", o.l_{i}::text"))
+            .collect();
+        format!(
+            "SELECT o.order_id::text, o.status::text, o.entered_at::timestamptz, \
+             EXTRACT(EPOCH FROM (now() - o.entered_at))::float8{labels} \
+             FROM ({rel}) o \
+             WHERE o.status = ANY($1::text[]) AND o.entered_at < now() - make_interval(secs => $2::float8) \
+             AND o.entered_at >= $3::timestamptz \
+             AND (NOT $5::bool OR (o.entered_at, o.order_id::text) > ($3::timestamptz, $4::text)) \
+             ORDER BY o.entered_at, o.order_id::text \
+             LIMIT $6::int8",
+            rel = self.relation()
+        )
+    }
+
+    /// The other side of a `missing` rule: id and current status of the orders `$1` (an array
+    /// of the id column's own type, so the primary-key index serves it).
+    pub fn lookup_sql(&self) -> String {
+        format!(
+            "SELECT o.order_id::text, o.status::text FROM ({}) o WHERE o.order_id = ANY($1)",
+            self.relation()
+        )
+    }
+
     /// Count and oldest age per active status (`$1::text[]` = terminal statuses, skipped).
     /// For a table, the distinct statuses are found by a loose index scan (one probe per
     /// status) and only active statuses are counted, so CLOSED orders are never scanned.

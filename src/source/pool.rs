@@ -178,6 +178,19 @@ impl Source {
             .map_err(|e| self.query_error(&e))
     }
 
+    /// The parameter types PostgreSQL infers for `sql`.
+    pub async fn param_types(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<tokio_postgres::types::Type>, SourceError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.query_error(&e))?;
+        Ok(stmt.params().to_vec())
+    }
+
     /// Prepares `sql` without running it: the server checks that tables and columns exist.
     pub async fn prepare(&self, sql: &str) -> Result<(), SourceError> {
         let client = self.client().await?;
@@ -202,6 +215,17 @@ impl Source {
                 target: self.target.clone(),
                 detail,
             }
+        }
+    }
+}
+
+impl SourceError {
+    /// The source that failed.
+    pub fn source_name(&self) -> &str {
+        match self {
+            SourceError::Config { source_name, .. }
+            | SourceError::Connect { source_name, .. }
+            | SourceError::Query { source_name, .. } => source_name,
         }
     }
 }
