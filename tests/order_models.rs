@@ -332,7 +332,7 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
             let rows = client
                 .query(
                     &format!("EXPLAIN {}", model.candidates_sql()),
-                    &[&statuses, &secs, &after, &"JW-00000001", &true, &500i64],
+                    &[&statuses[0], &secs, &after, &"JW-00000001", &true, &500i64],
                 )
                 .await
                 .unwrap();

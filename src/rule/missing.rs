@@ -95,11 +95,26 @@ impl MissingCheck {
             .collect())
     }
 
-    /// Runs the check; ages come from the source database's clock.
+    /// Runs the check, one status at a time; ages come from the source database's clock.
     pub async fn evaluate(&self) -> Result<Outcome, SourceError> {
+        let mut out = Outcome::default();
+        for status in &self.statuses {
+            self.evaluate_status(status, &mut out).await?;
+        }
+        // Oldest first across statuses, capped.
+        out.findings.sort_by(|a, b| {
+            a.entered_at
+                .cmp(&b.entered_at)
+                .then_with(|| a.order_id.cmp(&b.order_id))
+        });
+        out.findings.truncate(self.max_findings);
+        Ok(out)
+    }
+
+    async fn evaluate_status(&self, wanted: &str, out: &mut Outcome) -> Result<(), SourceError> {
         let secs = self.older_than.as_secs_f64();
         let page = self.batch_size.max(1) as i64;
-        let mut out = Outcome::default();
+        let kept_before = out.findings.len();
         // Keyset cursor: (entered_at, order_id) of the last candidate seen.
         let mut after: Option<(DateTime<Utc>, String)> = None;
         loop {
@@ -110,7 +125,7 @@ impl MissingCheck {
                 .source
                 .query(
                     &self.sql,
-                    &[&self.statuses, &secs, &at, &id, &after.is_some(), &page],
+                    &[&wanted, &secs, &at, &id, &after.is_some(), &page],
                 )
                 .await?;
             if rows.is_empty() {
@@ -139,7 +154,7 @@ impl MissingCheck {
                 });
                 stat.count += 1;
                 stat.oldest_age_seconds = stat.oldest_age_seconds.max(age_seconds);
-                if out.findings.len() < self.max_findings {
+                if out.findings.len() - kept_before < self.max_findings {
                     let mut labels = BTreeMap::new();
                     for (i, name) in self.labels.iter().enumerate() {
                         if let Some(v) = row.get::<_, Option<String>>(4 + i) {
@@ -162,6 +177,6 @@ impl MissingCheck {
                 break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 }

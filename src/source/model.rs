@@ -153,9 +153,11 @@ impl OrderModel {
         )
     }
 
-    /// Candidates of a `missing` rule, one keyset page: orders in `$1` for over `$2` seconds,
+    /// Candidates of a `missing` rule, one keyset page: orders in status `$1` for over `$2` seconds,
     /// after the cursor (`$3` entered_at, `$4` order id; `$5` false on the first page), oldest
-    /// first, at most `$6`. The redundant `entered_at >= $3` keeps each page an index range scan.
+    /// first, at most `$6`. One status at a time, so the index on (status, entered_at) yields
+    /// the rows in order and a page costs its own size, not a sort of all remaining
+    /// candidates; the redundant `entered_at >= $3` makes it a range scan from the cursor.
     ///
     /// Columns: order_id, status, entered_at, age_seconds, l_0…
     pub fn candidates_sql(&self) -> String {
@@ -166,7 +168,7 @@ impl OrderModel {
             "SELECT o.order_id::text, o.status::text, o.entered_at::timestamptz, \
              EXTRACT(EPOCH FROM (now() - o.entered_at))::float8{labels} \
              FROM ({rel}) o \
-             WHERE o.status = ANY($1::text[]) AND o.entered_at < now() - make_interval(secs => $2::float8) \
+             WHERE o.status = $1::text AND o.entered_at < now() - make_interval(secs => $2::float8) \
              AND o.entered_at >= $3::timestamptz \
              AND (NOT $5::bool OR (o.entered_at, o.order_id::text) > ($3::timestamptz, $4::text)) \
              ORDER BY o.entered_at, o.order_id::text \
