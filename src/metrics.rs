@@ -32,6 +32,10 @@ pub struct Metrics {
     pub rule_findings_capped: IntGaugeVec,
     /// `orderwatch_source_up{source}`.
     pub source_up: IntGaugeVec,
+    /// `orderwatch_db_slow_queries{source}`: non-analytic queries running over the threshold.
+    pub db_slow_queries: IntGaugeVec,
+    /// `orderwatch_db_slowest_query_seconds{source}`: how long the slowest of them has run.
+    pub db_slowest_query_seconds: GaugeVec,
     /// `orderwatch_notifications_total{notifier,outcome}`.
     pub notifications: IntCounterVec,
     /// `orderwatch_notification_queue_length{notifier}`.
@@ -73,6 +77,8 @@ impl Metrics {
             rule_last_evaluation: reg(&r, GaugeVec::new(Opts::new("orderwatch_rule_last_evaluation_timestamp_seconds", "Unix time of the last successful evaluation."), &["rule"]).unwrap()),
             rule_findings_capped: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_rule_findings_capped", "1 when a rule matched more orders than it fetches (max_findings); counts stay exact."), &["rule"]).unwrap()),
             source_up: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_source_up", "1 when the last query to the source succeeded."), &["source"]).unwrap()),
+            db_slow_queries: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_db_slow_queries", "Active non-analytic queries running longer than a slow_queries rule's threshold."), &["source"]).unwrap()),
+            db_slowest_query_seconds: reg(&r, GaugeVec::new(Opts::new("orderwatch_db_slowest_query_seconds", "Run time of the slowest such query (0 when none)."), &["source"]).unwrap()),
             notifications: reg(&r, IntCounterVec::new(Opts::new("orderwatch_notifications_total", "Notification attempts by outcome: sent, failed (Alertmanager), retry, rate_limited, rejected, expired."), &["notifier", "outcome"]).unwrap()),
             notification_queue_length: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_notification_queue_length", "Notifications waiting to be delivered."), &["notifier"]).unwrap()),
             notification_latency: reg(&r, HistogramVec::new(HistogramOpts::new("orderwatch_notification_latency_seconds", "Time from queueing a notification to its delivery.").buckets(vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0]), &["notifier"]).unwrap()),

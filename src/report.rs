@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::rule::{Finding, Outcome, Rule};
+use crate::rule::{Finding, Outcome, Rule, Signal};
 use crate::source::SourceError;
 
 /// One rule's result in `once --format json`.
@@ -25,6 +25,9 @@ pub struct RuleReport<'a> {
     pub capped: bool,
     /// The findings, oldest first.
     pub findings: &'a [Finding],
+    /// Findings that are not orders (`slow_queries`, `sql`).
+    #[serde(skip_serializing_if = "<[Signal]>::is_empty")]
+    pub signals: &'a [Signal],
     /// The error, when the source failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -65,6 +68,7 @@ pub fn build(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                     count: Some(o.count),
                     capped: o.truncated(),
                     findings: &o.findings,
+                    signals: &o.signals,
                     error: None,
                 },
                 Err(e) => RuleReport {
@@ -75,6 +79,7 @@ pub fn build(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                     count: None,
                     capped: false,
                     findings: &[],
+                    signals: &[],
                     error: Some(e.to_string()),
                 },
             })
@@ -101,9 +106,19 @@ pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                     "{:<34} {:>6} found{capped}  [{} on {}]",
                     rule.name,
                     o.count,
-                    rule.statuses().join(","),
+                    if rule.statuses().is_empty() {
+                        rule.kind.as_str().to_string()
+                    } else {
+                        rule.statuses().join(",")
+                    },
                     rule.source
                 );
+                for sig in &o.signals {
+                    let labels: Vec<String> =
+                        sig.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let value = sig.value.map(|v| format!("{v:.1}")).unwrap_or_default();
+                    let _ = writeln!(out, "    {:<16} {value:>9}  {}", sig.key, labels.join(" "));
+                }
                 for f in &o.findings {
                     let labels: Vec<String> =
                         f.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -48,13 +48,7 @@ async fn ground_truth(env: &DemoEnv) -> Vec<(String, BTreeSet<String>)> {
             ),
         };
         let rows = client
-            .query(
-                sql,
-                &[
-                    &r.status.value.to_vec(),
-                    &r.older_than.value.0.as_secs_f64(),
-                ],
-            )
+            .query(sql, &[&r.statuses(), &r.older_than().as_secs_f64()])
             .await
             .unwrap();
         let mut ids: BTreeSet<String> = rows.iter().map(|row| row.get::<_, String>(0)).collect();

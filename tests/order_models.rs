@@ -305,8 +305,8 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
         } else {
             &mes
         };
-        let statuses = rc.status.value.to_vec();
-        let secs = rc.older_than.value.0.as_secs_f64();
+        let statuses = rc.statuses();
+        let secs = rc.older_than().as_secs_f64();
         let rows = client
             .query(
                 &format!("EXPLAIN (FORMAT TEXT) {}", model.stuck_sql()),

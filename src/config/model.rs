@@ -237,6 +237,11 @@ pub enum RuleKind {
     /// Orders in `source` (in a status for longer than `older_than`) that `missing_in` does
     /// not have, or has in a status outside `expect_status`.
     Missing,
+    /// Active queries in the source's `pg_stat_activity` running longer than `older_than`
+    /// (default 5s), analytic work excluded by application or user patterns.
+    SlowQueries,
+    /// A custom read-only `query` whose rows are the findings (columns `id`, `value`, labels).
+    Sql,
 }
 
 impl RuleKind {
@@ -245,6 +250,8 @@ impl RuleKind {
         match self {
             RuleKind::Stuck => "stuck",
             RuleKind::Missing => "missing",
+            RuleKind::SlowQueries => "slow_queries",
+            RuleKind::Sql => "sql",
         }
     }
 }
@@ -284,11 +291,24 @@ pub struct RuleConfig {
     pub kind: RuleKind,
     /// The source (database) the rule reads.
     pub source: Spanned<String>,
-    /// The status or statuses the orders are in.
-    pub status: Spanned<OneOrMany>,
+    /// The status or statuses the orders are in (`stuck`, `missing`).
+    #[serde(default)]
+    pub status: Option<Spanned<OneOrMany>>,
     /// How long an order may stay in the status before it counts as stuck (for `missing`:
-    /// the grace period for the other database to catch up).
-    pub older_than: Spanned<Dur>,
+    /// the grace period for the other database to catch up; for `slow_queries`: how long a
+    /// query may run, default 5s).
+    #[serde(default)]
+    pub older_than: Option<Spanned<Dur>>,
+    /// `kind: slow_queries`: application names (regexes) whose queries are analytic and ignored.
+    #[serde(default)]
+    pub exclude_applications: Vec<Spanned<String>>,
+    /// `kind: slow_queries`: database users (regexes) whose queries are ignored.
+    #[serde(default)]
+    pub exclude_users: Vec<Spanned<String>>,
+    /// `kind: sql`: a read-only query; column `id` names the finding, `value` (optional) is
+    /// its number, every other column becomes a label.
+    #[serde(default)]
+    pub query: Option<Spanned<String>>,
     /// `kind: missing`: the other database, looked up by order id.
     #[serde(default)]
     pub missing_in: Option<Spanned<String>>,
@@ -332,6 +352,25 @@ pub struct RuleConfig {
     /// Alerts per rule (one per order, oldest first); one overflow alert carries the rest.
     #[serde(default = "default_max_alerts")]
     pub max_alerts: usize,
+}
+
+impl RuleConfig {
+    /// The statuses (empty for kinds without them).
+    pub fn statuses(&self) -> Vec<String> {
+        self.status
+            .as_ref()
+            .map(|s| s.value.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The threshold; `slow_queries` defaults to 5 s.
+    pub fn older_than(&self) -> Duration {
+        match (&self.older_than, self.kind) {
+            (Some(d), _) => d.value.0,
+            (None, RuleKind::SlowQueries) => Duration::from_secs(5),
+            (None, _) => Duration::ZERO,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {

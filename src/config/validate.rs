@@ -359,14 +359,65 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
                 }
             }
         }
-        let statuses = r.status.value.to_vec();
-        if statuses.is_empty() || statuses.iter().any(|s| s.trim().is_empty()) {
+        use crate::config::RuleKind;
+        let order_kind = matches!(r.kind, RuleKind::Stuck | RuleKind::Missing);
+        match &r.status {
+            Some(s) if order_kind => {
+                let statuses = s.value.to_vec();
+                if statuses.is_empty() || statuses.iter().any(|s| s.trim().is_empty()) {
+                    p.push(at(
+                        &s.referenced,
+                        "status must name at least one non-empty status".into(),
+                    ));
+                }
+            }
+            Some(s) => p.push(at(
+                &s.referenced,
+                format!("status does not apply to kind: {}", r.kind.as_str()),
+            )),
+            None if order_kind => p.push(at(
+                &r.name.referenced,
+                format!("kind: {} needs `status`", r.kind.as_str()),
+            )),
+            None => {}
+        }
+        match &r.older_than {
+            Some(d) if r.kind != RuleKind::Sql => positive(&mut p, file, d, "older_than"),
+            Some(d) => p.push(at(
+                &d.referenced,
+                "older_than does not apply to kind: sql".into(),
+            )),
+            None if order_kind => p.push(at(
+                &r.name.referenced,
+                format!("kind: {} needs `older_than`", r.kind.as_str()),
+            )),
+            None => {}
+        }
+        if r.kind != RuleKind::SlowQueries
+            && let Some(x) = r.exclude_applications.first().or(r.exclude_users.first())
+        {
             p.push(at(
-                &r.status.referenced,
-                "status must name at least one non-empty status".into(),
+                &x.referenced,
+                "exclude_applications and exclude_users apply only to kind: slow_queries".into(),
             ));
         }
-        positive(&mut p, file, &r.older_than, "older_than");
+        for x in r.exclude_applications.iter().chain(&r.exclude_users) {
+            if let Err(e) = regex::Regex::new(&x.value) {
+                p.push(at(&x.referenced, format!("bad regex {:?}: {e}", x.value)));
+            }
+        }
+        match (&r.query, r.kind) {
+            (None, RuleKind::Sql) => {
+                p.push(at(&r.name.referenced, "kind: sql needs `query`".into()))
+            }
+            (Some(q), RuleKind::Sql) if q.value.trim().is_empty() => {
+                p.push(at(&q.referenced, "query is empty".into()))
+            }
+            (Some(q), k) if k != RuleKind::Sql => {
+                p.push(at(&q.referenced, "query applies only to kind: sql".into()))
+            }
+            _ => {}
+        }
         if let Some(i) = &r.interval {
             positive(&mut p, file, i, "interval");
         }

@@ -16,7 +16,9 @@ use super::store::{Store, StoreError};
 use crate::config::{Loaded, RuleKind};
 use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerNotifier, Hub, LogNotifier};
-use crate::rule::{Check, Outcome, Rule, default_alertname, template::human_duration};
+use crate::rule::{
+    Check, Outcome, Rule, Signal, default_alertname, key_label, template::human_duration,
+};
 use crate::source::{Source, SourceError};
 
 /// The pseudo-rule under which `SourceDown` alerts live (a name no user rule can have).
@@ -518,6 +520,19 @@ impl Shared {
                         }
                     }
                 }
+                if let Check::SlowQueries(_) = rule.check {
+                    let slowest = outcome
+                        .signals
+                        .iter()
+                        .filter_map(|s| s.value)
+                        .fold(0.0, f64::max);
+                    m.db_slow_queries
+                        .with_label_values(&[&rule.source])
+                        .set(outcome.count as i64);
+                    m.db_slowest_query_seconds
+                        .with_label_values(&[&rule.source])
+                        .set(slowest);
+                }
                 m.rule_findings_capped
                     .with_label_values(&[&rule.name])
                     .set(outcome.truncated() as i64);
@@ -716,6 +731,51 @@ impl Shared {
     }
 }
 
+/// The observation of a finding that is not an order (a slow query, a custom SQL row).
+fn signal_observation(rule: &Rule, sig: &Signal, may_create: bool) -> Observation {
+    let key_label = key_label(rule.kind);
+    let mut labels = rule.labels.clone();
+    for (k, v) in &sig.labels {
+        labels.insert(k.clone(), v.clone());
+    }
+    labels.insert("alertname".into(), rule.alertname.clone());
+    labels.insert("rule".into(), rule.name.clone());
+    labels.insert("source".into(), rule.source.clone());
+    labels.insert("severity".into(), rule.severity.as_str().into());
+    labels.insert(key_label.into(), sig.key.clone());
+    let value = sig.value.map(|v| format!("{v:.1}")).unwrap_or_default();
+    let ctx = minijinja::context! {
+        key => sig.key, value => sig.value, labels => sig.labels, rule => rule.name, source => rule.source,
+        severity => rule.severity.as_str(), older_than => human_duration(rule.older_than()),
+    };
+    let mut annotations = rule.annotations.render(&ctx);
+    annotations
+        .entry("summary".into())
+        .or_insert_with(|| match rule.check {
+            Check::SlowQueries(_) => format!(
+                "Query {} of {} on {} has run for {value}s: {}",
+                sig.key,
+                sig.labels
+                    .get("application_name")
+                    .map_or("?", |a| if a.is_empty() { "?" } else { a }),
+                rule.source,
+                sig.labels.get("query").map_or("", String::as_str)
+            ),
+            _ => format!("{}: {} = {value}", rule.name, sig.key),
+        });
+    if !value.is_empty() {
+        annotations.insert("value".into(), value);
+    }
+    Observation {
+        key: sig.key.clone(),
+        labels,
+        annotations,
+        starts_at: sig.since.unwrap_or_else(Utc::now),
+        entered_at: None,
+        may_create,
+    }
+}
+
 /// One observation per fetched order (alerts only for the oldest `max_alerts`), plus the
 /// overflow alert when more orders matched than get an alert.
 fn observations(rule: &Rule, outcome: &Outcome) -> Vec<Observation> {
@@ -790,6 +850,9 @@ fn observations(rule: &Rule, outcome: &Outcome) -> Vec<Observation> {
             entered_at: Some(f.entered_at),
             may_create: i < rule.max_alerts,
         });
+    }
+    for (i, sig) in outcome.signals.iter().enumerate() {
+        out.push(signal_observation(rule, sig, i < rule.max_alerts));
     }
     if outcome.count > rule.max_alerts as u64 {
         let more = outcome.count - rule.max_alerts as u64;

@@ -24,6 +24,21 @@ pub struct Finding {
     pub other_status: Option<String>,
 }
 
+/// A finding that is not an order: a slow query, a row of a custom query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Signal {
+    /// Its identity within the rule (a backend pid, the row's `id`).
+    pub key: String,
+    /// The measured value (seconds running, the row's `value`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Since when, if known (a query's start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Labels (application name, shortened query without literals, the row's other columns).
+    pub labels: BTreeMap<String, String>,
+}
+
 /// Per-status aggregate over all matching orders (not just the fetched ones).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct StatusStat {
@@ -42,11 +57,14 @@ pub struct Outcome {
     pub findings: Vec<Finding>,
     /// Per-status counts and oldest ages.
     pub per_status: BTreeMap<String, StatusStat>,
+    /// Findings that are not orders (`slow_queries`, `sql`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<Signal>,
 }
 
 impl Outcome {
     /// Whether more orders matched than were fetched.
     pub fn truncated(&self) -> bool {
-        (self.findings.len() as u64) < self.count
+        ((self.findings.len() + self.signals.len()) as u64) < self.count
     }
 }

@@ -42,8 +42,8 @@ impl MissingCheck {
     /// From the rule's config and its two sources.
     pub fn new(cfg: &RuleConfig, source: Arc<Source>, other: Arc<Source>) -> MissingCheck {
         MissingCheck {
-            statuses: cfg.status.value.to_vec(),
-            older_than: cfg.older_than.value.0,
+            statuses: cfg.statuses(),
+            older_than: cfg.older_than(),
             max_findings: cfg.max_findings,
             expect_status: cfg.expect_status.as_ref().map(|s| s.value.to_vec()),
             sql: source.model.candidates_sql(),

@@ -3,11 +3,15 @@
 
 mod finding;
 mod missing;
+pub mod slow_queries;
+mod sql;
 mod stuck;
 pub mod template;
 
-pub use finding::{Finding, Outcome, StatusStat};
+pub use finding::{Finding, Outcome, Signal, StatusStat};
 pub use missing::MissingCheck;
+pub use slow_queries::SlowQueriesCheck;
+pub use sql::SqlCheck;
 pub use stuck::StuckCheck;
 pub use template::Annotations;
 
@@ -26,6 +30,10 @@ pub enum Check {
     Stuck(StuckCheck),
     /// `kind: missing`.
     Missing(MissingCheck),
+    /// `kind: slow_queries`.
+    SlowQueries(SlowQueriesCheck),
+    /// `kind: sql`.
+    Sql(SqlCheck),
 }
 
 /// A rule ready to run: config turned into SQL, a schedule and compiled templates.
@@ -81,6 +89,8 @@ impl Rule {
                     .ok_or_else(|| format!("unknown source {name}"))?;
                 Check::Missing(MissingCheck::new(cfg, source.clone(), other.clone()))
             }
+            RuleKind::SlowQueries => Check::SlowQueries(SlowQueriesCheck::new(cfg, source.clone())),
+            RuleKind::Sql => Check::Sql(SqlCheck::new(cfg, source.clone())),
         };
         Ok(Rule {
             name: cfg.name.value.clone(),
@@ -106,6 +116,8 @@ impl Rule {
         match &self.check {
             Check::Stuck(c) => c.evaluate().await,
             Check::Missing(c) => c.evaluate().await,
+            Check::SlowQueries(c) => c.evaluate().await,
+            Check::Sql(c) => c.evaluate().await,
         }
     }
 
@@ -114,6 +126,7 @@ impl Rule {
         match &self.check {
             Check::Stuck(c) => &c.statuses,
             Check::Missing(c) => &c.statuses,
+            Check::SlowQueries(_) | Check::Sql(_) => &[],
         }
     }
 
@@ -122,6 +135,8 @@ impl Rule {
         match &self.check {
             Check::Stuck(c) => c.older_than,
             Check::Missing(c) => c.older_than,
+            Check::SlowQueries(c) => c.older_than,
+            Check::Sql(_) => Duration::ZERO,
         }
     }
 
@@ -130,14 +145,16 @@ impl Rule {
         match &self.check {
             Check::Stuck(c) => &c.sql,
             Check::Missing(c) => &c.sql,
+            Check::SlowQueries(c) => c.sql(),
+            Check::Sql(c) => &c.sql,
         }
     }
 
     /// The other source a `missing` rule looks orders up in.
     pub fn other_source(&self) -> Option<&str> {
         match &self.check {
-            Check::Stuck(_) => None,
             Check::Missing(c) => Some(c.other_name()),
+            _ => None,
         }
     }
 }
@@ -147,5 +164,15 @@ pub fn default_alertname(kind: RuleKind) -> &'static str {
     match kind {
         RuleKind::Stuck => "StuckOrder",
         RuleKind::Missing => "LostOrder",
+        RuleKind::SlowQueries => "SlowDbQuery",
+        RuleKind::Sql => "SqlCheck",
+    }
+}
+
+/// The alert label naming a signal's key, per kind.
+pub fn key_label(kind: RuleKind) -> &'static str {
+    match kind {
+        RuleKind::SlowQueries => "pid",
+        _ => "id",
     }
 }

@@ -31,8 +31,8 @@ impl StuckCheck {
     /// From the rule's config and its source's order model.
     pub fn new(cfg: &RuleConfig, source: Arc<Source>) -> StuckCheck {
         StuckCheck {
-            statuses: cfg.status.value.to_vec(),
-            older_than: cfg.older_than.value.0,
+            statuses: cfg.statuses(),
+            older_than: cfg.older_than(),
             max_findings: cfg.max_findings,
             sql: source.model.stuck_sql(),
             stats_sql: source.model.stuck_stats_sql(),
