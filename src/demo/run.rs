@@ -14,6 +14,7 @@ pub const SHIPPED_RULES: &[(&str, &str)] = &[
     ("shop.yaml", include_str!("../../rules/shop.yaml")),
     ("mes.yaml", include_str!("../../rules/mes.yaml")),
     ("lost.yaml", include_str!("../../rules/lost.yaml")),
+    ("db.yaml", include_str!("../../rules/db.yaml")),
 ];
 
 /// Why the demo could not start.
