@@ -408,3 +408,64 @@ fn a_valid_route_loads() {
     assert!(l.config.route.is_some());
     assert_eq!(l.config.receivers.len(), 1);
 }
+
+#[test]
+fn rule_labels_cannot_override_the_daemons_own() {
+    for reserved in ["order_id", "other_status", "severity"] {
+        let rules = format!("{RULE}    labels: {{ {reserved}: x }}\n");
+        let (_d, r) = try_load(MAIN, &rules);
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("label \"{reserved}\" is reserved")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn kind_specific_keys_are_checked() {
+    let (_d, r) = try_load(
+        MAIN,
+        "rules:\n  - name: x\n    kind: missing\n    source: shop\n    status: A\n    older_than: 1h\n",
+    );
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("kind: missing needs `missing_in`")
+    );
+    let (_d, r) = try_load(
+        MAIN,
+        "rules:\n  - name: x\n    kind: sql\n    source: shop\n",
+    );
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("kind: sql needs `query`")
+    );
+    let (_d, r) = try_load(
+        MAIN,
+        "rules:\n  - name: x\n    kind: slow_queries\n    source: shop\n    status: A\n",
+    );
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("status does not apply to kind: slow_queries")
+    );
+    let (_d, r) = try_load(
+        MAIN,
+        "rules:\n  - name: x\n    source: shop\n    older_than: 1h\n",
+    );
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("kind: stuck needs `status`")
+    );
+    expect_error(
+        MAIN,
+        "rules:\n  - name: x\n    kind: slow_queries\n    source: shop\n    exclude_applications: ['(']\n",
+        "rules/a.yaml",
+        5,
+        28,
+        "bad regex",
+    );
+}

@@ -19,6 +19,10 @@ pub const RESERVED_LABELS: &[&str] = &[
     "status",
     "severity",
     "order_id",
+    "other_source",
+    "other_status",
+    "pid",
+    "id",
 ];
 
 /// A plain SQL identifier: letters, digits and `_`, not starting with a digit. We quote them
