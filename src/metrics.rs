@@ -32,6 +32,8 @@ pub struct Metrics {
     pub rule_findings_capped: IntGaugeVec,
     /// `orderwatch_source_up{source}`.
     pub source_up: IntGaugeVec,
+    /// `orderwatch_http_5xx_ratio{service}`: share of 5xx answers over an `http_errors` window.
+    pub http_5xx_ratio: GaugeVec,
     /// `orderwatch_db_slow_queries{source}`: non-analytic queries running over the threshold.
     pub db_slow_queries: IntGaugeVec,
     /// `orderwatch_db_slowest_query_seconds{source}`: how long the slowest of them has run.
@@ -77,6 +79,7 @@ impl Metrics {
             rule_last_evaluation: reg(&r, GaugeVec::new(Opts::new("orderwatch_rule_last_evaluation_timestamp_seconds", "Unix time of the last successful evaluation."), &["rule"]).unwrap()),
             rule_findings_capped: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_rule_findings_capped", "1 when a rule matched more orders than it fetches (max_findings); counts stay exact."), &["rule"]).unwrap()),
             source_up: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_source_up", "1 when the last query to the source succeeded."), &["source"]).unwrap()),
+            http_5xx_ratio: reg(&r, GaugeVec::new(Opts::new("orderwatch_http_5xx_ratio", "Share of HTTP 5xx answers per service over an http_errors rule's window."), &["service"]).unwrap()),
             db_slow_queries: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_db_slow_queries", "Active non-analytic queries running longer than a slow_queries rule's threshold."), &["source"]).unwrap()),
             db_slowest_query_seconds: reg(&r, GaugeVec::new(Opts::new("orderwatch_db_slowest_query_seconds", "Run time of the slowest such query (0 when none)."), &["source"]).unwrap()),
             notifications: reg(&r, IntCounterVec::new(Opts::new("orderwatch_notifications_total", "Notification attempts by outcome: sent, failed (Alertmanager), retry, rate_limited, rejected, expired."), &["notifier", "outcome"]).unwrap()),

@@ -234,6 +234,8 @@ pub enum RuleKind {
     /// Orders in a status for longer than `older_than`.
     #[default]
     Stuck,
+    /// The share of HTTP 5xx answers per service, from Prometheus or scraped directly.
+    HttpErrors,
     /// Orders in `source` (in a status for longer than `older_than`) that `missing_in` does
     /// not have, or has in a status outside `expect_status`.
     Missing,
@@ -250,6 +252,7 @@ impl RuleKind {
         match self {
             RuleKind::Stuck => "stuck",
             RuleKind::Missing => "missing",
+            RuleKind::HttpErrors => "http_errors",
             RuleKind::SlowQueries => "slow_queries",
             RuleKind::Sql => "sql",
         }
@@ -289,7 +292,9 @@ pub struct RuleConfig {
     /// What the rule looks for.
     #[serde(default)]
     pub kind: RuleKind,
-    /// The source (database) the rule reads.
+    /// The source (database) the rule reads. For `http_errors`, optional: a label naming where
+    /// the numbers come from (default `prometheus` or `scrape`).
+    #[serde(default = "default_rule_source")]
     pub source: Spanned<String>,
     /// The status or statuses the orders are in (`stuck`, `missing`).
     #[serde(default)]
@@ -306,9 +311,30 @@ pub struct RuleConfig {
     #[serde(default)]
     pub exclude_users: Vec<Spanned<String>>,
     /// `kind: sql`: a read-only query; column `id` names the finding, `value` (optional) is
-    /// its number, every other column becomes a label.
+    /// its number, every other column becomes a label. `kind: http_errors` with
+    /// `prometheus_url`: the PromQL giving the 5xx ratio per `service` (a default is built
+    /// from `metric` and `window`).
     #[serde(default)]
     pub query: Option<Spanned<String>>,
+    /// `kind: http_errors`: a Prometheus-compatible server to query (`/api/v1/query`).
+    #[serde(default)]
+    pub prometheus_url: Option<Spanned<String>>,
+    /// `kind: http_errors`: scrape these services' `/metrics` directly instead.
+    #[serde(default)]
+    pub scrape: Vec<ScrapeTarget>,
+    /// `kind: http_errors`: the request counter, labelled with the status `code`.
+    #[serde(default = "default_http_metric")]
+    pub metric: String,
+    /// `kind: http_errors`: the window the ratio is computed over.
+    #[serde(default = "default_http_window")]
+    pub window: Dur,
+    /// `kind: http_errors`: fire when the ratio is above this (0.05 = 5 %).
+    #[serde(default = "default_http_threshold")]
+    pub threshold: f64,
+    /// `kind: http_errors`: also fire when the ratio grew by this factor against the
+    /// previous window (and is at least 1 %).
+    #[serde(default)]
+    pub growth: Option<f64>,
     /// `kind: missing`: the other database, looked up by order id.
     #[serde(default)]
     pub missing_in: Option<Spanned<String>>,
@@ -371,6 +397,29 @@ impl RuleConfig {
             (None, _) => Duration::ZERO,
         }
     }
+}
+
+/// One service scraped directly by an `http_errors` rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeTarget {
+    /// The `service` label of the finding and the metric.
+    pub service: String,
+    /// Its `/metrics` URL.
+    pub url: Spanned<String>,
+}
+
+fn default_rule_source() -> Spanned<String> {
+    unspanned("")
+}
+fn default_http_metric() -> String {
+    "http_requests_total".to_string()
+}
+fn default_http_window() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn default_http_threshold() -> f64 {
+    0.05
 }
 
 fn default_listen() -> SocketAddr {

@@ -302,7 +302,50 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
         } else {
             seen.insert(name, (file, r.name.referenced));
         }
-        if !config.sources.contains_key(&r.source.value) {
+        if r.kind == crate::config::RuleKind::HttpErrors {
+            match (&r.prometheus_url, r.scrape.is_empty()) {
+                (Some(_), false) | (None, true) => p.push(at(
+                    &r.name.referenced,
+                    "kind: http_errors needs either `prometheus_url` or `scrape` (not both)".into(),
+                )),
+                _ => {}
+            }
+            for u in r
+                .prometheus_url
+                .iter()
+                .chain(r.scrape.iter().map(|t| &t.url))
+            {
+                if !(u.value.starts_with("http://") || u.value.starts_with("https://")) {
+                    p.push(at(
+                        &u.referenced,
+                        format!("{:?} is not an http(s) URL", u.value),
+                    ));
+                }
+            }
+            if !(r.threshold > 0.0 && r.threshold <= 1.0) {
+                p.push(at(
+                    &r.name.referenced,
+                    "threshold must be a ratio in (0, 1]".into(),
+                ));
+            }
+            if r.growth.is_some_and(|g| g <= 1.0) {
+                p.push(at(
+                    &r.name.referenced,
+                    "growth must be a factor above 1".into(),
+                ));
+            }
+            if r.window.0.is_zero() {
+                p.push(at(
+                    &r.name.referenced,
+                    "window must be greater than 0".into(),
+                ));
+            }
+        } else if r.source.value.is_empty() {
+            p.push(at(
+                &r.name.referenced,
+                format!("kind: {} needs `source`", r.kind.as_str()),
+            ));
+        } else if !config.sources.contains_key(&r.source.value) {
             let known: Vec<&str> = config.sources.keys().map(String::as_str).collect();
             p.push(at(
                 &r.source.referenced,
@@ -417,9 +460,10 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
             (Some(q), RuleKind::Sql) if q.value.trim().is_empty() => {
                 p.push(at(&q.referenced, "query is empty".into()))
             }
-            (Some(q), k) if k != RuleKind::Sql => {
-                p.push(at(&q.referenced, "query applies only to kind: sql".into()))
-            }
+            (Some(q), k) if k != RuleKind::Sql && k != RuleKind::HttpErrors => p.push(at(
+                &q.referenced,
+                "query applies only to kind: sql and http_errors".into(),
+            )),
             _ => {}
         }
         if let Some(i) = &r.interval {

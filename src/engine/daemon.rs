@@ -520,6 +520,9 @@ impl Shared {
                         }
                     }
                 }
+                for (service, ratio) in &outcome.http_ratios {
+                    m.http_5xx_ratio.with_label_values(&[service]).set(*ratio);
+                }
                 if let Check::SlowQueries(_) = rule.check {
                     let slowest = outcome
                         .signals
@@ -761,6 +764,17 @@ fn signal_observation(rule: &Rule, sig: &Signal, may_create: bool) -> Observatio
                 rule.source,
                 sig.labels.get("query").map_or("", String::as_str)
             ),
+            Check::HttpErrors(_) => format!(
+                "{:.1}% of {}'s answers are 5xx over the last {}{}",
+                sig.value.unwrap_or_default() * 100.0,
+                sig.key,
+                sig.labels.get("window").map_or("", String::as_str),
+                sig.labels
+                    .get("previous_ratio")
+                    .and_then(|p| p.parse::<f64>().ok())
+                    .map(|p| format!(" (was {:.1}% the window before)", p * 100.0))
+                    .unwrap_or_default()
+            ),
             _ => format!("{}: {} = {value}", rule.name, sig.key),
         });
     if !value.is_empty() {
@@ -917,7 +931,12 @@ pub async fn check_online(loaded: &Loaded) -> Result<Vec<(bool, String)>, StartE
         }
     }
     for r in &rules {
-        match sources[&r.source].prepare(r.sql()).await {
+        let Some(source) = sources.get(&r.source) else {
+            // http_errors reads Prometheus or the services, not a database.
+            lines.push((true, format!("rule {}: reads {}", r.name, r.sql())));
+            continue;
+        };
+        match source.prepare(r.sql()).await {
             Ok(()) => lines.push((
                 true,
                 format!("rule {}: SQL prepared on {}", r.name, r.source),

@@ -57,9 +57,12 @@ pub struct Outcome {
     pub findings: Vec<Finding>,
     /// Per-status counts and oldest ages.
     pub per_status: BTreeMap<String, StatusStat>,
-    /// Findings that are not orders (`slow_queries`, `sql`).
+    /// Findings that are not orders (`slow_queries`, `sql`, `http_errors`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub signals: Vec<Signal>,
+    /// `http_errors`: the 5xx ratio of every service seen, firing or not.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub http_ratios: BTreeMap<String, f64>,
 }
 
 impl Outcome {

@@ -2,6 +2,7 @@
 //! talks to a notifier; the engine turns findings into alert state.
 
 mod finding;
+pub mod http_errors;
 mod missing;
 pub mod slow_queries;
 mod sql;
@@ -9,6 +10,7 @@ mod stuck;
 pub mod template;
 
 pub use finding::{Finding, Outcome, Signal, StatusStat};
+pub use http_errors::HttpErrorsCheck;
 pub use missing::MissingCheck;
 pub use slow_queries::SlowQueriesCheck;
 pub use sql::SqlCheck;
@@ -30,6 +32,8 @@ pub enum Check {
     Stuck(StuckCheck),
     /// `kind: missing`.
     Missing(MissingCheck),
+    /// `kind: http_errors`.
+    HttpErrors(HttpErrorsCheck),
     /// `kind: slow_queries`.
     SlowQueries(SlowQueriesCheck),
     /// `kind: sql`.
@@ -73,29 +77,45 @@ impl Rule {
     ) -> Result<Rule, String> {
         let schedule = Schedule::from_config(cfg)?;
         let annotations = Annotations::compile(&cfg.name.value, &cfg.annotations)?;
-        let source = sources
-            .get(&cfg.source.value)
-            .ok_or_else(|| format!("unknown source {}", cfg.source.value))?;
+        let db = || {
+            sources
+                .get(&cfg.source.value)
+                .cloned()
+                .ok_or_else(|| format!("unknown source {}", cfg.source.value))
+        };
         let check = match cfg.kind {
-            RuleKind::Stuck => Check::Stuck(StuckCheck::new(cfg, source.clone())),
-            RuleKind::Missing => {
-                let name = cfg
-                    .missing_in
-                    .as_ref()
-                    .map(|m| m.value.as_str())
-                    .unwrap_or_default();
-                let other = sources
-                    .get(name)
-                    .ok_or_else(|| format!("unknown source {name}"))?;
-                Check::Missing(MissingCheck::new(cfg, source.clone(), other.clone()))
+            RuleKind::HttpErrors => Check::HttpErrors(HttpErrorsCheck::new(cfg)),
+            _ => {
+                let source = db()?;
+                match cfg.kind {
+                    RuleKind::Stuck => Check::Stuck(StuckCheck::new(cfg, source.clone())),
+                    RuleKind::Missing => {
+                        let name = cfg
+                            .missing_in
+                            .as_ref()
+                            .map(|m| m.value.as_str())
+                            .unwrap_or_default();
+                        let other = sources
+                            .get(name)
+                            .ok_or_else(|| format!("unknown source {name}"))?;
+                        Check::Missing(MissingCheck::new(cfg, source.clone(), other.clone()))
+                    }
+                    RuleKind::SlowQueries => {
+                        Check::SlowQueries(SlowQueriesCheck::new(cfg, source.clone()))
+                    }
+                    RuleKind::Sql => Check::Sql(SqlCheck::new(cfg, source.clone())),
+                    RuleKind::HttpErrors => unreachable!("handled above"),
+                }
             }
-            RuleKind::SlowQueries => Check::SlowQueries(SlowQueriesCheck::new(cfg, source.clone())),
-            RuleKind::Sql => Check::Sql(SqlCheck::new(cfg, source.clone())),
+        };
+        let source = match &check {
+            Check::HttpErrors(c) => c.source_label.clone(),
+            _ => cfg.source.value.clone(),
         };
         Ok(Rule {
             name: cfg.name.value.clone(),
             kind: cfg.kind,
-            source: cfg.source.value.clone(),
+            source,
             severity: cfg.severity,
             alertname: cfg
                 .alertname
@@ -116,6 +136,7 @@ impl Rule {
         match &self.check {
             Check::Stuck(c) => c.evaluate().await,
             Check::Missing(c) => c.evaluate().await,
+            Check::HttpErrors(c) => c.evaluate().await,
             Check::SlowQueries(c) => c.evaluate().await,
             Check::Sql(c) => c.evaluate().await,
         }
@@ -126,7 +147,7 @@ impl Rule {
         match &self.check {
             Check::Stuck(c) => &c.statuses,
             Check::Missing(c) => &c.statuses,
-            Check::SlowQueries(_) | Check::Sql(_) => &[],
+            Check::SlowQueries(_) | Check::Sql(_) | Check::HttpErrors(_) => &[],
         }
     }
 
@@ -136,7 +157,7 @@ impl Rule {
             Check::Stuck(c) => c.older_than,
             Check::Missing(c) => c.older_than,
             Check::SlowQueries(c) => c.older_than,
-            Check::Sql(_) => Duration::ZERO,
+            Check::Sql(_) | Check::HttpErrors(_) => Duration::ZERO,
         }
     }
 
@@ -147,6 +168,7 @@ impl Rule {
             Check::Missing(c) => &c.sql,
             Check::SlowQueries(c) => c.sql(),
             Check::Sql(c) => &c.sql,
+            Check::HttpErrors(c) => c.describe(),
         }
     }
 
@@ -164,6 +186,7 @@ pub fn default_alertname(kind: RuleKind) -> &'static str {
     match kind {
         RuleKind::Stuck => "StuckOrder",
         RuleKind::Missing => "LostOrder",
+        RuleKind::HttpErrors => "Http5xxRatioHigh",
         RuleKind::SlowQueries => "SlowDbQuery",
         RuleKind::Sql => "SqlCheck",
     }
@@ -173,6 +196,7 @@ pub fn default_alertname(kind: RuleKind) -> &'static str {
 pub fn key_label(kind: RuleKind) -> &'static str {
     match kind {
         RuleKind::SlowQueries => "pid",
+        RuleKind::HttpErrors => "service",
         _ => "id",
     }
 }

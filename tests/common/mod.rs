@@ -558,3 +558,239 @@ impl Running {
         }
     }
 }
+
+/// A real Prometheus on a random 127.0.0.1 port with its own TSDB, scraping the given targets
+/// every second as job `services` (evaluation every second too). Killed on drop.
+pub struct Prometheus {
+    process: Lifeline,
+    url: String,
+    client: reqwest::Client,
+    /// Holds the config, the TSDB and the log; removed on drop.
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` (`host:port`, e.g. from [`TestService::target`])
+    /// and waits until `/-/ready` answers. The first scrape follows within about a second.
+    ///
+    /// `None` when the binary is missing outside CI (see [`require_bin`]).
+    pub async fn start(targets: &[String]) -> Option<Prometheus> {
+        let binary = require_bin("prometheus", "prometheus")?;
+        let targets = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: services\n    static_configs:\n      \
+             - targets: [{targets}]\n"
+        );
+        let client = http_client();
+
+        // As for Alertmanager: retry on a port taken meanwhile, each attempt in its own directory.
+        for _attempt in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("orderwatch-prom-")
+                .tempdir()
+                .unwrap();
+            let config_path = dir.path().join("prometheus.yml");
+            std::fs::write(&config_path, &config).unwrap();
+            let storage = dir.path().join("data");
+            let log = dir.path().join("prometheus.log");
+            let port = free_port();
+            let args = vec![
+                format!("--config.file={}", config_path.display()),
+                format!("--storage.tsdb.path={}", storage.display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--log.level=warn".to_string(),
+            ];
+            let mut process = Lifeline::spawn(&binary, &args, dir.path(), &log)
+                .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+            let url = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = process.exited() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if text.contains("address already in use") {
+                        break;
+                    }
+                    panic!("Prometheus exited ({status}) before ready; its log:\n{text}");
+                }
+                let ready = client.get(format!("{url}/-/ready")).send().await;
+                if ready.is_ok_and(|r| r.status().is_success()) {
+                    return Some(Prometheus {
+                        process,
+                        url,
+                        client,
+                        _dir: dir,
+                    });
+                }
+                if Instant::now() > deadline {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    panic!("Prometheus at {url} not ready after 30s; its log:\n{text}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("Prometheus: no free port after 5 attempts");
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:9090`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Evaluates `promql` now (`GET /api/v1/query`) and returns `data.result`: for an instant
+    /// vector an array of `{"metric": {…}, "value": [ts, "1.5"]}`. Panics when Prometheus
+    /// answers with an error (e.g. a PromQL syntax error), with its message.
+    pub async fn query(&self, promql: &str) -> Value {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query", self.url),
+            [("query", promql)],
+        )
+        .unwrap();
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("Prometheus query `{promql}`: {e}"));
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or_else(|e| {
+            panic!("Prometheus query `{promql}`: body is not JSON ({status}): {e}")
+        });
+        if body["status"] != "success" {
+            panic!(
+                "Prometheus query `{promql}` failed ({status}): {} {}",
+                body["errorType"], body["error"]
+            );
+        }
+        body["data"]["result"].clone()
+    }
+
+    /// Polls [`query`](Self::query) every 250 ms until `pred` holds on the result and returns
+    /// it; panics with the last result seen when `timeout` passes first.
+    pub async fn wait_for(
+        &self,
+        promql: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let result = self.query(promql).await;
+            if pred(&result) {
+                return result;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "Prometheus: `{promql}` did not meet the condition within {timeout:?}; \
+                     last result:\n{}",
+                    serde_json::to_string_pretty(&result).unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.process.stop();
+    }
+}
+
+/// A scrape target standing in for the services orderwatch watches: serves `GET /metrics` in
+/// the Prometheus text format with one counter, `http_requests_total{service, code}`, which
+/// the test raises with [`add`](Self::add). Stops on drop.
+pub struct TestService {
+    addr: std::net::SocketAddr,
+    counts: Arc<Mutex<std::collections::BTreeMap<(String, u16), u64>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestService {
+    /// Starts on a random 127.0.0.1 port, on the current tokio runtime, with no series yet.
+    pub async fn start() -> TestService {
+        use axum::extract::State;
+        use axum::http::header::CONTENT_TYPE;
+
+        type Shared = Arc<Mutex<std::collections::BTreeMap<(String, u16), u64>>>;
+        async fn metrics(
+            State(counts): State<Shared>,
+        ) -> ([(&'static str, &'static str); 1], String) {
+            let mut out = String::from(
+                "# HELP http_requests_total HTTP requests handled, by service and status code.\n\
+                 # TYPE http_requests_total counter\n",
+            );
+            for ((service, code), n) in counts.lock().unwrap().iter() {
+                out.push_str(&format!(
+                    "http_requests_total{{service=\"{}\",code=\"{code}\"}} {n}\n",
+                    escape_label_value(service)
+                ));
+            }
+            (
+                [(
+                    CONTENT_TYPE.as_str(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                out,
+            )
+        }
+
+        let counts: Shared = Arc::default();
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics))
+            .with_state(counts.clone());
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("test service failed");
+        });
+        TestService {
+            addr,
+            counts,
+            server,
+        }
+    }
+
+    /// The scrape target, e.g. `127.0.0.1:40123`, for [`Prometheus::start`].
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The metrics URL, e.g. `http://127.0.0.1:40123/metrics`.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.addr)
+    }
+
+    /// Counts `n` more requests of `service` answered with `code`. `n = 0` makes the series
+    /// appear at 0, so that a later rise is seen as a rate from the first scrape on.
+    pub fn add(&self, service: &str, code: u16, n: u64) {
+        *self
+            .counts
+            .lock()
+            .unwrap()
+            .entry((service.to_string(), code))
+            .or_default() += n;
+    }
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A label value escaped for the Prometheus text format: `\`, `"` and newline.
+fn escape_label_value(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
