@@ -235,6 +235,66 @@ impl Drop for Lifeline {
     }
 }
 
+/// A server from the Prometheus family (Alertmanager, Prometheus) started on a random
+/// 127.0.0.1 port with its config in a directory of its own, ready once `/-/ready` answers.
+struct ReadyServer<'a> {
+    name: &'a str,
+    binary: &'a Path,
+    config_file: &'a str,
+    config: &'a str,
+}
+
+impl ReadyServer<'_> {
+    /// Starts it with the arguments `args(config_path, data_dir, port)` gives. The port is free
+    /// when picked but may be taken before the server binds it: up to 5 attempts, each in a
+    /// directory of its own since a failed one's lifeline deletes it.
+    async fn start(
+        &self,
+        args: impl Fn(&Path, &Path, u16) -> Vec<String>,
+    ) -> (Lifeline, String, tempfile::TempDir) {
+        let client = http_client();
+        let name = self.name;
+        for _attempt in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("orderwatch-srv-")
+                .tempdir()
+                .unwrap();
+            let config_path = dir.path().join(self.config_file);
+            std::fs::write(&config_path, self.config).unwrap();
+            let log = dir.path().join("server.log");
+            let port = free_port();
+            let mut process = Lifeline::spawn(
+                self.binary,
+                &args(&config_path, &dir.path().join("data"), port),
+                dir.path(),
+                &log,
+            )
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
+            let url = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = process.exited() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if text.contains("address already in use") {
+                        break;
+                    }
+                    panic!("{name} exited ({status}) before ready; its log:\n{text}");
+                }
+                let ready = client.get(format!("{url}/-/ready")).send().await;
+                if ready.is_ok_and(|r| r.status().is_success()) {
+                    return (process, url, dir);
+                }
+                if Instant::now() > deadline {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    panic!("{name} at {url} not ready after 30s; its log:\n{text}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("{name}: no free port after 5 attempts");
+    }
+}
+
 /// A real Alertmanager on a random 127.0.0.1 port with its own storage and no clustering,
 /// routing every alert to one receiver. Killed on drop.
 pub struct Alertmanager {
@@ -266,56 +326,28 @@ impl Alertmanager {
             "route:\n  receiver: test\n  group_by: ['...']\n  group_wait: 1s\n  \
              group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n{receiver}"
         );
-        let client = http_client();
-
-        // The port is free when picked but may be taken before Alertmanager binds it: retry,
-        // each attempt in a directory of its own since a failed one's lifeline deletes it.
-        for _attempt in 0..5 {
-            let dir = tempfile::Builder::new()
-                .prefix("orderwatch-am-")
-                .tempdir()
-                .unwrap();
-            let config_path = dir.path().join("alertmanager.yml");
-            std::fs::write(&config_path, &config).unwrap();
-            let storage = dir.path().join("data");
-            let log = dir.path().join("alertmanager.log");
-            let port = free_port();
-            let args = vec![
+        let (process, url, dir) = ReadyServer {
+            name: "Alertmanager",
+            binary: &binary,
+            config_file: "alertmanager.yml",
+            config: &config,
+        }
+        .start(|config_path, data, port| {
+            vec![
                 format!("--config.file={}", config_path.display()),
-                format!("--storage.path={}", storage.display()),
+                format!("--storage.path={}", data.display()),
                 format!("--web.listen-address=127.0.0.1:{port}"),
                 "--cluster.listen-address=".to_string(),
                 "--log.level=warn".to_string(),
-            ];
-            let mut process = Lifeline::spawn(&binary, &args, dir.path(), &log)
-                .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-            let url = format!("http://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(status) = process.exited() {
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    if text.contains("address already in use") {
-                        break;
-                    }
-                    panic!("Alertmanager exited ({status}) before ready; its log:\n{text}");
-                }
-                let ready = client.get(format!("{url}/-/ready")).send().await;
-                if ready.is_ok_and(|r| r.status().is_success()) {
-                    return Some(Alertmanager {
-                        process,
-                        url,
-                        client,
-                        _dir: dir,
-                    });
-                }
-                if Instant::now() > deadline {
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    panic!("Alertmanager at {url} not ready after 30s; its log:\n{text}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        panic!("Alertmanager: no free port after 5 attempts");
+            ]
+        })
+        .await;
+        Some(Alertmanager {
+            process,
+            url,
+            client: http_client(),
+            _dir: dir,
+        })
     }
 
     /// The base URL, e.g. `http://127.0.0.1:9093`.
@@ -586,54 +618,27 @@ impl Prometheus {
              scrape_configs:\n  - job_name: services\n    static_configs:\n      \
              - targets: [{targets}]\n"
         );
-        let client = http_client();
-
-        // As for Alertmanager: retry on a port taken meanwhile, each attempt in its own directory.
-        for _attempt in 0..5 {
-            let dir = tempfile::Builder::new()
-                .prefix("orderwatch-prom-")
-                .tempdir()
-                .unwrap();
-            let config_path = dir.path().join("prometheus.yml");
-            std::fs::write(&config_path, &config).unwrap();
-            let storage = dir.path().join("data");
-            let log = dir.path().join("prometheus.log");
-            let port = free_port();
-            let args = vec![
+        let (process, url, dir) = ReadyServer {
+            name: "Prometheus",
+            binary: &binary,
+            config_file: "prometheus.yml",
+            config: &config,
+        }
+        .start(|config_path, data, port| {
+            vec![
                 format!("--config.file={}", config_path.display()),
-                format!("--storage.tsdb.path={}", storage.display()),
+                format!("--storage.tsdb.path={}", data.display()),
                 format!("--web.listen-address=127.0.0.1:{port}"),
                 "--log.level=warn".to_string(),
-            ];
-            let mut process = Lifeline::spawn(&binary, &args, dir.path(), &log)
-                .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-            let url = format!("http://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(status) = process.exited() {
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    if text.contains("address already in use") {
-                        break;
-                    }
-                    panic!("Prometheus exited ({status}) before ready; its log:\n{text}");
-                }
-                let ready = client.get(format!("{url}/-/ready")).send().await;
-                if ready.is_ok_and(|r| r.status().is_success()) {
-                    return Some(Prometheus {
-                        process,
-                        url,
-                        client,
-                        _dir: dir,
-                    });
-                }
-                if Instant::now() > deadline {
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    panic!("Prometheus at {url} not ready after 30s; its log:\n{text}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        panic!("Prometheus: no free port after 5 attempts");
+            ]
+        })
+        .await;
+        Some(Prometheus {
+            process,
+            url,
+            client: http_client(),
+            _dir: dir,
+        })
     }
 
     /// The base URL, e.g. `http://127.0.0.1:9090`.
