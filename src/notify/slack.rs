@@ -18,7 +18,9 @@ use serde_saphyr::{Location, Spanned};
 
 use super::channel::{Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json};
 use super::message::Notification;
-use super::template::{MessageContext, OrderLine, environment, render, render_fitting};
+use super::template::{
+    MessageContext, OrderLine, escaping_environment, render_fitting, render_sample,
+};
 use crate::config::Dur;
 
 /// Block Kit: at most this many blocks per message.
@@ -107,23 +109,14 @@ impl SlackConfig {
 
 /// Compiles a custom template and renders the sample through it, so mistakes fail at start-up.
 fn check_template(source: &str) -> Result<(), String> {
-    let env = mrkdwn_environment(source)?;
-    let n = Notification::sample("check", "http://orderwatch.example");
-    render(&env, TEMPLATE, &MessageContext::new(&n, 10, Utc::now())).map(drop)
+    render_sample(&mrkdwn_environment(source)?, TEMPLATE).map(drop)
 }
 
 const TEMPLATE: &str = "text";
 
 /// A template environment writing every value escaped for mrkdwn (`|safe` opts out).
 fn mrkdwn_environment(source: &str) -> Result<Environment<'static>, String> {
-    let mut env = environment(&[(TEMPLATE, source)])?;
-    env.set_formatter(|out, state, value| {
-        if value.is_safe() || value.is_undefined() || value.is_none() {
-            return minijinja::escape_formatter(out, state, value);
-        }
-        out.write_str(&escape(&value.to_string()))
-            .map_err(minijinja::Error::from)
-    });
+    let mut env = escaping_environment(TEMPLATE, source, escape)?;
     env.add_filter("slack_url", |url: String| link_url(&url));
     Ok(env)
 }

@@ -17,7 +17,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::channel::{Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json};
 use super::message::Notification;
-use super::template::{MessageContext, environment, render, render_fitting};
+use super::template::{escaping_environment, render_fitting, render_sample};
 use crate::config::Dur;
 use crate::config::expand_secrets;
 
@@ -214,10 +214,7 @@ fn is_bot_token(t: &str) -> bool {
 /// Compiles a custom template and renders the sample notification through it, so a typo or
 /// an unsupported tag fails at start-up, not at 3 a.m.
 fn check_template(source: &str) -> Result<(), String> {
-    let env = html_environment(source)?;
-    let n = Notification::sample("check", "http://orderwatch.example");
-    let text = render(&env, TEMPLATE, &MessageContext::new(&n, 10, Utc::now()))?;
-    check_html(&text)
+    check_html(&render_sample(&html_environment(source)?, TEMPLATE)?)
 }
 
 /// The template's name: `.html`, so the environment escapes every value.
@@ -227,15 +224,7 @@ const TEMPLATE: &str = "text.html";
 /// parser knows: `&`, `<`, `>` and `"` (in `href`). minijinja's default also writes `'` and
 /// `/` as numeric entities, which would lengthen links and the counted text for nothing.
 fn html_environment(source: &str) -> Result<Environment<'static>, String> {
-    let mut env = environment(&[(TEMPLATE, source)])?;
-    env.set_formatter(|out, state, value| {
-        if value.is_safe() || value.is_undefined() || value.is_none() {
-            return minijinja::escape_formatter(out, state, value);
-        }
-        out.write_str(&escape_html(&value.to_string()))
-            .map_err(minijinja::Error::from)
-    });
-    Ok(env)
+    escaping_environment(TEMPLATE, source, escape_html)
 }
 
 /// Escapes text for Telegram HTML (also safe inside a double-quoted attribute).
@@ -536,6 +525,7 @@ fn json_retry_after(detail: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::template::{MessageContext, render};
 
     #[test]
     fn html_units_count_visible_characters() {

@@ -262,6 +262,31 @@ pub fn environment(templates: &[(&str, &str)]) -> Result<Environment<'static>, S
     Ok(env)
 }
 
+/// A one-template environment whose formatter writes every value through `escape` (values
+/// marked `|safe` pass unchanged): the chat channels' markup-specific escaping.
+pub fn escaping_environment(
+    name: &str,
+    source: &str,
+    escape: fn(&str) -> String,
+) -> Result<Environment<'static>, String> {
+    let mut env = environment(&[(name, source)])?;
+    env.set_formatter(move |out, state, value| {
+        if value.is_safe() || value.is_undefined() || value.is_none() {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        out.write_str(&escape(&value.to_string()))
+            .map_err(minijinja::Error::from)
+    });
+    Ok(env)
+}
+
+/// Renders the sample notification through template `name` of `env`, so a custom template's
+/// mistakes fail at start-up rather than at the first alert.
+pub fn render_sample(env: &Environment<'static>, name: &str) -> Result<String, String> {
+    let n = Notification::sample("check", "http://orderwatch.example");
+    render(env, name, &MessageContext::new(&n, 10, Utc::now()))
+}
+
 /// Renders template `name` of `env` over `ctx`.
 pub fn render(
     env: &Environment<'static>,
