@@ -23,6 +23,7 @@
 //! - [`report`]: `once` output (table and JSON).
 //! - [`pg_sandbox`]: a throwaway PostgreSQL cluster for the demo, tests and benchmarks.
 //! - [`demo`]: `orderwatch demo`: sandbox, reference schema, realistic orders, a simulator.
+//! - [`systemd`]: readiness, reload, stopping and watchdog notifications to the service manager.
 
 pub mod config;
 pub mod demo;
@@ -34,3 +35,4 @@ pub mod pg_sandbox;
 pub mod report;
 pub mod rule;
 pub mod source;
+pub mod systemd;

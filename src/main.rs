@@ -13,6 +13,10 @@ struct Cli {
     /// Config file (default: $ORDERWATCH_CONFIG, else /etc/orderwatch/orderwatch.yaml).
     #[arg(short = 'c', long = "config", global = true)]
     config: Option<PathBuf>,
+    /// Log lines on stderr: `json` (one object per line, for journald/Filebeat) or `text`.
+    /// Default: json when started by systemd, else text. Level: $ORDERWATCH_LOG (default info).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,22 +91,62 @@ enum SilenceAction {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Table,
     Json,
 }
 
-fn init_logging() {
+fn init_logging(format: Option<LogFormat>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORDERWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: journald and log files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let format = format.unwrap_or(if orderwatch::systemd::under_systemd() {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // One object per line: timestamp, level, target, message and the event's fields
+        // (rule, source, counts) at the top level, as Filebeat's ndjson parser expects.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        // Colours only on a terminal: log files get plain text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// Sends one reload request per SIGHUP.
+fn reload_requests() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("install SIGHUP handler");
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                // A reload already queued covers this one too.
+                let _ = tx.try_send(());
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -136,14 +180,26 @@ fn load(cli: Option<PathBuf>) -> Result<orderwatch::config::Loaded, ExitCode> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     match cli.command {
         Command::Run => {
+            // Before anything slow: an early SIGHUP must not end the process.
+            let reload = reload_requests();
             let loaded = match load(cli.config) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
-            match orderwatch::engine::run(loaded, shutdown_signal()).await {
+            let daemon = match orderwatch::engine::Daemon::build(loaded) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("orderwatch: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match daemon
+                .run_with_reload(shutdown_signal(), Some(reload))
+                .await
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("orderwatch: {e}");

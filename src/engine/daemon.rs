@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::alerts::{AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition};
 use super::store::{Store, StoreError};
@@ -161,6 +161,58 @@ fn build_parts(loaded: &Loaded) -> Result<Parts, StartError> {
     Ok((sources, rules))
 }
 
+/// Status rows of freshly built rules and sources, carrying over what `prev` knew of those
+/// that keep their name (and, for sources, their target): readiness survives a reload.
+fn status_maps(
+    rules: &[Arc<Rule>],
+    sources: &BTreeMap<String, Arc<Source>>,
+    prev: Option<&Shared>,
+) -> (BTreeMap<String, RuleStatus>, BTreeMap<String, SourceStatus>) {
+    let prev_rules = prev.map(|p| p.rule_status.read().expect("status lock").clone());
+    let prev_sources = prev.map(|p| p.source_status.read().expect("status lock").clone());
+    let rule_status = rules
+        .iter()
+        .map(|r| {
+            let kept = prev_rules
+                .as_ref()
+                .and_then(|m| m.get(&r.name))
+                .filter(|s| s.kind == r.kind && s.source == r.source)
+                .cloned();
+            let status = kept.unwrap_or_else(|| RuleStatus {
+                name: r.name.clone(),
+                kind: r.kind,
+                source: r.source.clone(),
+                health: "unknown",
+                last_evaluation: None,
+                evaluation_duration_seconds: None,
+                error: None,
+                count: None,
+                capped: false,
+            });
+            (r.name.clone(), status)
+        })
+        .collect();
+    let source_status = sources
+        .iter()
+        .map(|(n, s)| {
+            let kept = prev_sources
+                .as_ref()
+                .and_then(|m| m.get(n))
+                .filter(|st| st.target == s.target())
+                .cloned();
+            let status = kept.unwrap_or_else(|| SourceStatus {
+                target: s.target().to_string(),
+                up: None,
+                reached: false,
+                failing_since: None,
+                last_error: None,
+            });
+            (n.clone(), status)
+        })
+        .collect();
+    (rule_status, source_status)
+}
+
 impl Daemon {
     /// Builds everything and restores alert state; does not touch the network yet.
     pub fn build(loaded: Loaded) -> Result<Daemon, StartError> {
@@ -181,40 +233,7 @@ impl Daemon {
             .log
             .as_ref()
             .map(|_| hub.subscribe());
-        let rule_status = rules
-            .iter()
-            .map(|r| {
-                (
-                    r.name.clone(),
-                    RuleStatus {
-                        name: r.name.clone(),
-                        kind: r.kind,
-                        source: r.source.clone(),
-                        health: "unknown",
-                        last_evaluation: None,
-                        evaluation_duration_seconds: None,
-                        error: None,
-                        count: None,
-                        capped: false,
-                    },
-                )
-            })
-            .collect();
-        let source_status = sources
-            .iter()
-            .map(|(n, s)| {
-                (
-                    n.clone(),
-                    SourceStatus {
-                        target: s.target().to_string(),
-                        up: None,
-                        reached: false,
-                        failing_since: None,
-                        last_error: None,
-                    },
-                )
-            })
-            .collect();
+        let (rule_status, source_status) = status_maps(&rules, &sources, None);
         let shared = Arc::new(Shared {
             config: loaded,
             sources,
@@ -239,7 +258,8 @@ impl Daemon {
         Ok(Daemon { shared, log_rx })
     }
 
-    /// The shared state (for the HTTP server and tests).
+    /// The shared state (for the HTTP server and tests). A reload replaces it; the HTTP
+    /// handlers read the current one through [`Current`].
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
     }
@@ -249,6 +269,16 @@ impl Daemon {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        self.run_with_reload(shutdown, None).await
+    }
+
+    /// Like [`Daemon::run`], and re-reads the config file on every message from `reload`
+    /// (SIGHUP in `orderwatch run`).
+    pub async fn run_with_reload(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        reload: Option<mpsc::Receiver<()>>,
+    ) -> Result<(), StartError> {
         let addr = self.shared.config.config.listen;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -256,29 +286,153 @@ impl Daemon {
                 addr: addr.to_string(),
                 source,
             })?;
-        self.serve(listener, shutdown).await
+        self.serve_with_reload(listener, shutdown, reload).await
     }
 
     /// Runs on an already bound listener until `shutdown` completes.
     pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        self.serve_with_reload(listener, shutdown, None).await
+    }
+
+    /// Runs on an already bound listener until `shutdown` completes, reloading the config on
+    /// every message from `reload`.
+    ///
+    /// A reload re-reads and validates the config and every rule file and builds sources,
+    /// rules and notifiers before touching anything; on any error the running set is kept and
+    /// `orderwatch_config_last_reload_successful` drops to 0. Otherwise the running generation
+    /// stops (evaluations in flight finish), the new one starts over the same alert state,
+    /// outbox, silences and metrics, and the HTTP handlers switch to it at once. Alerts of rules
+    /// that keep their name survive; alerts of removed rules resolve.
+    pub async fn serve_with_reload(
         mut self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
+        mut reload: Option<mpsc::Receiver<()>>,
     ) -> Result<(), StartError> {
         let shared = self.shared.clone();
         let local = listener.local_addr().map_err(|source| StartError::Listen {
             addr: "?".into(),
             source,
         })?;
-        let base_url = shared
-            .config
-            .config
-            .external_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{local}"));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = tokio::task::JoinSet::new();
+        // The log notifier ends when the hub's senders drop, i.e. after everything else.
+        let silences = shared.silences.clone();
+        let log_task = self
+            .log_rx
+            .take()
+            .map(|rx| tokio::spawn(LogNotifier::new(rx, silences).run()));
+        let mut generation = Generation::start(shared.clone(), local)?;
+        shared.metrics.config_last_reload_successful.set(1);
 
+        let (current_tx, current_rx) = watch::channel(shared.clone());
+        let app = crate::http::router(Current(current_rx));
+        let (http_stop_tx, mut http_stop) = watch::channel(false);
+        let http = tokio::spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(listen = %local, rules = shared.rules.len(), sources = shared.sources.len(), "orderwatch running");
+        crate::systemd::notify("READY=1");
+        let watchdog = crate::systemd::watchdog_interval().map(|every| {
+            tracing::debug!(every = ?every, "pinging the systemd watchdog");
+            tokio::spawn(async move {
+                loop {
+                    crate::systemd::notify("WATCHDOG=1");
+                    tokio::time::sleep(every).await;
+                }
+            })
+        });
+        drop(shared);
+
+        let shutdown = std::pin::pin!(shutdown);
+        let mut shutdown = shutdown;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(()) = next_reload(&mut reload) => {
+                    crate::systemd::notify("RELOADING=1");
+                    let current = current_tx.borrow().clone();
+                    let ok = match reload_config(&current, &mut generation, local).await {
+                        Ok(next) => {
+                            tracing::info!(path = %next.config.path.display(), rules = next.rules.len(),
+                                sources = next.sources.len(), "configuration reloaded");
+                            let _ = current_tx.send(next);
+                            true
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "reload failed; still running the previous configuration");
+                            false
+                        }
+                    };
+                    current.metrics.config_last_reload_successful.set(ok as i64);
+                    crate::systemd::notify("READY=1");
+                }
+            }
+        }
+        crate::systemd::notify("STOPPING=1");
+        tracing::info!("shutting down: finishing evaluations in flight, flushing notifications");
+        generation.stop().await;
+        let _ = http_stop_tx.send(true);
+        let _ = http.await;
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        drop(current_tx);
+        drop(self);
+        if let Some(t) = log_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The daemon's shared state as the HTTP handlers see it: the generation running now.
+#[derive(Clone)]
+pub struct Current(watch::Receiver<Arc<Shared>>);
+
+impl Current {
+    /// The state of the generation running now.
+    pub fn get(&self) -> Arc<Shared> {
+        self.0.borrow().clone()
+    }
+
+    /// A fixed state (tests, or a server without reload).
+    pub fn fixed(shared: Arc<Shared>) -> Current {
+        let (tx, rx) = watch::channel(shared);
+        // The receiver keeps the last value after the sender is gone.
+        drop(tx);
+        Current(rx)
+    }
+}
+
+/// The next reload request; never completes without a reload channel.
+async fn next_reload(reload: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match reload {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The tasks of one configuration: rule loops, gauges, source health and the notifiers.
+struct Generation {
+    stop: watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Generation {
+    /// Builds the notifiers of `shared`'s config and spawns every task.
+    fn start(shared: Arc<Shared>, local: std::net::SocketAddr) -> Result<Generation, StartError> {
+        let base_url = base_url(&shared.config, local);
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
         if let Some(am) = &shared.config.config.notifiers.alertmanager {
             let n = AlertmanagerNotifier::new(
                 am,
@@ -309,13 +463,6 @@ impl Daemon {
             };
             direct.spawn(&mut tasks, shared_d, stop_rx.clone());
         }
-        // The log notifier ends when the hub's senders drop, i.e. after everything else.
-        let silences = shared.silences.clone();
-        let log_task = self
-            .log_rx
-            .take()
-            .map(|rx| tokio::spawn(LogNotifier::new(rx, silences).run()));
-
         for rule in shared.rules.clone() {
             tasks.spawn(rule_loop(shared.clone(), rule, stop_rx.clone()));
         }
@@ -325,30 +472,169 @@ impl Daemon {
             }
         }
         tasks.spawn(source_down_loop(shared.clone(), stop_rx.clone()));
+        Ok(Generation { stop, tasks })
+    }
 
-        let app = crate::http::router(shared.clone());
-        let mut http_stop = stop_rx.clone();
-        tasks.spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
-        tracing::info!(listen = %local, rules = shared.rules.len(), sources = shared.sources.len(), "orderwatch running");
+    /// Stops scheduling and waits for the evaluations in flight and the notification flush.
+    async fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
 
-        shutdown.await;
-        tracing::info!("shutting down: finishing evaluations in flight");
-        let _ = stop_tx.send(true);
-        while tasks.join_next().await.is_some() {}
-        drop(self);
-        drop(shared);
-        if let Some(t) = log_task {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+/// The URL alerts link back to: `external_url`, else the listen address.
+fn base_url(loaded: &Loaded, local: std::net::SocketAddr) -> String {
+    loaded
+        .config
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"))
+}
+
+/// Re-reads the config at `current`'s path; on success stops `generation`, starts the next one
+/// in its place and returns its state. Nothing running changes on an error.
+async fn reload_config(
+    current: &Arc<Shared>,
+    generation: &mut Generation,
+    local: std::net::SocketAddr,
+) -> Result<Arc<Shared>, String> {
+    let path = current.config.path.clone();
+    tracing::info!(path = %path.display(), "reloading configuration");
+    let loaded = crate::config::load(&path).map_err(|e| e.to_string())?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let (sources, rules) = build_parts(&loaded).map_err(|e| e.to_string())?;
+    // The notifiers must build too before anything is stopped.
+    if let Some(am) = &loaded.config.notifiers.alertmanager {
+        AlertmanagerNotifier::new(
+            am,
+            current.book.clone(),
+            current.metrics.clone(),
+            String::new(),
+        )
+        .map_err(|e| format!("notifier alertmanager: {e}"))?;
+    }
+    crate::notify::direct::Direct::build(&loaded.config, &current.outbox, "")
+        .map_err(|e| format!("receivers: {e}"))?;
+    let old = &current.config.config;
+    if loaded.config.listen != old.listen {
+        tracing::warn!(old = %old.listen, new = %loaded.config.listen, "listen address changes take effect on restart");
+    }
+    if loaded.config.state_dir != old.state_dir {
+        tracing::warn!(old = %old.state_dir.display(), new = %loaded.config.state_dir.display(),
+            "state_dir changes take effect on restart");
+    }
+    if loaded.config.notifiers.log.is_some() != current.config.config.notifiers.log.is_some() {
+        tracing::warn!("turning the log notifier on or off takes effect on restart");
+    }
+
+    generation.stop().await;
+    let next = current.successor(loaded, sources, rules);
+    match Generation::start(next.clone(), local) {
+        Ok(g) => {
+            *generation = g;
+            Ok(next)
         }
-        tracing::info!("stopped");
-        Ok(())
+        Err(e) => {
+            // Cannot happen short of a state-store failure; keep the old set running.
+            *generation = Generation::start(current.clone(), local).map_err(|e2| {
+                format!("{e}; and restarting the previous configuration failed: {e2}")
+            })?;
+            Err(e.to_string())
+        }
+    }
+}
+
+impl Shared {
+    /// The next generation's state: the new config, sources and rules over the same alert
+    /// state, outbox, silences, metrics and notifier hub. Alerts of rules that are gone
+    /// resolve (announced), and their series leave `/metrics`.
+    fn successor(
+        &self,
+        loaded: Loaded,
+        sources: BTreeMap<String, Arc<Source>>,
+        rules: Vec<Arc<Rule>>,
+    ) -> Arc<Shared> {
+        let now = Utc::now();
+        let mut keep: HashSet<String> = rules.iter().map(|r| r.name.clone()).collect();
+        keep.insert(SOURCE_DOWN_RULE.to_string());
+        let removed = self
+            .book
+            .write()
+            .expect("book lock")
+            .resolve_rules_not_in(&keep, now);
+        let (rule_status, source_status) = status_maps(&rules, &sources, Some(self));
+        let next = Arc::new(Shared {
+            config: loaded,
+            sources,
+            rules,
+            metrics: self.metrics.clone(),
+            book: self.book.clone(),
+            rule_status: RwLock::new(rule_status),
+            source_status: RwLock::new(source_status),
+            outbox: self.outbox.clone(),
+            silences: self.silences.clone(),
+            store: self.store.clone(),
+            hub: self.hub.clone(),
+        });
+        self.forget_series(&next);
+        for old in self.rules.iter().filter(|r| !keep.contains(&r.name)) {
+            next.persist(&old.name);
+        }
+        next.refresh_alert_gauges();
+        next.hub.publish(removed);
+        next
+    }
+
+    /// Drops the series of rules and sources that `next` no longer has, or no longer labels
+    /// the same way, so dashboards do not show a removed rule's last count for ever.
+    fn forget_series(&self, next: &Shared) {
+        let m = &self.metrics;
+        let stuck_labels = |rules: &[Arc<Rule>]| -> HashSet<[String; 4]> {
+            rules
+                .iter()
+                .flat_map(|r| {
+                    r.statuses().iter().map(|st| {
+                        [
+                            r.name.clone(),
+                            r.source.clone(),
+                            st.clone(),
+                            r.severity.as_str().to_string(),
+                        ]
+                    })
+                })
+                .collect()
+        };
+        let kept = stuck_labels(&next.rules);
+        for l in stuck_labels(&self.rules).difference(&kept) {
+            let l = [l[0].as_str(), l[1].as_str(), l[2].as_str(), l[3].as_str()];
+            let _ = m.stuck_orders.remove_label_values(&l);
+            let _ = m.stuck_oldest_age.remove_label_values(&l);
+        }
+        let names: HashSet<&str> = next.rules.iter().map(|r| r.name.as_str()).collect();
+        for r in self
+            .rules
+            .iter()
+            .filter(|r| !names.contains(r.name.as_str()))
+        {
+            let n = [r.name.as_str()];
+            let _ = m.rule_evaluations.remove_label_values(&n);
+            let _ = m.rule_evaluation_failures.remove_label_values(&n);
+            let _ = m.rule_evaluation_duration.remove_label_values(&n);
+            let _ = m.rule_last_evaluation.remove_label_values(&n);
+            let _ = m.rule_findings_capped.remove_label_values(&n);
+            for state in ["pending", "firing"] {
+                let _ = m.alerts.remove_label_values(&[r.name.as_str(), state]);
+            }
+        }
+        for name in self
+            .sources
+            .keys()
+            .filter(|s| !next.sources.contains_key(*s))
+        {
+            let _ = m.source_up.remove_label_values(&[name.as_str()]);
+        }
     }
 }
 
@@ -558,6 +844,9 @@ impl Shared {
                     observations,
                     coverage,
                 );
+                tracing::debug!(rule = %rule.name, source = %rule.source, count = outcome.count,
+                    capped = outcome.truncated(), changes = changes.len(),
+                    took_ms = (took * 1000.0).round() as u64, "rule evaluated");
                 self.after_change(&rule.name, changes, now);
             }
             Err(e) => {
@@ -657,6 +946,7 @@ impl Shared {
         let mut st = self.source_status.write().expect("status lock");
         if let Some(s) = st.get_mut(name) {
             if s.failing_since.is_none() {
+                tracing::warn!(source = name, address = %s.target, error = %e, "source unreachable; retrying");
                 s.failing_since = Some(Utc::now());
             }
             s.up = Some(false);

@@ -10,7 +10,7 @@ pub use alerts::{
     Alert, AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition, TransitionKind,
 };
 pub use daemon::{
-    Daemon, RuleStatus, Shared, SourceStatus, StartError, check_online, evaluate_once, run,
+    Current, Daemon, RuleStatus, Shared, SourceStatus, StartError, check_online, evaluate_once, run,
 };
 pub use schedule::Schedule;
 pub use store::{Store, StoreError};

@@ -11,11 +11,19 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::engine::Shared;
+use crate::engine::{Current, Shared};
 use crate::notify::silence::Silence;
 
-/// All routes over the daemon's shared state.
-pub fn router(shared: Arc<Shared>) -> Router {
+/// Handlers take `State<Arc<Shared>>`: the generation running at the time of the request
+/// (a reload swaps it).
+impl axum::extract::FromRef<Current> for Arc<Shared> {
+    fn from_ref(current: &Current) -> Arc<Shared> {
+        current.get()
+    }
+}
+
+/// All routes over the daemon's current shared state.
+pub fn router(current: Current) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -27,7 +35,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/api/v1/silences/{id}",
             axum::routing::delete(expire_silence),
         )
-        .with_state(shared)
+        .with_state(current)
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {

@@ -253,7 +253,12 @@ pub struct DeliveryContext {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Delivers the outbox messages of one receiver until `stop` turns true.
+/// How long a delivery loop keeps sending messages that are already due once shutdown has
+/// begun; what is left stays in the outbox for the next start.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
+
+/// Delivers the outbox messages of one receiver until `stop` turns true, then those already
+/// due for up to [`SHUTDOWN_FLUSH`].
 pub async fn deliver_loop<D: Deliver>(
     receiver: String,
     channel: D,
@@ -269,8 +274,17 @@ pub async fn deliver_loop<D: Deliver>(
     } = ctx;
     let name = receiver.as_str();
     let mut last_sent: Option<tokio::time::Instant> = None;
+    // Set once `stop` turns true: until then, messages already due are still sent.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
-        if *stop.borrow() {
+        if drain_until.is_none() && *stop.borrow() {
+            drain_until = Some(tokio::time::Instant::now() + SHUTDOWN_FLUSH);
+        }
+        if drain_until.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            tracing::warn!(
+                receiver = name,
+                "shutdown flush timed out; the rest waits in the outbox"
+            );
             return;
         }
         if let Ok(lengths) = outbox.lengths() {
@@ -300,11 +314,23 @@ pub async fn deliver_loop<D: Deliver>(
                     .filter(|d| !d.is_zero())
             }
         };
-        if head.is_none() || wait.is_some() {
+        if let Some(deadline) = drain_until {
+            // Shutting down: send what is due (keeping the rate limit), leave the rest queued.
+            let due = head.as_ref().is_some_and(|q| q.next_attempt_at <= now);
+            match wait {
+                _ if !due => return,
+                Some(gap) if tokio::time::Instant::now() + gap >= deadline => return,
+                Some(gap) => {
+                    tokio::time::sleep(gap).await;
+                    continue;
+                }
+                None => {}
+            }
+        } else if head.is_none() || wait.is_some() {
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => {}
             }
             continue;
         }
@@ -320,7 +346,21 @@ pub async fn deliver_loop<D: Deliver>(
             continue;
         }
         let started = tokio::time::Instant::now();
-        let result = channel.deliver(&q.notification).await;
+        let result = match drain_until {
+            None => channel.deliver(&q.notification).await,
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline, channel.deliver(&q.notification)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(
+                            receiver = name,
+                            "shutdown flush timed out during a delivery; the message stays queued"
+                        );
+                        return;
+                    }
+                }
+            }
+        };
         last_sent = Some(tokio::time::Instant::now());
         let outcome = match result {
             Ok(()) => {
