@@ -469,3 +469,70 @@ fn kind_specific_keys_are_checked() {
         "bad regex",
     );
 }
+
+#[test]
+fn link_keys_must_end_in_url_and_templates_must_parse() {
+    let main = format!("{MAIN}links:\n  trace: \"http://jaeger/{{{{ order_id }}}}\"\n");
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        14,
+        10,
+        "must be a label name ending in _url",
+    );
+    let main = format!("{MAIN}links:\n  trace_url: \"http://jaeger/{{{{ order_id \"\n");
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        14,
+        14,
+        "links: trace_url: template error",
+    );
+}
+
+#[test]
+fn links_reach_order_rules_unless_they_set_the_key() {
+    let main = format!(
+        "{MAIN}links:\n  trace_url: \"http://jaeger:16686/search?service=shop-api&tags={{{{ {{'correlation_id': order_id}} | tojson | urlencode }}}}\"\n  crm_url: \"https://crm/orders/{{{{ order_id | urlencode }}}}\"\n"
+    );
+    let rules = format!(
+        "{RULE}  - name: paid_over_1h\n    source: shop\n    status: PAID\n    older_than: 1h\n    annotations:\n      crm_url: \"https://crm/paid/{{{{ order_id }}}}\"\n  - name: custom\n    kind: sql\n    source: shop\n    query: SELECT 1 AS value\n"
+    );
+    let (_dir, r) = try_load(&main, &rules);
+    let loaded = r.unwrap_or_else(|e| panic!("{e}"));
+    let rule = |n: &str| {
+        &loaded
+            .rules
+            .iter()
+            .find(|(_, r)| r.name.value == n)
+            .unwrap()
+            .1
+    };
+    let a = &rule("submitted_over_1h").annotations;
+    assert!(a["trace_url"].value.contains("tojson | urlencode"));
+    assert_eq!(
+        a["crm_url"].value,
+        "https://crm/orders/{{ order_id | urlencode }}"
+    );
+    let b = &rule("paid_over_1h").annotations;
+    assert_eq!(
+        b["crm_url"].value, "https://crm/paid/{{ order_id }}",
+        "the rule's own wins"
+    );
+    assert!(b.contains_key("trace_url"));
+    assert!(
+        rule("custom").annotations.is_empty(),
+        "sql rules have no order id: no links"
+    );
+
+    // Rendered over a finding: the Jaeger tag search is URL-encoded JSON.
+    let ann = orderwatch::rule::template::Annotations::compile("r", a).unwrap();
+    let out = ann.render(&minijinja::context! { order_id => "JW-1 /x" });
+    assert_eq!(
+        out["trace_url"],
+        "http://jaeger:16686/search?service=shop-api&tags=%7B%22correlation_id%22%3A%22JW-1%20/x%22%7D"
+    );
+    assert_eq!(out["crm_url"], "https://crm/orders/JW-1%20/x");
+}

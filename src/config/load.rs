@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_saphyr::Location;
 
-use super::model::{Config, RuleConfig, RuleFile};
+use super::model::{Config, RuleConfig, RuleFile, RuleKind};
 use super::validate;
 
 /// One problem in one file.
@@ -142,6 +142,15 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         }
     }
     problems.extend(validate::rules(&config, &rules));
+    // Link templates go to every order rule that does not set the same annotation itself
+    // (validated once, in the main file, where they are written).
+    for (_, r) in rules.iter_mut() {
+        if matches!(r.kind, RuleKind::Stuck | RuleKind::Missing) {
+            for (k, t) in &config.links {
+                r.annotations.entry(k.clone()).or_insert_with(|| t.clone());
+            }
+        }
+    }
     if problems.is_empty() {
         Ok(Loaded {
             path: path.to_path_buf(),

@@ -93,6 +93,12 @@ pub struct Config {
     /// Retries of the direct channels.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Link templates added to the annotations of every order rule (`stuck`, `missing`) that
+    /// does not define the same key: e.g. a Jaeger search by order id, the CRM's order page.
+    /// Keys end in `_url`; values are templates over the finding (`order_id`, `status`,
+    /// `labels`, …) with the `urlencode` and `tojson` filters.
+    #[serde(default)]
+    pub links: BTreeMap<String, Spanned<String>>,
 }
 
 /// How the outbox retries.

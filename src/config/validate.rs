@@ -55,6 +55,21 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
     if config.state_dir.is_relative() {
         config.state_dir = base.join(&config.state_dir);
     }
+    let env = minijinja::Environment::new();
+    for (k, t) in &config.links {
+        if !k.ends_with("_url") || !is_label_name(k) {
+            p.push(at(
+                &t.referenced,
+                format!("links: key {k:?} must be a label name ending in _url (e.g. trace_url)"),
+            ));
+        }
+        if let Err(e) = env.template_from_str(&t.value) {
+            p.push(at(
+                &t.referenced,
+                format!("links: {k}: template error: {e}"),
+            ));
+        }
+    }
     if config.sources.is_empty() {
         p.push(Problem {
             file: file.to_path_buf(),

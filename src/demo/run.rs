@@ -109,6 +109,11 @@ pub async fn start_env(
          \x20   url: \"{mes_url}?sslmode=disable\"\n\
          \x20   terminal_statuses: [CLOSED]\n\
          \x20   orders: {{ table: production_orders, id: order_id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n\
+         # Links in every order alert: the order's trace in Jaeger (services tag their spans\n\
+         # with correlation_id = order id) and its CRM page.\n\
+         links:\n\
+         \x20 trace_url: \"http://localhost:16686/search?service=shop-api&tags={{{{ {{'correlation_id': order_id}} | tojson | urlencode }}}}\"\n\
+         \x20 crm_url: \"http://localhost:8080/crm/orders/{{{{ order_id | urlencode }}}}\"\n\
          notifiers:\n\
          \x20 log: {{}}\n{am}"
     );
