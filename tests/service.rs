@@ -457,3 +457,44 @@ async fn sighup_reloads_keeps_old_rules_on_error_and_sigterm_exits_zero() {
         assert!(!log.contains(personal), "{personal:?} in the log:\n{log}");
     }
 }
+
+/// The config the Debian package installs, with the shipped rules beside it as in
+/// /etc/orderwatch/rules/, passes `orderwatch check --offline` (the unit's ExecStartPre).
+#[test]
+fn packaged_config_and_rules_pass_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::copy(
+        root.join("packaging/etc/orderwatch.yaml"),
+        dir.path().join("orderwatch.yaml"),
+    )
+    .unwrap();
+    for f in ["shop.yaml", "mes.yaml", "lost.yaml", "db.yaml"] {
+        std::fs::copy(root.join("rules").join(f), dir.path().join("rules").join(f)).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["check", "--offline", "-c"])
+        .arg(dir.path().join("orderwatch.yaml"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("OK (2 sources, 13 rules"), "{said}");
+    // Every rule file the package installs is one the test copied.
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let shipped: Vec<_> = std::fs::read_dir(root.join("rules"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for f in shipped {
+        assert!(
+            cargo.contains(&format!("\"rules/{f}\"")),
+            "rules/{f} is not in the package's assets"
+        );
+    }
+}
