@@ -464,6 +464,13 @@ impl Generation {
             direct.spawn(&mut tasks, shared_d, stop_rx.clone());
         }
         for rule in shared.rules.clone() {
+            // Counters start at 0, so `rate()` and `increase()` see the first failure.
+            let name = [rule.name.as_str()];
+            shared.metrics.rule_evaluations.with_label_values(&name);
+            shared
+                .metrics
+                .rule_evaluation_failures
+                .with_label_values(&name);
             tasks.spawn(rule_loop(shared.clone(), rule, stop_rx.clone()));
         }
         for source in shared.sources.values().cloned() {
