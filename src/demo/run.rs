@@ -144,6 +144,7 @@ pub async fn run(
     eprintln!(
         "\norderwatch demo is running\n\
          \x20 orders: {} ({} active, {} in MES); planted lost messages: {} approved-not-in-MES, {} shipped-not-in-shop, {} priced-not-in-shop\n\
+         \x20 status:    http://{listen}/\n\
          \x20 metrics:   http://{listen}/metrics\n\
          \x20 alerts:    http://{listen}/api/v1/alerts\n\
          \x20 rules:     http://{listen}/api/v1/rules\n\

@@ -25,6 +25,7 @@ impl axum::extract::FromRef<Current> for Arc<Shared> {
 /// All routes over the daemon's current shared state.
 pub fn router(current: Current) -> Router {
     Router::new()
+        .route("/", get(super::status::page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
