@@ -21,6 +21,7 @@
 //! - [`metrics`]: the registry and every exported metric.
 //! - [`http`]: axum routes.
 //! - [`report`]: `once` output (table and JSON).
+//! - [`explain`]: `explain`: the plan of every rule's SQL, whole-table scans and their fix.
 //! - [`pg_sandbox`]: a throwaway PostgreSQL cluster for the demo, tests and benchmarks.
 //! - [`demo`]: `orderwatch demo`: sandbox, reference schema, realistic orders, a simulator.
 //! - [`systemd`]: readiness, reload, stopping and watchdog notifications to the service manager.
@@ -28,6 +29,7 @@
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod explain;
 pub mod http;
 pub mod metrics;
 pub mod notify;

@@ -41,6 +41,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Ask PostgreSQL how it runs every rule's SQL; report any that reads a whole table, with
+    /// the CREATE INDEX that fixes it. Exit code: 0 all indexed, 1 some scan, 2 error.
+    Explain {
+        /// Only this rule (repeatable).
+        #[arg(long = "rule")]
+        rules: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Send one sample message to receiver NAME (straight, no routing), to check a channel.
     NotifyTest {
         /// The receiver's name in `receivers:`.
@@ -276,6 +286,38 @@ async fn main() -> ExitCode {
                 Format::Table => print!("{}", orderwatch::report::table(&results)),
             }
             ExitCode::from(orderwatch::report::exit_code(&results) as u8)
+        }
+        Command::Explain { rules, format } => {
+            let loaded = match load(cli.config) {
+                Ok(l) => l,
+                Err(c) => return c,
+            };
+            if let Some(unknown) = rules
+                .iter()
+                .find(|r| !loaded.rules.iter().any(|(_, c)| &c.name.value == *r))
+            {
+                eprintln!("orderwatch: unknown rule: {unknown}");
+                return ExitCode::from(2);
+            }
+            match orderwatch::explain::explain(&loaded, &rules).await {
+                Ok(verdicts) => {
+                    match format {
+                        Format::Json => println!(
+                            "{}",
+                            serde_json::to_string_pretty(
+                                &serde_json::json!({ "statements": verdicts })
+                            )
+                            .expect("serializable")
+                        ),
+                        Format::Table => print!("{}", orderwatch::explain::table(&verdicts)),
+                    }
+                    ExitCode::from(orderwatch::explain::exit_code(&verdicts))
+                }
+                Err(e) => {
+                    eprintln!("orderwatch: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::NotifyTest { name } => {
             let loaded = match load(cli.config) {

@@ -142,10 +142,10 @@ pub struct Daemon {
 }
 
 /// Sources by name, and rules in config order.
-type Parts = (BTreeMap<String, Arc<Source>>, Vec<Arc<Rule>>);
+pub(crate) type Parts = (BTreeMap<String, Arc<Source>>, Vec<Arc<Rule>>);
 
 /// Builds sources and rules from a loaded config.
-fn build_parts(loaded: &Loaded) -> Result<Parts, StartError> {
+pub(crate) fn build_parts(loaded: &Loaded) -> Result<Parts, StartError> {
     let mut sources = BTreeMap::new();
     for (name, cfg) in &loaded.config.sources {
         sources.insert(name.clone(), Arc::new(Source::build(name, &cfg.value)?));

@@ -9,6 +9,7 @@ mod store;
 pub use alerts::{
     Alert, AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition, TransitionKind,
 };
+pub(crate) use daemon::build_parts;
 pub use daemon::{
     Current, Daemon, RuleStatus, Shared, SourceStatus, StartError, check_online, evaluate_once, run,
 };

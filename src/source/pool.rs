@@ -178,6 +178,27 @@ impl Source {
             .map_err(|e| self.query_error(&e))
     }
 
+    /// `EXPLAIN (FORMAT JSON)` of `sql` with `params`, planned with sequential scans
+    /// discouraged (`enable_seqscan = off`, in a transaction that is rolled back): a Seq Scan
+    /// in that plan means no index can serve the query, whatever the table's size today.
+    pub async fn explain(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<serde_json::Value, SourceError> {
+        let client = self.client().await?;
+        client
+            .batch_execute("BEGIN READ ONLY; SET LOCAL enable_seqscan = off")
+            .await
+            .map_err(|e| self.query_error(&e))?;
+        let result = client
+            .query_one(&format!("EXPLAIN (FORMAT JSON) {sql}"), params)
+            .await
+            .map_err(|e| self.query_error(&e));
+        let _ = client.batch_execute("ROLLBACK").await;
+        Ok(result?.get(0))
+    }
+
     /// The parameter types PostgreSQL infers for `sql`.
     pub async fn param_types(
         &self,
