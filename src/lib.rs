@@ -24,6 +24,7 @@
 //! - [`explain`]: `explain`: the plan of every rule's SQL, whole-table scans and their fix.
 //! - [`pg_sandbox`]: a throwaway PostgreSQL cluster for the demo, tests and benchmarks.
 //! - [`demo`]: `orderwatch demo`: sandbox, reference schema, realistic orders, a simulator.
+//! - [`otlp`]: optional export of the daemon's own spans over OTLP/HTTP (JSON).
 //! - [`systemd`]: readiness, reload, stopping and watchdog notifications to the service manager.
 
 pub mod config;
@@ -33,6 +34,7 @@ pub mod explain;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod otlp;
 pub mod pg_sandbox;
 pub mod report;
 pub mod rule;

@@ -113,7 +113,13 @@ enum Format {
     Json,
 }
 
-fn init_logging(format: Option<LogFormat>) {
+/// Logs on stderr (filtered by `$ORDERWATCH_LOG`), and, when the OTLP variables ask for it,
+/// the daemon's spans to a collector (filtered separately, so a quiet log still traces).
+fn init_logging(format: Option<LogFormat>) -> Option<std::sync::Arc<orderwatch::otlp::Exporter>> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORDERWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let format = format.unwrap_or(if orderwatch::systemd::under_systemd() {
@@ -121,23 +127,41 @@ fn init_logging(format: Option<LogFormat>) {
     } else {
         LogFormat::Text
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
         // One object per line: timestamp, level, target, message and the event's fields
         // (rule, source, counts) at the top level, as Filebeat's ndjson parser expects.
-        LogFormat::Json => builder
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .init(),
+            .boxed(),
         // Colours only on a terminal: log files get plain text.
-        LogFormat::Text => builder
+        LogFormat::Text => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+            .boxed(),
+    };
+    let (otlp, exporter) = match orderwatch::otlp::from_env() {
+        Some((layer, exporter)) => {
+            let spans = tracing_subscriber::filter::Targets::new()
+                .with_target("orderwatch", tracing::Level::INFO);
+            (
+                Some(layer.with_filter(spans)),
+                Some(std::sync::Arc::new(exporter)),
+            )
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otlp)
+        .init();
+    if let Some(e) = &exporter {
+        tracing::info!(endpoint = e.url(), "exporting traces over OTLP");
+        tokio::spawn(e.clone().run());
     }
+    exporter
 }
 
 /// Sends one reload request per SIGHUP.
@@ -190,7 +214,7 @@ fn load(cli: Option<PathBuf>) -> Result<orderwatch::config::Loaded, ExitCode> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let traces = init_logging(cli.log_format);
     match cli.command {
         Command::Run => {
             // Before anything slow: an early SIGHUP must not end the process.
@@ -206,10 +230,13 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match daemon
+            let result = daemon
                 .run_with_reload(shutdown_signal(), Some(reload))
-                .await
-            {
+                .await;
+            if let Some(t) = &traces {
+                t.shutdown(std::time::Duration::from_secs(2)).await;
+            }
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("orderwatch: {e}");

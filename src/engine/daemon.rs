@@ -765,6 +765,9 @@ async fn source_down_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
 
 impl Shared {
     /// One evaluation of `rule`: query, metrics, alert state, persistence, notification.
+    #[tracing::instrument(name = "evaluate", skip_all, fields(rule = %rule.name,
+        source = %rule.source, kind = rule.kind.as_str(), count = tracing::field::Empty,
+        error = tracing::field::Empty))]
     pub async fn evaluate(&self, rule: &Rule) {
         let now = Utc::now();
         let started = Instant::now();
@@ -832,6 +835,7 @@ impl Shared {
                 m.rule_findings_capped
                     .with_label_values(&[&rule.name])
                     .set(outcome.truncated() as i64);
+                tracing::Span::current().record("count", outcome.count);
                 status.count = Some(outcome.count);
                 status.capped = outcome.truncated();
                 let coverage = match outcome.findings.last() {
@@ -871,6 +875,7 @@ impl Shared {
                 } else {
                     tracing::debug!(rule = %rule.name, source = %rule.source, error = %e, "rule evaluation still failing");
                 }
+                tracing::Span::current().record("error", tracing::field::display(&e));
                 self.source_failed(e.source_name(), &e);
                 status.health = "err";
                 status.error = Some(e.to_string());

@@ -179,12 +179,24 @@ impl AlertmanagerNotifier {
         let mut failed = false;
         for chunk in due.chunks(MAX_BATCH) {
             let body: Vec<&PostableAlert> = chunk.iter().map(|c| &c.3).collect();
-            let result = self
-                .client
-                .post(format!("{url}/api/v2/alerts"))
-                .json(&body)
-                .send()
-                .await;
+            let span = tracing::info_span!(
+                "notify",
+                notifier = NAME,
+                alerts = chunk.len(),
+                otel.kind = "client",
+                error = tracing::field::Empty
+            );
+            let result = tracing::Instrument::instrument(
+                self.client
+                    .post(format!("{url}/api/v2/alerts"))
+                    .json(&body)
+                    .send(),
+                span.clone(),
+            )
+            .await;
+            if let Err(e) = &result {
+                span.record("error", tracing::field::display(e));
+            }
             let outcome = match result {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => {

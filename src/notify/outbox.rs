@@ -346,22 +346,34 @@ pub async fn deliver_loop<D: Deliver>(
             continue;
         }
         let started = tokio::time::Instant::now();
+        let span = tracing::info_span!(
+            "notify",
+            receiver = name,
+            kind = channel.kind(),
+            alerts = q.notification.alerts.len(),
+            attempt = q.attempts + 1,
+            otel.kind = "client",
+            error = tracing::field::Empty
+        );
+        let delivery =
+            tracing::Instrument::instrument(channel.deliver(&q.notification), span.clone());
         let result = match drain_until {
-            None => channel.deliver(&q.notification).await,
-            Some(deadline) => {
-                match tokio::time::timeout_at(deadline, channel.deliver(&q.notification)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        tracing::warn!(
-                            receiver = name,
-                            "shutdown flush timed out during a delivery; the message stays queued"
-                        );
-                        return;
-                    }
+            None => delivery.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, delivery).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(
+                        receiver = name,
+                        "shutdown flush timed out during a delivery; the message stays queued"
+                    );
+                    return;
                 }
-            }
+            },
         };
         last_sent = Some(tokio::time::Instant::now());
+        if let Err(e) = &result {
+            span.record("error", tracing::field::display(e));
+        }
         let outcome = match result {
             Ok(()) => {
                 metrics

@@ -162,6 +162,9 @@ impl Source {
     }
 
     /// Runs one query on a pooled read-only session.
+    #[tracing::instrument(name = "query", skip_all, fields(source = %self.name,
+        otel.kind = "client", db.system = "postgresql", db.statement = %statement_head(sql),
+        rows = tracing::field::Empty, error = tracing::field::Empty))]
     pub async fn query(
         &self,
         sql: &str,
@@ -172,10 +175,15 @@ impl Source {
             .prepare_cached(sql)
             .await
             .map_err(|e| self.query_error(&e))?;
-        client
+        let result = client
             .query(&stmt, params)
             .await
-            .map_err(|e| self.query_error(&e))
+            .map_err(|e| self.query_error(&e));
+        match &result {
+            Ok(rows) => tracing::Span::current().record("rows", rows.len()),
+            Err(e) => tracing::Span::current().record("error", tracing::field::display(e)),
+        };
+        result
     }
 
     /// `EXPLAIN (FORMAT JSON)` of `sql` with `params`, planned with sequential scans
@@ -282,6 +290,16 @@ fn strip_verify_sslmode(url: &str) -> (String, bool) {
         (base.to_string(), verify)
     } else {
         (format!("{base}?{}", kept.join("&")), verify)
+    }
+}
+
+/// The start of a statement's text for traces (the SQL is ours or the rule author's, never
+/// data: parameters are not included).
+fn statement_head(sql: &str) -> String {
+    let flat: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(120) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat,
     }
 }
 
