@@ -17,7 +17,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::channel::{Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json};
 use super::message::Notification;
-use super::template::{escaping_environment, render_fitting, render_sample};
+use super::template::{escape_html, escaping_environment, render_fitting, render_sample};
 use crate::config::Dur;
 use crate::config::expand_secrets;
 
@@ -225,21 +225,6 @@ const TEMPLATE: &str = "text.html";
 /// `/` as numeric entities, which would lengthen links and the counted text for nothing.
 fn html_environment(source: &str) -> Result<Environment<'static>, String> {
     escaping_environment(TEMPLATE, source, escape_html)
-}
-
-/// Escapes text for Telegram HTML (also safe inside a double-quoted attribute).
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// One piece of Telegram HTML.

@@ -249,6 +249,22 @@ impl MessageContext {
     }
 }
 
+/// Escapes text for HTML element content and double-quoted attributes (Telegram's HTML, the
+/// status page).
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A template environment with one named template per entry (`name`, `source`).
 /// Templates whose name ends in `.html` are HTML-escaped automatically; others are not.
 pub fn environment(templates: &[(&str, &str)]) -> Result<Environment<'static>, String> {
