@@ -20,8 +20,14 @@ INSERT INTO orders VALUES
   ('JW-1', 'Anna Ivanova', 'anna.ivanova@example.com', 'SUBMITTED', now() - interval '3 hours');
 ";
 
-/// Runs the daemon for a few seconds with `env`, stops it with SIGTERM.
-async fn run_daemon(dir: &std::path::Path, env: &[(&str, String)]) {
+/// Runs the daemon with `env` until `done` holds for what the collector received (at most
+/// 30 s), then stops it with SIGTERM.
+async fn run_daemon(
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+    collector: &common::WebhookReceiver,
+    done: impl Fn(&[common::Received]) -> bool,
+) {
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "-c"])
         .arg(dir.join("orderwatch.yaml"))
@@ -31,7 +37,10 @@ async fn run_daemon(dir: &std::path::Path, env: &[(&str, String)]) {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(&collector.requests().await) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -41,6 +50,23 @@ async fn run_daemon(dir: &std::path::Path, env: &[(&str, String)]) {
         assert!(Instant::now() < deadline, "no exit after SIGTERM");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+fn posted(reqs: &[common::Received], path: &str) -> bool {
+    reqs.iter().any(|r| r.path == path)
+}
+
+/// Whether the traces received so far hold a span named `name`.
+fn has_span(reqs: &[common::Received], name: &str) -> bool {
+    reqs.iter()
+        .filter(|r| r.path == "/v1/traces")
+        .flat_map(|r| {
+            r.body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .any(|s| s["name"] == name)
 }
 
 fn attr<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
@@ -86,7 +112,7 @@ async fn spans_reach_an_otlp_collector() {
     .unwrap();
 
     // Without the variables: the message is delivered, no trace is sent.
-    run_daemon(dir.path(), &[]).await;
+    run_daemon(dir.path(), &[], &collector, |r| posted(r, "/hook")).await;
     let paths: Vec<String> = collector
         .requests()
         .await
@@ -103,6 +129,8 @@ async fn spans_reach_an_otlp_collector() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url()),
             ("OTEL_SERVICE_NAME", "orderwatch-test".into()),
         ],
+        &collector,
+        |r| has_span(r, "evaluate") && has_span(r, "query") && has_span(r, "notify"),
     )
     .await;
     let bodies: Vec<Value> = collector
