@@ -122,6 +122,8 @@ pub struct Shared {
     pub silences: Arc<RwLock<Vec<crate::notify::silence::Silence>>>,
     store: Arc<Store>,
     hub: Hub,
+    /// When the engine last went round its source-health loop (for the systemd watchdog).
+    heartbeat: Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 impl Shared {
@@ -246,6 +248,7 @@ impl Daemon {
             silences,
             store,
             hub,
+            heartbeat: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
         });
         for rule in removed
             .iter()
@@ -340,11 +343,23 @@ impl Daemon {
         });
         tracing::info!(listen = %local, rules = shared.rules.len(), sources = shared.sources.len(), "orderwatch running");
         crate::systemd::notify("READY=1");
+        // The watchdog is fed while the engine goes round its loops: a deadlocked or stalled
+        // engine stops the pings and systemd restarts the service.
+        let heartbeat = shared.heartbeat.clone();
         let watchdog = crate::systemd::watchdog_interval().map(|every| {
             tracing::debug!(every = ?every, "pinging the systemd watchdog");
+            let stale_after = every.max(SOURCE_CHECK_INTERVAL * 3);
             tokio::spawn(async move {
+                let mut warned = false;
                 loop {
-                    crate::systemd::notify("WATCHDOG=1");
+                    let age = heartbeat.lock().expect("heartbeat").elapsed();
+                    if age <= stale_after {
+                        crate::systemd::notify("WATCHDOG=1");
+                        warned = false;
+                    } else if !warned {
+                        tracing::error!(stalled_for = ?age, "the engine has stalled; not feeding the systemd watchdog");
+                        warned = true;
+                    }
                     tokio::time::sleep(every).await;
                 }
             })
@@ -584,6 +599,7 @@ impl Shared {
             silences: self.silences.clone(),
             store: self.store.clone(),
             hub: self.hub.clone(),
+            heartbeat: self.heartbeat.clone(),
         });
         self.forget_series(&next);
         for old in self.rules.iter().filter(|r| !keep.contains(&r.name)) {
@@ -756,6 +772,7 @@ async fn gauges_loop(shared: Arc<Shared>, source: Arc<Source>, mut stop: watch::
 async fn source_down_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         shared.check_sources(Utc::now());
+        *shared.heartbeat.lock().expect("heartbeat") = std::time::Instant::now();
         tokio::select! {
             _ = tokio::time::sleep(SOURCE_CHECK_INTERVAL) => {}
             _ = stop.wait_for(|s| *s) => return,
