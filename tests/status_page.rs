@@ -1,5 +1,6 @@
 //! The status page at `/` of a real daemon on a real database: stuck orders grouped by rule
-//! with age and links, source health; self-contained, refreshing, phone-sized, escaped.
+//! with age and links, silences marked, source health; self-contained, refreshing, phone-sized,
+//! escaped.
 
 mod common;
 
@@ -51,6 +52,17 @@ async fn status_page_names_stuck_orders_with_age_and_links() {
         .await;
     // Let the dead source be tried once.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Silence one order through the API: the page marks it, still lists it.
+    let resp = common::http_client()
+        .post(format!("{}/api/v1/silences", d.url))
+        .json(&serde_json::json!({
+            "matchers": ["order_id=\"JW-1\""], "duration": "1h",
+            "comment": "calling the customer", "createdBy": "test"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 
     let resp = common::http_client()
         .get(format!("{}/", d.url))
@@ -78,7 +90,15 @@ async fn status_page_names_stuck_orders_with_age_and_links() {
         .split("<section id=\"rule-submitted_over_1h\">")
         .nth(1)
         .unwrap_or_else(|| panic!("no section for the rule:\n{html}"));
+    assert!(
+        section.starts_with("<h2>submitted_over_1h <span class=\"badge critical\">critical</span>"),
+        "rule heading:\n{section}"
+    );
     let jw1 = section.find(">JW-1<").expect("JW-1 listed");
+    assert!(
+        section[jw1..].starts_with(">JW-1</span><span class=\"badge silenced\">silenced</span>"),
+        "JW-1 marked silenced:\n{section}"
+    );
     let jw2 = section
         .find(">JW-&lt;b&gt;2<")
         .expect("JW-<b>2 listed, escaped");
@@ -98,7 +118,13 @@ async fn status_page_names_stuck_orders_with_age_and_links() {
     assert!(section.contains("(&lt;script&gt;alert(1)&lt;/script&gt;)"));
     assert!(!html.contains("javascript:"));
     assert!(!html.contains(">evil<"));
-    // Source health: the dead one is down, with its error, and without its password.
+    // Source health: the dead one is down, said above the alerts, with its error, and without
+    // its password.
+    let problems = html
+        .find("<section class=\"problems\">")
+        .unwrap_or_else(|| panic!("no problems box:\n{html}"));
+    assert!(problems < html.find("<section id=\"rule-").unwrap());
+    assert!(html[problems..].contains("source <b>mes</b> down"));
     assert!(
         html.contains("<span class=\"badge down\">down</span>"),
         "{html}"
