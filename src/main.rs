@@ -13,6 +13,10 @@ struct Cli {
     /// Config file (default: $ORDERWATCH_CONFIG, else /etc/orderwatch/orderwatch.yaml).
     #[arg(short = 'c', long = "config", global = true)]
     config: Option<PathBuf>,
+    /// Web config file (exporter-toolkit format: TLS, basic auth, headers); overrides the
+    /// config's `web_config_file`.
+    #[arg(long = "web.config.file", global = true)]
+    web_config_file: Option<PathBuf>,
     /// Log lines on stderr: `json` (one object per line, for journald/Filebeat) or `text`.
     /// Default: json when started by systemd, else text. Level: $ORDERWATCH_LOG (default info).
     #[arg(long, global = true, value_enum)]
@@ -58,9 +62,19 @@ enum Command {
     },
     /// Manage silences of a running daemon (through its HTTP API).
     Silence {
-        /// Base URL of the daemon (default: http://<listen> from the config).
+        /// Base URL of the daemon (default: from the config's `listen`, https when its web
+        /// config has TLS).
         #[arg(long, global = true)]
         url: Option<String>,
+        /// Basic-auth user (the password comes from $ORDERWATCH_PASSWORD or --password-file).
+        #[arg(long, global = true)]
+        user: Option<String>,
+        /// File holding the basic-auth password (trailing newline ignored).
+        #[arg(long, global = true)]
+        password_file: Option<PathBuf>,
+        /// CA certificate (PEM) that signed the daemon's certificate.
+        #[arg(long, global = true)]
+        ca_file: Option<PathBuf>,
         #[command(subcommand)]
         action: SilenceAction,
     },
@@ -117,6 +131,7 @@ enum Format {
 /// the daemon's spans to a collector (filtered separately, so a quiet log still traces).
 fn init_logging(format: Option<LogFormat>) -> Option<std::sync::Arc<orderwatch::otlp::Exporter>> {
     use tracing_subscriber::Layer;
+    use tracing_subscriber::field::MakeExt;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
@@ -138,8 +153,21 @@ fn init_logging(format: Option<LogFormat>) -> Option<std::sync::Arc<orderwatch::
             .with_span_list(false)
             .boxed(),
         // Colours only on a terminal: log files get plain text.
+        // Field values pass through `printable`: a newline or an escape sequence in an order
+        // id or a silence's author can neither forge a log line nor drive the terminal.
         LogFormat::Text => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .fmt_fields(
+                tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                    let text = orderwatch::report::printable(&format!("{value:?}"));
+                    if field.name() == "message" {
+                        write!(w, "{text}")
+                    } else {
+                        write!(w, "{}={text}", field.name())
+                    }
+                })
+                .delimited(" "),
+            )
             .boxed(),
     };
     let (otlp, exporter) = match orderwatch::otlp::from_env() {
@@ -199,12 +227,19 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn load(cli: Option<PathBuf>) -> Result<orderwatch::config::Loaded, ExitCode> {
+fn load(
+    cli: Option<PathBuf>,
+    web: Option<&std::path::Path>,
+) -> Result<orderwatch::config::Loaded, ExitCode> {
     let path = orderwatch::config::default_config_path(cli);
-    let loaded = orderwatch::config::load(&path).map_err(|e| {
+    let fail = |e: orderwatch::config::ConfigError| {
         eprintln!("{e}");
         ExitCode::from(2)
-    })?;
+    };
+    let mut loaded = orderwatch::config::load(&path).map_err(fail)?;
+    if let Some(web) = web {
+        loaded = loaded.with_web(web).map_err(fail)?;
+    }
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -219,7 +254,7 @@ async fn main() -> ExitCode {
         Command::Run => {
             // Before anything slow: an early SIGHUP must not end the process.
             let reload = reload_requests();
-            let loaded = match load(cli.config) {
+            let loaded = match load(cli.config, cli.web_config_file.as_deref()) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -245,7 +280,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Check { offline } => {
-            let loaded = match load(cli.config) {
+            let loaded = match load(cli.config, cli.web_config_file.as_deref()) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -260,10 +295,16 @@ async fn main() -> ExitCode {
             }
             match orderwatch::engine::check_online(&loaded).await {
                 Ok(lines) => {
+                    use orderwatch::engine::Verdict;
                     let mut failed = false;
-                    for (ok, line) in lines {
-                        failed |= !ok;
-                        println!("{} {line}", if ok { "ok  " } else { "FAIL" });
+                    for (verdict, line) in lines {
+                        failed |= verdict == Verdict::Fail;
+                        let tag = match verdict {
+                            Verdict::Ok => "ok  ",
+                            Verdict::Warn => "WARN",
+                            Verdict::Fail => "FAIL",
+                        };
+                        println!("{tag} {line}");
                     }
                     if failed {
                         ExitCode::from(2)
@@ -278,7 +319,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Once { rules, format } => {
-            let loaded = match load(cli.config) {
+            let loaded = match load(cli.config, cli.web_config_file.as_deref()) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -315,7 +356,7 @@ async fn main() -> ExitCode {
             ExitCode::from(orderwatch::report::exit_code(&results) as u8)
         }
         Command::Explain { rules, format } => {
-            let loaded = match load(cli.config) {
+            let loaded = match load(cli.config, cli.web_config_file.as_deref()) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -347,7 +388,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::NotifyTest { name } => {
-            let loaded = match load(cli.config) {
+            let loaded = match load(cli.config, cli.web_config_file.as_deref()) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -362,17 +403,47 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Silence { url, action } => {
+        Command::Silence {
+            url,
+            user,
+            password_file,
+            ca_file,
+            action,
+        } => {
+            let loaded = || {
+                let path = orderwatch::config::default_config_path(cli.config.clone());
+                let loaded = orderwatch::config::load(&path).ok()?;
+                match &cli.web_config_file {
+                    Some(w) => loaded.with_web(w).ok(),
+                    None => Some(loaded),
+                }
+            };
             let base = url
-                .or_else(|| {
-                    let path = orderwatch::config::default_config_path(cli.config);
-                    orderwatch::config::load(&path)
-                        .ok()
-                        .map(|l| format!("http://{}", l.config.listen))
-                })
+                .or_else(|| loaded().map(|l| orderwatch::http::client::default_url(&l)))
                 .unwrap_or_else(|| "http://127.0.0.1:9187".to_string());
             let base = base.trim_end_matches('/');
-            use orderwatch::http::client;
+            let password = match (&user, &password_file) {
+                (None, _) => None,
+                (Some(_), Some(f)) => match std::fs::read_to_string(f) {
+                    Ok(p) => Some(p.trim_end_matches(['\r', '\n']).to_string()),
+                    Err(e) => {
+                        eprintln!("orderwatch silence: cannot read {}: {e}", f.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                (Some(_), None) => std::env::var("ORDERWATCH_PASSWORD").ok(),
+            };
+            let api = match orderwatch::http::client::Api::new(
+                base,
+                user.map(|u| (u, password.unwrap_or_default())),
+                ca_file.as_deref(),
+            ) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("orderwatch silence: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let result = match action {
                 SilenceAction::Add {
                     matchers,
@@ -383,16 +454,17 @@ async fn main() -> ExitCode {
                     let author = author
                         .or_else(|| std::env::var("USER").ok())
                         .unwrap_or_default();
-                    client::silence_add(base, &matchers, &duration, &comment, &author)
+                    api.silence_add(&matchers, &duration, &comment, &author)
                         .await
                         .map(|id| println!("{id}"))
                 }
-                SilenceAction::List => client::silence_list(base).await.map(|lines| {
+                SilenceAction::List => api.silence_list().await.map(|lines| {
                     for l in lines {
                         println!("{l}");
                     }
                 }),
-                SilenceAction::Expire { id } => client::silence_expire(base, &id)
+                SilenceAction::Expire { id } => api
+                    .silence_expire(&id)
                     .await
                     .map(|()| println!("expired {id}")),
             };

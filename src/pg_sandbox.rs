@@ -325,6 +325,30 @@ impl PgSandbox {
         format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.port)
     }
 
+    /// A connection URL for database `dbname` as `user` (no password: trust).
+    pub fn url_as(&self, user: &str, dbname: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{dbname}", self.port)
+    }
+
+    /// Runs `sql` in database `dbname` as the superuser, with the server's own `psql`
+    /// (stopping at the first error). Blocking, like [`create_database`](Self::create_database).
+    pub fn execute(&self, dbname: &str, sql: &str) -> Result<(), SandboxError> {
+        let port = self.port.to_string();
+        let mut cmd = self.client_command("psql");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            dbname,
+        ])
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]);
+        run(&mut cmd).map(drop)
+    }
+
     /// The data directory (`PGDATA`) of the cluster.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -87,13 +87,50 @@ pub fn build(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
     }
 }
 
-/// A plain-text table: one block per rule, one line per order.
+/// `s` safe to print on a terminal or in a text log line: control characters (newlines, ESC
+/// and OSC sequences, C1 controls) and bidirectional overrides are shown escaped (`\n`,
+/// `\u{1b}`), so data can neither forge a line nor drive the terminal.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(needs_escape) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if needs_escape(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn labels_text(labels: &std::collections::BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{}={}", printable(k), printable(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A plain-text table: one block per rule, one line per order. Every value from the data is
+/// passed through [`printable`].
 pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -> String {
     let mut out = String::new();
     for (rule, res) in results {
         match res {
             Err(e) => {
-                let _ = writeln!(out, "{:<34} ERROR  {e}", rule.name);
+                let _ = writeln!(
+                    out,
+                    "{:<34} ERROR  {}",
+                    rule.name,
+                    printable(&e.to_string())
+                );
             }
             Ok(o) => {
                 let capped = if o.truncated() {
@@ -114,25 +151,26 @@ pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                     rule.source
                 );
                 for sig in &o.signals {
-                    let labels: Vec<String> =
-                        sig.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     let value = sig.value.map(|v| format!("{v:.1}")).unwrap_or_default();
-                    let _ = writeln!(out, "    {:<16} {value:>9}  {}", sig.key, labels.join(" "));
+                    let _ = writeln!(
+                        out,
+                        "    {:<16} {value:>9}  {}",
+                        printable(&sig.key),
+                        labels_text(&sig.labels)
+                    );
                 }
                 for f in &o.findings {
-                    let labels: Vec<String> =
-                        f.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     let age = crate::rule::template::human_duration(
                         std::time::Duration::from_secs_f64(f.age_seconds.max(0.0)),
                     );
                     let _ = writeln!(
                         out,
                         "    {:<16} {:<24} {:>9}  since {}  {}",
-                        f.order_id,
-                        f.status,
+                        printable(&f.order_id),
+                        printable(&f.status),
                         age,
                         f.entered_at.format("%Y-%m-%d %H:%M:%SZ"),
-                        labels.join(" ")
+                        labels_text(&f.labels)
                     );
                 }
             }

@@ -220,8 +220,78 @@ fn zero_and_negative_durations() {
         "rules/a.yaml",
         6,
         15,
-        "interval must be greater than 0",
+        "interval must be between 1s and 1day (is 0s)",
     );
+}
+
+/// Values that once panicked the daemon or silently disabled a rule are errors with their
+/// place, in `check --offline` as in `run`.
+#[test]
+fn absurd_values_are_bounded() {
+    let source = |extra: &str| MAIN.replace("    orders:\n", &format!("{extra}    orders:\n"));
+    expect_error(
+        &source("    pool_size: 18446744073709551615\n"),
+        RULE,
+        "orderwatch.yaml",
+        6,
+        5,
+        "pool_size must be between 1 and 100",
+    );
+    expect_error(
+        &source("    statement_timeout: 500us\n"),
+        RULE,
+        "orderwatch.yaml",
+        6,
+        5,
+        "statement_timeout must be between 1ms and 1h (is 500us)",
+    );
+    // Counts point at the rule, durations at their own line.
+    for (line, needle, at) in [
+        (
+            "    interval: 300000y\n",
+            "too long: at most 10 years",
+            "rules/a.yaml:6:",
+        ),
+        (
+            "    interval: 1ns\n",
+            "interval must be between 1s and 1day (is 1ns)",
+            "rules/a.yaml:6:",
+        ),
+        (
+            "    keep_firing_for: 500000000y\n",
+            "too long: at most 10 years",
+            "rules/a.yaml:6:",
+        ),
+        (
+            "    max_findings: 18446744073709551615\n",
+            "max_findings must be between 1 and 10000000",
+            "rules/a.yaml:2:",
+        ),
+    ] {
+        let (_dir, r) = try_load(MAIN, &format!("{RULE}{line}"));
+        let text = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains(needle), "{line:?}: {text:?}");
+        assert!(text.contains(at), "{line:?}: {text}");
+    }
+    let (_dir, r) = try_load(
+        &MAIN.replace(
+            "state_dir: state\n",
+            "state_dir: state\nreceivers:\n  r:\n    webhook: { url: \"http://127.0.0.1:9/x\" }\nroute:\n  receiver: r\n  group_wait: 500000000y\n",
+        ),
+        RULE,
+    );
+    let text = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("too long: at most 10 years"), "{text}");
+    assert!(text.contains("orderwatch.yaml:8:"), "{text}");
+    let (_dir, r) = try_load(
+        &MAIN.replace(
+            "state_dir: state\n",
+            "state_dir: state\nreceivers:\n  r:\n    webhook: { url: \"http://127.0.0.1:9/x\" }\nroute:\n  receiver: r\n  group_wait: 2d\n",
+        ),
+        RULE,
+    );
+    let text = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("group_wait must be 1day at most"), "{text}");
 }
 
 #[test]

@@ -273,7 +273,8 @@ async fn source_down_freezes_alerts_and_raises_source_down() {
         .unwrap()
         .unwrap();
     pg.create_database("shop").unwrap();
-    let url = pg.url("shop");
+    common::add_reader(&pg);
+    let url = pg.url_as(common::READER, "shop");
     common::connect(&url)
         .await
         .batch_execute(SCHEMA)

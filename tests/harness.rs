@@ -105,7 +105,7 @@ async fn fresh_db_gives_distinct_connectable_databases() {
 
     let mut names = Vec::new();
     for (url, create) in [(&a, true), (&b, false)] {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        let (client, conn) = tokio_postgres::connect(&common::admin(url), tokio_postgres::NoTls)
             .await
             .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
         tokio::spawn(conn);

@@ -213,6 +213,15 @@ async fn two_clusters() {
         .unwrap()
         .unwrap();
     other.create_database("mes").unwrap();
-    check(&shop, &other.url("mes"), 10_000, "text", true, true).await;
+    common::add_reader(&other);
+    check(
+        &shop,
+        &other.url_as(common::READER, "mes"),
+        10_000,
+        "text",
+        true,
+        true,
+    )
+    .await;
     drop(other);
 }

@@ -96,6 +96,7 @@ async fn sql_rule_rows_are_findings_with_exact_count() {
             "CREATE TABLE orders (id text, status text, entered_at timestamptz);
              CREATE TABLE payments (order_id text, amount numeric, method text, card_holder text, paid boolean);
              CREATE SEQUENCE payment_ids;
+             GRANT USAGE, UPDATE ON SEQUENCE payment_ids TO orderwatch_reader;
              INSERT INTO payments SELECT 'JW-' || g, g * 10.5, 'card', 'Holder ' || g, g % 3 <> 0 FROM generate_series(1, 30) g;",
         )
         .await
@@ -121,7 +122,8 @@ async fn sql_rule_rows_are_findings_with_exact_count() {
             .unwrap()
             .contains("Holder")
     );
-    // The session is read-only: a query that writes fails, and is reported as a failure.
+    // The role may draw from the sequence, but the transaction is read-only: a query that
+    // writes fails, and is reported as a failure.
     let loaded = config(
         dir.path(),
         &url,

@@ -83,6 +83,17 @@ pub struct Loaded {
     pub rules: Vec<(PathBuf, RuleConfig)>,
     /// Things worth telling the user that are not errors (a glob matching no file).
     pub warnings: Vec<String>,
+    /// The web config (`web_config_file`, or `--web.config.file` through [`Loaded::with_web`]):
+    /// TLS, basic-auth users, headers. Empty when none is given.
+    pub web: super::web::Web,
+}
+
+impl Loaded {
+    /// Replaces the web config with the file at `path` (`--web.config.file`).
+    pub fn with_web(mut self, path: &Path) -> Result<Loaded, ConfigError> {
+        self.web = super::web::load_web(path)?;
+        Ok(self)
+    }
 }
 
 /// `-c`, else `$ORDERWATCH_CONFIG`, else `/etc/orderwatch/orderwatch.yaml`.
@@ -151,12 +162,20 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             }
         }
     }
+    let mut web = super::web::Web::default();
+    if let Some(w) = &config.web_config_file {
+        match super::web::load_web(&base.join(&w.value)) {
+            Ok(loaded) => web = loaded,
+            Err(e) => problems.extend(e.problems),
+        }
+    }
     if problems.is_empty() {
         Ok(Loaded {
             path: path.to_path_buf(),
             config,
             rules,
             warnings,
+            web,
         })
     } else {
         Err(ConfigError { problems })
@@ -164,7 +183,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
 }
 
 /// Parses YAML into `T`; a failure names the file, line and column and shows the offending line.
-fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Problem> {
+pub(crate) fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Problem> {
     serde_saphyr::from_str::<T>(text).map_err(|e| {
         let loc = e.location();
         let plain = e.without_snippet().to_string();

@@ -14,14 +14,23 @@ use serde_saphyr::Spanned;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Dur(pub Duration);
 
+/// The longest duration any setting takes: longer ones overflow the clocks they are added to.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
             serde::de::Error::custom(format!(
                 "invalid duration {s:?} ({e}); expected a positive duration such as 30s, 5m, 1h or 1d"
             ))
-        })
+        })?;
+        if d > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "duration {s:?} is too long: at most 10 years (3650d)"
+            )));
+        }
+        Ok(Dur(d))
     }
 }
 
@@ -58,6 +67,18 @@ pub struct Config {
     /// Address of the HTTP server: /metrics, /healthz, /readyz, /api/v1/….
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A web config file in exporter-toolkit's format (TLS, basic-auth users, headers);
+    /// relative to this file. `--web.config.file` overrides it.
+    #[serde(default)]
+    pub web_config_file: Option<Spanned<PathBuf>>,
+    /// Addresses or networks (`10.0.0.5`, `10.0.0.0/24`) of authenticating reverse proxies
+    /// (oauth2-proxy and the like) whose `user_header` names the user of a request.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// The header a trusted proxy puts the authenticated user in, e.g. `X-Forwarded-User`;
+    /// ignored from anyone else.
+    #[serde(default)]
+    pub user_header: Option<Spanned<String>>,
     /// Base URL under which users reach this daemon; used for `generatorURL` in alerts.
     /// Defaults to `http://<listen>`.
     #[serde(default)]
@@ -159,6 +180,10 @@ pub struct SourceConfig {
     /// Export `orderwatch_orders` and the oldest age per active status for this source.
     #[serde(default = "default_true")]
     pub gauges: bool,
+    /// Connect even when the role is a superuser. Off by default: read-only transactions do
+    /// not stop a superuser's functions (`pg_terminate_backend`, `pg_read_file`).
+    #[serde(default)]
+    pub allow_superuser: bool,
     /// Where the orders are and which columns may be read.
     pub orders: OrderModelConfig,
 }

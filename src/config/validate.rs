@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
@@ -34,6 +35,14 @@ pub fn is_identifier(s: &str) -> bool {
         && s.len() <= 63
 }
 
+/// An address (`10.0.0.5`) or a network (`10.0.0.0/24`).
+pub fn parse_network(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
 fn is_label_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -54,6 +63,34 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
     // directory (which systemd, cron and tests all set differently).
     if config.state_dir.is_relative() {
         config.state_dir = base.join(&config.state_dir);
+    }
+    for a in &config.trusted_proxies {
+        if parse_network(&a.value).is_none() {
+            p.push(at(
+                &a.referenced,
+                format!(
+                    "trusted_proxies: {:?} is not an address or network (10.0.0.5, 10.0.0.0/24, ::1)",
+                    a.value
+                ),
+            ));
+        }
+    }
+    match (&config.user_header, config.trusted_proxies.is_empty()) {
+        (Some(h), _) if axum::http::HeaderName::from_bytes(h.value.as_bytes()).is_err() => {
+            p.push(at(
+                &h.referenced,
+                format!("user_header: {:?} is not a header name", h.value),
+            ));
+        }
+        (Some(h), true) => p.push(at(
+            &h.referenced,
+            "user_header needs trusted_proxies (the proxies allowed to set it)".into(),
+        )),
+        (None, false) => p.push(at(
+            &config.trusted_proxies[0].referenced,
+            "trusted_proxies needs user_header (e.g. X-Forwarded-User)".into(),
+        )),
+        _ => {}
     }
     let env = minijinja::Environment::new();
     for (k, t) in &config.links {
@@ -105,24 +142,26 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
             }
             Err(e) => p.push(at(&s.url.referenced, format!("source {name}: url: {e}"))),
         }
-        if s.statement_timeout.0.is_zero() {
-            p.push(at(
-                &loc,
-                format!("source {name}: statement_timeout must be greater than 0"),
-            ));
-        }
-        if s.connect_timeout.0.is_zero() {
-            p.push(at(
-                &loc,
-                format!("source {name}: connect_timeout must be greater than 0"),
-            ));
-        }
-        if s.pool_size == 0 {
-            p.push(at(
-                &loc,
-                format!("source {name}: pool_size must be at least 1"),
-            ));
-        }
+        let what = |k: &str| format!("source {name}: {k}");
+        within(
+            &mut p,
+            file,
+            &loc,
+            &what("statement_timeout"),
+            s.statement_timeout.0,
+            MS,
+            HOUR,
+        );
+        within(
+            &mut p,
+            file,
+            &loc,
+            &what("connect_timeout"),
+            s.connect_timeout.0,
+            MS,
+            10 * MINUTE,
+        );
+        count_within(&mut p, file, &loc, &what("pool_size"), s.pool_size, 1, 100);
         let m = &s.orders;
         let models = [&m.table, &m.history_table, &m.query]
             .iter()
@@ -149,9 +188,9 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
             }
         }
         if let Some(q) = &m.query
-            && q.value.trim().is_empty()
+            && let Err(e) = super::sql::check_read_only_select(&q.value)
         {
-            p.push(at(&q.referenced, "orders.query is empty".to_string()));
+            p.push(at(&q.referenced, format!("orders.query {e}")));
         }
         if m.history_lookback.is_some() && m.history_table.is_none() {
             p.push(at(
@@ -182,8 +221,73 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
             }
         }
     }
+    let top = Location::UNKNOWN;
+    within(
+        &mut p,
+        file,
+        &top,
+        "gauges_interval",
+        config.gauges_interval.0,
+        SECOND,
+        DAY,
+    );
+    within(
+        &mut p,
+        file,
+        &top,
+        "source_down_after",
+        config.source_down_after.0,
+        SECOND,
+        30 * DAY,
+    );
+    let d = &config.delivery;
+    within(
+        &mut p,
+        file,
+        &top,
+        "delivery.initial_backoff",
+        d.initial_backoff.0,
+        MS,
+        DAY,
+    );
+    within(
+        &mut p,
+        file,
+        &top,
+        "delivery.max_backoff",
+        d.max_backoff.0,
+        MS,
+        DAY,
+    );
+    within(
+        &mut p,
+        file,
+        &top,
+        "delivery.max_age",
+        d.max_age.0,
+        SECOND,
+        365 * DAY,
+    );
     notify(file, base, config, &mut p);
     if let Some(am) = &config.notifiers.alertmanager {
+        within(
+            &mut p,
+            file,
+            &top,
+            "notifiers.alertmanager.resend_delay",
+            am.resend_delay.0,
+            SECOND,
+            DAY,
+        );
+        within(
+            &mut p,
+            file,
+            &top,
+            "notifiers.alertmanager.timeout",
+            am.timeout.0,
+            MS,
+            10 * MINUTE,
+        );
         if am.urls.is_empty() {
             p.push(Problem {
                 file: file.to_path_buf(),
@@ -199,14 +303,6 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
                     format!("{:?} is not an http(s) URL", u.value),
                 ));
             }
-        }
-        if am.resend_delay.0.is_zero() {
-            p.push(Problem {
-                file: file.to_path_buf(),
-                line: 0,
-                column: 0,
-                message: "notifiers.alertmanager.resend_delay must be greater than 0".into(),
-            });
         }
     }
     p
@@ -349,12 +445,6 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
                     "growth must be a factor above 1".into(),
                 ));
             }
-            if r.window.0.is_zero() {
-                p.push(at(
-                    &r.name.referenced,
-                    "window must be greater than 0".into(),
-                ));
-            }
         } else if r.source.value.is_empty() {
             p.push(at(
                 &r.name.referenced,
@@ -391,12 +481,6 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
                     p.push(at(
                         &m.referenced,
                         "missing_in must name another source than `source`".into(),
-                    ));
-                }
-                if r.batch_size == 0 {
-                    p.push(at(
-                        &r.name.referenced,
-                        "batch_size must be at least 1".into(),
                     ));
                 }
                 if let Some(e) = &r.expect_status
@@ -472,8 +556,10 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
             (None, RuleKind::Sql) => {
                 p.push(at(&r.name.referenced, "kind: sql needs `query`".into()))
             }
-            (Some(q), RuleKind::Sql) if q.value.trim().is_empty() => {
-                p.push(at(&q.referenced, "query is empty".into()))
+            (Some(q), RuleKind::Sql) => {
+                if let Err(e) = super::sql::check_read_only_select(&q.value) {
+                    p.push(at(&q.referenced, format!("query {e}")));
+                }
             }
             (Some(q), k) if k != RuleKind::Sql && k != RuleKind::HttpErrors => p.push(at(
                 &q.referenced,
@@ -482,7 +568,38 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
             _ => {}
         }
         if let Some(i) = &r.interval {
-            positive(&mut p, file, i, "interval");
+            within(
+                &mut p,
+                file,
+                &i.referenced,
+                "interval",
+                i.value.0,
+                SECOND,
+                DAY,
+            );
+        }
+        let rloc = r.name.referenced;
+        count_within(
+            &mut p,
+            file,
+            &rloc,
+            "max_findings",
+            r.max_findings,
+            1,
+            MAX_COUNT,
+        );
+        count_within(
+            &mut p,
+            file,
+            &rloc,
+            "max_alerts",
+            r.max_alerts,
+            1,
+            MAX_COUNT,
+        );
+        count_within(&mut p, file, &rloc, "batch_size", r.batch_size, 1, 100_000);
+        if r.kind == RuleKind::HttpErrors {
+            within(&mut p, file, &rloc, "window", r.window.0, SECOND, 30 * DAY);
         }
         match (&r.interval, &r.schedule) {
             (Some(i), Some(_)) => p.push(at(
@@ -540,12 +657,6 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
                 ));
             }
         }
-        if r.max_alerts == 0 || r.max_findings == 0 {
-            p.push(at(
-                &r.name.referenced,
-                "max_alerts and max_findings must be at least 1".into(),
-            ));
-        }
         if r.max_alerts > r.max_findings {
             p.push(at(
                 &r.name.referenced,
@@ -554,6 +665,57 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
         }
     }
     p
+}
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// The largest count any setting takes (`max_findings`, `max_alerts`, …).
+pub const MAX_COUNT: usize = 10_000_000;
+
+/// `value` must lie in `min..=max`; the problem says which bound and where.
+pub(super) fn within(
+    p: &mut Vec<Problem>,
+    file: &Path,
+    loc: &Location,
+    what: &str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) {
+    if value < min || value > max {
+        p.push(ConfigError::at(
+            file,
+            loc,
+            format!(
+                "{what} must be between {} and {} (is {})",
+                humantime::format_duration(min),
+                humantime::format_duration(max),
+                humantime::format_duration(value)
+            ),
+        ));
+    }
+}
+
+/// `value` must lie in `min..=max`.
+pub(super) fn count_within(
+    p: &mut Vec<Problem>,
+    file: &Path,
+    loc: &Location,
+    what: &str,
+    value: usize,
+    min: usize,
+    max: usize,
+) {
+    if value < min || value > max {
+        p.push(ConfigError::at(
+            file,
+            loc,
+            format!("{what} must be between {min} and {max} (is {value})"),
+        ));
+    }
 }
 
 fn positive(p: &mut Vec<Problem>, file: &Path, d: &Spanned<super::model::Dur>, what: &str) {

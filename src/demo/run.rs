@@ -82,6 +82,21 @@ pub async fn start_env(
     let mes = connect(&mes_url).await?;
     seed::create_schema(&shop, &mes).await.map_err(db)?;
     let summary = seed::seed(&shop, &mes, orders).await.map_err(db)?;
+    // The daemon connects as users should: a role that may read the two orders tables and
+    // every session's activity (for the slow-query rules), and write nothing.
+    shop.batch_execute(
+        "CREATE ROLE orderwatch LOGIN; GRANT pg_read_all_stats TO orderwatch; \
+         GRANT SELECT ON orders TO orderwatch",
+    )
+    .await
+    .map_err(db)?;
+    mes.batch_execute("GRANT SELECT ON production_orders TO orderwatch")
+        .await
+        .map_err(db)?;
+    let (reader_shop, reader_mes) = (
+        pg.url_as("orderwatch", "shop"),
+        pg.url_as("orderwatch", "mes"),
+    );
 
     let dir = tempfile::Builder::new()
         .prefix("orderwatch-demo-")
@@ -102,11 +117,11 @@ pub async fn start_env(
          gauges_interval: 15s\n\
          sources:\n\
          \x20 shop:\n\
-         \x20   url: \"{shop_url}?sslmode=disable\"\n\
+         \x20   url: \"{reader_shop}?sslmode=disable\"\n\
          \x20   terminal_statuses: [CLOSED]\n\
          \x20   orders: {{ table: orders, id: id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n\
          \x20 mes:\n\
-         \x20   url: \"{mes_url}?sslmode=disable\"\n\
+         \x20   url: \"{reader_mes}?sslmode=disable\"\n\
          \x20   terminal_statuses: [CLOSED]\n\
          \x20   orders: {{ table: production_orders, id: order_id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n\
          # Links in every order alert: the order's trace in Jaeger (services tag their spans\n\

@@ -19,7 +19,7 @@ use crate::notify::{AlertmanagerNotifier, Hub, LogNotifier};
 use crate::rule::{
     Check, Outcome, Rule, Signal, default_alertname, key_label, template::human_duration,
 };
-use crate::source::{Source, SourceError};
+use crate::source::{ModelKind, Source, SourceError};
 
 /// The pseudo-rule under which `SourceDown` alerts live (a name no user rule can have).
 pub const SOURCE_DOWN_RULE: &str = "source-down";
@@ -331,13 +331,15 @@ impl Daemon {
         shared.metrics.config_last_reload_successful.set(1);
 
         let (current_tx, current_rx) = watch::channel(shared.clone());
-        let app = crate::http::router(Current(current_rx));
-        let (http_stop_tx, mut http_stop) = watch::channel(false);
+        let access = Arc::new(crate::http::server::Access::new(&shared.config, local));
+        if let Some(why) = access.write_refusal() {
+            tracing::warn!(listen = %local, "{why}");
+        }
+        let app = crate::http::server::app(crate::http::router(Current(current_rx)), access);
+        let (http_stop_tx, http_stop) = watch::channel(false);
+        let web = shared.config.web.clone();
         let http = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = server.await {
+            if let Err(e) = crate::http::server::serve(listener, app, &web, http_stop).await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
@@ -1223,45 +1225,79 @@ fn observations(rule: &Rule, outcome: &Outcome) -> Vec<Observation> {
     out
 }
 
+/// One line of `check`'s online report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Works.
+    Ok,
+    /// Works, but should be changed (e.g. the role may write).
+    Warn,
+    /// Does not work.
+    Fail,
+}
+
 /// `check` without `--offline`: reaches every source and prepares every rule's SQL, so missing
 /// tables, columns or permissions show up before the daemon runs. One line per check.
-pub async fn check_online(loaded: &Loaded) -> Result<Vec<(bool, String)>, StartError> {
+pub async fn check_online(loaded: &Loaded) -> Result<Vec<(Verdict, String)>, StartError> {
     let (sources, rules) = build_parts(loaded)?;
     let mut lines = Vec::new();
+    let verdict = |ok: bool| if ok { Verdict::Ok } else { Verdict::Fail };
     for (name, s) in &sources {
         match s.query("SELECT 1", &[]).await {
             Ok(_) => lines.push((
-                true,
+                Verdict::Ok,
                 format!(
-                    "source {name} ({}) reachable, session read-only",
+                    "source {name} ({}) reachable, statements run read-only",
                     s.target()
                 ),
             )),
-            Err(e) => lines.push((false, e.to_string())),
+            Err(e) => {
+                lines.push((Verdict::Fail, e.to_string()));
+                continue;
+            }
+        }
+        let tables = match &s.model.kind {
+            ModelKind::Table(t) => vec![t.clone()],
+            ModelKind::History { table, .. } => vec![table.clone()],
+            ModelKind::Query(_) => vec![],
+        };
+        for t in tables {
+            match s.may_write(&t).await {
+                Ok(true) => lines.push((
+                    Verdict::Warn,
+                    format!(
+                        "source {name}: the role may write {t} (INSERT/UPDATE/DELETE/TRUNCATE); \
+                         orderwatch needs SELECT only (README: a least-privilege role)"
+                    ),
+                )),
+                Ok(false) => {}
+                Err(e) => lines.push((Verdict::Fail, format!("source {name}: {e}"))),
+            }
         }
         if s.gauges {
             match s.prepare(&s.model.gauges_sql()).await {
                 Ok(()) => lines.push((
-                    true,
+                    Verdict::Ok,
                     format!("source {name}: per-status gauge query prepared"),
                 )),
-                Err(e) => lines.push((false, format!("source {name}: gauge query: {e}"))),
+                Err(e) => lines.push((Verdict::Fail, format!("source {name}: gauge query: {e}"))),
             }
         }
     }
     for r in &rules {
         let Some(source) = sources.get(&r.source) else {
             // http_errors reads Prometheus or the services, not a database.
-            lines.push((true, format!("rule {}: reads {}", r.name, r.sql())));
+            lines.push((Verdict::Ok, format!("rule {}: reads {}", r.name, r.sql())));
             continue;
         };
-        match source.prepare(r.sql()).await {
-            Ok(()) => lines.push((
-                true,
-                format!("rule {}: SQL prepared on {}", r.name, r.source),
-            )),
-            Err(e) => lines.push((false, format!("rule {}: {e}", r.name))),
-        }
+        let result = source.prepare(r.sql()).await;
+        lines.push((
+            verdict(result.is_ok()),
+            match result {
+                Ok(()) => format!("rule {}: SQL prepared on {}", r.name, r.source),
+                Err(e) => format!("rule {}: {e}", r.name),
+            },
+        ));
     }
     Ok(lines)
 }

@@ -11,8 +11,8 @@ pub use alerts::{
 };
 pub(crate) use daemon::build_parts;
 pub use daemon::{
-    Current, Daemon, OVERFLOW_KEY, RuleStatus, Shared, SourceStatus, StartError, check_online,
-    evaluate_once, run,
+    Current, Daemon, OVERFLOW_KEY, RuleStatus, Shared, SourceStatus, StartError, Verdict,
+    check_online, evaluate_once, run,
 };
 pub use schedule::Schedule;
 pub use store::{Store, StoreError};

@@ -12,7 +12,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::engine::{Current, Shared};
-use crate::notify::silence::Silence;
+use crate::notify::silence::{MAX_ACTIVE, SilenceRequest};
 
 /// Handlers take `State<Arc<Shared>>`: the generation running at the time of the request
 /// (a reload swaps it).
@@ -145,36 +145,47 @@ fn bad_request(msg: String) -> Response {
         .into_response()
 }
 
-async fn create_silence(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+async fn create_silence(
+    State(s): State<Arc<Shared>>,
+    user: Option<axum::Extension<crate::http::server::User>>,
+    body: axum::body::Bytes,
+) -> Response {
     let req: NewSilence = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return bad_request(format!("bad silence: {e}")),
     };
-    if req.matchers.is_empty() {
-        return bad_request("a silence needs at least one matcher".into());
-    }
-    let matchers = match req
-        .matchers
-        .iter()
-        .map(|m| m.parse())
-        .collect::<Result<Vec<_>, String>>()
-    {
-        Ok(m) => m,
+    let now = chrono::Utc::now();
+    // An authenticated user is who created it, whatever the body says.
+    let created_by = user.and_then(|u| u.0.0.clone()).unwrap_or(req.created_by);
+    let request = SilenceRequest {
+        matchers: req.matchers,
+        starts_at: req.starts_at,
+        ends_at: req.ends_at,
+        duration: req.duration,
+        comment: req.comment,
+        created_by,
+    };
+    let silence = match request.build(now) {
+        Ok(x) => x,
         Err(e) => return bad_request(e),
     };
-    let starts = req.starts_at.unwrap_or_else(chrono::Utc::now);
-    let ends = match (req.ends_at, req.duration.as_deref()) {
-        (Some(e), None) => e,
-        (None, Some(d)) => match humantime::parse_duration(d) {
-            Ok(d) => starts + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
-            Err(e) => return bad_request(format!("bad duration {d:?}: {e}")),
-        },
-        _ => return bad_request("give either endsAt or duration".into()),
-    };
-    if ends <= starts {
-        return bad_request("endsAt must be after startsAt".into());
+    {
+        let active = s
+            .silences
+            .read()
+            .expect("silences lock")
+            .iter()
+            .filter(|x| x.ends_at > now)
+            .count();
+        if active >= MAX_ACTIVE {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({ "status": "error",
+                    "error": format!("at most {MAX_ACTIVE} silences may be pending or active; expire some first") })),
+            )
+                .into_response();
+        }
     }
-    let silence = Silence::new(matchers, starts, ends, &req.comment, &req.created_by);
     if let Err(e) = s.outbox.put_silence(&silence) {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -182,7 +193,8 @@ async fn create_silence(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -
         )
             .into_response();
     }
-    tracing::info!(silence = %silence.id, matchers = ?req.matchers, ends_at = %ends, by = %req.created_by, "silence created");
+    let matchers: Vec<String> = silence.matchers.iter().map(|m| m.to_string()).collect();
+    tracing::info!(silence = %silence.id, matchers = ?matchers, ends_at = %silence.ends_at, by = ?silence.created_by, "silence created");
     let id = silence.id.clone();
     s.silences.write().expect("silences lock").push(silence);
     Json(json!({ "status": "success", "data": { "silenceId": id } })).into_response()

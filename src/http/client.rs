@@ -1,14 +1,137 @@
 //! A small client of the daemon's own API, for `orderwatch silence …` (as amtool is for
-//! Alertmanager).
+//! Alertmanager): basic auth and a private CA when the daemon's web config asks for them.
+
+use std::path::Path;
 
 use serde_json::{Value, json};
 
-fn client() -> reqwest::Client {
-    crate::source::ensure_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .expect("HTTP client")
+use crate::config::Loaded;
+
+/// The daemon's base URL from its config: `listen` (a wildcard address becomes loopback),
+/// https when the web config has TLS.
+pub fn default_url(loaded: &Loaded) -> String {
+    let mut addr = loaded.config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let scheme = if loaded.web.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}")
+}
+
+/// The daemon's API at one base URL.
+pub struct Api {
+    base: String,
+    auth: Option<(String, String)>,
+    client: reqwest::Client,
+}
+
+impl Api {
+    /// A client of `base`, with basic-auth credentials and a CA certificate file (PEM) to
+    /// trust besides the Mozilla roots.
+    pub fn new(
+        base: &str,
+        auth: Option<(String, String)>,
+        ca_file: Option<&Path>,
+    ) -> Result<Api, String> {
+        crate::source::ensure_crypto_provider();
+        let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+        if let Some(f) = ca_file {
+            let pem = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{}: {e}", f.display()))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        Ok(Api {
+            base: base.trim_end_matches('/').to_string(),
+            auth,
+            client: b.build().map_err(|e| e.to_string())?,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.request(method, format!("{}{path}", self.base));
+        match &self.auth {
+            Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        }
+    }
+
+    /// Creates a silence; returns its id.
+    pub async fn silence_add(
+        &self,
+        matchers: &[String],
+        duration: &str,
+        comment: &str,
+        author: &str,
+    ) -> Result<String, String> {
+        let body = json!({ "matchers": matchers, "duration": duration, "comment": comment, "createdBy": author });
+        let v = answer(
+            self.request(reqwest::Method::POST, "/api/v1/silences")
+                .json(&body)
+                .send()
+                .await,
+        )
+        .await?;
+        Ok(v["data"]["silenceId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Lists silences, one line each.
+    pub async fn silence_list(&self) -> Result<Vec<String>, String> {
+        let v = answer(
+            self.request(reqwest::Method::GET, "/api/v1/silences")
+                .send()
+                .await,
+        )
+        .await?;
+        Ok(v["data"]["silences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                let m: Vec<String> = s["matchers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect();
+                crate::report::printable(&format!(
+                    "{}  {:<8} until {}  {}  by {}: {}",
+                    s["id"].as_str().unwrap_or(""),
+                    s["state"].as_str().unwrap_or(""),
+                    s["endsAt"].as_str().unwrap_or(""),
+                    m.join(","),
+                    s["createdBy"].as_str().unwrap_or(""),
+                    s["comment"].as_str().unwrap_or("")
+                ))
+            })
+            .collect())
+    }
+
+    /// Expires a silence now.
+    pub async fn silence_expire(&self, id: &str) -> Result<(), String> {
+        answer(
+            self.request(reqwest::Method::DELETE, &format!("/api/v1/silences/{id}"))
+                .send()
+                .await,
+        )
+        .await
+        .map(|_| ())
+    }
 }
 
 async fn answer(r: Result<reqwest::Response, reqwest::Error>) -> Result<Value, String> {
@@ -19,76 +142,19 @@ async fn answer(r: Result<reqwest::Response, reqwest::Error>) -> Result<Value, S
         )
     })?;
     let status = r.status();
-    let body: Value = r.json().await.map_err(|e| format!("bad answer: {e}"))?;
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err("401 unauthorized: give --user and the password ($ORDERWATCH_PASSWORD or --password-file)".into());
+    }
+    let body: Value = r
+        .json()
+        .await
+        .map_err(|e| format!("bad answer (HTTP {status}): {e}"))?;
     if status.is_success() {
         Ok(body)
     } else {
-        Err(body["error"]
-            .as_str()
-            .map_or_else(|| format!("HTTP {status}"), str::to_string))
+        Err(body["error"].as_str().map_or_else(
+            || format!("HTTP {status}"),
+            |e| format!("HTTP {status}: {e}"),
+        ))
     }
-}
-
-/// Creates a silence; returns its id.
-pub async fn silence_add(
-    base: &str,
-    matchers: &[String],
-    duration: &str,
-    comment: &str,
-    author: &str,
-) -> Result<String, String> {
-    let body = json!({ "matchers": matchers, "duration": duration, "comment": comment, "createdBy": author });
-    let v = answer(
-        client()
-            .post(format!("{base}/api/v1/silences"))
-            .json(&body)
-            .send()
-            .await,
-    )
-    .await?;
-    Ok(v["data"]["silenceId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string())
-}
-
-/// Lists silences, one line each.
-pub async fn silence_list(base: &str) -> Result<Vec<String>, String> {
-    let v = answer(client().get(format!("{base}/api/v1/silences")).send().await).await?;
-    Ok(v["data"]["silences"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|s| {
-            let m: Vec<String> = s["matchers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect();
-            format!(
-                "{}  {:<8} until {}  {}  by {}: {}",
-                s["id"].as_str().unwrap_or(""),
-                s["state"].as_str().unwrap_or(""),
-                s["endsAt"].as_str().unwrap_or(""),
-                m.join(","),
-                s["createdBy"].as_str().unwrap_or(""),
-                s["comment"].as_str().unwrap_or("")
-            )
-        })
-        .collect())
-}
-
-/// Expires a silence now.
-pub async fn silence_expire(base: &str, id: &str) -> Result<(), String> {
-    answer(
-        client()
-            .delete(format!("{base}/api/v1/silences/{id}"))
-            .send()
-            .await,
-    )
-    .await
-    .map(|_| ())
 }

@@ -3,6 +3,7 @@
 
 mod api;
 pub mod client;
+pub mod server;
 pub mod status;
 
 pub use api::router;

@@ -221,10 +221,38 @@ impl Outbox {
             let mut st = c.prepare("SELECT body FROM silences")?;
             st.query_map([], |r| r.get(0))?.collect()
         })?;
-        bodies
-            .iter()
-            .map(|b| Ok(serde_json::from_str(b)?))
-            .collect()
+        let mut out = Vec::new();
+        for b in &bodies {
+            // Checked before the matchers are compiled: a silence stored by an older version
+            // with thousands of regexes must not cost the start minutes and gigabytes.
+            let v: serde_json::Value = serde_json::from_str(b)?;
+            let matchers = v["matchers"].as_array().map_or(0, Vec::len);
+            let longest = v["matchers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str())
+                .map(str::len)
+                .max()
+                .unwrap_or(0);
+            if matchers > super::silence::MAX_MATCHERS
+                || longest > super::silence::MAX_MATCHER_BYTES + 8
+            {
+                tracing::warn!(
+                    silence = v["id"].as_str().unwrap_or("?"),
+                    matchers,
+                    "stored silence is beyond the bounds (at most 100 matchers of 1 KiB); dropped"
+                );
+                continue;
+            }
+            let silence: Silence = serde_json::from_value(v)?;
+            if silence.within_bounds() {
+                out.push(silence);
+            } else {
+                tracing::warn!(silence = %silence.id, "stored silence is beyond the bounds (at most 1 year); dropped");
+            }
+        }
+        Ok(out)
     }
 
     /// Creates or replaces a silence.

@@ -304,6 +304,34 @@ impl Route {
                 m.iter().map(|s| s.value.clone()).collect()
             }),
         };
+        // Bounded so that adding them to a clock never overflows and a typo cannot silence a
+        // channel for centuries.
+        let day = Duration::from_secs(86_400);
+        for (what, d, max) in [
+            ("group_wait", settings.group_wait, day),
+            ("group_interval", settings.group_interval, day),
+            ("repeat_interval", settings.repeat_interval, 365 * day),
+        ] {
+            if d > max || (what != "group_wait" && d.is_zero()) {
+                let loc = c
+                    .matchers
+                    .first()
+                    .map_or(serde_saphyr::Location::UNKNOWN, |m| m.referenced);
+                problems.push((
+                    loc,
+                    format!(
+                        "route: {what} must be {} at most{} (is {})",
+                        humantime::format_duration(max),
+                        if what == "group_wait" {
+                            ""
+                        } else {
+                            " and above 0"
+                        },
+                        humantime::format_duration(d)
+                    ),
+                ));
+            }
+        }
         let mut matchers = Vec::new();
         for m in &c.matchers {
             match Matcher::from_str(&m.value) {

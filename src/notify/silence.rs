@@ -48,7 +48,109 @@ mod matchers_as_strings {
     }
 }
 
+/// Matchers a silence may have.
+pub const MAX_MATCHERS: usize = 100;
+/// Longest matcher (`name=~"regex"`), in bytes.
+pub const MAX_MATCHER_BYTES: usize = 1024;
+/// Longest silence.
+pub const MAX_DURATION: chrono::TimeDelta = chrono::TimeDelta::days(365);
+/// Silences pending or active at once.
+pub const MAX_ACTIVE: usize = 10_000;
+/// Longest `comment` or `createdBy`, in bytes.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// A silence as the API receives it, before it is checked.
+#[derive(Debug, Clone, Default)]
+pub struct SilenceRequest {
+    /// Matcher texts.
+    pub matchers: Vec<String>,
+    /// Start (default now).
+    pub starts_at: Option<DateTime<Utc>>,
+    /// End; or …
+    pub ends_at: Option<DateTime<Utc>>,
+    /// … a duration such as `2h`.
+    pub duration: Option<String>,
+    /// Why.
+    pub comment: String,
+    /// Who.
+    pub created_by: String,
+}
+
+impl SilenceRequest {
+    /// Checks every bound and builds the silence; the error names the bound broken.
+    pub fn build(&self, now: DateTime<Utc>) -> Result<Silence, String> {
+        if self.matchers.is_empty() {
+            return Err("a silence needs at least one matcher".into());
+        }
+        if self.matchers.len() > MAX_MATCHERS {
+            return Err(format!(
+                "a silence has at most {MAX_MATCHERS} matchers ({} given)",
+                self.matchers.len()
+            ));
+        }
+        if let Some(m) = self.matchers.iter().find(|m| m.len() > MAX_MATCHER_BYTES) {
+            return Err(format!(
+                "a matcher is at most {MAX_MATCHER_BYTES} bytes ({} given)",
+                m.len()
+            ));
+        }
+        for (what, text) in [("comment", &self.comment), ("createdBy", &self.created_by)] {
+            if text.len() > MAX_TEXT_BYTES {
+                return Err(format!("{what} is at most {MAX_TEXT_BYTES} bytes"));
+            }
+        }
+        let matchers = self
+            .matchers
+            .iter()
+            .map(|m| m.parse())
+            .collect::<Result<Vec<Matcher>, String>>()?;
+        let starts = self.starts_at.unwrap_or(now);
+        if (starts - now).abs() > MAX_DURATION {
+            return Err("startsAt is more than a year away from now".into());
+        }
+        let ends = match (self.ends_at, self.duration.as_deref()) {
+            (Some(e), None) => e,
+            (None, Some(d)) => {
+                let d = humantime::parse_duration(d.trim())
+                    .map_err(|e| format!("bad duration {d:?}: {e}"))?;
+                let d = chrono::TimeDelta::from_std(d)
+                    .ok()
+                    .filter(|d| *d <= MAX_DURATION)
+                    .ok_or("a silence lasts at most 1 year (365d)")?;
+                starts + d
+            }
+            _ => return Err("give either endsAt or duration".into()),
+        };
+        if ends <= starts {
+            return Err("endsAt must be after startsAt".into());
+        }
+        if ends - starts > MAX_DURATION {
+            return Err("a silence lasts at most 1 year (365d)".into());
+        }
+        Ok(Silence::new(
+            matchers,
+            starts,
+            ends,
+            &self.comment,
+            &self.created_by,
+        ))
+    }
+}
+
 impl Silence {
+    /// Whether a stored silence is within today's bounds (silences stored by an older
+    /// version may not be: those are dropped at start with a warning).
+    pub fn within_bounds(&self) -> bool {
+        self.matchers.len() <= MAX_MATCHERS
+            && self
+                .matchers
+                .iter()
+                .all(|m| m.to_string().len() <= MAX_MATCHER_BYTES + 8)
+            && self.ends_at - self.starts_at <= MAX_DURATION
+            && self.comment.len() <= MAX_TEXT_BYTES
+            && self.created_by.len() <= MAX_TEXT_BYTES
+    }
+
     /// A new silence with a random id.
     pub fn new(
         matchers: Vec<Matcher>,

@@ -1,14 +1,20 @@
-//! One PostgreSQL pool per source. Every session is read-only
-//! (`default_transaction_read_only`), has the source's `statement_timeout`, and identifies
-//! itself as `application_name=orderwatch`, so a DBA sees who is querying and nothing we run
-//! can write or run away.
+//! One PostgreSQL pool per source. Every statement runs alone in its own
+//! `BEGIN READ ONLY` transaction with `SET LOCAL statement_timeout`, and that transaction is
+//! always rolled back: whatever a statement does to its session (`set_config(…, false)`
+//! included) is undone before the connection goes back to the pool, so no rule can make the
+//! next one writable or unbounded. Nothing is set per session and no named statement outlives
+//! its transaction, so the same holds behind PgBouncer in transaction mode, where consecutive
+//! transactions of one client run on different server connections. A role that is a superuser
+//! is refused (unless the source allows it): read-only transactions do not stop a superuser's
+//! functions such as `pg_terminate_backend` or `pg_read_file`. Sessions identify themselves as
+//! `application_name=orderwatch`, so a DBA sees who is querying.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
 use super::model::OrderModel;
@@ -81,6 +87,11 @@ pub struct Source {
     pub gauges: bool,
     target: String,
     pool: Pool,
+    /// `BEGIN READ ONLY; SET LOCAL statement_timeout …; SELECT <role check>`: one round trip.
+    begin: String,
+    allow_superuser: bool,
+    /// Parameter types per statement text, for the unnamed statements (see `run_unnamed`).
+    param_types: std::sync::Mutex<std::collections::HashMap<String, Vec<Type>>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -103,12 +114,8 @@ impl Source {
         // the URL and verify ourselves.
         let (url, verify) = strip_verify_sslmode(&cfg.url.value);
         let mut pg = tokio_postgres::Config::from_str(&url).map_err(|e| bad(e.to_string()))?;
-        let mut options = pg.get_options().map(str::to_string).unwrap_or_default();
-        options.push_str(&format!(
-            " -c default_transaction_read_only=on -c statement_timeout={}",
-            cfg.statement_timeout.0.as_millis()
-        ));
-        pg.options(options.trim());
+        // No `options` startup parameter: PgBouncer refuses it, and a session setting would
+        // reach one server connection only. Read-only and the timeout are set per transaction.
         pg.application_name("orderwatch");
         pg.connect_timeout(cfg.connect_timeout.0);
         if verify {
@@ -142,6 +149,9 @@ impl Source {
             gauges: cfg.gauges,
             target,
             pool,
+            begin: begin_sql(cfg.statement_timeout.0),
+            allow_superuser: cfg.allow_superuser,
+            param_types: Default::default(),
         })
     }
 
@@ -161,7 +171,49 @@ impl Source {
         })
     }
 
-    /// Runs one query on a pooled read-only session.
+    /// Opens a read-only transaction on a pooled connection (one round trip) and checks the
+    /// role. `extra` runs inside it first (e.g. `SET LOCAL enable_seqscan = off`).
+    async fn begin(&self, extra: &str) -> Result<ReadOnlyTx, SourceError> {
+        let client = self.client().await?;
+        let tx = ReadOnlyTx {
+            client: Some(client),
+        };
+        let sql = if extra.is_empty() {
+            self.begin.clone()
+        } else {
+            format!("{}; {extra}", self.begin)
+        };
+        let messages = tx
+            .client()
+            .simple_query(&sql)
+            .await
+            .map_err(|e| self.query_error(&e))?;
+        let role = messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((r.get(0).unwrap_or("").to_string(), r.get(1) == Some("on")))
+            }
+            _ => None,
+        });
+        if let Some((role, true)) = role
+            && !self.allow_superuser
+        {
+            tx.end().await;
+            return Err(SourceError::Config {
+                source_name: self.name.clone(),
+                detail: format!(
+                    "role {role:?} is a superuser, refused: a read-only transaction does not \
+                     stop a superuser's functions (pg_terminate_backend, pg_read_file). Connect \
+                     as a role that may only SELECT (README: a least-privilege role), or set \
+                     allow_superuser: true on this source"
+                ),
+            });
+        }
+        Ok(tx)
+    }
+
+    /// Runs one statement in its own read-only transaction, rolled back afterwards. The
+    /// statement is prepared unnamed-per-transaction: prepared, run and closed inside the
+    /// transaction, so no statement name is left on a (pooled) server connection.
     #[tracing::instrument(name = "query", skip_all, fields(source = %self.name,
         otel.kind = "client", db.system = "postgresql", db.statement = %statement_head(sql),
         rows = tracing::field::Empty, error = tracing::field::Empty))]
@@ -170,20 +222,85 @@ impl Source {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, SourceError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.query_error(&e))?;
-        let result = client
-            .query(&stmt, params)
-            .await
-            .map_err(|e| self.query_error(&e));
+        let result = self.query_in_tx("", sql, params).await;
         match &result {
             Ok(rows) => tracing::Span::current().record("rows", rows.len()),
             Err(e) => tracing::Span::current().record("error", tracing::field::display(e)),
         };
         result
+    }
+
+    async fn query_in_tx(
+        &self,
+        extra: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, SourceError> {
+        let tx = self.begin(extra).await?;
+        let result = self.run_unnamed(&tx, sql, params).await;
+        if result.is_err() {
+            // The schema may have changed under the cached parameter types.
+            self.param_types.lock().expect("types lock").remove(sql);
+        }
+        tx.end().await;
+        result
+    }
+
+    /// Runs `sql` as PostgreSQL's unnamed statement, which needs no closing and never outlives
+    /// its transaction (the rows a named statement returns keep it alive past the ROLLBACK,
+    /// where its Close would reach another server connection behind a pooler). The unnamed
+    /// statement needs the parameters' types: learnt once per statement text from a named
+    /// prepare that is closed at once, inside the same transaction.
+    async fn run_unnamed(
+        &self,
+        tx: &ReadOnlyTx,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, SourceError> {
+        let cached = self
+            .param_types
+            .lock()
+            .expect("types lock")
+            .get(sql)
+            .cloned();
+        let types = match cached {
+            Some(t) => t,
+            None => {
+                let t = self.describe_params(tx, sql).await?;
+                self.param_types
+                    .lock()
+                    .expect("types lock")
+                    .insert(sql.to_string(), t.clone());
+                t
+            }
+        };
+        if types.len() != params.len() {
+            return Err(SourceError::Query {
+                source_name: self.name.clone(),
+                target: self.target.clone(),
+                detail: format!(
+                    "the statement takes {} parameters, {} given",
+                    types.len(),
+                    params.len()
+                ),
+            });
+        }
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.iter().copied().zip(types).collect();
+        tx.client()
+            .query_typed(sql, &typed)
+            .await
+            .map_err(|e| self.query_error(&e))
+    }
+
+    /// The parameter types of `sql`, from a named statement closed before anything else is
+    /// sent in the transaction.
+    async fn describe_params(&self, tx: &ReadOnlyTx, sql: &str) -> Result<Vec<Type>, SourceError> {
+        let stmt = tx
+            .client()
+            .prepare(sql)
+            .await
+            .map_err(|e| self.query_error(&e))?;
+        Ok(stmt.params().to_vec())
     }
 
     /// `EXPLAIN (FORMAT JSON)` of `sql` with `params`, planned with sequential scans
@@ -194,40 +311,44 @@ impl Source {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<serde_json::Value, SourceError> {
-        let client = self.client().await?;
-        client
-            .batch_execute("BEGIN READ ONLY; SET LOCAL enable_seqscan = off")
-            .await
-            .map_err(|e| self.query_error(&e))?;
-        let result = client
-            .query_one(&format!("EXPLAIN (FORMAT JSON) {sql}"), params)
-            .await
-            .map_err(|e| self.query_error(&e));
-        let _ = client.batch_execute("ROLLBACK").await;
-        Ok(result?.get(0))
+        let rows = self
+            .query_in_tx(
+                "SET LOCAL enable_seqscan = off",
+                &format!("EXPLAIN (FORMAT JSON) {sql}"),
+                params,
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| SourceError::Query {
+            source_name: self.name.clone(),
+            target: self.target.clone(),
+            detail: "EXPLAIN returned no row".into(),
+        })?;
+        Ok(row.get(0))
     }
 
     /// The parameter types PostgreSQL infers for `sql`.
-    pub async fn param_types(
-        &self,
-        sql: &str,
-    ) -> Result<Vec<tokio_postgres::types::Type>, SourceError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.query_error(&e))?;
-        Ok(stmt.params().to_vec())
+    pub async fn param_types(&self, sql: &str) -> Result<Vec<Type>, SourceError> {
+        let tx = self.begin("").await?;
+        let result = self.describe_params(&tx, sql).await;
+        tx.end().await;
+        result
     }
 
     /// Prepares `sql` without running it: the server checks that tables and columns exist.
     pub async fn prepare(&self, sql: &str) -> Result<(), SourceError> {
-        let client = self.client().await?;
-        client
-            .prepare(sql)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.query_error(&e))
+        self.param_types(sql).await.map(|_| ())
+    }
+
+    /// Whether the role may change `table` (INSERT, UPDATE, DELETE or TRUNCATE): `check`
+    /// warns, since orderwatch needs SELECT only.
+    pub async fn may_write(&self, table: &str) -> Result<bool, SourceError> {
+        let rows = self
+            .query(
+                "SELECT has_table_privilege($1::text, 'INSERT,UPDATE,DELETE,TRUNCATE')",
+                &[&table],
+            )
+            .await?;
+        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
     }
 
     fn query_error(&self, e: &tokio_postgres::Error) -> SourceError {
@@ -257,6 +378,45 @@ impl SourceError {
             | SourceError::Query { source_name, .. } => source_name,
         }
     }
+}
+
+/// A pooled connection inside a `BEGIN READ ONLY` transaction. [`ReadOnlyTx::end`] rolls it
+/// back and returns the connection to the pool; dropped without `end` (an evaluation cancelled
+/// mid-statement) or when the ROLLBACK fails, the connection is taken out of the pool and
+/// closed instead, so no open transaction reaches the next user.
+struct ReadOnlyTx {
+    client: Option<deadpool_postgres::Object>,
+}
+
+impl ReadOnlyTx {
+    fn client(&self) -> &deadpool_postgres::Object {
+        self.client.as_ref().expect("transaction is open")
+    }
+
+    async fn end(mut self) {
+        let client = self.client.take().expect("transaction is open");
+        if client.batch_execute("ROLLBACK").await.is_err() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+impl Drop for ReadOnlyTx {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+/// The statement that opens every transaction: read-only, the statement timeout (in
+/// milliseconds, never rounded down to 0 = "no timeout"), and the role check's two values.
+fn begin_sql(timeout: Duration) -> String {
+    format!(
+        "BEGIN READ ONLY; SET LOCAL statement_timeout = {}; \
+         SELECT current_user::text, current_setting('is_superuser')",
+        timeout.as_millis().max(1)
+    )
 }
 
 fn describe_target(pg: &tokio_postgres::Config) -> String {

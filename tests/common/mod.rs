@@ -41,6 +41,25 @@ enum ClusterKind {
     External(reqwest::Url),
 }
 
+/// The role the daemon under test connects as, as users should: it may read every table
+/// (`pg_read_all_data`) and every session's activity (`pg_read_all_stats`, for
+/// `kind: slow_queries`), and write nothing. Test setup connects as the admin instead
+/// ([`connect`] switches). Its password matters only on an external server.
+pub const READER: &str = "orderwatch_reader";
+
+/// Creates [`READER`] unless it exists (roles are cluster-wide; test binaries share a server).
+pub const CREATE_READER_SQL: &str = "DO $$ BEGIN \
+    CREATE ROLE orderwatch_reader LOGIN PASSWORD 'orderwatch_reader'; \
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
+    GRANT pg_read_all_data, pg_read_all_stats TO orderwatch_reader";
+
+/// Creates the reader role on a sandbox a test started itself.
+pub fn add_reader(sandbox: &PgSandbox) {
+    sandbox
+        .execute("postgres", CREATE_READER_SQL)
+        .unwrap_or_else(|e| panic!("creating role {READER}: {e}"));
+}
+
 /// The shared cluster of this test binary, started on first use.
 pub fn pg() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -55,6 +74,10 @@ pub fn pg() -> &'static Cluster {
                     .unwrap_or_else(|e| panic!("starting the test PostgreSQL failed: {e}")),
             ),
         };
+        match &kind {
+            ClusterKind::Sandbox(sandbox) => add_reader(sandbox),
+            ClusterKind::External(url) => admin_execute(url.as_str(), CREATE_READER_SQL),
+        }
         Cluster { kind }
     })
 }
@@ -78,13 +101,24 @@ impl Cluster {
             ClusterKind::Sandbox(sandbox) => sandbox
                 .create_database(&name)
                 .unwrap_or_else(|e| panic!("creating test database {name}: {e}")),
-            ClusterKind::External(url) => create_external_db(url.as_str(), &name),
+            ClusterKind::External(url) => {
+                admin_execute(url.as_str(), &format!("CREATE DATABASE \"{name}\""))
+            }
         }
         self.url_for(&name)
     }
 
-    /// The URL of database `db` on this server.
+    /// The URL of database `db` on this server, as the read-only [`READER`]: what the daemon
+    /// under test connects with. [`connect`] turns it into the admin's for test setup.
     pub fn url_for(&self, db: &str) -> String {
+        let mut url = reqwest::Url::parse(&self.admin_url_for(db)).expect("a URL");
+        url.set_username(READER).expect("a user");
+        url.set_password(Some(READER)).expect("a password");
+        url.to_string()
+    }
+
+    /// The URL of database `db` as the admin (the superuser of a sandbox).
+    pub fn admin_url_for(&self, db: &str) -> String {
         match &self.kind {
             ClusterKind::Sandbox(sandbox) => sandbox.url(db),
             ClusterKind::External(url) => {
@@ -96,10 +130,39 @@ impl Cluster {
     }
 }
 
-/// `CREATE DATABASE` on an external server. tokio-postgres needs a runtime, and the caller may
-/// already be inside one (where `block_on` panics), so it runs on a thread with its own.
-fn create_external_db(admin_url: &str, name: &str) {
-    let (admin_url, name) = (admin_url.to_string(), name.to_string());
+/// `url` with the admin's credentials when it names the [`READER`] (of the shared cluster or
+/// of a test's own sandbox, whose superuser is `postgres`); other URLs unchanged.
+pub fn admin(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return url.to_string();
+    };
+    if parsed.username() != READER {
+        return url.to_string();
+    }
+    let (user, password) = match std::env::var(TEST_PG_URL_ENV) {
+        Ok(ext)
+            if !ext.is_empty()
+                && parsed.port() == reqwest::Url::parse(&ext).ok().and_then(|u| u.port()) =>
+        {
+            let ext = reqwest::Url::parse(&ext).expect("checked above");
+            (
+                ext.username().to_string(),
+                ext.password().map(str::to_string),
+            )
+        }
+        _ => ("postgres".to_string(), None),
+    };
+    parsed.set_username(&user).expect("a user");
+    parsed
+        .set_password(password.as_deref())
+        .expect("a password");
+    parsed.to_string()
+}
+
+/// Runs `sql` on an external server as its admin. tokio-postgres needs a runtime, and the
+/// caller may already be inside one (where `block_on` panics), so it runs on a thread with its own.
+fn admin_execute(admin_url: &str, sql: &str) {
+    let (admin_url, sql) = (admin_url.to_string(), sql.to_string());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -111,17 +174,19 @@ fn create_external_db(admin_url: &str, name: &str) {
                 .unwrap_or_else(|e| panic!("connecting to {TEST_PG_URL_ENV}: {e}"));
             tokio::spawn(conn);
             client
-                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .batch_execute(&sql)
                 .await
-                .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
         })
     })
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
 
-/// A plain tokio-postgres connection (no TLS) for setting up and inspecting test data.
+/// A plain tokio-postgres connection (no TLS) for setting up and inspecting test data, as the
+/// admin even when `url` names the [`READER`].
 pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let url = &admin(url);
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
@@ -798,4 +863,120 @@ fn escape_label_value(value: &str) -> String {
         .replace('\\', r"\\")
         .replace('"', "\\\"")
         .replace('\n', r"\n")
+}
+
+/// A role that may write (not a superuser), made by tests that show a write is stopped anyway.
+pub const WRITER: &str = "ow_writer";
+
+/// A real PgBouncer on a random 127.0.0.1 port in front of a PostgreSQL server (a sandbox:
+/// trust authentication), serving every database under its own name to [`READER`] and
+/// [`WRITER`]. Killed on drop.
+pub struct PgBouncer {
+    process: Lifeline,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PgBouncer {
+    /// Starts PgBouncer in `pool_mode` (`transaction`, `session`) with `server_conns` server
+    /// connections per database, in front of the server `server_url` points at, and waits until
+    /// it accepts connections. `None` when the binary is missing outside CI.
+    pub async fn start(server_url: &str, pool_mode: &str, server_conns: u32) -> Option<PgBouncer> {
+        let binary = require_bin("pgbouncer", "pgbouncer")?;
+        let server = reqwest::Url::parse(server_url).expect("a server URL");
+        let host = server.host_str().unwrap_or("127.0.0.1").to_string();
+        let server_port = server.port().unwrap_or(5432);
+        for _attempt in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("orderwatch-pgbouncer-")
+                .tempdir()
+                .unwrap();
+            let port = free_port();
+            let users: String = [READER, WRITER]
+                .iter()
+                .map(|u| format!("\"{u}\" \"\"\n"))
+                .collect();
+            std::fs::write(dir.path().join("users.txt"), users).unwrap();
+            std::fs::write(
+                dir.path().join("pgbouncer.ini"),
+                format!(
+                    "[databases]\n* = host={host} port={server_port}\n\
+                     [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                     auth_type = trust\nauth_file = {}\npool_mode = {pool_mode}\n\
+                     default_pool_size = {server_conns}\nmax_client_conn = 200\n",
+                    dir.path().join("users.txt").display()
+                ),
+            )
+            .unwrap();
+            // PgBouncer refuses to run as root: as root, it switches to `postgres` (-u), which
+            // must read its files.
+            let mut args = vec![dir.path().join("pgbouncer.ini").display().to_string()];
+            if is_root() {
+                let (uid, gid) = postgres_ids();
+                for entry in std::fs::read_dir(dir.path()).unwrap() {
+                    std::os::unix::fs::chown(entry.unwrap().path(), Some(uid), Some(gid)).unwrap();
+                }
+                std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+                args.insert(0, "postgres".into());
+                args.insert(0, "-u".into());
+            }
+            let log = dir.path().join("server.log");
+            let mut process = Lifeline::spawn(&binary, &args, dir.path(), &log)
+                .unwrap_or_else(|e| panic!("starting pgbouncer: {e}"));
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Some(status) = process.exited() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if text.contains("in use") {
+                        break;
+                    }
+                    panic!("pgbouncer exited ({status}); its log:\n{text}");
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(PgBouncer {
+                        process,
+                        port,
+                        _dir: dir,
+                    });
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "pgbouncer not listening after 15 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("pgbouncer: no free port after 5 attempts");
+    }
+
+    /// The URL of database `db` through the pooler, as [`READER`].
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://{READER}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Stops it now (also done on drop).
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn postgres_ids() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("the postgres user")
+    };
+    (id("-u"), id("-g"))
 }
