@@ -25,10 +25,11 @@ use crate::config::{Loaded, Web};
 /// Connections served at once; beyond it new connections are closed at once, so descriptors
 /// stay free for the databases and the notifiers (the unit raises LimitNOFILE well above).
 pub const MAX_CONNECTIONS: usize = 512;
-/// Time a client has to send a request's headers (and to finish a TLS handshake).
+/// Time a client has to send its first byte, a request's headers, or finish a TLS handshake.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection on which nothing is read or written for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A connection on which nothing is read or written for this long is closed (a scraper that
+/// keeps its connection alive between scrapes simply reconnects).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a request may take from headers to answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request body (silences are small).
@@ -316,6 +317,14 @@ pub async fn serve(
                         app.call(req.map(axum::body::Body::new)).await
                     }
                 });
+            // hyper's header-read timeout starts at the first byte: a client that connects and
+            // sends nothing is cut off here instead.
+            if !matches!(
+                tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut [0u8; 1])).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
             let io: Pin<Box<dyn Io>> = match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {

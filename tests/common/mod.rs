@@ -980,3 +980,63 @@ fn postgres_ids() -> (u32, u32) {
     };
     (id("-u"), id("-g"))
 }
+
+/// A test PKI as PEM files in a directory: a CA, a server certificate it signed for
+/// `localhost` and `127.0.0.1`, a client certificate it signed (CN `orderwatch`), and an
+/// unrelated CA.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    /// Makes the files in `dir`.
+    pub fn new(dir: &Path) -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            (cert, Issuer::new(params, key))
+        };
+        let (ca_cert, issuer) = ca("orderwatch test CA");
+        let (other_cert, _) = ca("some other CA");
+        let leaf = |names: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose| {
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server, server_key) = leaf(
+            vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            "orderwatch test server",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client, client_key) = leaf(vec![], "orderwatch", ExtendedKeyUsagePurpose::ClientAuth);
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        Pki {
+            ca: write("ca.pem", ca_cert.pem()),
+            other_ca: write("other-ca.pem", other_cert.pem()),
+            cert: write("server.pem", server),
+            key: write("server-key.pem", server_key),
+            client_cert: write("client.pem", client),
+            client_key: write("client-key.pem", client_key),
+        }
+    }
+}
