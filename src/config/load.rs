@@ -192,9 +192,11 @@ pub(crate) fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, P
             Some(i) if loc.is_some() => plain[..i].to_string(),
             _ => plain,
         };
+        // Neither the message nor the line shown may carry a password.
+        let message = super::secret::redact_urls(&message);
         let line_text = loc
             .and_then(|l| text.lines().nth(l.line().saturating_sub(1) as usize))
-            .map(|l| format!("\n    | {l}"))
+            .map(|l| format!("\n    | {}", super::secret::redact_line(l)))
             .unwrap_or_default();
         Problem {
             file: file.to_path_buf(),

@@ -13,7 +13,7 @@ mod web;
 
 pub use load::{ConfigError, Loaded, default_config_path, load, load_str};
 pub use model::*;
-pub use secret::expand_secrets;
+pub use secret::{expand_secrets, expand_url_secrets, redact_urls};
 pub use sql::check_read_only_select;
 pub use validate::parse_network;
 pub use web::{ALLOWED_HEADERS, ClientAuth, TlsMaterial, Web, WebConfig, load_web};

@@ -7,10 +7,112 @@ use std::path::Path;
 /// trimmed; relative paths are relative to `base`). Errors name the variable or file but never
 /// include the value.
 pub fn expand_secrets(input: &str, base: &Path) -> Result<String, String> {
+    expand(input, base, None)
+}
+
+/// Like [`expand_secrets`] for a URL: a reference inside the userinfo (`user:${file:pw}@host`)
+/// is percent-encoded there, so a password holding `@`, `/`, `:` or `#` stays a password
+/// instead of becoming part of the host. A reference that is the whole URL is taken as it is.
+pub fn expand_url_secrets(input: &str, base: &Path) -> Result<String, String> {
+    expand(input, base, userinfo_range(input))
+}
+
+/// The byte range of the userinfo in a URL template (before expansion): after `://`, up to the
+/// `@` that comes before the host, skipping over `${…}` references.
+fn userinfo_range(template: &str) -> Option<std::ops::Range<usize>> {
+    let start = template.find("://")? + 3;
+    let bytes = template.as_bytes();
+    let mut i = start;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if template[i..].starts_with("${") => {
+                i += template[i..].find('}')? + 1;
+            }
+            b'@' => return Some(start..i),
+            b'/' | b'?' | b'#' => return None,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn encode_userinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Replaces the password of every `scheme://user:password@` in `s` with `***`: for any URL
+/// that reaches a log line, an error, an API answer or a page.
+pub fn redact_urls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find("://") {
+        let (head, tail) = rest.split_at(pos + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', '?', '#' or whitespace; its last '@' ends the
+        // userinfo.
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => out.push_str(&format!("{user}:***")),
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A config line fit to show in an error: URL passwords replaced, and the value of a key that
+/// looks like a secret's, even mistyped (`password`, `bot_tokn`, `api_key`, …), hidden whole.
+pub fn redact_line(line: &str) -> String {
+    let line = redact_urls(line);
+    if let Some((key, _)) = line.split_once(':') {
+        let k = key.trim().trim_start_matches("- ").to_ascii_lowercase();
+        // Loose on purpose: the line shown is usually one whose key is mistyped.
+        const SECRET_KEYS: &[&str] = &["pass", "pwd", "secret", "tok", "cred", "key", "auth"];
+        if SECRET_KEYS.iter().any(|s| k.contains(s)) {
+            return format!("{key}: ***");
+        }
+    }
+    line
+}
+
+fn expand(
+    input: &str,
+    base: &Path,
+    encode_in: Option<std::ops::Range<usize>>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
+        let offset = input.len() - rest.len() + pos;
+        let encode = encode_in.as_ref().is_some_and(|r| r.contains(&offset));
+        let push = |out: &mut String, value: &str| {
+            if encode {
+                out.push_str(&encode_userinfo(value));
+            } else {
+                out.push_str(value);
+            }
+        };
         let tail = &rest[pos..];
         if let Some(after) = tail.strip_prefix("$${") {
             out.push_str("${");
@@ -24,7 +126,7 @@ pub fn expand_secrets(input: &str, base: &Path) -> Result<String, String> {
                 let path = base.join(path.trim());
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
-                out.push_str(text.trim_end_matches(['\r', '\n']));
+                push(&mut out, text.trim_end_matches(['\r', '\n']));
             } else {
                 let name = key.trim();
                 let valid = !name.is_empty()
@@ -37,7 +139,7 @@ pub fn expand_secrets(input: &str, base: &Path) -> Result<String, String> {
                 }
                 let value = std::env::var(name)
                     .map_err(|_| format!("environment variable {name} is not set"))?;
-                out.push_str(&value);
+                push(&mut out, &value);
             }
             rest = &after[end + 1..];
         } else {
@@ -65,6 +167,60 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got, "postgres://u:s3cr$t@db.local/x?a=${b}&c=$5");
+    }
+
+    #[test]
+    fn a_password_in_the_userinfo_is_encoded_and_a_whole_url_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "p@ss/w#rd?:%x\n").unwrap();
+        let got = expand_url_secrets(
+            "postgres://orderwatch:${file:pw}@db.local:5432/shop",
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            "postgres://orderwatch:p%40ss%2Fw%23rd%3F%3A%25x@db.local:5432/shop"
+        );
+        std::fs::write(dir.path().join("url"), "postgres://u:p@h/db\n").unwrap();
+        assert_eq!(
+            expand_url_secrets("${file:url}", dir.path()).unwrap(),
+            "postgres://u:p@h/db"
+        );
+        // A reference in the path or query is not userinfo.
+        assert_eq!(
+            expand_url_secrets("postgres://u@h/${file:pw}", dir.path()).unwrap(),
+            "postgres://u@h/p@ss/w#rd?:%x"
+        );
+    }
+
+    #[test]
+    fn lines_with_secrets_are_shown_without_them() {
+        assert_eq!(
+            redact_line("    urll: postgres://orderwatch:Secr3t@db/shop"),
+            "    urll: postgres://orderwatch:***@db/shop"
+        );
+        assert_eq!(
+            redact_line("      bot_tokn: 123:ABC"),
+            "      bot_tokn: ***"
+        );
+        assert_eq!(redact_line("    password: hunter2"), "    password: ***");
+        assert_eq!(
+            redact_line("    status: SUBMITTED"),
+            "    status: SUBMITTED"
+        );
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_urls(
+                "POST http://am:hunter2@127.0.0.1:9093/api/v2/alerts failed; see https://x.example/y"
+            ),
+            "POST http://am:***@127.0.0.1:9093/api/v2/alerts failed; see https://x.example/y"
+        );
+        assert_eq!(redact_urls("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_urls("no url"), "no url");
     }
 
     #[test]

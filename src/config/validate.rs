@@ -10,7 +10,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::load::{ConfigError, Problem};
 use super::model::{Config, RuleConfig};
-use super::secret::expand_secrets;
+use super::secret::expand_url_secrets;
 
 /// Labels the daemon sets itself; a rule's own labels may not override them.
 pub const RESERVED_LABELS: &[&str] = &[
@@ -124,7 +124,7 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
                 format!("source name {name:?} must match [A-Za-z_][A-Za-z0-9_]*"),
             ));
         }
-        match expand_secrets(&s.url.value, base) {
+        match expand_url_secrets(&s.url.value, base) {
             Ok(url) => {
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                     p.push(at(

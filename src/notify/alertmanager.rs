@@ -207,7 +207,7 @@ impl AlertmanagerNotifier {
                         text.chars().take(300).collect::<String>()
                     ))
                 }
-                Err(e) => Err(crate::notify::alertmanager::error_chain(&e)),
+                Err(e) => Err(crate::config::redact_urls(&error_chain(&e))),
             };
             match outcome {
                 Ok(()) => {
@@ -225,9 +225,9 @@ impl AlertmanagerNotifier {
                         .with_label_values(&[NAME, "failed"])
                         .inc_by(chunk.len() as u64);
                     if d.failures == 0 {
-                        tracing::warn!(notifier = NAME, url, alerts = chunk.len(), error = %e, "cannot deliver alerts; will retry");
+                        tracing::warn!(notifier = NAME, url = %crate::config::redact_urls(url), alerts = chunk.len(), error = %e, "cannot deliver alerts; will retry");
                     } else {
-                        tracing::debug!(notifier = NAME, url, alerts = chunk.len(), error = %e, "retry failed");
+                        tracing::debug!(notifier = NAME, url = %crate::config::redact_urls(url), alerts = chunk.len(), error = %e, "retry failed");
                     }
                     failed = true;
                     break;

@@ -66,8 +66,8 @@ pub fn default_query(metric: &str, window: Duration) -> String {
 fn err(source: &str, target: &str, detail: String) -> SourceError {
     SourceError::Query {
         source_name: source.to_string(),
-        target: target.to_string(),
-        detail,
+        target: crate::config::redact_urls(target),
+        detail: crate::config::redact_urls(&detail),
     }
 }
 
@@ -96,7 +96,8 @@ impl HttpErrorsCheck {
             (Input::Prometheus { .. }, _) => "prometheus".to_string(),
             (Input::Scrape { .. }, _) => "scrape".to_string(),
         };
-        let description = Self::describe_input(&input);
+        // Shown in `check`, the API and the status page: without URL passwords.
+        let description = crate::config::redact_urls(&Self::describe_input(&input));
         HttpErrorsCheck {
             description,
             input,
@@ -187,7 +188,7 @@ impl HttpErrorsCheck {
             .await
             .map_err(|e| SourceError::Connect {
                 source_name: self.source_label.clone(),
-                target: url.to_string(),
+                target: crate::config::redact_urls(url),
                 detail: crate::notify::channel::error_text(e),
             })?;
         let status = resp.status();
