@@ -48,6 +48,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `orderwatch_config_last_reload_successful`.
     pub config_last_reload_successful: IntGauge,
+    /// `orderwatch_state_store_recoveries_total`: corrupt state stores moved aside at start.
+    pub state_store_recoveries: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -87,6 +89,7 @@ impl Metrics {
             notification_latency: reg(&r, HistogramVec::new(HistogramOpts::new("orderwatch_notification_latency_seconds", "Time from queueing a notification to its delivery.").buckets(vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0]), &["notifier"]).unwrap()),
             build_info: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_build_info", "Build information."), &["version"]).unwrap()),
             config_last_reload_successful: reg(&r, IntGauge::new("orderwatch_config_last_reload_successful", "1 when the last configuration load succeeded.").unwrap()),
+            state_store_recoveries: reg(&r, prometheus::IntCounter::new("orderwatch_state_store_recoveries_total", "Corrupt state stores moved aside at start (a fresh store was started; firing alerts were announced again).").unwrap()),
             registry: r,
         };
         m.build_info

@@ -70,7 +70,7 @@ impl World {
         let start = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(start));
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let store = Arc::new(Store::open(dir.path()).unwrap().0);
         let outbox = Arc::new(Outbox::open(store).unwrap());
         let cfg: RouteConfig = serde_saphyr::from_str(ROUTE).unwrap();
         let root = Route::build(&cfg, None, "0".into(), &mut Vec::new());

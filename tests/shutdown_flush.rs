@@ -44,7 +44,7 @@ async fn stop_with_queue(n: usize, each: Duration) -> (Vec<String>, i64, Duratio
     let start = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(start));
     let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(Outbox::open(Arc::new(Store::open(dir.path()).unwrap())).unwrap());
+    let outbox = Arc::new(Outbox::open(Arc::new(Store::open(dir.path()).unwrap().0)).unwrap());
     let items: Vec<Outgoing> = (0..n)
         .map(|i| {
             let mut m = Notification::sample("r", "http://ow");

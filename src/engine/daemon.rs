@@ -219,7 +219,8 @@ impl Daemon {
     /// Builds everything and restores alert state; does not touch the network yet.
     pub fn build(loaded: Loaded) -> Result<Daemon, StartError> {
         let (sources, rules) = build_parts(&loaded)?;
-        let store = Arc::new(Store::open(&loaded.config.state_dir)?);
+        let (store, opened) = Store::open(&loaded.config.state_dir)?;
+        let store = Arc::new(store);
         let mut book = AlertBook::from_alerts(store.load_alerts()?);
         let outbox = Arc::new(crate::notify::outbox::Outbox::open(store.clone())?);
         let silences = Arc::new(RwLock::new(outbox.silences()?));
@@ -228,6 +229,9 @@ impl Daemon {
         keep.insert(SOURCE_DOWN_RULE.to_string());
         let removed = book.resolve_rules_not_in(&keep, Utc::now());
         let metrics = Arc::new(Metrics::new());
+        if opened.moved_aside.is_some() {
+            metrics.state_store_recoveries.inc();
+        }
         let mut hub = Hub::default();
         let log_rx = loaded
             .config

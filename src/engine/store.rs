@@ -1,6 +1,7 @@
 //! The embedded state store (SQLite under `state_dir`): alert state survives restarts, so a
 //! restart neither re-announces what was firing nor forgets what must be resolved.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -25,6 +26,30 @@ pub enum StoreError {
     /// A row did not decode.
     #[error("state store: bad row: {0}")]
     Decode(#[from] serde_json::Error),
+    /// SQLite's quick check found damage.
+    #[error("state store: damaged ({0})")]
+    Corrupt(String),
+}
+
+/// Whether `e` means the file is not a usable database (rather than, say, a full disk).
+fn is_corruption(e: &StoreError) -> bool {
+    match e {
+        StoreError::Corrupt(_) => true,
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+            f.code,
+            rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+        ),
+        _ => false,
+    }
+}
+
+/// Sets `path`'s permission bits when they are wider than `mode`.
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.permissions().mode() & 0o777 & !mode != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// The store. Writes are small (one rule's alerts per evaluation) and quick, so a mutex is
@@ -33,14 +58,102 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// What opening the store had to do besides opening it.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// A corrupt store moved aside to this path (and a fresh one started).
+    pub moved_aside: Option<std::path::PathBuf>,
+}
+
+/// The file name of the store in `state_dir`.
+pub const FILE: &str = "state.sqlite3";
+
 impl Store {
-    /// Opens (creating if needed) `state.sqlite3` in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: dir.display().to_string(),
+    /// Opens (creating if needed) `state.sqlite3` in `dir`. The directory is made 0700 and
+    /// the files 0600 whatever the umask: they hold order ids and pending messages.
+    ///
+    /// A file that is not a SQLite database, or fails SQLite's quick check, is moved aside as
+    /// `state.sqlite3.corrupt-<time>` with a loud error and a fresh store starts: monitoring
+    /// without the old alert state beats not monitoring. A store missing (or emptied) in a
+    /// directory that holds other files, i.e. that a previous run used, is a warning: every
+    /// firing alert will be announced again.
+    pub fn open(dir: &Path) -> Result<(Store, OpenReport), StoreError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StoreError::Io { path, source }
+        };
+        let had_files = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+        restrict(dir, 0o700).map_err(io(dir))?;
+        let path = dir.join(FILE);
+        let empty = std::fs::metadata(&path).map(|m| m.len() == 0);
+        match empty {
+            Err(_) if had_files => tracing::warn!(
+                path = %path.display(),
+                "state store missing from a state directory a previous run used: starting \
+                 fresh, every firing alert will be announced again"
+            ),
+            Ok(true) => tracing::warn!(
+                path = %path.display(),
+                "state store is empty: starting fresh, every firing alert will be announced again"
+            ),
+            _ => {}
+        }
+        let mut report = OpenReport::default();
+        let store = match Self::open_file(&path) {
+            Ok(s) => s,
+            Err(e) if is_corruption(&e) => {
+                let aside = dir.join(format!(
+                    "{FILE}.corrupt-{}",
+                    chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+                ));
+                std::fs::rename(&path, &aside).map_err(io(&path))?;
+                for suffix in ["-wal", "-shm"] {
+                    let side = dir.join(format!("{FILE}{suffix}"));
+                    if side.exists() {
+                        let _ = std::fs::rename(&side, format!("{}{suffix}", aside.display()));
+                    }
+                }
+                tracing::error!(
+                    path = %path.display(),
+                    moved_to = %aside.display(),
+                    error = %e,
+                    "state store is corrupt: moved aside, starting with a fresh one; alerts \
+                     that were firing will be announced again"
+                );
+                report.moved_aside = Some(aside);
+                Self::open_file(&path)?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((store, report))
+    }
+
+    fn open_file(path: &Path) -> Result<Store, StoreError> {
+        // Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files the
+        // database file's mode.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| StoreError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        restrict(path, 0o600).map_err(|source| StoreError::Io {
+            path: path.display().to_string(),
             source,
         })?;
-        let conn = Connection::open(dir.join("state.sqlite3"))?;
+        let conn = Connection::open(path)?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt(check));
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -52,6 +165,12 @@ impl Store {
                  PRIMARY KEY (rule, key)
              );",
         )?;
+        for suffix in ["-wal", "-shm"] {
+            let side = path.with_file_name(format!("{FILE}{suffix}"));
+            if side.exists() {
+                let _ = restrict(&side, 0o600);
+            }
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -126,10 +245,10 @@ mod tests {
         };
         book.apply("r", timing, now, vec![o], Coverage::All);
         {
-            let store = Store::open(dir.path()).unwrap();
+            let (store, _) = Store::open(dir.path()).unwrap();
             store.save_rule("r", book.rule_alerts("r")).unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
         let restored = store.load_alerts().unwrap();
         assert_eq!(restored, book.all().cloned().collect::<Vec<_>>());
         store.save_rule("r", std::iter::empty()).unwrap();
