@@ -663,6 +663,24 @@ mod tests {
 
     const MINIMAL: &str = "smarthost: smtp.example.com:587\nfrom: orderwatch <ow@example.com>\nto: [a@example.com, b@example.com]\n";
 
+    #[test]
+    fn only_http_links_reach_the_message() {
+        let env = templates(&config(MINIMAL)).unwrap();
+        let r = render_all(&env, &Notification::hostile(), 10, Utc::now()).unwrap();
+        for body in [&r.text, &r.html] {
+            assert!(!body.to_ascii_lowercase().contains("javascript:"), "{body}");
+            assert!(!body.contains("data:text"), "{body}");
+        }
+        assert!(
+            // minijinja's HTML escaping writes `/` as `&#x2f;`, which browsers read back.
+            r.html.contains(
+                "href=\"https:&#x2f;&#x2f;jaeger&#x2f;search?q=a%20b%28c%29%7Cd&amp;who=%40all\""
+            ),
+            "{}",
+            r.html
+        );
+    }
+
     fn problems(cfg: &mut EmailConfig) -> Vec<String> {
         cfg.validate(Path::new("/"))
             .into_iter()

@@ -122,10 +122,11 @@ fn markdown_environment(source: &str) -> Result<Environment<'static>, String> {
 /// Escapes text for Markdown: a backslash before each character that could start markup
 /// (CommonMark allows one before any ASCII punctuation, also in link targets and table
 /// cells), and line breaks as spaces so a value cannot end a table row. Parentheses stay:
-/// with `[` and `]` escaped they cannot form a link.
+/// with `[` and `]` escaped they cannot form a link. Mentions (`@all`, `@channel`) are
+/// neutralised.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+    for c in super::template::no_mentions(s).chars() {
         match c {
             '\\' | '`' | '*' | '_' | '~' | '[' | ']' | '<' | '>' | '|' | '#' => {
                 out.push('\\');
@@ -268,6 +269,19 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn hostile_data_neither_links_nor_mentions() {
+        let body = mattermost(None).payload(&Notification::hostile()).unwrap();
+        let text = body["text"].as_str().unwrap();
+        assert!(!text.to_ascii_lowercase().contains("javascript:"), "{text}");
+        assert!(!text.contains("data:text"), "{text}");
+        assert!(!text.contains("@all") && !text.contains("@here"), "{text}");
+        assert!(
+            text.contains("[trace](https://jaeger/search?q=a%20b%28c%29%7Cd&who=%40all)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -171,6 +171,28 @@ impl Notification {
         }
     }
 
+    /// The sample with hostile data: mentions in a label, `javascript:` and `data:` links, and
+    /// a link with characters that end Markdown and Slack link syntax.
+    #[cfg(test)]
+    pub fn hostile() -> Notification {
+        let mut n = Notification::sample("ops", "http://ow:9187");
+        for a in &mut n.alerts {
+            a.labels
+                .insert("team".into(), "@all <!channel> @here <@U123>".into());
+            a.annotations
+                .insert("evil_url".into(), " JavaScript:alert(1)".into());
+            a.annotations.insert(
+                "data_url".into(),
+                "data:text/html,<script>x</script>".into(),
+            );
+            a.annotations.insert(
+                "trace_url".into(),
+                "https://jaeger/search?q=a b(c)|d&who=@all".into(),
+            );
+        }
+        n
+    }
+
     /// The Alertmanager webhook body (version 4) for this notification.
     pub fn webhook_body(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("notification serializes");

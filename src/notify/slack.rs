@@ -121,9 +121,11 @@ fn mrkdwn_environment(source: &str) -> Result<Environment<'static>, String> {
     Ok(env)
 }
 
-/// Escapes text for mrkdwn: Slack reads `&`, `<` and `>` as markup and nothing else needs it.
+/// Escapes text for mrkdwn: Slack reads `&`, `<` and `>` as markup (so `<!channel>` and
+/// `<@U123>` stay text), and `@here`-style words get a word joiner.
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    super::template::no_mentions(s)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
@@ -467,6 +469,24 @@ mod tests {
             "{text}"
         );
         assert!(body["blocks"].as_array().unwrap().len() >= 5);
+    }
+
+    #[test]
+    fn hostile_data_neither_links_nor_mentions() {
+        let body = slack(10, None).payload(&Notification::hostile()).unwrap();
+        let all = body.to_string();
+        assert!(!all.to_ascii_lowercase().contains("javascript:"), "{all}");
+        assert!(!all.contains("data:text"), "{all}");
+        assert!(
+            !all.contains("<!channel>") && !all.contains("<@U123>"),
+            "{all}"
+        );
+        assert!(!all.contains("@all") && !all.contains("@here"), "{all}");
+        assert!(all.contains("&lt;!channel&gt;"), "{all}");
+        assert!(
+            all.contains("<https://jaeger/search?q=a%20b%28c%29%7Cd&amp;who=%40all|trace>"),
+            "{all}"
+        );
     }
 
     #[test]

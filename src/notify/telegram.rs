@@ -224,7 +224,9 @@ const TEMPLATE: &str = "text.html";
 /// parser knows: `&`, `<`, `>` and `"` (in `href`). minijinja's default also writes `'` and
 /// `/` as numeric entities, which would lengthen links and the counted text for nothing.
 fn html_environment(source: &str) -> Result<Environment<'static>, String> {
-    escaping_environment(TEMPLATE, source, escape_html)
+    escaping_environment(TEMPLATE, source, |s| {
+        escape_html(&super::template::no_mentions(s))
+    })
 }
 
 /// One piece of Telegram HTML.
@@ -556,6 +558,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Recovered: <b>1</b>"), "{text}");
+    }
+
+    #[test]
+    fn hostile_data_neither_links_nor_mentions() {
+        let env = html_environment(DEFAULT_TEXT).unwrap();
+        let n = Notification::hostile();
+        let text = render(&env, TEMPLATE, &MessageContext::new(&n, 10, Utc::now())).unwrap();
+        check_html(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        assert!(!text.to_ascii_lowercase().contains("javascript:"), "{text}");
+        assert!(!text.contains("data:text"), "{text}");
+        assert!(!text.contains("@all") && !text.contains("@here"), "{text}");
     }
 
     #[test]

@@ -115,9 +115,9 @@ fn line(a: &NotifiedAlert, now: DateTime<Utc>) -> OrderLine {
         .annotations
         .iter()
         .filter_map(|(k, v)| {
-            k.strip_suffix("_url").map(|n| Link {
-                name: n.to_string(),
-                url: v.clone(),
+            Some(Link {
+                name: k.strip_suffix("_url")?.to_string(),
+                url: safe_link(v)?,
             })
         })
         .collect();
@@ -135,6 +135,49 @@ fn line(a: &NotifiedAlert, now: DateTime<Utc>) -> OrderLine {
         summary: a.annotations.get("summary").cloned().unwrap_or_default(),
         links,
     }
+}
+
+/// `u` as a link every channel can carry: only an absolute http(s) URL (no `javascript:`, no
+/// `data:`, no scheme-relative `//host`), with the characters that would end a Markdown link
+/// target or a Slack `<url|label>` (`(`, `)`, `|`, spaces, quotes, `<`, `>`) and `@`
+/// percent-encoded, credentials removed.
+pub fn safe_link(u: &str) -> Option<String> {
+    let t = u.trim();
+    let lower = t.get(..8).unwrap_or(t).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return None;
+    }
+    let mut parsed = reqwest::Url::parse(t).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return None;
+    }
+    // No credentials in a message; and with them gone, an `@` left is data (encoded below),
+    // so mention-neutralising escapes never touch a link.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    let mut out = String::with_capacity(t.len());
+    for c in parsed.as_str().chars() {
+        match c {
+            '(' => out.push_str("%28"),
+            ')' => out.push_str("%29"),
+            '|' => out.push_str("%7C"),
+            '"' => out.push_str("%22"),
+            '\'' => out.push_str("%27"),
+            '<' => out.push_str("%3C"),
+            '>' => out.push_str("%3E"),
+            '@' => out.push_str("%40"),
+            c if c.is_whitespace() => out.push_str("%20"),
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// Text a chat service will not read as a mention: a word joiner after every `@`, so
+/// `@all`, `@channel`, `@here` or `@someone` from label data notifies nobody (and still reads
+/// the same).
+pub fn no_mentions(s: &str) -> String {
+    s.replace('@', "@\u{2060}")
 }
 
 fn is_overflow(a: &NotifiedAlert) -> bool {
