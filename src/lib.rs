@@ -26,6 +26,7 @@
 //! - [`demo`]: `orderwatch demo`: sandbox, reference schema, realistic orders, a simulator.
 //! - [`otlp`]: optional export of the daemon's own spans over OTLP/HTTP (JSON).
 //! - [`systemd`]: readiness, reload, stopping and watchdog notifications to the service manager.
+//! - [`tls`]: TLS client configurations (PostgreSQL's sslmode family, Alertmanager's tls_config).
 
 pub mod config;
 pub mod demo;
@@ -40,3 +41,4 @@ pub mod report;
 pub mod rule;
 pub mod source;
 pub mod systemd;
+pub mod tls;

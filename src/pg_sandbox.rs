@@ -349,6 +349,48 @@ impl PgSandbox {
         run(&mut cmd).map(drop)
     }
 
+    /// Turns TLS on with the server certificate and key (PEM), trusting `client_ca` for client
+    /// certificates, puts `hba` lines first in `pg_hba.conf` (e.g. `hostssl all all
+    /// 127.0.0.1/32 cert`), and restarts the server.
+    pub fn enable_tls(
+        &mut self,
+        cert: &str,
+        key: &str,
+        client_ca: &str,
+        hba: &str,
+    ) -> Result<(), SandboxError> {
+        let write = |name: &str, text: &str, mode: u32| -> Result<(), SandboxError> {
+            use std::os::unix::fs::PermissionsExt;
+            let path = self.data_dir.join(name);
+            fs::write(&path, text).map_err(io_err(format!("writing {}", path.display())))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(io_err(format!("chmod {}", path.display())))?;
+            if let Some(ra) = &self.run_as {
+                std::os::unix::fs::chown(&path, Some(ra.uid), Some(ra.gid))
+                    .map_err(io_err(format!("chown {}", path.display())))?;
+            }
+            Ok(())
+        };
+        write("server.crt", cert, 0o644)?;
+        write("server.key", key, 0o600)?;
+        write("client-ca.crt", client_ca, 0o644)?;
+        let conf = self.data_dir.join("orderwatch.conf");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .and_then(|mut f| {
+                f.write_all(
+                    b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'client-ca.crt'\n",
+                )
+            })
+            .map_err(io_err(format!("appending to {}", conf.display())))?;
+        let hba_path = self.data_dir.join("pg_hba.conf");
+        let old = fs::read_to_string(&hba_path)
+            .map_err(io_err(format!("reading {}", hba_path.display())))?;
+        write("pg_hba.conf", &format!("{hba}\n{old}"), 0o600)?;
+        self.restart()
+    }
+
     /// The data directory (`PGDATA`) of the cluster.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

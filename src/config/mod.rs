@@ -6,6 +6,7 @@
 
 mod load;
 mod model;
+mod pgurl;
 mod secret;
 mod sql;
 mod validate;
@@ -13,6 +14,7 @@ mod web;
 
 pub use load::{ConfigError, Loaded, default_config_path, load, load_str};
 pub use model::*;
+pub use pgurl::{PgTls, RootCert, SslMode, split_tls};
 pub use secret::{expand_secrets, expand_url_secrets, redact_urls};
 pub use sql::check_read_only_select;
 pub use validate::parse_network;

@@ -161,8 +161,10 @@ fn default_max_age() -> Dur {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// A postgres:// URL; `${ENV}` and `${file:PATH}` are expanded. `sslmode` is honoured
-    /// (disable, prefer, require). The password never appears in logs or errors.
+    /// A postgres:// URL; `${ENV}` and `${file:PATH}` are expanded (percent-encoded inside the
+    /// user:password part). libpq's `sslmode` (disable … verify-full), `sslrootcert` (a file
+    /// or `system`), `sslcert` and `sslkey` are honoured. The password never appears in logs
+    /// or errors.
     pub url: Spanned<String>,
     /// Server-side `statement_timeout` of every session.
     #[serde(default = "default_statement_timeout")]
@@ -180,6 +182,10 @@ pub struct SourceConfig {
     /// Export `orderwatch_orders` and the oldest age per active status for this source.
     #[serde(default = "default_true")]
     pub gauges: bool,
+    /// The directory relative `sslrootcert`, `sslcert` and `sslkey` paths are resolved
+    /// against: the config file's (set by validation).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
     /// Connect even when the role is a superuser. Off by default: read-only transactions do
     /// not stop a superuser's functions (`pg_terminate_backend`, `pg_read_file`).
     #[serde(default)]

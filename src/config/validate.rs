@@ -131,14 +131,25 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
                         &s.url.referenced,
                         format!("source {name}: url must be a postgres:// URL"),
                     ));
-                } else if let Err(e) = tokio_postgres::Config::from_str(&url) {
-                    // The parser's message never contains the password.
-                    p.push(at(
-                        &s.url.referenced,
-                        format!("source {name}: invalid url: {e}"),
-                    ));
+                } else {
+                    match super::pgurl::split_tls(&url, base) {
+                        Err(e) => p.push(at(&s.url.referenced, format!("source {name}: url: {e}"))),
+                        Ok((stripped, tls)) => {
+                            if let Err(e) = tokio_postgres::Config::from_str(&stripped) {
+                                // The parser's message never contains the password.
+                                p.push(at(
+                                    &s.url.referenced,
+                                    format!("source {name}: invalid url: {e}"),
+                                ));
+                            }
+                            if let Err(e) = tls.client() {
+                                p.push(at(&s.url.referenced, format!("source {name}: url: {e}")));
+                            }
+                        }
+                    }
                 }
                 s.url.value = url;
+                s.base_dir = base.to_path_buf();
             }
             Err(e) => p.push(at(&s.url.referenced, format!("source {name}: url: {e}"))),
         }

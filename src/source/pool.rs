@@ -13,12 +13,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::Host;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
 use super::model::OrderModel;
-use super::tls;
 use crate::config::SourceConfig;
 
 /// A source failure: connecting or querying. Messages never contain the password.
@@ -110,26 +109,25 @@ impl Source {
             source_name: name.to_string(),
             detail,
         };
-        // libpq's verify-ca / verify-full are not known to tokio-postgres: we take them out of
-        // the URL and verify ourselves.
-        let (url, verify) = strip_verify_sslmode(&cfg.url.value);
+        // libpq's TLS parameters (verify-ca/-full, sslrootcert, sslcert, sslkey) are not known
+        // to tokio-postgres: they are taken out of the URL and applied with rustls.
+        let (url, tls) = crate::config::split_tls(&cfg.url.value, &cfg.base_dir).map_err(bad)?;
+        let client_tls = tls.client().map_err(bad)?;
         let mut pg = tokio_postgres::Config::from_str(&url).map_err(|e| bad(e.to_string()))?;
         // No `options` startup parameter: PgBouncer refuses it, and a session setting would
         // reach one server connection only. Read-only and the timeout are set per transaction.
         pg.application_name("orderwatch");
         pg.connect_timeout(cfg.connect_timeout.0);
-        if verify {
-            pg.ssl_mode(SslMode::Require);
-        }
         let target = describe_target(&pg);
         let mgr_cfg = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = if pg.get_ssl_mode() == SslMode::Disable {
-            Manager::from_config(pg, NoTls, mgr_cfg)
-        } else {
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls::client_config(verify));
-            Manager::from_config(pg, tls, mgr_cfg)
+        let manager = match client_tls {
+            None => Manager::from_config(pg, NoTls, mgr_cfg),
+            Some(t) => {
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(t.config().map_err(bad)?);
+                Manager::from_config(pg, tls, mgr_cfg)
+            }
         };
         // Waiting for a free connection is bounded too: a stuck pool is a failure, not a hang.
         let wait = cfg.connect_timeout.0 + cfg.statement_timeout.0;
@@ -432,27 +430,6 @@ fn describe_target(pg: &tokio_postgres::Config) -> String {
     )
 }
 
-/// Removes `sslmode=verify-ca|verify-full` from a URL's query; returns whether it was there.
-fn strip_verify_sslmode(url: &str) -> (String, bool) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_string(), false);
-    };
-    let mut verify = false;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|kv| {
-            let is_verify = *kv == "sslmode=verify-full" || *kv == "sslmode=verify-ca";
-            verify |= is_verify;
-            !is_verify
-        })
-        .collect();
-    if kept.is_empty() {
-        (base.to_string(), verify)
-    } else {
-        (format!("{base}?{}", kept.join("&")), verify)
-    }
-}
-
 /// The start of a statement's text for traces (the SQL is ours or the rule author's, never
 /// data: parameters are not included).
 fn statement_head(sql: &str) -> String {
@@ -466,19 +443,6 @@ fn statement_head(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn verify_modes_are_taken_out_of_the_url() {
-        assert_eq!(
-            strip_verify_sslmode("postgres://u@h/db?sslmode=verify-full&connect_timeout=3"),
-            ("postgres://u@h/db?connect_timeout=3".to_string(), true)
-        );
-        assert!(!strip_verify_sslmode("postgres://u@h/db?sslmode=require").1);
-        assert_eq!(
-            strip_verify_sslmode("postgres://u@h/db?sslmode=verify-ca").0,
-            "postgres://u@h/db"
-        );
-    }
 
     #[test]
     fn target_has_no_credentials() {

@@ -996,6 +996,13 @@ pub struct Pki {
 impl Pki {
     /// Makes the files in `dir`.
     pub fn new(dir: &Path) -> Pki {
+        Pki::for_names(dir, &["localhost", "127.0.0.1"], "orderwatch")
+    }
+
+    /// Makes the files in `dir`: the server certificate for `server_names`, the client
+    /// certificate with common name `client_cn` (PostgreSQL's `cert` authentication takes the
+    /// user name from it).
+    pub fn for_names(dir: &Path, server_names: &[&str], client_cn: &str) -> Pki {
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
             KeyPair, KeyUsagePurpose,
@@ -1020,11 +1027,11 @@ impl Pki {
             (cert.pem(), key.serialize_pem())
         };
         let (server, server_key) = leaf(
-            vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            server_names.iter().map(|s| s.to_string()).collect(),
             "orderwatch test server",
             ExtendedKeyUsagePurpose::ServerAuth,
         );
-        let (client, client_key) = leaf(vec![], "orderwatch", ExtendedKeyUsagePurpose::ClientAuth);
+        let (client, client_key) = leaf(vec![], client_cn, ExtendedKeyUsagePurpose::ClientAuth);
         let write = |name: &str, pem: String| {
             let path = dir.join(name);
             std::fs::write(&path, pem).unwrap();
