@@ -248,6 +248,89 @@ pub struct AlertmanagerConfig {
     /// HTTP timeout per request.
     #[serde(default = "default_am_timeout")]
     pub timeout: Dur,
+    /// Basic authentication, as Prometheus' `alertmanager_config` takes it.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// An `Authorization` header (`type` Bearer by default), as Prometheus takes it.
+    #[serde(default)]
+    pub authorization: Option<AuthorizationConfig>,
+    /// TLS: a private CA, a client certificate, the name to verify.
+    #[serde(default)]
+    pub tls_config: Option<TlsClientConfig>,
+    /// The credentials, read by validation (`password_file`, `credentials_file`, secrets).
+    #[serde(skip)]
+    pub resolved_auth: Option<HttpAuth>,
+    /// The TLS client configuration, built by validation.
+    #[serde(skip)]
+    pub resolved_tls: Option<crate::tls::ClientTls>,
+}
+
+/// `basic_auth`: a password inline (`${ENV}`/`${file:}` expanded) or in a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    /// The user name.
+    pub username: Spanned<String>,
+    /// The password.
+    #[serde(default)]
+    pub password: Option<Spanned<String>>,
+    /// A file holding the password (relative to this file; trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<Spanned<PathBuf>>,
+}
+
+/// `authorization`: `Authorization: <type> <credentials>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationConfig {
+    /// The scheme (default `Bearer`).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// The credentials inline (`${ENV}`/`${file:}` expanded).
+    #[serde(default)]
+    pub credentials: Option<Spanned<String>>,
+    /// A file holding the credentials.
+    #[serde(default)]
+    pub credentials_file: Option<Spanned<PathBuf>>,
+}
+
+/// Prometheus' `tls_config` for a client.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsClientConfig {
+    /// CA certificates (PEM) to verify the server with, instead of the Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<PathBuf>>,
+    /// Client certificate (PEM).
+    #[serde(default)]
+    pub cert_file: Option<Spanned<PathBuf>>,
+    /// Client key (PEM).
+    #[serde(default)]
+    pub key_file: Option<Spanned<PathBuf>>,
+    /// The name the server's certificate must carry, when it is not the URL's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Do not verify the server's certificate (encryption only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// Credentials for an HTTP endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub enum HttpAuth {
+    /// User and password.
+    Basic(String, String),
+    /// `Authorization: <scheme> <credentials>`.
+    Header(String, String),
+}
+
+impl std::fmt::Debug for HttpAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpAuth::Basic(u, _) => write!(f, "Basic({u}, ***)"),
+            HttpAuth::Header(k, _) => write!(f, "Header({k}, ***)"),
+        }
+    }
 }
 
 /// The log notifier has no settings yet; `log: {}` enables it.

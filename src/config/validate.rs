@@ -280,7 +280,7 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
         365 * DAY,
     );
     notify(file, base, config, &mut p);
-    if let Some(am) = &config.notifiers.alertmanager {
+    if let Some(am) = &mut config.notifiers.alertmanager {
         within(
             &mut p,
             file,
@@ -307,6 +307,7 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
                 message: "notifiers.alertmanager.urls is empty".into(),
             });
         }
+        http_client_settings(file, base, am, &mut p);
         for u in &am.urls {
             if !(u.value.starts_with("http://") || u.value.starts_with("https://")) {
                 p.push(at(
@@ -676,6 +677,135 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
         }
     }
     p
+}
+
+/// Reads the Alertmanager client's credentials and TLS files into `resolved_*`.
+fn http_client_settings(
+    file: &Path,
+    base: &Path,
+    am: &mut super::model::AlertmanagerConfig,
+    p: &mut Vec<Problem>,
+) {
+    let at = |loc: &Location, msg: String| ConfigError::at(file, loc, msg);
+    let read_secret = |inline: &Option<Spanned<String>>,
+                       path: &Option<Spanned<PathBuf>>,
+                       what: &str,
+                       loc: &Location,
+                       p: &mut Vec<Problem>|
+     -> Option<String> {
+        match (inline, path) {
+            (Some(v), None) => match super::secret::expand_secrets(&v.value, base) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    p.push(at(&v.referenced, format!("{what}: {e}")));
+                    None
+                }
+            },
+            (None, Some(f)) => match std::fs::read_to_string(base.join(&f.value)) {
+                Ok(s) => Some(s.trim_end_matches(['\r', '\n']).to_string()),
+                Err(e) => {
+                    p.push(at(
+                        &f.referenced,
+                        format!("{what}_file {}: {e}", base.join(&f.value).display()),
+                    ));
+                    None
+                }
+            },
+            _ => {
+                p.push(at(
+                    loc,
+                    format!("give exactly one of {what} and {what}_file"),
+                ));
+                None
+            }
+        }
+    };
+    am.resolved_auth = match (&am.basic_auth, &am.authorization) {
+        (Some(_), Some(a)) => {
+            let loc = a
+                .credentials
+                .as_ref()
+                .map_or(Location::UNKNOWN, |c| c.referenced);
+            p.push(at(
+                &loc,
+                "notifiers.alertmanager: give basic_auth or authorization, not both".into(),
+            ));
+            None
+        }
+        (Some(b), None) => read_secret(
+            &b.password,
+            &b.password_file,
+            "password",
+            &b.username.referenced,
+            p,
+        )
+        .map(|pw| super::model::HttpAuth::Basic(b.username.value.clone(), pw)),
+        (None, Some(a)) => read_secret(
+            &a.credentials,
+            &a.credentials_file,
+            "credentials",
+            &Location::UNKNOWN,
+            p,
+        )
+        .map(|c| {
+            super::model::HttpAuth::Header(a.kind.clone().unwrap_or_else(|| "Bearer".into()), c)
+        }),
+        (None, None) => None,
+    };
+    if let Some(t) = &am.tls_config {
+        let read =
+            |f: &Spanned<PathBuf>, p: &mut Vec<Problem>| match std::fs::read(base.join(&f.value)) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    p.push(at(
+                        &f.referenced,
+                        format!("tls_config: {}: {e}", base.join(&f.value).display()),
+                    ));
+                    None
+                }
+            };
+        let trust = match &t.ca_file {
+            Some(f) => read(f, p).map(crate::tls::Trust::Pem),
+            None => Some(crate::tls::Trust::Mozilla),
+        };
+        let identity = match (&t.cert_file, &t.key_file) {
+            (Some(c), Some(k)) => match (read(c, p), read(k, p)) {
+                (Some(c), Some(k)) => Some(Some((c, k))),
+                _ => None,
+            },
+            (None, None) => Some(None),
+            (Some(f), None) | (None, Some(f)) => {
+                p.push(at(
+                    &f.referenced,
+                    "tls_config: cert_file and key_file go together".into(),
+                ));
+                None
+            }
+        };
+        let check = match (&t.server_name, t.insecure_skip_verify) {
+            (_, true) => crate::tls::Check::EncryptOnly,
+            (Some(n), false) => crate::tls::Check::FullAs(n.clone()),
+            (None, false) => crate::tls::Check::Full,
+        };
+        if let (Some(trust), Some(identity)) = (trust, identity) {
+            let tls = crate::tls::ClientTls {
+                trust,
+                check,
+                identity,
+            };
+            match tls.config() {
+                Ok(_) => am.resolved_tls = Some(tls),
+                Err(e) => {
+                    let loc = t
+                        .ca_file
+                        .as_ref()
+                        .or(t.cert_file.as_ref())
+                        .map_or(Location::UNKNOWN, |f| f.referenced);
+                    p.push(at(&loc, format!("tls_config: {e}")));
+                }
+            }
+        }
+    }
 }
 
 const MS: Duration = Duration::from_millis(1);

@@ -79,6 +79,7 @@ struct Delivery {
 /// Pushes alerts to every configured Alertmanager.
 pub struct AlertmanagerNotifier {
     urls: Vec<String>,
+    auth: Option<crate::config::HttpAuth>,
     resend: Duration,
     client: reqwest::Client,
     book: Arc<RwLock<AlertBook>>,
@@ -95,10 +96,14 @@ impl AlertmanagerNotifier {
         base_url: String,
     ) -> Result<Self, reqwest::Error> {
         crate::source::ensure_crypto_provider();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(cfg.timeout.0)
-            .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")));
+        // Validated (files read, config built) at load: a failure here cannot happen.
+        if let Some(tls) = cfg.resolved_tls.as_ref().and_then(|t| t.config().ok()) {
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let client = builder.build()?;
         Ok(AlertmanagerNotifier {
             urls: cfg
                 .urls
@@ -106,6 +111,7 @@ impl AlertmanagerNotifier {
                 .map(|u| u.value.trim_end_matches('/').to_string())
                 .collect(),
             resend: cfg.resend_delay.0,
+            auth: cfg.resolved_auth.clone(),
             client,
             book,
             metrics,
@@ -114,6 +120,16 @@ impl AlertmanagerNotifier {
     }
 
     /// Runs until `shutdown` turns true; on shutdown makes one last attempt to deliver.
+    fn authorized(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Some(crate::config::HttpAuth::Basic(u, p)) => r.basic_auth(u, Some(p)),
+            Some(crate::config::HttpAuth::Header(kind, c)) => {
+                r.header(reqwest::header::AUTHORIZATION, format!("{kind} {c}"))
+            }
+            None => r,
+        }
+    }
+
     pub async fn run(self, mut wake: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {
         let mut deliveries: Vec<Delivery> = self.urls.iter().map(|_| Delivery::default()).collect();
         loop {
@@ -187,8 +203,7 @@ impl AlertmanagerNotifier {
                 error = tracing::field::Empty
             );
             let result = tracing::Instrument::instrument(
-                self.client
-                    .post(format!("{url}/api/v2/alerts"))
+                self.authorized(self.client.post(format!("{url}/api/v2/alerts")))
                     .json(&body)
                     .send(),
                 span.clone(),

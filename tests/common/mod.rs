@@ -307,6 +307,10 @@ struct ReadyServer<'a> {
     binary: &'a Path,
     config_file: &'a str,
     config: &'a str,
+    /// More files written beside the config (a web config, certificates).
+    files: &'a [(&'a str, Vec<u8>)],
+    /// Ready once it answers at all (behind TLS and auth `/-/ready` is not reachable plainly).
+    any_answer: bool,
 }
 
 impl ReadyServer<'_> {
@@ -326,6 +330,9 @@ impl ReadyServer<'_> {
                 .unwrap();
             let config_path = dir.path().join(self.config_file);
             std::fs::write(&config_path, self.config).unwrap();
+            for (name, bytes) in self.files {
+                std::fs::write(dir.path().join(name), bytes).unwrap();
+            }
             let log = dir.path().join("server.log");
             let port = free_port();
             let mut process = Lifeline::spawn(
@@ -346,7 +353,7 @@ impl ReadyServer<'_> {
                     panic!("{name} exited ({status}) before ready; its log:\n{text}");
                 }
                 let ready = client.get(format!("{url}/-/ready")).send().await;
-                if ready.is_ok_and(|r| r.status().is_success()) {
+                if ready.is_ok_and(|r| r.status().is_success() || self.any_answer) {
                     return (process, url, dir);
                 }
                 if Instant::now() > deadline {
@@ -359,6 +366,9 @@ impl ReadyServer<'_> {
         panic!("{name}: no free port after 5 attempts");
     }
 }
+
+/// A web config file's text and the files beside it (certificates).
+type WebConfig<'a> = (&'a str, &'a [(&'a str, Vec<u8>)]);
 
 /// A real Alertmanager on a random 127.0.0.1 port with its own storage and no clustering,
 /// routing every alert to one receiver. Killed on drop.
@@ -378,6 +388,22 @@ impl Alertmanager {
     ///
     /// `None` when the binary is missing outside CI (see [`require_bin`]).
     pub async fn start(webhook_url: Option<&str>) -> Option<Alertmanager> {
+        Self::start_with(webhook_url, None).await
+    }
+
+    /// Like [`start`](Self::start), behind Alertmanager's own web config (exporter-toolkit:
+    /// TLS, basic auth) with the given files beside it; its URL is then https.
+    pub async fn start_secured(
+        web_config: &str,
+        files: &[(&str, Vec<u8>)],
+    ) -> Option<Alertmanager> {
+        Self::start_with(None, Some((web_config, files))).await
+    }
+
+    async fn start_with(
+        webhook_url: Option<&str>,
+        web: Option<WebConfig<'_>>,
+    ) -> Option<Alertmanager> {
         let binary = find_bin("prometheus-alertmanager")
             .or_else(|| find_bin("alertmanager"))
             .or_else(|| missing::<PathBuf>("prometheus-alertmanager", "prometheus-alertmanager"))?;
@@ -391,22 +417,41 @@ impl Alertmanager {
             "route:\n  receiver: test\n  group_by: ['...']\n  group_wait: 1s\n  \
              group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n{receiver}"
         );
+        let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
+        if let Some((yml, extra)) = web {
+            files.push(("web.yml", yml.as_bytes().to_vec()));
+            files.extend(extra.iter().cloned());
+        }
         let (process, url, dir) = ReadyServer {
             name: "Alertmanager",
             binary: &binary,
             config_file: "alertmanager.yml",
             config: &config,
+            files: &files,
+            any_answer: web.is_some(),
         }
         .start(|config_path, data, port| {
-            vec![
+            let mut args = vec![
                 format!("--config.file={}", config_path.display()),
                 format!("--storage.path={}", data.display()),
                 format!("--web.listen-address=127.0.0.1:{port}"),
                 "--cluster.listen-address=".to_string(),
                 "--log.level=warn".to_string(),
-            ]
+            ];
+            if web.is_some() {
+                args.push(format!(
+                    "--web.config.file={}",
+                    config_path.with_file_name("web.yml").display()
+                ));
+            }
+            args
         })
         .await;
+        let url = if web.is_some() {
+            url.replace("http://", "https://")
+        } else {
+            url
+        };
         Some(Alertmanager {
             process,
             url,
@@ -466,6 +511,8 @@ impl Drop for Alertmanager {
 pub struct Received {
     /// The request path, e.g. `/hooks/abc` (chat services put tokens there).
     pub path: String,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
     /// The body as JSON; a body that is not JSON is kept as a JSON string.
     pub body: Value,
 }
@@ -489,6 +536,7 @@ impl WebhookReceiver {
             State(received): State<Shared>,
             method: Method,
             uri: Uri,
+            headers: axum::http::HeaderMap,
             body: axum::body::Bytes,
         ) -> (StatusCode, axum::Json<Value>) {
             if method != Method::POST {
@@ -501,6 +549,10 @@ impl WebhookReceiver {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
             received.lock().unwrap().push(Received {
                 path: uri.path().to_string(),
+                authorization: headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
                 body,
             });
             (StatusCode::OK, axum::Json(serde_json::json!({"ok": true})))
@@ -688,6 +740,8 @@ impl Prometheus {
             binary: &binary,
             config_file: "prometheus.yml",
             config: &config,
+            files: &[],
+            any_answer: false,
         }
         .start(|config_path, data, port| {
             vec![
