@@ -364,7 +364,8 @@ fn secret_from_file_is_expanded() {
             .value
             .url
             .value
-            .contains(":p@ss@127")
+            .contains(":p%40ss@127"),
+        "the password is percent-encoded into the URL"
     );
 }
 

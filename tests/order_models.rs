@@ -379,3 +379,52 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
         assert!(!plan.contains("Seq Scan"), "gauges scan the table:\n{plan}");
     }
 }
+
+/// Status values outside `statuses` become `status="other"` on /metrics, and `check` names
+/// them: no data value becomes a label of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_outside_the_list_are_exported_as_other() {
+    let url = common::pg().fresh_db();
+    common::connect(&url)
+        .await
+        .batch_execute(
+            "CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL, status_changed_at timestamptz NOT NULL);
+             CREATE INDEX ON orders (status, status_changed_at);
+             INSERT INTO orders VALUES
+               ('JW-1', 'SUBMITTED', now() - interval '3 hours'),
+               ('JW-2', 'anna.ivanova@example.com', now() - interval '2 hours'),
+               ('JW-3', 'x\"} 1\norderwatch_fake 1', now() - interval '1 hours'),
+               ('JW-4', 'CLOSED', now() - interval '9 days');",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("orderwatch.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\nstate_dir: state\ngauges_interval: 1s\nsources:\n  db:\n    url: \"{url}?sslmode=disable\"\n\
+             \x20   statuses: [SUBMITTED, PRICE_CALCULATED, CLOSED]\n\
+             \x20   orders: {{ table: orders, id: id, status: status, entered_at: status_changed_at }}\n"
+        ),
+    )
+    .unwrap();
+    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    let lines = orderwatch::engine::check_online(&loaded).await.unwrap();
+    let warn = lines
+        .iter()
+        .find(|(v, l)| *v == orderwatch::engine::Verdict::Warn && l.contains("not in `statuses`"))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(warn.1.contains("\"anna.ivanova@example.com\""), "{warn:?}");
+    assert!(!warn.1.contains('\n'), "{warn:?}");
+
+    let d = common::Running::start(dir.path()).await;
+    let m = d
+        .wait_metric("orderwatch_orders{source=\"db\",status=\"other\"}", "2")
+        .await;
+    assert!(
+        m.contains("orderwatch_orders{source=\"db\",status=\"SUBMITTED\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains("anna") && !m.contains("orderwatch_fake"), "{m}");
+    d.stop().await;
+}

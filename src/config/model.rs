@@ -182,6 +182,11 @@ pub struct SourceConfig {
     /// Export `orderwatch_orders` and the oldest age per active status for this source.
     #[serde(default = "default_true")]
     pub gauges: bool,
+    /// The status names this source knows (optional). Values outside the list are exported
+    /// as `status="other"`, and `check` names the ones the table holds; without it at most 50
+    /// distinct values become labels.
+    #[serde(default)]
+    pub statuses: Option<Spanned<Vec<String>>>,
     /// The directory relative `sslrootcert`, `sslcert` and `sslkey` paths are resolved
     /// against: the config file's (set by validation).
     #[serde(skip)]

@@ -173,6 +173,31 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
             10 * MINUTE,
         );
         count_within(&mut p, file, &loc, &what("pool_size"), s.pool_size, 1, 100);
+        if let Some(list) = &s.statuses {
+            let mut seen = std::collections::HashSet::new();
+            if list.value.is_empty() {
+                p.push(at(
+                    &list.referenced,
+                    format!("source {name}: statuses is empty"),
+                ));
+            }
+            for v in &list.value {
+                if v.trim().is_empty() || v == "other" || !seen.insert(v) {
+                    p.push(at(
+                        &list.referenced,
+                        format!("source {name}: statuses: {v:?} is empty, repeated or the reserved \"other\""),
+                    ));
+                }
+            }
+            for t in &s.terminal_statuses {
+                if !list.value.contains(t) {
+                    p.push(at(
+                        &list.referenced,
+                        format!("source {name}: terminal status {t:?} is not in statuses"),
+                    ));
+                }
+            }
+        }
         let m = &s.orders;
         let models = [&m.table, &m.history_table, &m.query]
             .iter()

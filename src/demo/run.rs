@@ -119,10 +119,12 @@ pub async fn start_env(
          \x20 shop:\n\
          \x20   url: \"{reader_shop}?sslmode=disable\"\n\
          \x20   terminal_statuses: [CLOSED]\n\
+         \x20   statuses: [INITIATED, FILE_UPLOADED, SUBMITTED, PRICE_CALCULATED, MANUFACTURING_APPROVED, MANUFACTURING_STARTED, MANUFACTURING_COMPLETED, PACKAGING, SHIPPED, CLOSED]\n\
          \x20   orders: {{ table: orders, id: id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n\
          \x20 mes:\n\
          \x20   url: \"{reader_mes}?sslmode=disable\"\n\
          \x20   terminal_statuses: [CLOSED]\n\
+         \x20   statuses: [INITIATED, FILE_UPLOADED, SUBMITTED, PRICE_CALCULATED, MANUFACTURING_APPROVED, MANUFACTURING_STARTED, MANUFACTURING_COMPLETED, PACKAGING, SHIPPED, CLOSED]\n\
          \x20   orders: {{ table: production_orders, id: order_id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n\
          # Links in every order alert: the order's trace in Jaeger (services tag their spans\n\
          # with correlation_id = order id) and its CRM page.\n\

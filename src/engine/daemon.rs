@@ -736,10 +736,13 @@ async fn gauges_loop(shared: Arc<Shared>, source: Arc<Source>, mut stop: watch::
             Ok(rows) => {
                 shared.source_ok(&source.name);
                 let mut now_known = HashSet::new();
-                for r in rows {
-                    let status: String = r.get(0);
-                    let n: i64 = r.get(1);
-                    let age: Option<f64> = r.get(2);
+                let rows = crate::source::fold_statuses(
+                    rows.iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2)))
+                        .collect(),
+                    source.statuses.as_ref(),
+                );
+                for (status, n, age) in rows {
                     shared
                         .metrics
                         .orders
@@ -1276,6 +1279,32 @@ pub async fn check_online(loaded: &Loaded) -> Result<Vec<(Verdict, String)>, Sta
                 )),
                 Ok(false) => {}
                 Err(e) => lines.push((Verdict::Fail, format!("source {name}: {e}"))),
+            }
+        }
+        if let Some(known) = &s.statuses {
+            match s.query(&s.model.distinct_statuses_sql(), &[]).await {
+                Ok(rows) => {
+                    let unknown: Vec<String> = rows
+                        .iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .filter(|v| !known.contains(v))
+                        .collect();
+                    if !unknown.is_empty() {
+                        lines.push((
+                            Verdict::Warn,
+                            format!(
+                                "source {name}: the orders hold statuses not in `statuses`: {} \
+                                 (exported as status=\"other\")",
+                                unknown
+                                    .iter()
+                                    .map(|v| format!("{:?}", crate::report::printable(v)))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    }
+                }
+                Err(e) => lines.push((Verdict::Fail, format!("source {name}: statuses: {e}"))),
             }
         }
         if s.gauges {

@@ -214,9 +214,95 @@ impl OrderModel {
     }
 }
 
+/// The label value every status outside the known ones is exported under.
+pub const OTHER_STATUS: &str = "other";
+/// Without a `statuses` list, at most this many distinct values become labels.
+pub const MAX_STATUS_LABELS: usize = 50;
+
+/// Per-status gauge rows (status, count, oldest age in seconds) with every status that is not
+/// `known` (or, without a list, beyond the first [`MAX_STATUS_LABELS`]) folded into `other`:
+/// counts added, the oldest age kept. A data value never becomes an unbounded label.
+pub fn fold_statuses(
+    rows: Vec<(String, i64, Option<f64>)>,
+    known: Option<&std::collections::HashSet<String>>,
+) -> Vec<(String, i64, Option<f64>)> {
+    let mut out: Vec<(String, i64, Option<f64>)> = Vec::new();
+    let mut other: Option<(i64, Option<f64>)> = None;
+    for (status, n, age) in rows {
+        let keep = match known {
+            Some(k) => k.contains(&status),
+            None => out.len() < MAX_STATUS_LABELS,
+        };
+        if keep && status != OTHER_STATUS {
+            out.push((status, n, age));
+        } else {
+            let (count, oldest) = other.get_or_insert((0, None));
+            *count += n;
+            *oldest = match (*oldest, age) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    if let Some((n, age)) = other {
+        out.push((OTHER_STATUS.to_string(), n, age));
+    }
+    out
+}
+
+impl OrderModel {
+    /// Every distinct status value the orders hold (for `check`): a loose index scan on a
+    /// table, `SELECT DISTINCT` over the relation otherwise.
+    pub fn distinct_statuses_sql(&self) -> String {
+        match &self.kind {
+            ModelKind::Table(t) => {
+                let (t, s) = (quote(t), quote(&self.status));
+                format!(
+                    "WITH RECURSIVE s(status) AS ( \
+                       (SELECT t.{s} FROM {t} t WHERE t.{s} IS NOT NULL ORDER BY t.{s} LIMIT 1) \
+                       UNION ALL \
+                       SELECT (SELECT t.{s} FROM {t} t WHERE t.{s} > s.status ORDER BY t.{s} LIMIT 1) \
+                       FROM s WHERE s.status IS NOT NULL) \
+                     SELECT s.status::text FROM s WHERE s.status IS NOT NULL LIMIT 1000"
+                )
+            }
+            _ => format!(
+                "SELECT DISTINCT o.status::text FROM ({}) o WHERE o.status IS NOT NULL LIMIT 1000",
+                self.relation()
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_statuses_fold_into_other() {
+        let known: std::collections::HashSet<String> = ["SUBMITTED", "PACKAGING"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let rows = vec![
+            ("SUBMITTED".to_string(), 3, Some(10.0)),
+            ("x'); DROP".to_string(), 2, Some(50.0)),
+            ("anna@example.com".to_string(), 1, None),
+            ("PACKAGING".to_string(), 4, Some(5.0)),
+        ];
+        assert_eq!(
+            fold_statuses(rows.clone(), Some(&known)),
+            vec![
+                ("SUBMITTED".to_string(), 3, Some(10.0)),
+                ("PACKAGING".to_string(), 4, Some(5.0)),
+                ("other".to_string(), 3, Some(50.0)),
+            ]
+        );
+        let many: Vec<_> = (0..80).map(|i| (format!("S{i}"), 1, None)).collect();
+        let folded = fold_statuses(many, None);
+        assert_eq!(folded.len(), MAX_STATUS_LABELS + 1);
+        assert_eq!(folded.last().unwrap(), &("other".to_string(), 30, None));
+    }
 
     fn model(kind: ModelKind) -> OrderModel {
         OrderModel {

@@ -84,6 +84,8 @@ pub struct Source {
     pub terminal_statuses: Vec<String>,
     /// Whether per-status gauges are exported.
     pub gauges: bool,
+    /// The statuses the source knows (`statuses`), if listed.
+    pub statuses: Option<std::collections::HashSet<String>>,
     target: String,
     pool: Pool,
     /// `BEGIN READ ONLY; SET LOCAL statement_timeout …; SELECT <role check>`: one round trip.
@@ -145,6 +147,10 @@ impl Source {
             model,
             terminal_statuses: cfg.terminal_statuses.clone(),
             gauges: cfg.gauges,
+            statuses: cfg
+                .statuses
+                .as_ref()
+                .map(|s| s.value.iter().cloned().collect()),
             target,
             pool,
             begin: begin_sql(cfg.statement_timeout.0),
