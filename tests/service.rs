@@ -363,6 +363,20 @@ async fn sighup_reloads_keeps_old_rules_on_error_and_sigterm_exits_zero() {
         failed["error"].as_str().unwrap().contains("rules.yaml:5:"),
         "the error names file and line: {failed}"
     );
+    // Values that once panicked the daemon on reload are refused the same way.
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - name: submitted_over_1h\n    source: shop\n    status: SUBMITTED\n    older_than: 500000000y\n    interval: 300000y\n    max_findings: 18446744073709551615\n",
+    )
+    .unwrap();
+    d.signal("-HUP");
+    notify.wait_count("READY=1", 3).await;
+    let m = d.get("/metrics").await;
+    assert_eq!(
+        Service::metric(&m, "orderwatch_config_last_reload_successful"),
+        Some(0.0),
+        "{m}"
+    );
     // Evaluations go on after the failed reload.
     let evals = |m: &str| {
         Service::metric(
@@ -378,7 +392,7 @@ async fn sighup_reloads_keeps_old_rules_on_error_and_sigterm_exits_zero() {
     // A good file with one more rule: applied; the unchanged rule's alert is the same alert.
     write_rules(dir.path(), &[RULE_1H, RULE_PROD]);
     d.signal("-HUP");
-    notify.wait_count("READY=1", 3).await;
+    notify.wait_count("READY=1", 4).await;
     let m = d.get("/metrics").await;
     assert_eq!(
         Service::metric(&m, "orderwatch_config_last_reload_successful"),
