@@ -984,7 +984,7 @@ impl Shared {
         let mut st = self.source_status.write().expect("status lock");
         if let Some(s) = st.get_mut(name) {
             if s.failing_since.is_none() {
-                tracing::warn!(source = name, address = %s.target, error = %e, "source unreachable; retrying");
+                tracing::warn!(source = name, address = %s.target, error = %e, "source failing (unreachable, refused or erroring); retrying");
                 s.failing_since = Some(Utc::now());
             }
             s.up = Some(false);

@@ -69,7 +69,59 @@ impl ReceiverConfig {
         } else {
             Vec::new()
         };
-        problems.into_iter().map(|(l, m)| (Some(l), m)).collect()
+        let mut problems: Vec<(Option<Location>, String)> =
+            problems.into_iter().map(|(l, m)| (Some(l), m)).collect();
+        // Counts are bounded like every other setting (a message lists orders, not millions).
+        let counts = [
+            (
+                "max_orders",
+                self.email.as_ref().map(|c| c.max_orders),
+                10_000,
+            ),
+            (
+                "max_orders",
+                self.slack.as_ref().map(|c| c.max_orders),
+                10_000,
+            ),
+            (
+                "max_orders",
+                self.mattermost.as_ref().map(|c| c.max_orders),
+                10_000,
+            ),
+            (
+                "max_orders",
+                self.telegram.as_ref().map(|c| c.max_orders),
+                10_000,
+            ),
+            (
+                "max_alerts",
+                self.webhook.as_ref().map(|c| c.max_alerts),
+                10_000_000,
+            ),
+        ];
+        let timeout = [
+            self.email.as_ref().map(|c| c.timeout.0),
+            self.slack.as_ref().map(|c| c.timeout.0),
+            self.mattermost.as_ref().map(|c| c.timeout.0),
+            self.telegram.as_ref().map(|c| c.timeout.0),
+            self.webhook.as_ref().map(|c| c.timeout.0),
+        ]
+        .into_iter()
+        .flatten()
+        .next();
+        if let Some(t) = timeout
+            && t > Duration::from_secs(600)
+        {
+            problems.push((None, "timeout must be at most 10m".to_string()));
+        }
+        for (what, value, max) in counts {
+            if let Some(v) = value
+                && v > max
+            {
+                problems.push((None, format!("{what} must be at most {max} (is {v})")));
+            }
+        }
+        problems
     }
 }
 
