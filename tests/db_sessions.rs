@@ -158,6 +158,21 @@ async fn a_statement_cannot_make_the_next_one_writable_or_unbounded() {
     let source = Source::build("shop", &loaded.config.sources["shop"].value).unwrap();
     undo_attempts(&source).await;
     assert_eq!(sequence_state(&shop).await, before, "the sequence moved");
+    // A session-level advisory lock survives a ROLLBACK: it is let go all the same.
+    source
+        .query("SELECT pg_advisory_lock(7)::text", &[])
+        .await
+        .unwrap();
+    let locks: i64 = common::connect(&shop)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(locks, 0, "an advisory lock outlived its transaction");
     let n: i64 = common::connect(&shop)
         .await
         .query_one("SELECT count(*) FROM orders", &[])

@@ -22,25 +22,42 @@ struct Daemon {
 impl Daemon {
     /// The daemon of `dir/orderwatch.yaml` on `bind` (port 0); `scheme` for the URL.
     async fn start(dir: &Path, bind: &str, scheme: &str) -> Daemon {
+        Self::start_reloadable(dir, bind, scheme).await.0
+    }
+
+    /// Like `start`; each message on the returned sender is a SIGHUP.
+    async fn start_reloadable(
+        dir: &Path,
+        bind: &str,
+        scheme: &str,
+    ) -> (Daemon, tokio::sync::mpsc::Sender<()>) {
         let loaded = orderwatch::config::load(&dir.join("orderwatch.yaml"))
             .unwrap_or_else(|e| panic!("{e}"));
         let daemon = orderwatch::engine::Daemon::build(loaded).unwrap();
         let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (hup, hups) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(async move {
             daemon
-                .serve(listener, async move {
-                    let _ = rx.await;
-                })
+                .serve_with_reload(
+                    listener,
+                    async move {
+                        let _ = rx.await;
+                    },
+                    Some(hups),
+                )
                 .await
                 .unwrap();
         });
-        Daemon {
-            url: format!("{scheme}://127.0.0.1:{port}"),
-            stop: Some(tx),
-            task,
-        }
+        (
+            Daemon {
+                url: format!("{scheme}://127.0.0.1:{port}"),
+                stop: Some(tx),
+                task,
+            },
+            hup,
+        )
     }
 
     async fn stop(mut self) {
@@ -108,6 +125,74 @@ async fn writes_need_json_so_a_web_page_cannot_post_them() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(silences(&c, &d.url, None).await.len(), 1);
+    d.stop().await;
+}
+
+/// A page whose domain was re-pointed at 127.0.0.1 (DNS rebinding) sends its own domain as
+/// Host: unauthenticated writes need a loopback Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_writes_need_a_loopback_host() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "", None);
+    let d = Daemon::start(dir.path(), "127.0.0.1:0", "http").await;
+    let c = common::http_client();
+    let port = d.url.rsplit(':').next().unwrap().to_string();
+    let r = c
+        .post(format!("{}/api/v1/silences", d.url))
+        .header("Host", format!("evil.example:{port}"))
+        .json(&silence("evil"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let r = c
+            .post(format!("{}/api/v1/silences", d.url))
+            .header("Host", host.clone())
+            .json(&silence("anna"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
+    d.stop().await;
+}
+
+/// A reload (SIGHUP) applies new users at once: a removed password stops working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_new_basic_auth_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = |pw: &str| {
+        format!(
+            "basic_auth_users:\n  anna: {}\n",
+            bcrypt::hash(pw, 4).unwrap()
+        )
+    };
+    write(dir.path(), "", Some(&web("old-pw")));
+    let (d, hup) = Daemon::start_reloadable(dir.path(), "127.0.0.1:0", "http").await;
+    let c = common::http_client();
+    let status = |pw: &'static str| {
+        c.get(format!("{}/metrics", d.url))
+            .basic_auth("anna", Some(pw))
+            .send()
+    };
+    assert_eq!(status("old-pw").await.unwrap().status(), 200);
+    write(dir.path(), "", Some(&web("new-pw")));
+    hup.send(()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status("new-pw").await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "the new password never worked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status("old-pw").await.unwrap().status(),
+        401,
+        "the old one still works"
+    );
     d.stop().await;
 }
 
@@ -284,6 +369,15 @@ async fn a_trusted_proxy_names_the_user_and_nobody_else_can() {
     assert_eq!(r.status(), 200);
     let list = silences(&c, &d.url, Some(("prometheus", "s3cret-pw"))).await;
     assert_eq!(list[0]["createdBy"], "anna@example.com");
+    // Two values (a proxy that appends rather than replaces): neither is believed.
+    let r = c
+        .get(format!("{}/api/v1/alerts", d.url))
+        .header("X-Forwarded-User", "mallory")
+        .header("X-Forwarded-User", "anna@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // A control character in the header is not a user.
     let r = c
         .get(format!("{}/api/v1/alerts", d.url))

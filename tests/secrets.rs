@@ -39,7 +39,7 @@ fn a_parse_error_on_a_url_line_does_not_echo_the_password() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("postgres://orderwatch:***@db.example/shop"),
+        stderr.contains("urll: postgres://db.example/***"),
         "{stderr}"
     );
     assert_clean("check --offline", &stderr);

@@ -86,12 +86,15 @@ pub struct Loaded {
     /// The web config (`web_config_file`, or `--web.config.file` through [`Loaded::with_web`]):
     /// TLS, basic-auth users, headers. Empty when none is given.
     pub web: super::web::Web,
+    /// The `--web.config.file` given on the command line, re-applied on every reload.
+    pub web_override: Option<PathBuf>,
 }
 
 impl Loaded {
     /// Replaces the web config with the file at `path` (`--web.config.file`).
     pub fn with_web(mut self, path: &Path) -> Result<Loaded, ConfigError> {
         self.web = super::web::load_web(path)?;
+        self.web_override = Some(path.to_path_buf());
         Ok(self)
     }
 }
@@ -176,6 +179,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             rules,
             warnings,
             web,
+            web_override: None,
         })
     } else {
         Err(ConfigError { problems })

@@ -16,6 +16,6 @@ pub use load::{ConfigError, Loaded, default_config_path, load, load_str};
 pub use model::*;
 pub use pgurl::{PgTls, RootCert, SslMode, split_tls};
 pub use secret::{expand_secrets, expand_url_secrets, redact_urls};
-pub use sql::check_read_only_select;
+pub use sql::{check_read_only_select, without_trailing_semicolon};
 pub use validate::parse_network;
 pub use web::{ALLOWED_HEADERS, ClientAuth, TlsMaterial, Web, WebConfig, load_web};

@@ -60,7 +60,8 @@ fn decode(s: &str) -> String {
             i += 3;
             continue;
         }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        // libpq does not read `+` as a space in connection URIs.
+        out.push(bytes[i]);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -112,6 +113,13 @@ pub fn split_tls(url: &str, base: &Path) -> Result<(String, PgTls), String> {
         } else if tls.mode != SslMode::VerifyFull {
             return Err("sslrootcert=system needs sslmode=verify-full (as libpq)".into());
         }
+    }
+    // libpq: verify-ca needs a root certificate file. Against a public store it would accept
+    // any publicly trusted certificate for any name, which authenticates nothing.
+    if tls.mode == SslMode::VerifyCa && !matches!(tls.root, Some(RootCert::File(_))) {
+        return Err(
+            "sslmode=verify-ca needs sslrootcert=FILE (the CA that signed the server)".into(),
+        );
     }
     if tls.cert.is_some() != tls.key.is_some() {
         return Err("sslcert and sslkey go together".into());
@@ -198,6 +206,7 @@ mod tests {
         );
         assert!(split_tls("postgres://u@h/db?sslcert=c.pem", Path::new("/")).is_err());
         assert!(split_tls("postgres://u@h/db?sslmode=bogus", Path::new("/")).is_err());
+        assert!(split_tls("postgres://u@h/db?sslmode=verify-ca", Path::new("/")).is_err());
         assert_eq!(
             split_tls("postgres://u@h/db", Path::new("/")).unwrap().0,
             "postgres://u@h/db"

@@ -57,22 +57,19 @@ pub fn redact_urls(s: &str) -> String {
     while let Some(pos) = rest.find("://") {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
-        // The authority ends at the first '/', '?', '#' or whitespace; its last '@' ends the
-        // userinfo.
+        // The URL ends at whitespace or a quote; its last '@' ends the userinfo (a raw
+        // password may hold '/', '?' or '#', so they cannot end it).
         let end = tail
-            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`'))
             .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                match userinfo.split_once(':') {
-                    Some((user, _)) => out.push_str(&format!("{user}:***")),
-                    None => out.push_str(userinfo),
-                }
-                out.push_str(&authority[at..]);
+        let url = &tail[..end];
+        match url.rfind('@') {
+            Some(at) if url[..at].contains(':') => {
+                let user = url[..at].split(':').next().unwrap_or("");
+                out.push_str(&format!("{user}:***"));
+                out.push_str(&url[at..]);
             }
-            None => out.push_str(authority),
+            _ => out.push_str(url),
         }
         rest = &tail[end..];
     }
@@ -80,19 +77,32 @@ pub fn redact_urls(s: &str) -> String {
     out
 }
 
-/// A config line fit to show in an error: URL passwords replaced, and the value of a key that
-/// looks like a secret's, even mistyped (`password`, `bot_tokn`, `api_key`, …), hidden whole.
+/// A config line fit to show in an error. A line naming anything secret-like, even mistyped
+/// (`password`, `bot_tokn`, `api_key`, also inside `{ … }`), shows its key only; a line
+/// holding a URL shows the URL's scheme and host only (webhook URLs carry their secret in the
+/// path).
 pub fn redact_line(line: &str) -> String {
-    let line = redact_urls(line);
-    if let Some((key, _)) = line.split_once(':') {
-        let k = key.trim().trim_start_matches("- ").to_ascii_lowercase();
-        // Loose on purpose: the line shown is usually one whose key is mistyped.
-        const SECRET_KEYS: &[&str] = &["pass", "pwd", "secret", "tok", "cred", "key", "auth"];
-        if SECRET_KEYS.iter().any(|s| k.contains(s)) {
-            return format!("{key}: ***");
-        }
+    let Some((key, value)) = line.split_once(':') else {
+        return redact_urls(line);
+    };
+    // Loose on purpose: the line shown is usually one whose key is mistyped.
+    const SECRET_WORDS: &[&str] = &["pass", "pwd", "secret", "tok", "cred", "key", "auth"];
+    let lower = line.to_ascii_lowercase();
+    if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+        return format!("{key}: ***");
     }
-    line
+    match value.find("://") {
+        Some(pos) => {
+            let after = &value[pos + 3..];
+            let authority = after
+                .split(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+                .next()
+                .unwrap_or("");
+            let host = authority.rsplit('@').next().unwrap_or("");
+            format!("{key}:{}://{host}/***", &value[..pos])
+        }
+        None => line.to_string(),
+    }
 }
 
 fn expand(
@@ -198,7 +208,15 @@ mod tests {
     fn lines_with_secrets_are_shown_without_them() {
         assert_eq!(
             redact_line("    urll: postgres://orderwatch:Secr3t@db/shop"),
-            "    urll: postgres://orderwatch:***@db/shop"
+            "    urll: postgres://db/***"
+        );
+        assert_eq!(
+            redact_line("    webhok_url: https://hooks.slack.com/services/T0/B0/XyZ"),
+            "    webhok_url: https://hooks.slack.com/***"
+        );
+        assert_eq!(
+            redact_line("    smtp: { username: u, password: hunter2 }"),
+            "    smtp: ***"
         );
         assert_eq!(
             redact_line("      bot_tokn: 123:ABC"),
@@ -220,6 +238,10 @@ mod tests {
             "POST http://am:***@127.0.0.1:9093/api/v2/alerts failed; see https://x.example/y"
         );
         assert_eq!(redact_urls("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_urls("error for postgres://u:ab/cd#e@db/x: refused"),
+            "error for postgres://u:***@db/x: refused"
+        );
         assert_eq!(redact_urls("no url"), "no url");
     }
 

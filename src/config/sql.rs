@@ -11,6 +11,22 @@ const WRITING: &[&str] = &[
     "LISTEN", "PREPARE", "EXECUTE", "DISCARD", "RESET", "SET",
 ];
 
+/// Functions whose effect outlives the transaction or leaves it: session-level advisory locks
+/// (a ROLLBACK keeps them) and dblink (a second connection the read-only transaction does not
+/// cover).
+const LEAKING_FUNCTIONS: &[&str] = &[
+    "PG_ADVISORY_LOCK",
+    "PG_ADVISORY_LOCK_SHARED",
+    "PG_TRY_ADVISORY_LOCK",
+    "PG_TRY_ADVISORY_LOCK_SHARED",
+    "DBLINK",
+    "DBLINK_EXEC",
+    "DBLINK_CONNECT",
+    "DBLINK_CONNECT_U",
+    "DBLINK_SEND_QUERY",
+    "DBLINK_OPEN",
+];
+
 /// Checks that `sql` is one read-only `SELECT`/`WITH` statement (a trailing `;` is allowed).
 pub fn check_read_only_select(sql: &str) -> Result<(), String> {
     let tokens = tokens(sql)?;
@@ -35,6 +51,12 @@ pub fn check_read_only_select(sql: &str) -> Result<(), String> {
                 "must only read: {t} is not allowed (every statement runs read-only)"
             ));
         }
+        if LEAKING_FUNCTIONS.contains(&t.as_str()) {
+            return Err(format!(
+                "must not call {}: its effect outlives the read-only transaction",
+                t.to_lowercase()
+            ));
+        }
         // FOR UPDATE / FOR SHARE / FOR NO KEY UPDATE / FOR KEY SHARE lock rows.
         if t == "FOR"
             && tokens
@@ -45,6 +67,21 @@ pub fn check_read_only_select(sql: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `sql` without a final `;` (and the comments after it), ready to be wrapped in a subquery.
+pub fn without_trailing_semicolon(sql: &str) -> &str {
+    let t = sql.trim();
+    if let Some(pos) = t.rfind(';') {
+        let rest = &t[pos + 1..];
+        if rest.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with("--")
+        }) {
+            return t[..pos].trim_end();
+        }
+    }
+    t
 }
 
 /// Upper-cased words and the punctuation `;` `(` `)`, skipping strings (`'…'`, `E'…'`,
@@ -82,8 +119,11 @@ fn tokens(sql: &str) -> Result<Vec<String>, String> {
                 }
             }
             '\'' => {
-                // E'…' allows backslash escapes; '' is a quote in both forms.
-                let escapes = i > 0 && matches!(chars[i - 1], 'e' | 'E');
+                // E'…' allows backslash escapes ('' is a quote in both forms); the E must be a
+                // word of its own (`date'…'` is a typed literal, not an escape string).
+                let escapes = i > 0
+                    && matches!(chars[i - 1], 'e' | 'E')
+                    && (i < 2 || !(chars[i - 2].is_alphanumeric() || chars[i - 2] == '_'));
                 i += 1;
                 loop {
                     match chars.get(i) {
@@ -172,6 +212,10 @@ mod tests {
         // Words inside strings, identifiers and comments are data, not SQL.
         check("SELECT 'delete; drop table x' AS \"update\" -- insert\n FROM t /* into */").unwrap();
         check("SELECT $$ ; DELETE $$, $q$x$q$, E'it\\'s; drop', $1 FROM t").unwrap();
+        // A typed literal is not an escape string: the backslash does not hide the quote.
+        assert!(check("SELECT date'2026-01-01', name'\\' ; DELETE FROM t").is_err());
+        // A transaction-level advisory lock ends with the transaction: allowed.
+        check("SELECT pg_try_advisory_xact_lock(1) AS id").unwrap();
     }
 
     #[test]
@@ -185,6 +229,9 @@ mod tests {
             "SELECT * FROM orders FOR KEY SHARE",
             "SET default_transaction_read_only = off",
             "SELECT 1; COMMIT",
+            "SELECT pg_advisory_lock(1) AS id",
+            "SELECT id FROM orders WHERE pg_try_advisory_lock(42)",
+            "SELECT * FROM dblink('host=x', 'DELETE FROM orders RETURNING 1') AS t(id int)",
             "",
             "SELECT 'unterminated",
         ] {

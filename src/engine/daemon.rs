@@ -335,15 +335,23 @@ impl Daemon {
         shared.metrics.config_last_reload_successful.set(1);
 
         let (current_tx, current_rx) = watch::channel(shared.clone());
-        let access = Arc::new(crate::http::server::Access::new(&shared.config, local));
-        if let Some(why) = access.write_refusal() {
+        let http_state = crate::http::server::HttpState::new(
+            crate::http::server::HttpState::prepare(&shared.config, local).map_err(|detail| {
+                StartError::Notifier {
+                    name: "http".into(),
+                    detail,
+                }
+            })?,
+        );
+        if let Some(why) = http_state.access().write_refusal() {
             tracing::warn!(listen = %local, "{why}");
         }
-        let app = crate::http::server::app(crate::http::router(Current(current_rx)), access);
+        let app =
+            crate::http::server::app(crate::http::router(Current(current_rx)), http_state.clone());
         let (http_stop_tx, http_stop) = watch::channel(false);
-        let web = shared.config.web.clone();
+        let served = http_state.clone();
         let http = tokio::spawn(async move {
-            if let Err(e) = crate::http::server::serve(listener, app, &web, http_stop).await {
+            if let Err(e) = crate::http::server::serve(listener, app, served, http_stop).await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
@@ -380,7 +388,7 @@ impl Daemon {
                 Some(()) = next_reload(&mut reload) => {
                     crate::systemd::notify("RELOADING=1");
                     let current = current_tx.borrow().clone();
-                    let ok = match reload_config(&current, &mut generation, local).await {
+                    let ok = match reload_config(&current, &mut generation, local, &http_state).await {
                         Ok(next) => {
                             tracing::info!(path = %next.config.path.display(), rules = next.rules.len(),
                                 sources = next.sources.len(), "configuration reloaded");
@@ -525,10 +533,17 @@ async fn reload_config(
     current: &Arc<Shared>,
     generation: &mut Generation,
     local: std::net::SocketAddr,
+    http: &crate::http::server::HttpState,
 ) -> Result<Arc<Shared>, String> {
     let path = current.config.path.clone();
     tracing::info!(path = %path.display(), "reloading configuration");
-    let loaded = crate::config::load(&path).map_err(|e| e.to_string())?;
+    let mut loaded = crate::config::load(&path).map_err(|e| e.to_string())?;
+    // `--web.config.file` keeps overriding the config's own web_config_file.
+    if let Some(web) = &current.config.web_override {
+        loaded = loaded.with_web(web).map_err(|e| e.to_string())?;
+    }
+    // Users, proxies, headers and TLS (a renewed certificate) apply to new requests.
+    let http_access = crate::http::server::HttpState::prepare(&loaded, local)?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -558,6 +573,7 @@ async fn reload_config(
     }
 
     generation.stop().await;
+    http.install(http_access);
     let next = current.successor(loaded, sources, rules);
     match Generation::start(next.clone(), local) {
         Ok(g) => {

@@ -12,7 +12,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::engine::{Current, Shared};
-use crate::notify::silence::{MAX_ACTIVE, SilenceRequest};
+use crate::notify::silence::{MAX_ACTIVE, RETENTION, SilenceRequest};
 
 /// Handlers take `State<Arc<Shared>>`: the generation running at the time of the request
 /// (a reload swaps it).
@@ -169,22 +169,25 @@ async fn create_silence(
         Ok(x) => x,
         Err(e) => return bad_request(e),
     };
-    {
-        let active = s
-            .silences
-            .read()
-            .expect("silences lock")
-            .iter()
-            .filter(|x| x.ends_at > now)
-            .count();
-        if active >= MAX_ACTIVE {
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({ "status": "error",
-                    "error": format!("at most {MAX_ACTIVE} silences may be pending or active; expire some first") })),
-            )
-                .into_response();
-        }
+    // Counted, stored and added under one lock, so parallel requests cannot pass the bound;
+    // silences expired beyond the retention are dropped here too.
+    let mut list = s.silences.write().expect("silences lock");
+    let gone: Vec<String> = list
+        .iter()
+        .filter(|x| x.ends_at < now - RETENTION)
+        .map(|x| x.id.clone())
+        .collect();
+    for id in &gone {
+        let _ = s.outbox.delete_silence(id);
+    }
+    list.retain(|x| x.ends_at >= now - RETENTION);
+    if list.iter().filter(|x| x.ends_at > now).count() >= MAX_ACTIVE {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({ "status": "error",
+                "error": format!("at most {MAX_ACTIVE} silences may be pending or active; expire some first") })),
+        )
+            .into_response();
     }
     if let Err(e) = s.outbox.put_silence(&silence) {
         return (
@@ -196,7 +199,7 @@ async fn create_silence(
     let matchers: Vec<String> = silence.matchers.iter().map(|m| m.to_string()).collect();
     tracing::info!(silence = %silence.id, matchers = ?matchers, ends_at = %silence.ends_at, by = ?silence.created_by, "silence created");
     let id = silence.id.clone();
-    s.silences.write().expect("silences lock").push(silence);
+    list.push(silence);
     Json(json!({ "status": "success", "data": { "silenceId": id } })).into_response()
 }
 

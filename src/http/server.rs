@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-use crate::config::{Loaded, Web};
+use crate::config::Loaded;
 
 /// Connections served at once; beyond it new connections are closed at once, so descriptors
 /// stay free for the databases and the notifiers (the unit raises LimitNOFILE well above).
@@ -46,6 +46,64 @@ pub struct Access {
     exposed: bool,
     /// Successful basic-auth checks (bcrypt is slow by design): sha256(user, password).
     verified: Mutex<HashMap<[u8; 32], ()>>,
+    /// bcrypt runs this many at once, on the blocking pool the database and HTTP clients'
+    /// name lookups share: failed logins cannot starve them.
+    bcrypt_slots: tokio::sync::Semaphore,
+    /// A hash of the configured cost that unknown users are checked against, so a known user
+    /// takes as long as an unknown one.
+    dummy_hash: String,
+}
+
+/// What a reload may change while the server runs: the access rules and the TLS acceptor.
+pub struct HttpState {
+    access: std::sync::RwLock<Arc<Access>>,
+    tls: std::sync::RwLock<Option<(tokio_rustls::TlsAcceptor, bool)>>,
+}
+
+/// A built access configuration waiting to be installed ([`HttpState::install`]).
+pub struct Prepared {
+    access: Arc<Access>,
+    tls: Option<(tokio_rustls::TlsAcceptor, bool)>,
+}
+
+impl HttpState {
+    /// Builds the access rules and TLS of `loaded` for a server listening on `listen`.
+    pub fn prepare(loaded: &Loaded, listen: SocketAddr) -> Result<Prepared, String> {
+        let tls = match &loaded.web.tls {
+            Some(m) => Some((
+                tokio_rustls::TlsAcceptor::from(Arc::new(m.server_config(loaded.web.http2)?)),
+                loaded.web.http2,
+            )),
+            None => None,
+        };
+        Ok(Prepared {
+            access: Arc::new(Access::new(loaded, listen)),
+            tls,
+        })
+    }
+
+    /// The state of a new server.
+    pub fn new(p: Prepared) -> Arc<HttpState> {
+        Arc::new(HttpState {
+            access: std::sync::RwLock::new(p.access),
+            tls: std::sync::RwLock::new(p.tls),
+        })
+    }
+
+    /// Swaps in what a reload prepared: new connections and requests use it at once (cached
+    /// basic-auth checks go with the old rules).
+    pub fn install(&self, p: Prepared) {
+        if let Some(why) = p.access.write_refusal() {
+            tracing::warn!("{why}");
+        }
+        *self.access.write().expect("access lock") = p.access;
+        *self.tls.write().expect("tls lock") = p.tls;
+    }
+
+    /// The access rules in force.
+    pub fn access(&self) -> Arc<Access> {
+        self.access.read().expect("access lock").clone()
+    }
 }
 
 /// The user a request was authenticated as (basic auth or a trusted proxy), if any.
@@ -80,6 +138,8 @@ impl Access {
                 .collect(),
             exposed: !listen.ip().is_loopback(),
             verified: Mutex::new(HashMap::new()),
+            bcrypt_slots: tokio::sync::Semaphore::new(2),
+            dummy_hash: dummy_hash(&loaded.web.users),
         }
     }
 
@@ -126,14 +186,18 @@ impl Access {
             return Some(user.to_string());
         }
         // An unknown user costs the same bcrypt round as a known one: no timing oracle.
-        const DUMMY: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
         let hash = self
             .users
             .get(user)
             .cloned()
-            .unwrap_or_else(|| DUMMY.to_string());
+            .unwrap_or_else(|| self.dummy_hash.clone());
         let known = self.users.contains_key(user);
         let password = password.to_string();
+        // Waiting for a slot is bounded too: a flood of bad logins gets 401s, not a queue.
+        let _slot = tokio::time::timeout(Duration::from_secs(2), self.bcrypt_slots.acquire())
+            .await
+            .ok()?
+            .ok()?;
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .ok()?
@@ -149,6 +213,35 @@ impl Access {
             None
         }
     }
+}
+
+/// A bcrypt hash of a throwaway password at the cost of the configured hashes.
+fn dummy_hash(users: &std::collections::BTreeMap<String, String>) -> String {
+    let cost = users
+        .values()
+        .filter_map(|h| h.split('$').nth(2)?.parse::<u32>().ok())
+        .max();
+    match cost {
+        Some(c) => bcrypt::hash("orderwatch-unknown-user", c).unwrap_or_default(),
+        None => String::new(),
+    }
+}
+
+/// Whether a request names this daemon on loopback (`localhost`, `127.0.0.1`, `[::1]`): a
+/// page whose domain was re-pointed at 127.0.0.1 (DNS rebinding) names its own domain.
+fn host_is_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        // HTTP/1.0 without Host, or HTTP/2 (:authority checked by hyper): curl-like tools.
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn refuse(code: StatusCode, message: impl Into<String>) -> Response {
@@ -173,14 +266,17 @@ fn proxy_user(v: &HeaderValue) -> Option<String> {
 }
 
 /// Authentication, the write rules, the request timeout and the configured headers.
-async fn access(State(a): State<Arc<Access>>, mut req: Request, next: Next) -> Response {
+async fn access(State(state): State<Arc<HttpState>>, mut req: Request, next: Next) -> Response {
+    let a = state.access();
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let mut user = None;
     if let Some(h) = &a.user_header {
-        if a.is_trusted_proxy(peer) {
+        // Exactly one value: a proxy that appends instead of replacing would otherwise let
+        // the client's own header come first.
+        if a.is_trusted_proxy(peer) && req.headers().get_all(h).iter().count() == 1 {
             user = req.headers().get(h).and_then(proxy_user);
         }
         // Nobody downstream may read a user header we did not vouch for.
@@ -197,6 +293,15 @@ async fn access(State(a): State<Arc<Access>>, mut req: Request, next: Next) -> R
     if writes {
         if let Some(why) = a.write_refusal() {
             return with_headers(&a, refuse(StatusCode::FORBIDDEN, why));
+        }
+        if !a.authenticates() && !host_is_loopback(req.headers()) {
+            return with_headers(
+                &a,
+                refuse(
+                    StatusCode::FORBIDDEN,
+                    "writes without authentication must name localhost in Host",
+                ),
+            );
         }
         if a.authenticates() && user.is_none() {
             return with_headers(
@@ -241,40 +346,22 @@ fn with_headers(a: &Access, mut r: Response) -> Response {
 }
 
 /// The routes wrapped in the access rules and the body limit.
-pub fn app(routes: Router, access_rules: Arc<Access>) -> Router {
+pub fn app(routes: Router, state: Arc<HttpState>) -> Router {
     routes
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            access_rules,
-            self::access,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state, self::access))
 }
 
-/// Serves `app` on `listener` (HTTPS when `web` has TLS) until `stop` turns true, then lets
-/// requests in flight finish for up to 5 s.
+/// Serves `app` on `listener` (HTTPS while `state` has TLS) until `stop` turns true, then
+/// lets requests in flight finish for up to 5 s.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    web: &Web,
+    state: Arc<HttpState>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let tls = match &web.tls {
-        Some(m) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-            m.server_config(web.http2)?,
-        ))),
-        None => None,
-    };
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    if web.tls.is_none() || !web.http2 {
-        builder = builder.http1_only();
-    }
     let mut last_full_warning: Option<std::time::Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
@@ -303,8 +390,17 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let tls = tls.clone();
-        let builder = builder.clone();
+        let tls = state.tls.read().expect("tls lock").clone();
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        if !tls.as_ref().is_some_and(|(_, http2)| *http2) {
+            builder = builder.http1_only();
+        }
+        let tls = tls.map(|(acceptor, _)| acceptor);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
@@ -417,12 +513,25 @@ impl AsyncWrite for IdleTimeout {
         }
     }
 
+    // Flushing and shutting down are progress too, and a client that stops reading must not
+    // hold them pending forever (TLS pushes buffered records out here).
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.inner.as_mut().poll_flush(cx)
+        match self.inner.as_mut().poll_flush(cx) {
+            Poll::Ready(r) => {
+                self.moved();
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.inner.as_mut().poll_shutdown(cx)
+        match self.inner.as_mut().poll_shutdown(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn poll_write_vectored(

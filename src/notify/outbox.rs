@@ -236,7 +236,7 @@ impl Outbox {
                 .max()
                 .unwrap_or(0);
             if matchers > super::silence::MAX_MATCHERS
-                || longest > super::silence::MAX_MATCHER_BYTES + 8
+                || longest > 2 * super::silence::MAX_MATCHER_BYTES + 8
             {
                 tracing::warn!(
                     silence = v["id"].as_str().unwrap_or("?"),
@@ -245,14 +245,32 @@ impl Outbox {
                 );
                 continue;
             }
-            let silence: Silence = serde_json::from_value(v)?;
-            if silence.within_bounds() {
-                out.push(silence);
-            } else {
+            // A silence that does not load is skipped, never a reason not to start.
+            let silence: Silence = match serde_json::from_value(v) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored silence does not load; dropped");
+                    continue;
+                }
+            };
+            if !silence.within_bounds() {
                 tracing::warn!(silence = %silence.id, "stored silence is beyond the bounds (at most 1 year); dropped");
+            } else if silence.ends_at < chrono::Utc::now() - super::silence::RETENTION {
+                // Expired for longer than the retention: deleted, as Alertmanager does.
+                let _ = self.delete_silence(&silence.id);
+            } else {
+                out.push(silence);
             }
         }
         Ok(out)
+    }
+
+    /// Deletes a silence.
+    pub fn delete_silence(&self, id: &str) -> Result<(), StoreError> {
+        self.store.with(|c| {
+            c.execute("DELETE FROM silences WHERE id = ?1", [id])
+                .map(drop)
+        })
     }
 
     /// Creates or replaces a silence.

@@ -53,7 +53,10 @@ impl std::fmt::Display for Matcher {
             MatchOp::Re => "=~",
             MatchOp::NotRe => "!~",
         };
-        write!(f, "{}{op}{:?}", self.name, self.value)
+        // JSON string quoting, which `from_str` reads back exactly (Rust's `{:?}` writes
+        // escapes such as `\u{1b}` that JSON does not know).
+        let quoted = serde_json::to_string(&self.value).map_err(|_| std::fmt::Error)?;
+        write!(f, "{}{op}{quoted}", self.name)
     }
 }
 

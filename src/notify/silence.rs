@@ -58,6 +58,9 @@ pub const MAX_DURATION: chrono::TimeDelta = chrono::TimeDelta::days(365);
 pub const MAX_ACTIVE: usize = 10_000;
 /// Longest `comment` or `createdBy`, in bytes.
 pub const MAX_TEXT_BYTES: usize = 1024;
+/// How long an expired silence is kept (listed as expired) before it is deleted, as
+/// Alertmanager's default `--data.retention`.
+pub const RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(5);
 
 /// A silence as the API receives it, before it is checked.
 #[derive(Debug, Clone, Default)]
@@ -124,16 +127,23 @@ impl SilenceRequest {
         if ends <= starts {
             return Err("endsAt must be after startsAt".into());
         }
+        if ends <= now {
+            return Err("endsAt is in the past: the silence would never apply".into());
+        }
         if ends - starts > MAX_DURATION {
             return Err("a silence lasts at most 1 year (365d)".into());
         }
-        Ok(Silence::new(
-            matchers,
-            starts,
-            ends,
-            &self.comment,
-            &self.created_by,
-        ))
+        let silence = Silence::new(matchers, starts, ends, &self.comment, &self.created_by);
+        // What is stored must load again, within the same bounds.
+        if !silence.within_bounds()
+            || silence
+                .matchers
+                .iter()
+                .any(|m| m.to_string().parse::<Matcher>().is_err())
+        {
+            return Err("a matcher does not survive being stored; simplify it".into());
+        }
+        Ok(silence)
     }
 }
 
@@ -145,7 +155,7 @@ impl Silence {
             && self
                 .matchers
                 .iter()
-                .all(|m| m.to_string().len() <= MAX_MATCHER_BYTES + 8)
+                .all(|m| m.to_string().len() <= 2 * MAX_MATCHER_BYTES + 8)
             && self.ends_at - self.starts_at <= MAX_DURATION
             && self.comment.len() <= MAX_TEXT_BYTES
             && self.created_by.len() <= MAX_TEXT_BYTES
@@ -197,6 +207,36 @@ impl Silence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_accepted_silence_loads_again() {
+        let now = Utc::now();
+        let req = SilenceRequest {
+            matchers: vec![
+                "order_id=\"\\u001b]0;x\\u0007\"".into(),
+                "team=~\"\u{200b}.*\\\\d+\"".into(),
+                "order_id!=\"a\\\"b\"".into(),
+            ],
+            duration: Some("1h".into()),
+            ..SilenceRequest::default()
+        };
+        let s = req.build(now).unwrap();
+        let back: Silence = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(
+            back.matchers
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>(),
+            s.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>()
+        );
+        let past = SilenceRequest {
+            matchers: vec!["rule=\"x\"".into()],
+            starts_at: Some(now - chrono::Duration::days(30)),
+            ends_at: Some(now - chrono::Duration::days(29)),
+            ..SilenceRequest::default()
+        };
+        assert!(past.build(now).unwrap_err().contains("in the past"));
+    }
 
     #[test]
     fn matches_all_matchers_while_active_and_round_trips_as_json() {

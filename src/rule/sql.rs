@@ -34,11 +34,11 @@ impl SqlCheck {
         let q = cfg
             .query
             .as_ref()
-            .map(|q| q.value.trim().trim_end_matches(';').to_string())
+            .map(|q| crate::config::without_trailing_semicolon(&q.value).to_string())
             .unwrap_or_default();
         SqlCheck {
             sql: format!(
-                "SELECT row_to_json(q)::text, count(*) OVER () FROM ({q}) q LIMIT $1::int8"
+                "SELECT row_to_json(q)::text, count(*) OVER () FROM (\n{q}\n) q LIMIT $1::int8"
             ),
             max_findings: cfg.max_findings,
             source,

@@ -98,9 +98,10 @@ impl OrderModel {
                 }
                 ("h", format!("{} h", quote(table)), filter)
             }
+            // On lines of its own, so a trailing `-- comment` cannot swallow the `) q`.
             ModelKind::Query(q) => (
                 "q",
-                format!("({}) q", q.trim().trim_end_matches(';')),
+                format!("(\n{}\n) q", crate::config::without_trailing_semicolon(q)),
                 String::new(),
             ),
         };
@@ -346,11 +347,11 @@ mod tests {
     #[test]
     fn query_model_wraps_the_query() {
         let sql = model(ModelKind::Query(
-            "SELECT id, status, status_changed_at, order_type FROM v;".into(),
+            "SELECT id, status, status_changed_at, order_type FROM v; -- the view".into(),
         ))
         .stuck_sql();
         assert!(
-            sql.contains("FROM (SELECT id, status, status_changed_at, order_type FROM v) q"),
+            sql.contains("FROM (\nSELECT id, status, status_changed_at, order_type FROM v\n) q"),
             "{sql}"
         );
     }

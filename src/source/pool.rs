@@ -181,6 +181,7 @@ impl Source {
         let client = self.client().await?;
         let tx = ReadOnlyTx {
             client: Some(client),
+            discard: false,
         };
         let sql = if extra.is_empty() {
             self.begin.clone()
@@ -240,8 +241,21 @@ impl Source {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, SourceError> {
-        let tx = self.begin(extra).await?;
+        let mut tx = self.begin(extra).await?;
         let result = self.run_unnamed(&tx, sql, params).await;
+        // A type PostgreSQL defines outside the built-in ones (an enum, citext) made
+        // tokio-postgres look it up with named statements it caches on the connection: that
+        // connection is closed rather than carried to another transaction (a pooler would
+        // hand it another server connection, where those names do not exist).
+        if let Ok(rows) = &result
+            && rows.first().is_some_and(|r| {
+                r.columns()
+                    .iter()
+                    .any(|c| Type::from_oid(c.type_().oid()).is_none())
+            })
+        {
+            tx.discard = true;
+        }
         if result.is_err() {
             // The schema may have changed under the cached parameter types.
             self.param_types.lock().expect("types lock").remove(sql);
@@ -390,6 +404,8 @@ impl SourceError {
 /// closed instead, so no open transaction reaches the next user.
 struct ReadOnlyTx {
     client: Option<deadpool_postgres::Object>,
+    /// Close the connection instead of returning it (see `run_unnamed`).
+    discard: bool,
 }
 
 impl ReadOnlyTx {
@@ -399,7 +415,12 @@ impl ReadOnlyTx {
 
     async fn end(mut self) {
         let client = self.client.take().expect("transaction is open");
-        if client.batch_execute("ROLLBACK").await.is_err() {
+        // Session-level advisory locks survive a ROLLBACK; they are let go in the same
+        // message, so behind a pooler it reaches the same server connection.
+        let ended = client
+            .batch_execute("ROLLBACK; SELECT pg_advisory_unlock_all()")
+            .await;
+        if ended.is_err() || self.discard {
             drop(deadpool_postgres::Object::take(client));
         }
     }
