@@ -22,8 +22,10 @@ use tokio::sync::watch;
 
 use crate::config::Loaded;
 
-/// Connections served at once; beyond it new connections are closed at once, so descriptors
-/// stay free for the databases and the notifiers (the unit raises LimitNOFILE well above).
+/// Connections served at once; beyond it each newcomer closes the oldest connection that has
+/// not sent a byte (else the newcomer is closed), so descriptors stay free for the databases
+/// and the notifiers (the unit raises LimitNOFILE well above) and an idle flood cannot lock a
+/// scraper out.
 pub const MAX_CONNECTIONS: usize = 512;
 /// Time a client has to send its first byte, a request's headers, or finish a TLS handshake.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -363,6 +365,10 @@ pub async fn serve(
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut last_full_warning: Option<std::time::Instant> = None;
+    // Connections that have not sent their first byte, oldest first.
+    type Silent = std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>;
+    let silent: Arc<Mutex<Silent>> = Arc::default();
+    let mut next_id: u64 = 0;
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -376,18 +382,44 @@ pub async fn serve(
             },
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            if last_full_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                tracing::warn!(
-                    max = MAX_CONNECTIONS,
-                    peer = %peer,
-                    "HTTP connection cap reached: closing new connections"
-                );
-                last_full_warning = Some(std::time::Instant::now());
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if last_full_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!(
+                        max = MAX_CONNECTIONS,
+                        peer = %peer,
+                        "HTTP connection cap reached: closing the oldest silent connections"
+                    );
+                    last_full_warning = Some(std::time::Instant::now());
+                }
+                // The oldest connection that has not sent a byte yet makes room, so an idle
+                // flood cannot lock out a scraper; without one, the newcomer is closed.
+                let oldest = silent.lock().expect("silent lock").pop_front();
+                let Some((_, leave)) = oldest else {
+                    drop(stream);
+                    continue;
+                };
+                leave.notify_one();
+                match tokio::time::timeout(Duration::from_secs(1), slots.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        drop(stream);
+                        continue;
+                    }
+                }
             }
-            drop(stream);
-            continue;
         };
+        next_id += 1;
+        let id = next_id;
+        let leave = Arc::new(tokio::sync::Notify::new());
+        silent
+            .lock()
+            .expect("silent lock")
+            .push_back((id, leave.clone()));
+        let silent_list = silent.clone();
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = state.tls.read().expect("tls lock").clone();
@@ -415,10 +447,18 @@ pub async fn serve(
                 });
             // hyper's header-read timeout starts at the first byte: a client that connects and
             // sends nothing is cut off here instead.
-            if !matches!(
-                tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut [0u8; 1])).await,
-                Ok(Ok(1))
-            ) {
+            let mut first = [0u8; 1];
+            let spoke = tokio::select! {
+                r = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)) => {
+                    matches!(r, Ok(Ok(1)))
+                }
+                _ = leave.notified() => false,
+            };
+            silent_list
+                .lock()
+                .expect("silent lock")
+                .retain(|(i, _)| *i != id);
+            if !spoke {
                 return;
             }
             let io: Pin<Box<dyn Io>> = match tls {
