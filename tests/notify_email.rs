@@ -44,50 +44,13 @@ fn require_aiosmtpd() -> bool {
     false
 }
 
+mod common;
+use common::Pki;
+
 /// A CA, a server certificate it signed for 127.0.0.1 and localhost, and an unrelated CA,
 /// as PEM files in `dir`.
-struct Pki {
-    ca: PathBuf,
-    other_ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
 fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let ca = |name: &str| {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        (cert, Issuer::new(params, key))
-    };
-    let (ca_cert, issuer) = ca("orderwatch test CA");
-    let (other_cert, _) = ca("some other CA");
-    let mut params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "orderwatch test SMTP");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let write = |name: &str, pem: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
-    Pki {
-        ca: write("ca.pem", ca_cert.pem()),
-        other_ca: write("other-ca.pem", other_cert.pem()),
-        cert: write("server.pem", cert.pem()),
-        key: write("server-key.pem", key.serialize_pem()),
-    }
+    Pki::new(dir)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
