@@ -268,8 +268,19 @@ fn sql_statements_that_write_are_config_errors() {
 /// stopped on whatever server connection a transaction lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rule_kind_works_behind_pgbouncer_in_transaction_mode() {
+    behind_pgbouncer("transaction", 2).await;
+}
+
+/// Session mode gives each client its own server connection for as long as it stays
+/// connected, so the pooler needs as many as the pools may open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rule_kind_works_behind_pgbouncer_in_session_mode() {
+    behind_pgbouncer("session", 40).await;
+}
+
+async fn behind_pgbouncer(mode: &str, server_conns: u32) {
     let (shop, mes) = setup().await;
-    let Some(bouncer) = common::PgBouncer::start(&shop, "transaction", 2).await else {
+    let Some(bouncer) = common::PgBouncer::start(&shop, mode, server_conns).await else {
         return;
     };
     let name = |u: &str| {
