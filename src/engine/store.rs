@@ -107,10 +107,15 @@ impl Store {
         let store = match Self::open_file(&path) {
             Ok(s) => s,
             Err(e) if is_corruption(&e) => {
-                let aside = dir.join(format!(
-                    "{FILE}.corrupt-{}",
-                    chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-                ));
+                let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+                // Never over an earlier one moved aside in the same second.
+                let aside = (0..)
+                    .map(|n| match n {
+                        0 => dir.join(format!("{FILE}.corrupt-{stamp}")),
+                        n => dir.join(format!("{FILE}.corrupt-{stamp}-{n}")),
+                    })
+                    .find(|p| !p.exists())
+                    .expect("some name is free");
                 std::fs::rename(&path, &aside).map_err(io(&path))?;
                 for suffix in ["-wal", "-shm"] {
                     let side = dir.join(format!("{FILE}{suffix}"));
