@@ -85,7 +85,7 @@ pub fn from_env() -> Option<(OtlpLayer, Exporter)> {
         kv("service.name", Value::String(service)),
         kv("service.version", Value::String(env!("CARGO_PKG_VERSION").into())),
     ]});
-    crate::source::ensure_crypto_provider();
+    crate::tls::ensure_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")))

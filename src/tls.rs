@@ -66,11 +66,16 @@ impl ClientTls {
                     .build()
                     .map_err(|e| format!("trusted roots: {e}"))?;
                 match check {
-                    Check::Chain => Arc::new(ChainOnly(webpki)),
-                    Check::FullAs(name) => Arc::new(NamedAs {
+                    Check::Chain => Arc::new(OtherName {
                         inner: webpki,
-                        name: ServerName::try_from(name.clone())
-                            .map_err(|e| format!("server_name {name:?}: {e}"))?,
+                        name: None,
+                    }),
+                    Check::FullAs(name) => Arc::new(OtherName {
+                        inner: webpki,
+                        name: Some(
+                            ServerName::try_from(name.clone())
+                                .map_err(|e| format!("server_name {name:?}: {e}"))?,
+                        ),
                     }),
                     _ => webpki,
                 }
@@ -179,11 +184,16 @@ impl ServerCertVerifier for EncryptOnly {
     }
 }
 
-/// The chain is verified; a certificate for another name is accepted (libpq's `verify-ca`).
+/// The chain is verified as webpki does it, with another rule for the name: `name: None`
+/// accepts a certificate for any name (libpq's `verify-ca`), `Some` checks that name whatever
+/// host was dialled (Prometheus' `server_name`).
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct OtherName {
+    inner: Arc<WebPkiServerVerifier>,
+    name: Option<ServerName<'static>>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for OtherName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -192,59 +202,18 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = self.name.as_ref().unwrap_or(server_name);
         match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            .inner
+            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
         {
+            // webpki checks the chain before the name: this error means the chain is good.
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForName
                 | rustls::CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if self.name.is_none() => Ok(ServerCertVerified::assertion()),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// The chain and a fixed name, whatever host was dialled (Prometheus' `server_name`).
-#[derive(Debug)]
-struct NamedAs {
-    inner: Arc<WebPkiServerVerifier>,
-    name: ServerName<'static>,
-}
-
-impl ServerCertVerifier for NamedAs {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
     }
 
     fn verify_tls12_signature(

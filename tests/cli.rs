@@ -331,7 +331,7 @@ async fn unreachable_source_is_reported_and_retried_without_leaking_the_password
     let stderr = child.0.stderr.take().unwrap();
     let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
     tokio::time::sleep(Duration::from_secs(4)).await;
-    orderwatch::source::ensure_crypto_provider();
+    orderwatch::tls::ensure_crypto_provider();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let ready = client
         .get(format!("http://{http}/readyz"))

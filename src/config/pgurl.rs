@@ -124,14 +124,10 @@ pub fn split_tls(url: &str, base: &Path) -> Result<(String, PgTls), String> {
     if tls.cert.is_some() != tls.key.is_some() {
         return Err("sslcert and sslkey go together".into());
     }
-    let mode = match tls.mode {
-        SslMode::Disable => "disable",
-        SslMode::Prefer => "prefer",
-        _ => "require",
-    };
-    kept.push(match mode {
-        "disable" => "sslmode=disable",
-        "prefer" => "sslmode=prefer",
+    // tokio-postgres knows these three; verification is ours.
+    kept.push(match tls.mode {
+        SslMode::Disable => "sslmode=disable",
+        SslMode::Prefer => "sslmode=prefer",
         _ => "sslmode=require",
     });
     Ok((format!("{head}?{}", kept.join("&")), tls))

@@ -128,13 +128,6 @@ pub struct TlsMaterial {
     pub tls13: bool,
 }
 
-impl Web {
-    /// Whether any authentication is configured.
-    pub fn has_basic_auth(&self) -> bool {
-        !self.users.is_empty()
-    }
-}
-
 /// Reads and checks the web config file at `path`; every problem names file, line and column.
 pub fn load_web(path: &Path) -> Result<Web, ConfigError> {
     let one = |message: String| ConfigError {
@@ -300,7 +293,7 @@ impl TlsMaterial {
         let m = self;
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::ensure_crypto_provider();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&m.cert_pem)
             .collect::<Result<_, _>>()
             .map_err(|e| format!("cert_file: {e}"))?;

@@ -41,7 +41,7 @@ impl Api {
         auth: Option<(String, String)>,
         ca_file: Option<&Path>,
     ) -> Result<Api, String> {
-        crate::source::ensure_crypto_provider();
+        crate::tls::ensure_crypto_provider();
         let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
         if let Some(f) = ca_file {
             let pem = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;

@@ -95,7 +95,7 @@ impl AlertmanagerNotifier {
         metrics: Arc<Metrics>,
         base_url: String,
     ) -> Result<Self, reqwest::Error> {
-        crate::source::ensure_crypto_provider();
+        crate::tls::ensure_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(cfg.timeout.0)
             .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")));

@@ -75,7 +75,7 @@ pub fn error_text(e: reqwest::Error) -> String {
 
 /// An HTTP client for the channels: rustls, a timeout, our user agent.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
-    crate::source::ensure_crypto_provider();
+    crate::tls::ensure_crypto_provider();
     reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")))

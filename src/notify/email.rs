@@ -612,7 +612,7 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// TLS settings for `host`: the webpki roots plus the certificates of `ca_file`. Built on
 /// rustls with the ring provider, like every other TLS client of the daemon.
 fn tls_parameters(host: &str, ca_file: Option<&Path>) -> Result<TlsParameters, String> {
-    crate::source::ensure_crypto_provider();
+    crate::tls::ensure_crypto_provider();
     let mut builder =
         TlsParameters::builder(host.to_string()).certificate_store(CertificateStore::WebpkiRoots);
     if let Some(path) = ca_file {

@@ -3,8 +3,6 @@
 
 mod model;
 mod pool;
-mod tls;
 
 pub use model::{MAX_STATUS_LABELS, ModelKind, OTHER_STATUS, OrderModel, fold_statuses};
 pub use pool::{Source, SourceError, describe_pg_error};
-pub use tls::ensure_crypto_provider;
