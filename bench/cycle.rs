@@ -136,7 +136,8 @@ async fn measure(config: &str, shop_url: &str, mes_url: &str) {
         let mut total = Duration::ZERO;
         for r in &stuck {
             let c = &clients[r.source.as_str()];
-            let stmt = c.prepare(r.sql()).await.expect("prepare");
+            let sql = r.sql().await.expect("sql");
+            let stmt = c.prepare(&sql).await.expect("prepare");
             let secs = r.older_than().as_secs_f64();
             let t = Instant::now();
             let rows = c

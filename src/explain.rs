@@ -60,9 +60,24 @@ struct Planned {
     rule: String,
     source: Arc<Source>,
     purpose: &'static str,
-    sql: String,
+    sql: Stmt,
     params: Params,
     fix: Fix,
+}
+
+/// Which statement: one of the source's model, built once its columns are known, or a
+/// rule's own.
+enum Stmt {
+    Gauges,
+    Stuck,
+    StuckStats,
+    Candidates,
+    Lookup,
+    /// A status log's incremental read.
+    LogRead,
+    /// A status log's read of whole orders by id.
+    LogById,
+    Custom(String),
 }
 
 /// The parameters the rule binds.
@@ -79,6 +94,8 @@ enum Params {
     Limit(i64),
     /// `$1` terminal statuses.
     Terminal(Vec<String>),
+    /// `$1` the floor of an incremental read (set when planned).
+    Floor,
 }
 
 /// How to fix a scan of this statement.
@@ -87,6 +104,8 @@ enum Fix {
     StatusTime,
     /// An index on the model's id column.
     Id,
+    /// An index on the log's time column (reading new rows by time).
+    Time,
     /// A custom query: only the user knows its columns.
     Custom,
 }
@@ -94,19 +113,39 @@ enum Fix {
 /// Plans every statement of the rules named in `only` (all when empty) and of every source's
 /// gauge query, in config order.
 pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, StartError> {
-    let (sources, rules) = crate::engine::build_parts(loaded)?;
+    let (sources, rules) = crate::engine::build_parts(loaded, false)?;
     // In order: statements to plan, and verdicts known without planning.
     let mut planned: Vec<Result<Planned, Verdict>> = Vec::new();
     if only.is_empty() {
-        for s in sources.values().filter(|s| s.gauges) {
-            planned.push(Ok(Planned {
-                rule: "gauges".into(),
-                source: s.clone(),
-                purpose: "per-status gauges",
-                sql: s.model.gauges_sql(),
-                params: Params::Terminal(s.terminal_statuses.clone()),
-                fix: Fix::StatusTime,
-            }));
+        for s in sources.values() {
+            if let ModelKind::History { .. } = s.model.kind {
+                // The daemon keeps a status log's state: these two are what it reads.
+                planned.push(Ok(Planned {
+                    rule: "status log".into(),
+                    source: s.clone(),
+                    purpose: "new rows (the daemon's steady read)",
+                    sql: Stmt::LogRead,
+                    params: Params::Floor,
+                    fix: Fix::Time,
+                }));
+                planned.push(Ok(Planned {
+                    rule: "status log".into(),
+                    source: s.clone(),
+                    purpose: "whole orders by id (rows committed late)",
+                    sql: Stmt::LogById,
+                    params: Params::Lookup,
+                    fix: Fix::Id,
+                }));
+            } else if s.gauges {
+                planned.push(Ok(Planned {
+                    rule: "gauges".into(),
+                    source: s.clone(),
+                    purpose: "per-status gauges",
+                    sql: Stmt::Gauges,
+                    params: Params::Terminal(s.to_db(&s.terminal_statuses)),
+                    fix: Fix::StatusTime,
+                }));
+            }
         }
     }
     for rule in rules
@@ -127,16 +166,16 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                     rule: rule.name.clone(),
                     source: s.clone(),
                     purpose: "stuck orders",
-                    sql: s.model.stuck_sql(),
-                    params: Params::Stuck(cfg.statuses(), secs, cfg.max_findings as i64),
+                    sql: Stmt::Stuck,
+                    params: Params::Stuck(s.to_db(&cfg.statuses()), secs, cfg.max_findings as i64),
                     fix: Fix::StatusTime,
                 }));
                 planned.push(Ok(Planned {
                     rule: rule.name.clone(),
                     source: s.clone(),
                     purpose: "per-status totals",
-                    sql: s.model.stuck_stats_sql(),
-                    params: Params::StuckStats(cfg.statuses(), secs),
+                    sql: Stmt::StuckStats,
+                    params: Params::StuckStats(s.to_db(&cfg.statuses()), secs),
                     fix: Fix::StatusTime,
                 }));
             }
@@ -145,9 +184,12 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                     rule: rule.name.clone(),
                     source: s.clone(),
                     purpose: "candidates",
-                    sql: s.model.candidates_sql(),
+                    sql: Stmt::Candidates,
                     params: Params::Candidates(
-                        cfg.statuses().first().cloned().unwrap_or_default(),
+                        s.to_db(&cfg.statuses())
+                            .first()
+                            .cloned()
+                            .unwrap_or_default(),
                         secs,
                         cfg.batch_size as i64,
                     ),
@@ -158,7 +200,7 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                         rule: rule.name.clone(),
                         source: other.clone(),
                         purpose: "lookup in the other database",
-                        sql: other.model.lookup_sql(),
+                        sql: Stmt::Lookup,
                         params: Params::Lookup,
                         fix: Fix::Id,
                     }));
@@ -168,7 +210,7 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                 rule: rule.name.clone(),
                 source: s.clone(),
                 purpose: "custom query",
-                sql: c.sql.clone(),
+                sql: Stmt::Custom(c.sql.clone()),
                 params: Params::Limit(cfg.max_findings as i64),
                 fix: Fix::Custom,
             })),
@@ -199,20 +241,52 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
     Ok(verdicts)
 }
 
+/// The text of `p`'s statement.
+async fn statement(p: &Planned) -> Result<(String, bool), SourceError> {
+    if let Stmt::Custom(sql) = &p.sql {
+        return Ok((sql.clone(), false));
+    }
+    let m = p.source.model_sql().await?;
+    let log = m.history.as_ref();
+    let none = || SourceError::Config {
+        source_name: p.source.name.clone(),
+        detail: "no such statement for this order model".into(),
+    };
+    Ok(match &p.sql {
+        Stmt::Gauges => (m.gauges.clone().ok_or_else(none)?, false),
+        Stmt::Stuck => (m.stuck.clone(), false),
+        Stmt::StuckStats => (m.stuck_stats.clone(), false),
+        Stmt::Candidates => (m.candidates.clone(), false),
+        Stmt::Lookup => (m.lookup.clone(), false),
+        Stmt::LogRead => {
+            let log = log.ok_or_else(none)?;
+            (log.read.clone(), log.serial)
+        }
+        Stmt::LogById => (log.ok_or_else(none)?.refetch.clone(), false),
+        Stmt::Custom(_) => unreachable!("handled above"),
+    })
+}
+
 async fn plan(p: Planned) -> Verdict {
     let floor = DateTime::<Utc>::from_timestamp(-2_208_988_800, 0).expect("1900-01-01");
-    let result = match &p.params {
-        Params::Stuck(st, secs, limit) => p.source.explain(&p.sql, &[st, secs, limit]).await,
-        Params::StuckStats(st, secs) => p.source.explain(&p.sql, &[st, secs]).await,
-        Params::Candidates(status, secs, page) => {
-            let (id, after) = (String::new(), false);
-            p.source
-                .explain(&p.sql, &[status, secs, &floor, &id, &after, page])
-                .await
-        }
-        Params::Limit(limit) => p.source.explain(&p.sql, &[limit]).await,
-        Params::Terminal(t) => p.source.explain(&p.sql, &[t]).await,
-        Params::Lookup => lookup(&p.source, &p.sql).await,
+    let recent = Utc::now() - chrono::Duration::minutes(5);
+    let result = match statement(&p).await {
+        Err(e) => Err(e),
+        Ok((sql, serial)) => match &p.params {
+            Params::Stuck(st, secs, limit) => p.source.explain(&sql, &[st, secs, limit]).await,
+            Params::StuckStats(st, secs) => p.source.explain(&sql, &[st, secs]).await,
+            Params::Candidates(status, secs, page) => {
+                let (id, after) = (String::new(), false);
+                p.source
+                    .explain(&sql, &[status, secs, &floor, &id, &after, page])
+                    .await
+            }
+            Params::Limit(limit) => p.source.explain(&sql, &[limit]).await,
+            Params::Terminal(t) => p.source.explain(&sql, &[t]).await,
+            Params::Lookup => lookup(&p.source, &sql).await,
+            Params::Floor if serial => p.source.explain(&sql, &[&i64::MAX]).await,
+            Params::Floor => p.source.explain(&sql, &[&recent]).await,
+        },
     };
     let mut v = Verdict {
         rule: p.rule.clone(),
@@ -332,6 +406,7 @@ fn fix(source: &Source, fix: &Fix) -> Option<String> {
             both.push_str(&create(&[&m.id, &m.entered_at]));
             Some(both)
         }
+        (Fix::Time, _) => Some(create(&[&m.entered_at])),
         (Fix::Id, _) => Some(create(&[&m.id])),
         (Fix::StatusTime, _) => Some(create(&[&m.status, &m.entered_at])),
     }

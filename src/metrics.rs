@@ -18,6 +18,9 @@ pub struct Metrics {
     pub orders: IntGaugeVec,
     /// `orderwatch_order_status_oldest_age_seconds{source,status}`.
     pub order_status_oldest_age: GaugeVec,
+    /// `orderwatch_orders_unjudgeable{source,status,reason}`: orders in an active status whose
+    /// time cannot be read (`null_time`, `future_time`) or whose latest rows tie (`tie`).
+    pub orders_unjudgeable: IntGaugeVec,
     /// `orderwatch_alerts{rule,state}`: pending and firing alerts.
     pub alerts: IntGaugeVec,
     /// `orderwatch_rule_evaluations_total{rule}`.
@@ -74,6 +77,7 @@ impl Metrics {
             stuck_oldest_age: reg(&r, GaugeVec::new(Opts::new("orderwatch_stuck_oldest_age_seconds", "Age in the status of the oldest order a rule finds stuck."), &rss).unwrap()),
             orders: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_orders", "Orders per active (non-terminal) status."), &["source", "status"]).unwrap()),
             order_status_oldest_age: reg(&r, GaugeVec::new(Opts::new("orderwatch_order_status_oldest_age_seconds", "Age of the oldest order in each active status."), &["source", "status"]).unwrap()),
+            orders_unjudgeable: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_orders_unjudgeable", "Orders in an active status that no rule can judge: no time (null_time), a time in the future (future_time), or latest rows that tie (tie)."), &["source", "status", "reason"]).unwrap()),
             alerts: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_alerts", "Alerts per rule and state."), &["rule", "state"]).unwrap()),
             rule_evaluations: reg(&r, IntCounterVec::new(Opts::new("orderwatch_rule_evaluations_total", "Rule evaluations."), &["rule"]).unwrap()),
             rule_evaluation_failures: reg(&r, IntCounterVec::new(Opts::new("orderwatch_rule_evaluation_failures_total", "Rule evaluations that failed (source unreachable, query error)."), &["rule"]).unwrap()),

@@ -155,7 +155,7 @@ async fn a_statement_cannot_make_the_next_one_writable_or_unbounded() {
     );
     let before = sequence_state(&shop).await;
     // One connection, so every statement reuses the session the previous one touched.
-    let source = Source::build("shop", &loaded.config.sources["shop"].value).unwrap();
+    let source = Source::build("shop", &loaded.config.sources["shop"].value, false).unwrap();
     undo_attempts(&source).await;
     assert_eq!(sequence_state(&shop).await, before, "the sequence moved");
     // A session-level advisory lock survives a ROLLBACK: it is let go all the same.
@@ -341,7 +341,7 @@ async fn behind_pgbouncer(mode: &str, server_conns: u32) {
     // Writes stay impossible on every server connection the pooler hands out.
     let before = sequence_state(&shop).await;
     let writer = write_config(dir.path(), &as_user(&shop_b, common::WRITER), &mes_b, "");
-    let source = Source::build("shop", &writer.config.sources["shop"].value).unwrap();
+    let source = Source::build("shop", &writer.config.sources["shop"].value, false).unwrap();
     for _ in 0..3 {
         undo_attempts(&source).await;
     }

@@ -84,7 +84,7 @@ async fn table_model_finds_exactly_the_stuck_orders_oldest_first_without_persona
         );
     }
     // The SQL itself never names a personal column.
-    let sql = results[0].0.sql();
+    let sql = results[0].0.sql().await.unwrap();
     for col in ["customer_name", "customer_email", "customer_phone", "*"] {
         assert!(
             !sql.contains(&format!("t.{col}")) && !sql.contains(&format!("t.\"{col}\"")),
@@ -216,7 +216,7 @@ async fn sessions_are_read_only_with_a_statement_timeout() {
     );
     let mut cfg = loaded.config.sources["db"].value.clone();
     cfg.statement_timeout = orderwatch::config::Dur(std::time::Duration::from_millis(300));
-    let source = orderwatch::source::Source::build("db", &cfg).unwrap();
+    let source = orderwatch::source::Source::build("db", &cfg, false).unwrap();
     let err = source
         .query("DELETE FROM orders", &[])
         .await
@@ -299,7 +299,11 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
     assert!(loaded.rules.len() >= 11, "the shipped rules are loaded");
     for (_, rc) in &loaded.rules {
         let src = &loaded.config.sources[&rc.source.value].value;
-        let model = orderwatch::source::OrderModel::from_config(&src.orders);
+        let model = orderwatch::source::Source::build(&rc.source.value, src, false)
+            .unwrap()
+            .model_sql()
+            .await
+            .unwrap();
         let client = if rc.source.value == "shop" {
             &shop
         } else {
@@ -309,7 +313,7 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
         let secs = rc.older_than().as_secs_f64();
         let rows = client
             .query(
-                &format!("EXPLAIN (FORMAT TEXT) {}", model.stuck_sql()),
+                &format!("EXPLAIN (FORMAT TEXT) {}", model.stuck),
                 &[&statuses, &secs, &1000i64],
             )
             .await
@@ -331,7 +335,7 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
             let after = chrono::Utc::now() - chrono::Duration::days(3);
             let rows = client
                 .query(
-                    &format!("EXPLAIN {}", model.candidates_sql()),
+                    &format!("EXPLAIN {}", model.candidates),
                     &[&statuses[0], &secs, &after, &"JW-00000001", &true, &500i64],
                 )
                 .await
@@ -347,11 +351,15 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
                 rc.name.value
             );
             let osrc = &loaded.config.sources[&other.value].value;
-            let omodel = orderwatch::source::OrderModel::from_config(&osrc.orders);
+            let omodel = orderwatch::source::Source::build(&other.value, osrc, false)
+                .unwrap()
+                .model_sql()
+                .await
+                .unwrap();
             let oclient = if other.value == "shop" { &shop } else { &mes };
             let ids: Vec<String> = (1..=500).map(|i| format!("JW-{i:08}")).collect();
             let rows = oclient
-                .query(&format!("EXPLAIN {}", omodel.lookup_sql()), &[&ids])
+                .query(&format!("EXPLAIN {}", omodel.lookup), &[&ids])
                 .await
                 .unwrap();
             let plan = rows
@@ -368,7 +376,10 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
         // Per-status gauges: a loose index scan, never touching CLOSED rows one by one.
         let terminal = vec!["CLOSED".to_string()];
         let rows = client
-            .query(&format!("EXPLAIN {}", model.gauges_sql()), &[&terminal])
+            .query(
+                &format!("EXPLAIN {}", model.gauges.clone().unwrap()),
+                &[&terminal],
+            )
             .await
             .unwrap();
         let plan = rows

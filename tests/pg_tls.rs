@@ -145,6 +145,7 @@ async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
     let full = orderwatch::source::Source::build(
         "shop",
         &wrong_name("sslmode=verify-full&sslrootcert=ca.pem"),
+        false,
     )
     .unwrap();
     let err = full.query("SELECT 1", &[]).await.unwrap_err().to_string();
@@ -152,6 +153,7 @@ async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
     let ca = orderwatch::source::Source::build(
         "shop",
         &wrong_name("sslmode=verify-ca&sslrootcert=ca.pem"),
+        false,
     )
     .unwrap();
     ca.query("SELECT 1", &[]).await.unwrap();

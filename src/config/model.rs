@@ -147,6 +147,9 @@ impl Default for DeliveryConfig {
     }
 }
 
+fn default_max_replication_lag() -> Dur {
+    Dur(Duration::from_secs(300))
+}
 fn default_initial_backoff() -> Dur {
     Dur(Duration::from_secs(1))
 }
@@ -182,11 +185,21 @@ pub struct SourceConfig {
     /// Export `orderwatch_orders` and the oldest age per active status for this source.
     #[serde(default = "default_true")]
     pub gauges: bool,
-    /// The status names this source knows (optional). Values outside the list are exported
-    /// as `status="other"`, and `check` names the ones the table holds; without it at most 50
-    /// distinct values become labels.
+    /// The status names this source knows (optional): a list of names, or a map of the codes
+    /// an integer status column holds to their names (`{1: INITIATED, 2: FILE_UPLOADED}`);
+    /// rules, labels, messages and metrics then speak the names. Values outside it are
+    /// exported as `status="other"`, and `check` names the ones the table holds; without it at
+    /// most 50 distinct values become labels.
     #[serde(default)]
-    pub statuses: Option<Spanned<Vec<String>>>,
+    pub statuses: Option<Spanned<StatusNames>>,
+    /// The zone a `timestamp without time zone` column's wall-clock times are in, e.g.
+    /// `Europe/Moscow` (default UTC). Ignored for `timestamptz` and epoch columns.
+    #[serde(default)]
+    pub time_zone: Option<Spanned<String>>,
+    /// On a standby: beyond this replication lag the source is stale; its rules neither fire
+    /// nor resolve and a `SourceStale` alert names the lag.
+    #[serde(default = "default_max_replication_lag")]
+    pub max_replication_lag: Dur,
     /// The directory relative `sslrootcert`, `sslcert` and `sslkey` paths are resolved
     /// against: the config file's (set by validation).
     #[serde(skip)]
@@ -197,6 +210,36 @@ pub struct SourceConfig {
     pub allow_superuser: bool,
     /// Where the orders are and which columns may be read.
     pub orders: OrderModelConfig,
+}
+
+/// `statuses:` as a list of names or a map of integer codes to names.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum StatusNames {
+    /// The names the status column holds.
+    Names(Vec<String>),
+    /// Integer codes the status column holds, and their names.
+    Codes(BTreeMap<i64, String>),
+}
+
+impl StatusNames {
+    /// The names, in code order for a map.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            StatusNames::Names(v) => v.clone(),
+            StatusNames::Codes(m) => m.values().cloned().collect(),
+        }
+    }
+}
+
+/// The unit of an integer epoch `entered_at` column.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EpochUnit {
+    /// Seconds since 1970-01-01 UTC.
+    S,
+    /// Milliseconds since 1970-01-01 UTC.
+    Ms,
 }
 
 /// The order model of a source: exactly one of `table`, `history_table` or `query`.
@@ -224,10 +267,26 @@ pub struct OrderModelConfig {
     /// Non-personal columns copied onto findings and alerts; nothing else is ever read.
     #[serde(default)]
     pub labels: Vec<Spanned<String>>,
-    /// History model only: ignore history rows older than this, bounding the scan.
+    /// History model only: ignore history rows older than this, bounding the scan (an
+    /// order's run that began before it counts from its first row within it).
     #[serde(default)]
     pub history_lookback: Option<Dur>,
+    /// History model only: a column ordering rows of the same order written at the same time,
+    /// e.g. the log's serial id. When it is a serial (or identity) column the daemon reads new
+    /// rows by it.
+    #[serde(default)]
+    pub tiebreak: Option<Spanned<String>>,
+    /// History model only: how far back each incremental read re-reads, for rows committed
+    /// late (below the watermark).
+    #[serde(default)]
+    pub history_overlap: Option<Dur>,
+    /// `entered_at` holds integer epoch seconds (`s`) or milliseconds (`ms`).
+    #[serde(default)]
+    pub entered_at_unit: Option<EpochUnit>,
 }
+
+/// The default `history_overlap`.
+pub const DEFAULT_HISTORY_OVERLAP: Duration = Duration::from_secs(300);
 
 /// The notifiers. Each is optional; with none configured alerts are only exported and logged.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -174,14 +174,15 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
         );
         count_within(&mut p, file, &loc, &what("pool_size"), s.pool_size, 1, 100);
         if let Some(list) = &s.statuses {
+            let names = list.value.names();
             let mut seen = std::collections::HashSet::new();
-            if list.value.is_empty() {
+            if names.is_empty() {
                 p.push(at(
                     &list.referenced,
                     format!("source {name}: statuses is empty"),
                 ));
             }
-            for v in &list.value {
+            for v in &names {
                 if v.trim().is_empty() || v == "other" || !seen.insert(v) {
                     p.push(at(
                         &list.referenced,
@@ -190,7 +191,7 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
                 }
             }
             for t in &s.terminal_statuses {
-                if !list.value.contains(t) {
+                if !names.contains(t) {
                     p.push(at(
                         &list.referenced,
                         format!("source {name}: terminal status {t:?} is not in statuses"),
@@ -228,14 +229,54 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
         {
             p.push(at(&q.referenced, format!("orders.query {e}")));
         }
-        if m.history_lookback.is_some() && m.history_table.is_none() {
+        if let Some(tz) = &s.time_zone
+            && chrono_tz::Tz::from_str(&tz.value).is_err()
+        {
             p.push(at(
-                &loc,
-                "orders.history_lookback applies only to history_table".to_string(),
+                &tz.referenced,
+                format!(
+                    "source {name}: unknown time_zone {:?}; use an IANA name such as Europe/Moscow or UTC",
+                    tz.value
+                ),
             ));
+        }
+        within(
+            &mut p,
+            file,
+            &loc,
+            &what("max_replication_lag"),
+            s.max_replication_lag.0,
+            SECOND,
+            DAY,
+        );
+        if m.history_table.is_none() {
+            for (key, set) in [
+                ("history_lookback", m.history_lookback.is_some()),
+                ("history_overlap", m.history_overlap.is_some()),
+                ("tiebreak", m.tiebreak.is_some()),
+            ] {
+                if set {
+                    p.push(at(
+                        &loc,
+                        format!("source {name}: orders.{key} applies only to history_table"),
+                    ));
+                }
+            }
+        }
+        if let Some(o) = m.history_overlap {
+            within(
+                &mut p,
+                file,
+                &loc,
+                &what("orders.history_overlap"),
+                o.0,
+                SECOND,
+                DAY,
+            );
         }
         for col in [&m.id, &m.status, &m.entered_at]
             .into_iter()
+            .chain(m.tiebreak.iter())
             .chain(m.labels.iter())
         {
             if !is_identifier(&col.value) {
@@ -552,6 +593,36 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
                         &s.referenced,
                         "status must name at least one non-empty status".into(),
                     ));
+                }
+                // A coded status column is queried by code: a name without one cannot be.
+                let coded = |src: &str, wanted: Vec<String>, span: &Location| {
+                    let src_cfg = config.sources.get(src)?;
+                    let Some(crate::config::StatusNames::Codes(codes)) =
+                        src_cfg.value.statuses.as_ref().map(|x| &x.value)
+                    else {
+                        return None;
+                    };
+                    let unknown: Vec<String> = wanted
+                        .into_iter()
+                        .filter(|w| !codes.values().any(|n| n == w))
+                        .collect();
+                    (!unknown.is_empty()).then(|| {
+                        at(
+                            span,
+                            format!(
+                                "status {} has no code in source {src}'s statuses map",
+                                unknown.join(", ")
+                            ),
+                        )
+                    })
+                };
+                if let Some(e) = coded(&r.source.value, statuses, &s.referenced) {
+                    p.push(e);
+                }
+                if let (Some(m), Some(e)) = (&r.missing_in, &r.expect_status)
+                    && let Some(err) = coded(&m.value, e.value.to_vec(), &e.referenced)
+                {
+                    p.push(err);
                 }
             }
             Some(s) => p.push(at(

@@ -19,7 +19,7 @@ use crate::notify::{AlertmanagerNotifier, Hub, LogNotifier};
 use crate::rule::{
     Check, Outcome, Rule, Signal, default_alertname, key_label, template::human_duration,
 };
-use crate::source::{ModelKind, Source, SourceError};
+use crate::source::{ModelKind, Source, SourceError, Unjudgeable};
 
 /// The pseudo-rule under which `SourceDown` alerts live (a name no user rule can have).
 pub const SOURCE_DOWN_RULE: &str = "source-down";
@@ -127,13 +127,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Ready: config loaded and every source reached at least once.
+    /// Ready: config loaded, every source reached at least once and every status log's
+    /// start-up read done.
     pub fn ready(&self) -> bool {
         self.source_status
             .read()
             .expect("status lock")
             .values()
             .all(|s| s.reached)
+            && self.sources.values().all(|s| s.kept_ready())
     }
 }
 
@@ -146,11 +148,15 @@ pub struct Daemon {
 /// Sources by name, and rules in config order.
 pub(crate) type Parts = (BTreeMap<String, Arc<Source>>, Vec<Arc<Rule>>);
 
-/// Builds sources and rules from a loaded config.
-pub(crate) fn build_parts(loaded: &Loaded) -> Result<Parts, StartError> {
+/// Builds sources and rules from a loaded config; `keep_state`: the daemon's sources keep a
+/// status log's current state (see `Source::history`).
+pub(crate) fn build_parts(loaded: &Loaded, keep_state: bool) -> Result<Parts, StartError> {
     let mut sources = BTreeMap::new();
     for (name, cfg) in &loaded.config.sources {
-        sources.insert(name.clone(), Arc::new(Source::build(name, &cfg.value)?));
+        sources.insert(
+            name.clone(),
+            Arc::new(Source::build(name, &cfg.value, keep_state)?),
+        );
     }
     let mut rules = Vec::new();
     for (_, rc) in &loaded.rules {
@@ -218,7 +224,7 @@ fn status_maps(
 impl Daemon {
     /// Builds everything and restores alert state; does not touch the network yet.
     pub fn build(loaded: Loaded) -> Result<Daemon, StartError> {
-        let (sources, rules) = build_parts(&loaded)?;
+        let (sources, rules) = build_parts(&loaded, true)?;
         let (store, opened) = Store::open(&loaded.config.state_dir)?;
         let store = Arc::new(store);
         let mut book = AlertBook::from_alerts(store.load_alerts()?);
@@ -547,7 +553,7 @@ async fn reload_config(
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let (sources, rules) = build_parts(&loaded).map_err(|e| e.to_string())?;
+    let (sources, rules) = build_parts(&loaded, true).map_err(|e| e.to_string())?;
     // The notifiers must build too before anything is stopped.
     if let Some(am) = &loaded.config.notifiers.alertmanager {
         AlertmanagerNotifier::new(
@@ -696,7 +702,7 @@ pub async fn evaluate_once(
     loaded: &Loaded,
     only: &[String],
 ) -> Result<Vec<(Arc<Rule>, Result<Outcome, SourceError>)>, StartError> {
-    let (_sources, rules) = build_parts(loaded)?;
+    let (_sources, rules) = build_parts(loaded, false)?;
     let selected: Vec<Arc<Rule>> = rules
         .into_iter()
         .filter(|r| only.is_empty() || only.contains(&r.name))
@@ -743,18 +749,69 @@ async fn rule_loop(shared: Arc<Shared>, rule: Arc<Rule>, mut stop: watch::Receiv
     }
 }
 
+/// Per-status counts, oldest ages and unjudgeable orders of one source: from a status log's
+/// kept state, else from the gauge statement.
+async fn read_gauges(source: &Source) -> Result<Gauges, SourceError> {
+    let terminal = source.to_db(&source.terminal_statuses);
+    if let Some(h) = source.history().await? {
+        let counts = h.gauges();
+        let mut unjudgeable: Vec<(String, Unjudgeable, i64)> = h.unjudgeable();
+        drop(h);
+        let sql = source.model_sql().await?;
+        if let Some(hs) = &sql.history {
+            for r in source.query(&hs.null_times, &[&terminal]).await? {
+                let n: i64 = r.get(1);
+                if n > 0 {
+                    unjudgeable.push((r.get(0), Unjudgeable::NullTime, n));
+                }
+            }
+        }
+        return Ok(Gauges {
+            counts,
+            unjudgeable,
+        });
+    }
+    let sql = source.model_sql().await?;
+    let Some(gauges) = &sql.gauges else {
+        return Ok(Gauges::default());
+    };
+    let rows = source.query(gauges, &[&terminal]).await?;
+    let mut out = Gauges::default();
+    for r in &rows {
+        let status: String = r.get(0);
+        for (why, n) in [
+            (Unjudgeable::NullTime, r.get::<_, i64>(3)),
+            (Unjudgeable::FutureTime, r.get::<_, i64>(4)),
+        ] {
+            if n > 0 {
+                out.unjudgeable.push((status.clone(), why, n));
+            }
+        }
+        out.counts.push((status, r.get(1), r.get(2)));
+    }
+    Ok(out)
+}
+
+/// What [`read_gauges`] found, statuses as stored.
+#[derive(Default)]
+struct Gauges {
+    counts: Vec<(String, i64, Option<f64>)>,
+    unjudgeable: Vec<(String, Unjudgeable, i64)>,
+}
+
 async fn gauges_loop(shared: Arc<Shared>, source: Arc<Source>, mut stop: watch::Receiver<bool>) {
     let every = shared.config.config.gauges_interval.0;
-    let sql = source.model.gauges_sql();
     let mut known: HashSet<String> = HashSet::new();
+    let mut known_unjudgeable: HashSet<(String, &'static str)> = HashSet::new();
     loop {
-        match source.query(&sql, &[&source.terminal_statuses]).await {
-            Ok(rows) => {
+        match read_gauges(&source).await {
+            Ok(g) => {
                 shared.source_ok(&source.name);
                 let mut now_known = HashSet::new();
                 let rows = crate::source::fold_statuses(
-                    rows.iter()
-                        .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    g.counts
+                        .into_iter()
+                        .map(|(s, n, age)| (source.from_db(s), n, age))
                         .collect(),
                     source.statuses.as_ref(),
                 );
@@ -784,6 +841,26 @@ async fn gauges_loop(shared: Arc<Shared>, source: Arc<Source>, mut stop: watch::
                         .remove_label_values(&[&source.name, gone]);
                 }
                 known = now_known;
+                // Unjudgeable orders: statuses folded as above, so no data value becomes a label.
+                let mut per: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
+                for (status, why, n) in g.unjudgeable {
+                    let name = source.from_db(status);
+                    let label = match &source.statuses {
+                        Some(k) if !k.contains(&name) => crate::source::OTHER_STATUS.to_string(),
+                        _ => name,
+                    };
+                    *per.entry((label, why.as_str())).or_default() += n;
+                }
+                let m = &shared.metrics.orders_unjudgeable;
+                for ((status, why), n) in &per {
+                    m.with_label_values(&[source.name.as_str(), status.as_str(), why])
+                        .set(*n);
+                }
+                let now_unjudgeable: HashSet<(String, &'static str)> = per.into_keys().collect();
+                for (status, why) in known_unjudgeable.difference(&now_unjudgeable) {
+                    let _ = m.remove_label_values(&[source.name.as_str(), status.as_str(), why]);
+                }
+                known_unjudgeable = now_unjudgeable;
             }
             Err(e) => shared.source_failed(&source.name, &e),
         }
@@ -1259,10 +1336,158 @@ pub enum Verdict {
     Fail,
 }
 
+/// `check`'s lines about one source's order model: the columns as PostgreSQL types them,
+/// statuses outside `statuses`, a `timestamp` column that looks like another zone's wall
+/// clock, orders that cannot be judged, and whether the statements prepare.
+async fn check_model(name: &str, s: &Source) -> Vec<(Verdict, String)> {
+    let mut lines = Vec::new();
+    let sql = match s.model_sql().await {
+        Ok(sql) => sql,
+        Err(e) => return vec![(Verdict::Fail, e.to_string())],
+    };
+    if let Some(known) = &s.statuses {
+        match s.query(&sql.distinct_statuses, &[]).await {
+            Ok(rows) => {
+                let unknown: Vec<String> = rows
+                    .iter()
+                    .map(|r| s.from_db(r.get::<_, String>(0)))
+                    .filter(|v| !known.contains(v))
+                    .collect();
+                if !unknown.is_empty() {
+                    lines.push((
+                        Verdict::Warn,
+                        format!(
+                            "source {name}: the orders hold statuses not in `statuses`: {} \
+                             (exported as status=\"other\")",
+                            unknown
+                                .iter()
+                                .map(|v| format!("{:?}", crate::report::printable(v)))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            }
+            Err(e) => lines.push((Verdict::Fail, format!("source {name}: statuses: {e}"))),
+        }
+    }
+    if sql.time == crate::source::TimeKind::Local && s.time_zone.is_none() {
+        match s.query(&sql.newest, &[]).await {
+            Ok(rows) => {
+                let newest: Option<DateTime<Utc>> = rows.first().and_then(|r| r.get(0));
+                let db_now = Utc::now();
+                if let Some(ahead) = newest.map(|n| (n - db_now).num_seconds())
+                    && ahead >= 20 * 60
+                {
+                    // Zone offsets are whole quarter hours.
+                    let q = (ahead + 450) / 900 * 900;
+                    lines.push((
+                        Verdict::Warn,
+                        format!(
+                            "source {name}: {} is a timestamp without time zone read as UTC, and its \
+                             newest value lies {} ahead of now: it looks like wall-clock time at \
+                             UTC+{:02}:{:02}. Set time_zone under sources.{name} (e.g. \
+                             time_zone: Europe/Moscow), or every age is off by that much",
+                            s.model.entered_at,
+                            human_duration(Duration::from_secs(ahead as u64)),
+                            q / 3600,
+                            q % 3600 / 60
+                        ),
+                    ));
+                }
+            }
+            Err(e) => lines.push((Verdict::Fail, format!("source {name}: newest time: {e}"))),
+        }
+    }
+    let mut unjudgeable: Vec<(String, Unjudgeable, i64)> = Vec::new();
+    match &sql.history {
+        Some(hs) => {
+            for (what, stmt) in [("incremental read", &hs.read), ("read by id", &hs.refetch)] {
+                if let Err(e) = s.prepare(stmt).await {
+                    lines.push((
+                        Verdict::Fail,
+                        format!("source {name}: status log {what}: {e}"),
+                    ));
+                }
+            }
+            // What the daemon's start-up read will keep, read now.
+            let kept = s.read_history().await;
+            match kept {
+                Ok(h) => {
+                    lines.push((
+                        Verdict::Ok,
+                        format!(
+                            "source {name}: status log read: {} orders not in a terminal status",
+                            h.len()
+                        ),
+                    ));
+                    unjudgeable.extend(h.unjudgeable());
+                }
+                Err(e) => lines.push((Verdict::Fail, format!("source {name}: status log: {e}"))),
+            }
+            let terminal = s.to_db(&s.terminal_statuses);
+            match s.query(&hs.null_times, &[&terminal]).await {
+                Ok(rows) => unjudgeable.extend(
+                    rows.iter()
+                        .map(|r| (r.get(0), Unjudgeable::NullTime, r.get(1)))
+                        .filter(|(_, _, n)| *n > 0),
+                ),
+                Err(e) => lines.push((Verdict::Fail, format!("source {name}: {e}"))),
+            }
+        }
+        None => {
+            if let Some(g) = &sql.gauges {
+                let terminal = s.to_db(&s.terminal_statuses);
+                match s.query(g, &[&terminal]).await {
+                    Ok(rows) => {
+                        lines.push((
+                            Verdict::Ok,
+                            format!("source {name}: per-status gauge query ran"),
+                        ));
+                        for r in &rows {
+                            for (why, n) in [
+                                (Unjudgeable::NullTime, r.get::<_, i64>(3)),
+                                (Unjudgeable::FutureTime, r.get::<_, i64>(4)),
+                            ] {
+                                if n > 0 {
+                                    unjudgeable.push((r.get(0), why, n));
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        lines.push((Verdict::Fail, format!("source {name}: gauge query: {e}")))
+                    }
+                }
+            }
+        }
+    }
+    for (status, why, n) in unjudgeable {
+        let what = match why {
+            Unjudgeable::NullTime => format!("no {}", s.model.entered_at),
+            Unjudgeable::FutureTime => format!("a {} in the future", s.model.entered_at),
+            Unjudgeable::Tie => {
+                "latest rows at the same time with different statuses (set orders.tiebreak)"
+                    .to_string()
+            }
+        };
+        lines.push((
+            Verdict::Warn,
+            format!(
+                "source {name}: {n} orders in {:?} have {what}: no rule can judge them \
+                 (orderwatch_orders_unjudgeable{{reason=\"{}\"}})",
+                crate::report::printable(&s.from_db(status)),
+                why.as_str()
+            ),
+        ));
+    }
+    lines
+}
+
 /// `check` without `--offline`: reaches every source and prepares every rule's SQL, so missing
 /// tables, columns or permissions show up before the daemon runs. One line per check.
 pub async fn check_online(loaded: &Loaded) -> Result<Vec<(Verdict, String)>, StartError> {
-    let (sources, rules) = build_parts(loaded)?;
+    let (sources, rules) = build_parts(loaded, false)?;
     let mut lines = Vec::new();
     let verdict = |ok: bool| if ok { Verdict::Ok } else { Verdict::Fail };
     for (name, s) in &sources {
@@ -1297,49 +1522,19 @@ pub async fn check_online(loaded: &Loaded) -> Result<Vec<(Verdict, String)>, Sta
                 Err(e) => lines.push((Verdict::Fail, format!("source {name}: {e}"))),
             }
         }
-        if let Some(known) = &s.statuses {
-            match s.query(&s.model.distinct_statuses_sql(), &[]).await {
-                Ok(rows) => {
-                    let unknown: Vec<String> = rows
-                        .iter()
-                        .map(|r| r.get::<_, String>(0))
-                        .filter(|v| !known.contains(v))
-                        .collect();
-                    if !unknown.is_empty() {
-                        lines.push((
-                            Verdict::Warn,
-                            format!(
-                                "source {name}: the orders hold statuses not in `statuses`: {} \
-                                 (exported as status=\"other\")",
-                                unknown
-                                    .iter()
-                                    .map(|v| format!("{:?}", crate::report::printable(v)))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        ));
-                    }
-                }
-                Err(e) => lines.push((Verdict::Fail, format!("source {name}: statuses: {e}"))),
-            }
-        }
-        if s.gauges {
-            match s.prepare(&s.model.gauges_sql()).await {
-                Ok(()) => lines.push((
-                    Verdict::Ok,
-                    format!("source {name}: per-status gauge query prepared"),
-                )),
-                Err(e) => lines.push((Verdict::Fail, format!("source {name}: gauge query: {e}"))),
-            }
-        }
+        lines.extend(check_model(name, s).await);
     }
     for r in &rules {
         let Some(source) = sources.get(&r.source) else {
             // http_errors reads Prometheus or the services, not a database.
-            lines.push((Verdict::Ok, format!("rule {}: reads {}", r.name, r.sql())));
+            let what = r.sql().await.unwrap_or_default();
+            lines.push((Verdict::Ok, format!("rule {}: reads {what}", r.name)));
             continue;
         };
-        let result = source.prepare(r.sql()).await;
+        let result = match r.sql().await {
+            Ok(sql) => source.prepare(&sql).await,
+            Err(e) => Err(e),
+        };
         lines.push((
             verdict(result.is_ok()),
             match result {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::types::{ToSql, Type};
 
 use super::finding::{Finding, Outcome, StatusStat};
 use crate::config::RuleConfig;
@@ -29,13 +28,19 @@ pub struct MissingCheck {
     pub max_findings: usize,
     /// Statuses in the other database that agree; `None`: any row there agrees.
     pub expect_status: Option<Vec<String>>,
-    /// The candidates' SQL (keyset pagination).
-    pub sql: String,
-    lookup_sql: String,
     batch_size: usize,
     labels: Vec<String>,
     source: Arc<Source>,
     other: Arc<Source>,
+}
+
+/// A candidate: an order in a watched status for over the threshold.
+struct Candidate {
+    order_id: String,
+    status: String,
+    entered_at: DateTime<Utc>,
+    age_seconds: f64,
+    labels: BTreeMap<String, String>,
 }
 
 impl MissingCheck {
@@ -46,8 +51,6 @@ impl MissingCheck {
             older_than: cfg.older_than(),
             max_findings: cfg.max_findings,
             expect_status: cfg.expect_status.as_ref().map(|s| s.value.to_vec()),
-            sql: source.model.candidates_sql(),
-            lookup_sql: other.model.lookup_sql(),
             batch_size: cfg.batch_size,
             labels: source.model.labels.clone(),
             source,
@@ -60,46 +63,60 @@ impl MissingCheck {
         &self.other.name
     }
 
-    /// Looks `ids` up in the other database: id → status. The parameter is bound with the id
-    /// column's own type, so the lookup is a primary-key index scan even for integer ids.
+    /// The candidates' statement `once` runs (keyset pagination).
+    pub async fn sql(&self) -> Result<String, SourceError> {
+        Ok(self.source.model_sql().await?.candidates.clone())
+    }
+
+    /// Looks `ids` up in the other database: id → status name.
     async fn lookup(&self, ids: &[String]) -> Result<HashMap<String, String>, SourceError> {
-        let param_type = self
-            .other
-            .param_types(&self.lookup_sql)
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or(Type::TEXT_ARRAY);
-        let rows = match param_type {
-            Type::INT8_ARRAY => {
-                let v: Vec<i64> = ids.iter().filter_map(|s| s.parse().ok()).collect();
-                self.other
-                    .query(&self.lookup_sql, &[&v as &(dyn ToSql + Sync)])
-                    .await?
-            }
-            Type::INT4_ARRAY => {
-                let v: Vec<i32> = ids.iter().filter_map(|s| s.parse().ok()).collect();
-                self.other
-                    .query(&self.lookup_sql, &[&v as &(dyn ToSql + Sync)])
-                    .await?
-            }
-            _ => {
-                self.other
-                    .query(&self.lookup_sql, &[&ids as &(dyn ToSql + Sync)])
-                    .await?
-            }
-        };
+        let sql = self.other.model_sql().await?;
+        let rows = self.other.query_ids(&sql.lookup, ids).await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .map(|r| (r.get::<_, String>(0), self.other.from_db(r.get(1))))
             .collect())
     }
 
-    /// Runs the check, one status at a time; ages come from the source database's clock.
+    /// Runs the check; ages come from the source database's clock. A status log's kept
+    /// state gives the candidates at once; otherwise they are read one status at a time.
     pub async fn evaluate(&self) -> Result<Outcome, SourceError> {
         let mut out = Outcome::default();
-        for status in &self.statuses {
-            self.evaluate_status(status, &mut out).await?;
+        let secs = self.older_than.as_secs_f64();
+        let kept: Option<Vec<Candidate>> = match self.source.history().await? {
+            Some(h) => {
+                let stored = self.source.to_db(&self.statuses);
+                Some(
+                    h.stuck(&stored, secs)
+                        .into_iter()
+                        .map(|o| Candidate {
+                            order_id: o.id.to_string(),
+                            status: self.source.from_db(o.status.to_string()),
+                            entered_at: o.entered_at,
+                            age_seconds: o.age_seconds,
+                            labels: self
+                                .labels
+                                .iter()
+                                .zip(&o.labels)
+                                .filter_map(|(n, v)| v.map(|v| (n.clone(), v.to_string())))
+                                .collect(),
+                        })
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        match kept {
+            Some(all) => {
+                for page in all.chunks(self.batch_size.max(1)) {
+                    self.judge(page, &mut out).await?;
+                }
+            }
+            None => {
+                for status in &self.statuses {
+                    self.evaluate_status(status, &mut out).await?;
+                }
+            }
         }
         // Oldest first across statuses, capped.
         out.findings.sort_by(|a, b| {
@@ -111,10 +128,53 @@ impl MissingCheck {
         Ok(out)
     }
 
+    /// Looks one page of candidates up in the other database and counts the problems.
+    async fn judge(&self, page: &[Candidate], out: &mut Outcome) -> Result<(), SourceError> {
+        let ids: Vec<String> = page.iter().map(|c| c.order_id.clone()).collect();
+        let found = self.lookup(&ids).await?;
+        for c in page {
+            let other_status = found.get(&c.order_id);
+            let problem = match (other_status, &self.expect_status) {
+                (None, _) => true,
+                (Some(s), Some(expected)) => !expected.contains(s),
+                (Some(_), None) => false,
+            };
+            if !problem {
+                continue;
+            }
+            out.count += 1;
+            let stat = out
+                .per_status
+                .entry(c.status.clone())
+                .or_insert(StatusStat {
+                    count: 0,
+                    oldest_age_seconds: 0.0,
+                });
+            stat.count += 1;
+            stat.oldest_age_seconds = stat.oldest_age_seconds.max(c.age_seconds);
+            if out.findings.len() < self.max_findings * self.statuses.len().max(1) {
+                out.findings.push(Finding {
+                    order_id: c.order_id.clone(),
+                    status: c.status.clone(),
+                    entered_at: c.entered_at,
+                    age_seconds: c.age_seconds,
+                    labels: c.labels.clone(),
+                    other_status: other_status.cloned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn evaluate_status(&self, wanted: &str, out: &mut Outcome) -> Result<(), SourceError> {
+        let sql = self.source.model_sql().await?;
+        let stored = self
+            .source
+            .to_db(&[wanted.to_string()])
+            .pop()
+            .unwrap_or_default();
         let secs = self.older_than.as_secs_f64();
         let page = self.batch_size.max(1) as i64;
-        let kept_before = out.findings.len();
         // Keyset cursor: (entered_at, order_id) of the last candidate seen.
         let mut after: Option<(DateTime<Utc>, String)> = None;
         loop {
@@ -124,53 +184,32 @@ impl MissingCheck {
             let rows = self
                 .source
                 .query(
-                    &self.sql,
-                    &[&wanted, &secs, &at, &id, &after.is_some(), &page],
+                    &sql.candidates,
+                    &[&stored, &secs, &at, &id, &after.is_some(), &page],
                 )
                 .await?;
             if rows.is_empty() {
                 break;
             }
-            let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-            let found = self.lookup(&ids).await?;
-            for row in &rows {
-                let order_id: String = row.get(0);
-                let status: String = row.get(1);
-                let entered_at: DateTime<Utc> = row.get(2);
-                let age_seconds: f64 = row.get(3);
-                let other_status = found.get(&order_id);
-                let problem = match (other_status, &self.expect_status) {
-                    (None, _) => true,
-                    (Some(s), Some(expected)) => !expected.contains(s),
-                    (Some(_), None) => false,
-                };
-                if !problem {
-                    continue;
-                }
-                out.count += 1;
-                let stat = out.per_status.entry(status.clone()).or_insert(StatusStat {
-                    count: 0,
-                    oldest_age_seconds: 0.0,
-                });
-                stat.count += 1;
-                stat.oldest_age_seconds = stat.oldest_age_seconds.max(age_seconds);
-                if out.findings.len() - kept_before < self.max_findings {
+            let candidates: Vec<Candidate> = rows
+                .iter()
+                .map(|row| {
                     let mut labels = BTreeMap::new();
                     for (i, name) in self.labels.iter().enumerate() {
                         if let Some(v) = row.get::<_, Option<String>>(4 + i) {
                             labels.insert(name.clone(), v);
                         }
                     }
-                    out.findings.push(Finding {
-                        order_id,
-                        status,
-                        entered_at,
-                        age_seconds,
+                    Candidate {
+                        order_id: row.get(0),
+                        status: self.source.from_db(row.get(1)),
+                        entered_at: row.get(2),
+                        age_seconds: row.get(3),
                         labels,
-                        other_status: other_status.cloned(),
-                    });
-                }
-            }
+                    }
+                })
+                .collect();
+            self.judge(&candidates, out).await?;
             let last = rows.last().expect("non-empty page");
             after = Some((last.get(2), last.get(0)));
             if (rows.len() as i64) < page {

@@ -161,14 +161,15 @@ impl Rule {
         }
     }
 
-    /// The SQL the rule runs on its source (for `explain`, tests and the benchmark).
-    pub fn sql(&self) -> &str {
+    /// The SQL the rule runs on its source without kept state (`once`, `check`, tests, the
+    /// benchmark); for `http_errors`, what it reads.
+    pub async fn sql(&self) -> Result<String, SourceError> {
         match &self.check {
-            Check::Stuck(c) => &c.sql,
-            Check::Missing(c) => &c.sql,
-            Check::SlowQueries(c) => c.sql(),
-            Check::Sql(c) => &c.sql,
-            Check::HttpErrors(c) => c.describe(),
+            Check::Stuck(c) => c.sql().await,
+            Check::Missing(c) => c.sql().await,
+            Check::SlowQueries(c) => Ok(c.sql().to_string()),
+            Check::Sql(c) => Ok(c.sql.clone()),
+            Check::HttpErrors(c) => Ok(c.describe().to_string()),
         }
     }
 

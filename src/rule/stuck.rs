@@ -10,7 +10,7 @@ use super::finding::{Finding, Outcome, StatusStat};
 use crate::config::RuleConfig;
 use crate::source::{Source, SourceError};
 
-/// The compiled check: SQL and its bind parameters.
+/// The compiled check: the statuses, the threshold and the source.
 #[derive(Debug)]
 pub struct StuckCheck {
     /// The statuses.
@@ -19,10 +19,6 @@ pub struct StuckCheck {
     pub older_than: Duration,
     /// Rows fetched at most.
     pub max_findings: usize,
-    /// The SQL (see `OrderModel::stuck_sql`).
-    pub sql: String,
-    /// Per-status totals, run only when rows were capped.
-    stats_sql: String,
     labels: Vec<String>,
     source: Arc<Source>,
 }
@@ -34,24 +30,61 @@ impl StuckCheck {
             statuses: cfg.statuses(),
             older_than: cfg.older_than(),
             max_findings: cfg.max_findings,
-            sql: source.model.stuck_sql(),
-            stats_sql: source.model.stuck_stats_sql(),
             labels: source.model.labels.clone(),
             source,
         }
     }
 
-    /// Runs the query; ages come from the database clock.
+    /// The statement `once` runs (see `OrderModel::sql`).
+    pub async fn sql(&self) -> Result<String, SourceError> {
+        Ok(self.source.model_sql().await?.stuck.clone())
+    }
+
+    /// Runs the query, or reads a status log's kept state; ages come from the database clock.
     pub async fn evaluate(&self) -> Result<Outcome, SourceError> {
         let source = &self.source;
         let secs = self.older_than.as_secs_f64();
+        let stored = source.to_db(&self.statuses);
+        if let Some(h) = source.history().await? {
+            let mut out = Outcome::default();
+            let orders = h.stuck(&stored, secs);
+            out.count = orders.len() as u64;
+            for o in &orders {
+                // Oldest first: the first of each status carries its oldest age.
+                let stat = out
+                    .per_status
+                    .entry(source.from_db(o.status.to_string()))
+                    .or_insert(StatusStat {
+                        count: 0,
+                        oldest_age_seconds: o.age_seconds,
+                    });
+                stat.count += 1;
+            }
+            out.findings = orders
+                .iter()
+                .take(self.max_findings)
+                .map(|o| Finding {
+                    order_id: o.id.to_string(),
+                    status: source.from_db(o.status.to_string()),
+                    entered_at: o.entered_at,
+                    age_seconds: o.age_seconds,
+                    labels: self
+                        .labels
+                        .iter()
+                        .zip(&o.labels)
+                        .filter_map(|(n, v)| v.map(|v| (n.clone(), v.to_string())))
+                        .collect(),
+                    other_status: None,
+                })
+                .collect();
+            return Ok(out);
+        }
+        let sql = source.model_sql().await?;
         let limit = self.max_findings as i64;
-        let rows = source
-            .query(&self.sql, &[&self.statuses, &secs, &limit])
-            .await?;
+        let rows = source.query(&sql.stuck, &[&stored, &secs, &limit]).await?;
         let mut out = Outcome::default();
         for row in &rows {
-            let status: String = row.get(1);
+            let status = source.from_db(row.get(1));
             out.count = row.get::<_, i64>(4) as u64;
             out.per_status
                 .entry(status.clone())
@@ -75,15 +108,12 @@ impl StuckCheck {
             });
         }
         if out.truncated() && self.statuses.len() > 1 {
-            for row in source
-                .query(&self.stats_sql, &[&self.statuses, &secs])
-                .await?
-            {
+            for row in source.query(&sql.stuck_stats, &[&stored, &secs]).await? {
                 let stat = StatusStat {
                     count: row.get::<_, i64>(1) as u64,
                     oldest_age_seconds: row.get(2),
                 };
-                out.per_status.insert(row.get(0), stat);
+                out.per_status.insert(source.from_db(row.get(0)), stat);
             }
         }
         Ok(out)

@@ -1,8 +1,13 @@
 //! Sources: one read-only PostgreSQL pool per configured database, and the order model that
 //! turns a database's layout into the SQL the rules run.
 
+pub mod history;
 mod model;
 mod pool;
 
-pub use model::{MAX_STATUS_LABELS, ModelKind, OTHER_STATUS, OrderModel, fold_statuses};
+pub use history::{History, Unjudgeable};
+pub use model::{
+    Columns, HistorySql, MAX_STATUS_LABELS, ModelKind, ModelSql, OTHER_STATUS, OrderModel,
+    TimeKind, fold_statuses,
+};
 pub use pool::{Source, SourceError, describe_pg_error};

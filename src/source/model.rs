@@ -1,19 +1,26 @@
 //! The order model of a source, and the SQL generated from it.
 //!
-//! Every model is first turned into one relation with the columns `order_id, status,
-//! entered_at, l_0 … l_n` (the allow-listed labels). PostgreSQL flattens that subquery, so the
-//! rule's filter `status = ANY($1) AND entered_at < now() - $2` reaches the table and becomes a
-//! range scan on an index over (status, entered_at). Only these columns are ever selected:
-//! personal data stays in the database.
+//! The SQL depends on what the database says the columns are ([`Columns`], learnt once per
+//! source): a status column is compared in its own type (text, an enum, an integer code), so
+//! the index on (status, entered_at) serves the filter; a time column is compared in its own
+//! domain (`timestamptz`; `timestamp` read in the source's `time_zone`, which every transaction
+//! sets; integer epoch seconds or milliseconds), the bound converted rather than the column.
+//!
+//! Table and query models are first turned into one relation with the columns `order_id,
+//! status, entered_at, l_0 … l_n` (the allow-listed labels). PostgreSQL flattens that subquery,
+//! so the rule's filter reaches the table and becomes a range scan. A history table's current
+//! state is computed per order: its latest row (ties broken by `tiebreak`) and the first row of
+//! its latest run of that status. Only these columns are ever selected: personal data stays
+//! in the database.
 
-use crate::config::OrderModelConfig;
+use crate::config::{EpochUnit, OrderModelConfig};
 
 /// Where the orders are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelKind {
     /// One row per order with its current status.
     Table(String),
-    /// A status-history table: the latest row per order is its current status.
+    /// A status log: one row per event; an order's latest row is its current status.
     History {
         /// The table.
         table: String,
@@ -33,20 +40,147 @@ pub struct OrderModel {
     pub id: String,
     /// Status column.
     pub status: String,
-    /// Column with when the order entered its status.
+    /// Column with when the order entered its status (history: when the row was written).
     pub entered_at: String,
     /// Allow-listed label columns.
     pub labels: Vec<String>,
+    /// History: the column ordering rows written at the same time.
+    pub tiebreak: Option<String>,
+    /// `entered_at` holds epoch seconds or milliseconds.
+    pub unit: Option<EpochUnit>,
+    /// History: how far back each incremental read re-reads, seconds.
+    pub overlap_secs: u64,
+}
+
+/// What PostgreSQL says the model's columns are (`pg_typeof`, usable in a cast).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    /// The status column's type, e.g. `text`, `order_state`, `smallint`.
+    pub status_type: String,
+    /// The time column's type.
+    pub entered_at_type: String,
+    /// History: the tiebreak column's type.
+    pub tiebreak_type: Option<String>,
+    /// History: the tiebreak column is a serial or identity column.
+    pub tiebreak_serial: bool,
+}
+
+/// How the time column reads as a point in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeKind {
+    /// `timestamptz`.
+    Tz,
+    /// `timestamp` (or `date`): wall-clock time in the session's TimeZone, which every
+    /// transaction sets to the source's `time_zone`.
+    Local,
+    /// Integer epoch seconds or milliseconds.
+    Epoch(EpochUnit),
+}
+
+const INTEGER_TYPES: [&str; 6] = [
+    "smallint",
+    "integer",
+    "bigint",
+    "numeric",
+    "double precision",
+    "real",
+];
+
+impl TimeKind {
+    /// From the column's type and `entered_at_unit`.
+    pub fn of(ty: &str, unit: Option<EpochUnit>, column: &str) -> Result<TimeKind, String> {
+        let numeric = INTEGER_TYPES.contains(&ty);
+        match (ty, unit) {
+            (_, Some(u)) if numeric => Ok(TimeKind::Epoch(u)),
+            (_, Some(_)) => Err(format!(
+                "entered_at_unit is set but column {column} is {ty}, not a number of seconds or milliseconds"
+            )),
+            ("timestamp with time zone", None) => Ok(TimeKind::Tz),
+            ("timestamp without time zone" | "date", None) => Ok(TimeKind::Local),
+            (_, None) if numeric => Err(format!(
+                "column {column} is {ty}: set entered_at_unit: s (epoch seconds) or ms (milliseconds)"
+            )),
+            _ => Err(format!(
+                "column {column} is {ty}; entered_at must be a timestamptz, a timestamp or epoch seconds/milliseconds"
+            )),
+        }
+    }
+
+    /// `e` (a value of the column) as a `timestamptz`.
+    pub fn out(self, e: &str) -> String {
+        match self {
+            TimeKind::Tz => e.to_string(),
+            TimeKind::Local => format!("({e})::timestamptz"),
+            TimeKind::Epoch(EpochUnit::S) => format!("to_timestamp({e})"),
+            TimeKind::Epoch(EpochUnit::Ms) => format!("to_timestamp(({e}) / 1000.0)"),
+        }
+    }
+
+    /// `tz` (a `timestamptz` expression) in the column's own domain, so a comparison with the
+    /// column is an index range scan. For integers it is rounded up: `col < ceil(x)` and
+    /// `col >= ceil(x)` are exact for an integer column.
+    pub fn bound(self, tz: &str) -> String {
+        match self {
+            TimeKind::Tz => format!("({tz})"),
+            TimeKind::Local => format!("(({tz})::timestamp)"),
+            TimeKind::Epoch(EpochUnit::S) => format!("ceil(EXTRACT(EPOCH FROM ({tz})))::int8"),
+            TimeKind::Epoch(EpochUnit::Ms) => {
+                format!("ceil(EXTRACT(EPOCH FROM ({tz})) * 1000)::int8")
+            }
+        }
+    }
 }
 
 /// Quotes an identifier already checked to be plain (`[A-Za-z_][A-Za-z0-9_]*`), or a
 /// `schema.table` pair of them.
-fn quote(ident: &str) -> String {
+pub(crate) fn quote(ident: &str) -> String {
     ident
         .split('.')
         .map(|p| format!("\"{p}\""))
         .collect::<Vec<_>>()
         .join(".")
+}
+
+/// The `$2` threshold: `now() - $2 seconds`.
+const THRESHOLD: &str = "now() - make_interval(secs => $2::float8)";
+
+/// Every statement of one source's model, built once its [`Columns`] are known.
+#[derive(Debug, Clone)]
+pub struct ModelSql {
+    /// How the time column reads.
+    pub time: TimeKind,
+    /// See [`OrderModel::stuck_sql`].
+    pub stuck: String,
+    /// Exact count and oldest age per status (`$1`, `$2` as `stuck`).
+    pub stuck_stats: String,
+    /// A `missing` rule's candidates, one keyset page.
+    pub candidates: String,
+    /// Id and current status of the orders `$1`.
+    pub lookup: String,
+    /// Count, oldest age and unjudgeable counts per active status (table and query models).
+    pub gauges: Option<String>,
+    /// Every distinct status value (for `check`).
+    pub distinct_statuses: String,
+    /// The newest time value as a `timestamptz` (for `check`).
+    pub newest: String,
+    /// The daemon's incremental reads of a status log.
+    pub history: Option<HistorySql>,
+}
+
+/// The statements that keep a status log's current state (see `source::history`).
+#[derive(Debug, Clone)]
+pub struct HistorySql {
+    /// New rows are read by the serial tiebreak column (else by time).
+    pub serial: bool,
+    /// Every row within the lookback, ordered by order id and time: the start-up read.
+    pub load: String,
+    /// The rows past `$1` (int8 tiebreak floor, or timestamptz time floor), each with `now()`;
+    /// one row of NULLs beside `now()` when there are none.
+    pub read: String,
+    /// Every row of the orders `$1` (ids of the id column's type), ordered as `load`.
+    pub refetch: String,
+    /// Per active status (`$1` terminal statuses), how many orders have a row with no time.
+    pub null_times: String,
 }
 
 impl OrderModel {
@@ -73,36 +207,27 @@ impl OrderModel {
             status: c.status.value.clone(),
             entered_at: c.entered_at.value.clone(),
             labels: c.labels.iter().map(|l| l.value.clone()).collect(),
+            tiebreak: c.tiebreak.as_ref().map(|t| t.value.clone()),
+            unit: c.entered_at_unit,
+            overlap_secs: c
+                .history_overlap
+                .map(|d| d.0)
+                .unwrap_or(crate::config::DEFAULT_HISTORY_OVERLAP)
+                .as_secs(),
         }
     }
 
-    /// The relation `(order_id, status, entered_at, l_0…)` over this model.
-    pub fn relation(&self) -> String {
-        let (alias, from, filter) = match &self.kind {
-            ModelKind::Table(t) => ("t", format!("{} t", quote(t)), String::new()),
-            ModelKind::History {
-                table,
-                lookback_secs,
-            } => {
-                let (id, at) = (quote(&self.id), quote(&self.entered_at));
-                // Latest row per order: no newer row for the same order exists. With an index on
-                // (order_id, entered_at) this anti-join is one index probe per candidate row.
-                let mut filter = format!(
-                    " WHERE NOT EXISTS (SELECT 1 FROM {t} n WHERE n.{id} = h.{id} AND n.{at} > h.{at})",
-                    t = quote(table)
-                );
-                if let Some(secs) = lookback_secs {
-                    filter.push_str(&format!(
-                        " AND h.{at} >= now() - make_interval(secs => {secs})"
-                    ));
-                }
-                ("h", format!("{} h", quote(table)), filter)
+    /// The relation `(order_id, status, entered_at, l_0…)` over a table or a query, columns
+    /// as they are stored.
+    fn relation(&self) -> String {
+        let (alias, from) = match &self.kind {
+            ModelKind::Table(t) | ModelKind::History { table: t, .. } => {
+                ("t", format!("{} t", quote(t)))
             }
             // On lines of its own, so a trailing `-- comment` cannot swallow the `) q`.
             ModelKind::Query(q) => (
                 "q",
                 format!("(\n{}\n) q", crate::config::without_trailing_semicolon(q)),
-                String::new(),
             ),
         };
         let mut cols = vec![
@@ -113,100 +238,338 @@ impl OrderModel {
         for (i, l) in self.labels.iter().enumerate() {
             cols.push(format!("{alias}.{} AS l_{i}", quote(l)));
         }
-        format!("SELECT {} FROM {from}{filter}", cols.join(", "))
+        format!("SELECT {} FROM {from}", cols.join(", "))
     }
 
-    /// Orders in one of the statuses `$1::text[]` for longer than `$2` seconds, oldest first,
-    /// at most `$3` rows. Every row carries the exact total (`total`) and per-status count and
-    /// oldest age, computed over all matching rows before the limit.
-    ///
-    /// Columns: order_id, status, entered_at (timestamptz), age_seconds, total, status_total,
-    /// status_oldest_age, l_0…
-    pub fn stuck_sql(&self) -> String {
+    /// The statement that learns [`Columns`]: the types of the columns as PostgreSQL sees
+    /// them (`LIMIT 0`: nothing is read), one row even when the relation is empty.
+    pub fn columns_sql(&self) -> String {
+        let from = match &self.kind {
+            ModelKind::Table(t) | ModelKind::History { table: t, .. } => format!("{} t", quote(t)),
+            ModelKind::Query(q) => {
+                format!("(\n{}\n) t", crate::config::without_trailing_semicolon(q))
+            }
+        };
+        let (tb_types, tb_col) = match (&self.kind, &self.tiebreak) {
+            (ModelKind::History { table, .. }, Some(tb)) => (
+                format!(
+                    "pg_typeof(q.tiebreak)::text, pg_get_serial_sequence('{}', '{tb}') IS NOT NULL",
+                    quote(table)
+                ),
+                format!(", t.{} AS tiebreak", quote(tb)),
+            ),
+            _ => ("NULL::text, false".to_string(), String::new()),
+        };
+        format!(
+            "SELECT pg_typeof(q.status)::text, pg_typeof(q.entered_at)::text, {tb_types} \
+             FROM (SELECT 1) d LEFT JOIN \
+             (SELECT t.{} AS status, t.{} AS entered_at{tb_col} FROM {from} LIMIT 0) q ON true",
+            quote(&self.status),
+            quote(&self.entered_at),
+        )
+    }
+
+    /// Every statement, for columns `c`.
+    pub fn sql(&self, c: &Columns) -> Result<ModelSql, String> {
+        let time = TimeKind::of(&c.entered_at_type, self.unit, &self.entered_at)?;
+        if let Some(tb) = &self.tiebreak
+            && !c
+                .tiebreak_type
+                .as_deref()
+                .is_some_and(|t| ["smallint", "integer", "bigint"].contains(&t))
+        {
+            return Err(format!(
+                "tiebreak column {tb} is {}; it must be an integer (the log's serial id)",
+                c.tiebreak_type.as_deref().unwrap_or("unknown")
+            ));
+        }
+        let st = &c.status_type;
+        let history = matches!(self.kind, ModelKind::History { .. });
+        let (with_any, from_any) = self.current(time, &format!("= ANY($1::text[]::{st}[])"));
+        let (with_one, from_one) = self.current(time, &format!("= $1::text::{st}"));
         let labels: String = (0..self.labels.len())
             .map(|i| format!(", o.l_{i}::text"))
             .collect();
-        format!(
-            "SELECT o.order_id::text, o.status::text, o.entered_at::timestamptz, \
-             EXTRACT(EPOCH FROM (now() - o.entered_at))::float8 AS age_seconds, \
+        let out = |e: &str| time.out(e);
+        let below = time.bound(THRESHOLD);
+        let stuck = format!(
+            "{with_any}SELECT o.order_id::text, o.status::text, {at}, \
+             EXTRACT(EPOCH FROM (now() - {at}))::float8 AS age_seconds, \
              count(*) OVER () AS total, \
              count(*) OVER (PARTITION BY o.status) AS status_total, \
-             EXTRACT(EPOCH FROM (now() - min(o.entered_at) OVER (PARTITION BY o.status)))::float8 AS status_oldest_age\
+             EXTRACT(EPOCH FROM (now() - {oldest}))::float8 AS status_oldest_age\
              {labels} \
-             FROM ({rel}) o \
-             WHERE o.status = ANY($1::text[]) AND o.entered_at < now() - make_interval(secs => $2::float8) \
+             FROM {from_any} \
+             WHERE o.status = ANY($1::text[]::{st}[]) AND o.entered_at < {below} \
              ORDER BY o.entered_at, o.order_id \
              LIMIT $3::int8",
-            rel = self.relation()
-        )
-    }
-
-    /// Exact count and oldest age per status over every matching order (`$1`, `$2` as in
-    /// [`stuck_sql`](Self::stuck_sql)). Needed only when rows were capped: then a status whose
-    /// orders are all younger than the last fetched row has no row to carry its count.
-    pub fn stuck_stats_sql(&self) -> String {
-        format!(
-            "SELECT o.status::text, count(*), EXTRACT(EPOCH FROM (now() - min(o.entered_at)))::float8 \
-             FROM ({rel}) o \
-             WHERE o.status = ANY($1::text[]) AND o.entered_at < now() - make_interval(secs => $2::float8) \
+            at = out("o.entered_at"),
+            oldest = out("min(o.entered_at) OVER (PARTITION BY o.status)"),
+        );
+        let stuck_stats = format!(
+            "{with_any}SELECT o.status::text, count(*), EXTRACT(EPOCH FROM (now() - {oldest}))::float8 \
+             FROM {from_any} \
+             WHERE o.status = ANY($1::text[]::{st}[]) AND o.entered_at < {below} \
              GROUP BY o.status",
-            rel = self.relation()
-        )
-    }
-
-    /// Candidates of a `missing` rule, one keyset page: orders in status `$1` for over `$2` seconds,
-    /// after the cursor (`$3` entered_at, `$4` order id; `$5` false on the first page), oldest
-    /// first, at most `$6`. One status at a time, so the index on (status, entered_at) yields
-    /// the rows in order and a page costs its own size, not a sort of all remaining
-    /// candidates; the redundant `entered_at >= $3` makes it a range scan from the cursor.
-    ///
-    /// Columns: order_id, status, entered_at, age_seconds, l_0…
-    pub fn candidates_sql(&self) -> String {
-        let labels: String = (0..self.labels.len())
-            .map(|i| format!(", o.l_{i}::text"))
-            .collect();
-        format!(
-            "SELECT o.order_id::text, o.status::text, o.entered_at::timestamptz, \
-             EXTRACT(EPOCH FROM (now() - o.entered_at))::float8{labels} \
-             FROM ({rel}) o \
-             WHERE o.status = $1::text AND o.entered_at < now() - make_interval(secs => $2::float8) \
-             AND o.entered_at >= $3::timestamptz \
-             AND (NOT $5::bool OR (o.entered_at, o.order_id::text) > ($3::timestamptz, $4::text)) \
+            oldest = out("min(o.entered_at)"),
+        );
+        // One status at a time, so the index on (status, entered_at) yields the rows in order
+        // and a page costs its own size; the redundant `entered_at >= $3` makes it a range
+        // scan from the cursor.
+        let candidates = format!(
+            "{with_one}SELECT o.order_id::text, o.status::text, {at}, \
+             EXTRACT(EPOCH FROM (now() - {at}))::float8{labels} \
+             FROM {from_one} \
+             WHERE o.status = $1::text::{st} AND o.entered_at < {below} \
+             AND o.entered_at >= {cursor} \
+             AND (NOT $5::bool OR ({at}, o.order_id::text) > ($3::timestamptz, $4::text)) \
              ORDER BY o.entered_at, o.order_id::text \
              LIMIT $6::int8",
-            rel = self.relation()
-        )
-    }
-
-    /// The other side of a `missing` rule: id and current status of the orders `$1` (an array
-    /// of the id column's own type, so the primary-key index serves it).
-    pub fn lookup_sql(&self) -> String {
-        format!(
-            "SELECT o.order_id::text, o.status::text FROM ({}) o WHERE o.order_id = ANY($1)",
-            self.relation()
-        )
-    }
-
-    /// Count and oldest age per active status (`$1::text[]` = terminal statuses, skipped).
-    /// For a table, the distinct statuses are found by a loose index scan (one probe per
-    /// status) and only active statuses are counted, so CLOSED orders are never scanned.
-    pub fn gauges_sql(&self) -> String {
-        match &self.kind {
-            ModelKind::Table(t) => {
-                let (t, s, at) = (quote(t), quote(&self.status), quote(&self.entered_at));
+            at = out("o.entered_at"),
+            cursor = time.bound("$3::timestamptz - interval '1 millisecond'"),
+        );
+        let lookup = match &self.kind {
+            ModelKind::History { table, .. } => {
+                let (id, s, at) = (
+                    quote(&self.id),
+                    quote(&self.status),
+                    quote(&self.entered_at),
+                );
                 format!(
-                    "{} \
-                     SELECT s.status::text, c.n, EXTRACT(EPOCH FROM (now() - c.oldest))::float8 \
-                     FROM s CROSS JOIN LATERAL \
-                       (SELECT count(*) AS n, min(t.{at}) AS oldest FROM {t} t WHERE t.{s} = s.status) c \
-                     WHERE s.status IS NOT NULL AND s.status::text <> ALL($1::text[])",
-                    statuses_cte(&t, &s)
+                    "SELECT DISTINCT ON (h.{id}) h.{id}::text, h.{s}::text FROM {t} h \
+                     WHERE h.{id} = ANY($1) AND h.{at} IS NOT NULL \
+                     ORDER BY h.{id}, h.{at} DESC, {last}",
+                    t = quote(table),
+                    last = self.tie_order("h"),
                 )
             }
             _ => format!(
-                "SELECT o.status::text, count(*), EXTRACT(EPOCH FROM (now() - min(o.entered_at)))::float8 \
-                 FROM ({}) o WHERE o.status::text <> ALL($1::text[]) GROUP BY o.status",
+                "SELECT o.order_id::text, o.status::text FROM ({}) o WHERE o.order_id = ANY($1)",
                 self.relation()
+            ),
+        };
+        let now = time.bound("now()");
+        let gauges = match &self.kind {
+            ModelKind::Table(t) => {
+                let (t, s, at) = (quote(t), quote(&self.status), quote(&self.entered_at));
+                Some(format!(
+                    "{} \
+                     SELECT s.status::text, c.n, EXTRACT(EPOCH FROM (now() - {oldest}))::float8, c.nulls, c.future \
+                     FROM s CROSS JOIN LATERAL \
+                       (SELECT count(*) AS n, min(t.{at}) FILTER (WHERE t.{at} <= {now}) AS oldest, \
+                        count(*) FILTER (WHERE t.{at} IS NULL) AS nulls, \
+                        count(*) FILTER (WHERE t.{at} > {now}) AS future \
+                        FROM {t} t WHERE t.{s} = s.status) c \
+                     WHERE s.status IS NOT NULL AND s.status::text <> ALL($1::text[])",
+                    statuses_cte(&t, &s),
+                    oldest = out("c.oldest"),
+                ))
+            }
+            ModelKind::Query(_) => Some(format!(
+                "SELECT o.status::text, count(*), \
+                 EXTRACT(EPOCH FROM (now() - {oldest}))::float8, \
+                 count(*) FILTER (WHERE o.entered_at IS NULL), \
+                 count(*) FILTER (WHERE o.entered_at > {now}) \
+                 FROM ({}) o WHERE o.status::text <> ALL($1::text[]) GROUP BY o.status",
+                self.relation(),
+                oldest = out("min(o.entered_at) FILTER (WHERE o.entered_at <= {now})")
+                    .replace("{now}", &now),
+            )),
+            ModelKind::History { .. } => None,
+        };
+        let (distinct_statuses, newest) = match &self.kind {
+            ModelKind::Table(t) | ModelKind::History { table: t, .. } => {
+                let (t, s, at) = (quote(t), quote(&self.status), quote(&self.entered_at));
+                (
+                    format!(
+                        "{} SELECT s.status::text FROM s WHERE s.status IS NOT NULL LIMIT 1000",
+                        statuses_cte(&t, &s)
+                    ),
+                    format!(
+                        "{} SELECT {} FROM s CROSS JOIN LATERAL \
+                         (SELECT max(t.{at}) AS v FROM {t} t WHERE t.{s} = s.status) m \
+                         WHERE s.status IS NOT NULL",
+                        statuses_cte(&t, &s),
+                        out("max(m.v)"),
+                    ),
+                )
+            }
+            ModelKind::Query(_) => (
+                format!(
+                    "SELECT DISTINCT o.status::text FROM ({}) o WHERE o.status IS NOT NULL LIMIT 1000",
+                    self.relation()
+                ),
+                format!(
+                    "SELECT {} FROM ({}) o",
+                    out("max(o.entered_at)"),
+                    self.relation()
+                ),
+            ),
+        };
+        let history = if history {
+            Some(self.history_sql(time, c.tiebreak_serial))
+        } else {
+            None
+        };
+        Ok(ModelSql {
+            time,
+            stuck,
+            stuck_stats,
+            candidates,
+            lookup,
+            gauges,
+            distinct_statuses,
+            newest,
+            history,
+        })
+    }
+
+    /// The last ORDER BY key among rows of one order at the same time: the tiebreak column,
+    /// else the status text (so of a tie the greatest status is named, as the daemon does).
+    fn tie_order(&self, alias: &str) -> String {
+        match &self.tiebreak {
+            Some(tb) => format!("{alias}.{} DESC", quote(tb)),
+            None => format!("{alias}.{}::text DESC", quote(&self.status)),
+        }
+    }
+
+    /// `(WITH …, FROM …)` of the current state restricted to statuses matching `pred`
+    /// (`= ANY(…)` or `= …`): for a table or query the relation itself; for a history table,
+    /// per candidate order (one that has a row in such a status older than the threshold) its
+    /// latest row and the start of its latest run, `entered_at` NULL for an unbreakable tie.
+    fn current(&self, time: TimeKind, pred: &str) -> (String, String) {
+        let ModelKind::History {
+            table,
+            lookback_secs,
+        } = &self.kind
+        else {
+            return (String::new(), format!("({}) o", self.relation()));
+        };
+        let (t, id, s, at) = (
+            quote(table),
+            quote(&self.id),
+            quote(&self.status),
+            quote(&self.entered_at),
+        );
+        let lb = |a: &str| match lookback_secs {
+            Some(secs) => format!(
+                " AND {a}.{at} >= {}",
+                time.bound(&format!("now() - make_interval(secs => {secs})"))
+            ),
+            None => String::new(),
+        };
+        let below = time.bound(THRESHOLD);
+        let (tb_col, tb_p, after, prev_order) = match &self.tiebreak {
+            Some(tb) => {
+                let tb = quote(tb);
+                (
+                    format!(", h.{tb} AS tb"),
+                    format!(", p.{tb} AS tb"),
+                    format!("(h.{at}, h.{tb}) > (prev.at, prev.tb)"),
+                    format!(", p.{tb} DESC"),
+                )
+            }
+            None => (
+                String::new(),
+                String::new(),
+                format!("h.{at} > prev.at"),
+                String::new(),
+            ),
+        };
+        let labels: String = self
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!(", h.{} AS l_{i}", quote(l)))
+            .collect();
+        let cur_labels: String = (0..self.labels.len())
+            .map(|i| format!(", cur.l_{i}"))
+            .collect();
+        let with = format!(
+            "WITH c AS MATERIALIZED ( \
+               SELECT DISTINCT h.{id} AS id FROM {t} h \
+               WHERE h.{s} {pred} AND h.{at} < {below}{lbh}), \
+             cur AS ( \
+               SELECT c.id, l.* FROM c CROSS JOIN LATERAL ( \
+                 SELECT h.{s} AS status, h.{at} AS at{tb_col}{labels} FROM {t} h \
+                 WHERE h.{id} = c.id AND h.{at} IS NOT NULL{lbh} \
+                 ORDER BY h.{at} DESC, {last} LIMIT 1) l \
+               WHERE l.status {pred}), \
+             run AS ( \
+               SELECT cur.id AS order_id, cur.status, r.start AS entered_at{cur_labels} \
+               FROM cur LEFT JOIN LATERAL ( \
+                 SELECT p.{at} AS at{tb_p} FROM {t} p \
+                 WHERE p.{id} = cur.id AND p.{s} <> cur.status AND p.{at} IS NOT NULL{lbp} \
+                 ORDER BY p.{at} DESC{prev_order} LIMIT 1) prev ON true \
+               CROSS JOIN LATERAL ( \
+                 SELECT min(h.{at}) AS start FROM {t} h \
+                 WHERE h.{id} = cur.id AND h.{at} IS NOT NULL{lbh} \
+                 AND (prev.at IS NULL OR {after})) r) ",
+            lbh = lb("h"),
+            lbp = lb("p"),
+            last = self.tie_order("h"),
+        );
+        (with, "run o".to_string())
+    }
+
+    /// The daemon's reads of a status log (see [`HistorySql`]).
+    fn history_sql(&self, time: TimeKind, serial: bool) -> HistorySql {
+        let ModelKind::History {
+            table,
+            lookback_secs,
+        } = &self.kind
+        else {
+            unreachable!("history_sql on a history model only")
+        };
+        let (t, id, s, at) = (
+            quote(table),
+            quote(&self.id),
+            quote(&self.status),
+            quote(&self.entered_at),
+        );
+        let tb = self.tiebreak.as_ref().map(|x| quote(x));
+        let labels: String = self
+            .labels
+            .iter()
+            .map(|l| format!(", h.{}::text", quote(l)))
+            .collect();
+        let cols = format!(
+            "h.{id}::text, h.{s}::text, {}, {}{labels}",
+            time.out(&format!("h.{at}")),
+            tb.as_ref()
+                .map(|tb| format!("h.{tb}::int8"))
+                .unwrap_or_else(|| "NULL::int8".into()),
+        );
+        let lb = match lookback_secs {
+            Some(secs) => format!(
+                " AND h.{at} >= {}",
+                time.bound(&format!("now() - make_interval(secs => {secs})"))
+            ),
+            None => String::new(),
+        };
+        let order = match &tb {
+            Some(tb) => format!("h.{id}, h.{at}, h.{tb}"),
+            None => format!("h.{id}, h.{at}"),
+        };
+        let past = match (&tb, serial) {
+            (Some(tb), true) => format!("h.{tb} > $1::int8"),
+            _ => format!("h.{at} >= {}", time.bound("$1::timestamptz")),
+        };
+        HistorySql {
+            serial: serial && tb.is_some(),
+            load: format!("SELECT {cols} FROM {t} h WHERE h.{at} IS NOT NULL{lb} ORDER BY {order}"),
+            read: format!(
+                "SELECT now(), x.* FROM (SELECT 1) d LEFT JOIN LATERAL \
+                 (SELECT {cols} FROM {t} h WHERE {past} AND h.{at} IS NOT NULL) x ON true"
+            ),
+            refetch: format!(
+                "SELECT {cols} FROM {t} h WHERE h.{id} = ANY($1) AND h.{at} IS NOT NULL{lb} ORDER BY {order}"
+            ),
+            null_times: format!(
+                "{} SELECT s.status::text, \
+                   (SELECT count(DISTINCT h.{id}) FROM {t} h WHERE h.{s} = s.status AND h.{at} IS NULL) \
+                 FROM s WHERE s.status IS NOT NULL AND s.status::text <> ALL($1::text[])",
+                statuses_cte(&t, &s)
             ),
         }
     }
@@ -260,26 +623,6 @@ pub fn fold_statuses(
     out
 }
 
-impl OrderModel {
-    /// Every distinct status value the orders hold (for `check`): a loose index scan on a
-    /// table, `SELECT DISTINCT` over the relation otherwise.
-    pub fn distinct_statuses_sql(&self) -> String {
-        match &self.kind {
-            ModelKind::Table(t) => {
-                let (t, s) = (quote(t), quote(&self.status));
-                format!(
-                    "{} SELECT s.status::text FROM s WHERE s.status IS NOT NULL LIMIT 1000",
-                    statuses_cte(&t, &s)
-                )
-            }
-            _ => format!(
-                "SELECT DISTINCT o.status::text FROM ({}) o WHERE o.status IS NOT NULL LIMIT 1000",
-                self.relation()
-            ),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,15 +660,30 @@ mod tests {
             status: "status".into(),
             entered_at: "status_changed_at".into(),
             labels: vec!["order_type".into()],
+            tiebreak: None,
+            unit: None,
+            overlap_secs: 300,
+        }
+    }
+
+    fn columns(status: &str, at: &str) -> Columns {
+        Columns {
+            status_type: status.into(),
+            entered_at_type: at.into(),
+            tiebreak_type: None,
+            tiebreak_serial: false,
         }
     }
 
     #[test]
     fn table_sql_selects_only_allowed_columns_and_binds_parameters() {
-        let sql = model(ModelKind::Table("shop.orders".into())).stuck_sql();
+        let sql = model(ModelKind::Table("shop.orders".into()))
+            .sql(&columns("text", "timestamp with time zone"))
+            .unwrap()
+            .stuck;
         assert!(sql.contains("FROM \"shop\".\"orders\" t"), "{sql}");
         assert!(sql.contains("t.\"order_type\" AS l_0"), "{sql}");
-        assert!(sql.contains("o.status = ANY($1::text[])"), "{sql}");
+        assert!(sql.contains("o.status = ANY($1::text[]::text[])"), "{sql}");
         assert!(sql.contains("make_interval(secs => $2::float8)"), "{sql}");
         assert!(sql.contains("LIMIT $3::int8"), "{sql}");
         assert!(
@@ -336,17 +694,49 @@ mod tests {
     }
 
     #[test]
-    fn history_sql_keeps_latest_row_and_lookback() {
+    fn statuses_and_times_are_compared_in_the_columns_own_types() {
+        let m = model(ModelKind::Table("orders".into()));
+        let sql = m
+            .sql(&columns("order_state", "timestamp with time zone"))
+            .unwrap();
+        assert!(
+            sql.stuck.contains("= ANY($1::text[]::order_state[])"),
+            "{}",
+            sql.stuck
+        );
+        let mut epoch = m.clone();
+        epoch.unit = Some(EpochUnit::Ms);
+        let sql = epoch.sql(&columns("smallint", "bigint")).unwrap();
+        assert!(
+            sql.stuck
+                .contains("o.entered_at < ceil(EXTRACT(EPOCH FROM (now() - make_interval"),
+            "{}",
+            sql.stuck
+        );
+        assert!(sql.stuck.contains("to_timestamp((o.entered_at) / 1000.0)"));
+        let err = m.sql(&columns("text", "bigint")).unwrap_err();
+        assert!(err.contains("set entered_at_unit"), "{err}");
+    }
+
+    #[test]
+    fn history_sql_takes_the_latest_run_and_lookback() {
         let sql = model(ModelKind::History {
             table: "order_status_history".into(),
             lookback_secs: Some(86400),
         })
-        .stuck_sql();
+        .sql(&columns("text", "timestamp with time zone"))
+        .unwrap();
         assert!(
-            sql.contains("NOT EXISTS (SELECT 1 FROM \"order_status_history\" n"),
-            "{sql}"
+            sql.stuck.contains("min(h.\"status_changed_at\") AS start"),
+            "{}",
+            sql.stuck
         );
-        assert!(sql.contains("make_interval(secs => 86400)"), "{sql}");
+        assert!(
+            sql.stuck.contains("make_interval(secs => 86400)"),
+            "{}",
+            sql.stuck
+        );
+        assert!(sql.history.is_some() && sql.gauges.is_none());
     }
 
     #[test]
@@ -354,7 +744,9 @@ mod tests {
         let sql = model(ModelKind::Query(
             "SELECT id, status, status_changed_at, order_type FROM v; -- the view".into(),
         ))
-        .stuck_sql();
+        .sql(&columns("text", "timestamp with time zone"))
+        .unwrap()
+        .stuck;
         assert!(
             sql.contains("FROM (\nSELECT id, status, status_changed_at, order_type FROM v\n) q"),
             "{sql}"

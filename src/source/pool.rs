@@ -17,8 +17,9 @@ use tokio_postgres::config::Host;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
-use super::model::OrderModel;
-use crate::config::SourceConfig;
+use super::history::{Floor, History, LogRow};
+use super::model::{Columns, HistorySql, ModelSql, OrderModel};
+use crate::config::{SourceConfig, StatusNames};
 
 /// A source failure: connecting or querying. Messages never contain the password.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,18 @@ pub struct Source {
     pub gauges: bool,
     /// The statuses the source knows (`statuses`), if listed.
     pub statuses: Option<std::collections::HashSet<String>>,
+    /// `time_zone`, when configured.
+    pub time_zone: Option<String>,
+    /// Integer status codes → names (`statuses` as a map).
+    codes: Option<std::collections::BTreeMap<i64, String>>,
+    /// The model's statements, built once the columns' types are known.
+    sql: tokio::sync::OnceCell<std::sync::Arc<ModelSql>>,
+    /// A status log's kept state (the daemon only; `once` keeps none).
+    kept: Option<tokio::sync::Mutex<History>>,
+    /// The start-up read of the kept state is done (for `/readyz`).
+    kept_ready: std::sync::atomic::AtomicBool,
+    /// The statement timeout of the start-up read of a status log.
+    load_timeout: Duration,
     target: String,
     pool: Pool,
     /// `BEGIN READ ONLY; SET LOCAL statement_timeout …; SELECT <role check>`: one round trip.
@@ -106,7 +119,9 @@ impl std::fmt::Debug for Source {
 
 impl Source {
     /// Builds the pool; connects lazily, so an unreachable database does not stop start-up.
-    pub fn build(name: &str, cfg: &SourceConfig) -> Result<Source, SourceError> {
+    /// With `keep_state` a status log's current state is kept and read incrementally (the
+    /// daemon); without, every rule runs its full statement (`once`, `check`, `explain`).
+    pub fn build(name: &str, cfg: &SourceConfig, keep_state: bool) -> Result<Source, SourceError> {
         let bad = |detail: String| SourceError::Config {
             source_name: name.to_string(),
             detail,
@@ -142,21 +157,266 @@ impl Source {
             .build()
             .map_err(|e| bad(e.to_string()))?;
         let model = OrderModel::from_config(&cfg.orders);
-        Ok(Source {
+        let codes = match cfg.statuses.as_ref().map(|s| &s.value) {
+            Some(StatusNames::Codes(m)) => Some(m.clone()),
+            _ => None,
+        };
+        let time_zone = cfg
+            .time_zone
+            .as_ref()
+            .map(|t| t.value.clone())
+            .unwrap_or_else(|| "UTC".into());
+        let mut source = Source {
             name: name.to_string(),
-            model,
             terminal_statuses: cfg.terminal_statuses.clone(),
             gauges: cfg.gauges,
             statuses: cfg
                 .statuses
                 .as_ref()
-                .map(|s| s.value.iter().cloned().collect()),
+                .map(|s| s.value.names().into_iter().collect()),
+            codes,
+            time_zone: cfg.time_zone.as_ref().map(|t| t.value.clone()),
+            sql: tokio::sync::OnceCell::new(),
+            kept: None,
+            kept_ready: std::sync::atomic::AtomicBool::new(false),
+            load_timeout: cfg.statement_timeout.0.max(Duration::from_secs(600)),
             target,
             pool,
-            begin: begin_sql(cfg.statement_timeout.0),
+            begin: begin_sql(cfg.statement_timeout.0, &time_zone),
             allow_superuser: cfg.allow_superuser,
             param_types: Default::default(),
+            model,
+        };
+        if keep_state && let super::ModelKind::History { .. } = source.model.kind {
+            let terminal = source.to_db(&source.terminal_statuses);
+            // Serial or not is known once the columns are: see `history`.
+            source.kept = Some(tokio::sync::Mutex::new(History::new(
+                &terminal,
+                source.model.tiebreak.is_some(),
+                false,
+                source.model.overlap_secs,
+            )));
+        }
+        Ok(source)
+    }
+
+    /// Status names as the column stores them (codes for a coded column).
+    pub fn to_db(&self, names: &[String]) -> Vec<String> {
+        match &self.codes {
+            None => names.to_vec(),
+            Some(codes) => names
+                .iter()
+                .map(|n| {
+                    codes
+                        .iter()
+                        .find(|(_, v)| *v == n)
+                        .map(|(c, _)| c.to_string())
+                        .unwrap_or_else(|| n.clone())
+                })
+                .collect(),
+        }
+    }
+
+    /// A stored status as its name (a code outside the map stays as it is).
+    pub fn from_db(&self, raw: String) -> String {
+        match &self.codes {
+            Some(codes) => raw
+                .parse::<i64>()
+                .ok()
+                .and_then(|c| codes.get(&c).cloned())
+                .unwrap_or(raw),
+            None => raw,
+        }
+    }
+
+    /// The model's statements, built on first use from the columns' types as PostgreSQL
+    /// reports them (a failure is retried on the next use).
+    pub async fn model_sql(&self) -> Result<std::sync::Arc<ModelSql>, SourceError> {
+        self.sql
+            .get_or_try_init(|| async {
+                let rows = self.query(&self.model.columns_sql(), &[]).await?;
+                let row = rows.first().ok_or_else(|| SourceError::Query {
+                    source_name: self.name.clone(),
+                    target: self.target.clone(),
+                    detail: "no row describing the order model's columns".into(),
+                })?;
+                let cols = Columns {
+                    status_type: row.get(0),
+                    entered_at_type: row.get(1),
+                    tiebreak_type: row.get(2),
+                    tiebreak_serial: row.get(3),
+                };
+                self.model
+                    .sql(&cols)
+                    .map(std::sync::Arc::new)
+                    .map_err(|detail| SourceError::Config {
+                        source_name: self.name.clone(),
+                        detail: format!("orders: {detail}"),
+                    })
+            })
+            .await
+            .cloned()
+    }
+
+    /// Whether the start-up read of every kept state is done (always, without one).
+    pub fn kept_ready(&self) -> bool {
+        self.kept.is_none() || self.kept_ready.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The kept state of a status log brought up to date: on first use the start-up read
+    /// (every row within `history_lookback`), then the rows since the last read (and the
+    /// overlap re-read for rows committed late), and the orders that must be read again
+    /// whole. `None` when the source keeps no state.
+    pub async fn history(
+        &self,
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, History>>, SourceError> {
+        let Some(kept) = &self.kept else {
+            return Ok(None);
+        };
+        let sql = self.model_sql().await?;
+        let Some(hs) = sql.history.as_ref() else {
+            return Ok(None);
+        };
+        let mut h = kept.lock().await;
+        if !h.loaded {
+            let started = std::time::Instant::now();
+            if let Err(e) = self.load_history(&mut h, hs).await {
+                h.reset();
+                return Err(e);
+            }
+            tracing::info!(source = %self.name, orders_kept = h.len(),
+                approx_bytes = h.approx_bytes(),
+                seconds = format_args!("{:.2}", started.elapsed().as_secs_f64()),
+                serial_watermark = hs.serial,
+                "status log read; from now on only new rows are read");
+        }
+        self.catch_up(&mut h, hs).await?;
+        self.kept_ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(h))
+    }
+
+    /// A status log's state read now, kept nowhere (for `check`).
+    pub async fn read_history(&self) -> Result<History, SourceError> {
+        let sql = self.model_sql().await?;
+        let hs = sql.history.as_ref().ok_or_else(|| SourceError::Config {
+            source_name: self.name.clone(),
+            detail: "not a status log".into(),
+        })?;
+        let terminal = self.to_db(&self.terminal_statuses);
+        let mut h = History::new(
+            &terminal,
+            self.model.tiebreak.is_some(),
+            false,
+            self.model.overlap_secs,
+        );
+        self.load_history(&mut h, hs).await?;
+        self.catch_up(&mut h, hs).await?;
+        Ok(h)
+    }
+
+    /// The start-up read: every row within the lookback, streamed.
+    async fn load_history(&self, h: &mut History, hs: &HistorySql) -> Result<(), SourceError> {
+        h.reset();
+        if hs.serial {
+            h.set_serial();
+        }
+        let labels = self.model.labels.len();
+        let extra = format!(
+            "SET LOCAL statement_timeout = {}",
+            self.load_timeout.as_millis()
+        );
+        self.query_each(&extra, &hs.load, &[], |row| {
+            if let Some(r) = LogRow::from_row(row, 0, labels) {
+                h.load_row(r);
+            }
         })
+        .await?;
+        h.finish_load();
+        Ok(())
+    }
+
+    /// The rows since the last read (and the overlap), and the orders read again whole.
+    async fn catch_up(&self, h: &mut History, hs: &HistorySql) -> Result<(), SourceError> {
+        let labels = self.model.labels.len();
+        let rows = match h.floor() {
+            Floor::Serial(n) => self.query(&hs.read, &[&n]).await?,
+            Floor::Time(t) => self.query(&hs.read, &[&t]).await?,
+        };
+        let now: chrono::DateTime<chrono::Utc> = match rows.first() {
+            Some(r) => r.get(0),
+            None => chrono::Utc::now(),
+        };
+        let log: Vec<LogRow> = rows
+            .iter()
+            .filter_map(|r| LogRow::from_row(r, 1, labels))
+            .collect();
+        let again = h.apply(now, log);
+        if !again.is_empty() {
+            let rows = self.query_ids(&hs.refetch, &again).await?;
+            let log: Vec<LogRow> = rows
+                .iter()
+                .filter_map(|r| LogRow::from_row(r, 0, labels))
+                .collect();
+            h.replace(&again, log);
+        }
+        Ok(())
+    }
+
+    /// Runs `sql`, whose `$1` is an array of order ids, binding them in the id column's own
+    /// type (so a primary-key or (id, time) index serves it even for integer ids).
+    pub async fn query_ids(&self, sql: &str, ids: &[String]) -> Result<Vec<Row>, SourceError> {
+        let param_type = self
+            .param_types(sql)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or(Type::TEXT_ARRAY);
+        match param_type {
+            Type::INT8_ARRAY => {
+                let v: Vec<i64> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+                self.query(sql, &[&v]).await
+            }
+            Type::INT4_ARRAY => {
+                let v: Vec<i32> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+                self.query(sql, &[&v]).await
+            }
+            _ => self.query(sql, &[&ids]).await,
+        }
+    }
+
+    /// Runs one statement in its own read-only transaction (after `extra`), handing each row
+    /// to `f` as it arrives: the rows are never all in memory.
+    pub async fn query_each(
+        &self,
+        extra: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        mut f: impl FnMut(&Row),
+    ) -> Result<u64, SourceError> {
+        use futures_util::TryStreamExt;
+        let tx = self.begin(extra).await?;
+        let result = async {
+            let typed = self.typed(&tx, sql, params).await?;
+            let stream = tx
+                .client()
+                .query_typed_raw(sql, typed)
+                .await
+                .map_err(|e| self.query_error(&e))?;
+            let mut stream = std::pin::pin!(stream);
+            let mut n = 0;
+            while let Some(row) = stream.try_next().await.map_err(|e| self.query_error(&e))? {
+                f(&row);
+                n += 1;
+            }
+            Ok(n)
+        }
+        .await;
+        if result.is_err() {
+            self.param_types.lock().expect("types lock").remove(sql);
+        }
+        tx.end().await;
+        result
     }
 
     /// host:port/dbname, safe to log.
@@ -275,6 +535,20 @@ impl Source {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, SourceError> {
+        let typed = self.typed(tx, sql, params).await?;
+        tx.client()
+            .query_typed(sql, &typed)
+            .await
+            .map_err(|e| self.query_error(&e))
+    }
+
+    /// `params` with the types the unnamed statement needs (see `run_unnamed`).
+    async fn typed<'p>(
+        &self,
+        tx: &ReadOnlyTx,
+        sql: &str,
+        params: &[&'p (dyn ToSql + Sync)],
+    ) -> Result<Vec<(&'p (dyn ToSql + Sync), Type)>, SourceError> {
         let cached = self
             .param_types
             .lock()
@@ -303,11 +577,7 @@ impl Source {
                 ),
             });
         }
-        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.iter().copied().zip(types).collect();
-        tx.client()
-            .query_typed(sql, &typed)
-            .await
-            .map_err(|e| self.query_error(&e))
+        Ok(params.iter().copied().zip(types).collect())
     }
 
     /// The parameter types of `sql`, from a named statement closed before anything else is
@@ -436,11 +706,12 @@ impl Drop for ReadOnlyTx {
 
 /// The statement that opens every transaction: read-only, the statement timeout (in
 /// milliseconds, never rounded down to 0 = "no timeout"), and the role check's two values.
-fn begin_sql(timeout: Duration) -> String {
+fn begin_sql(timeout: Duration, time_zone: &str) -> String {
     format!(
-        "BEGIN READ ONLY; SET LOCAL statement_timeout = {}; \
+        "BEGIN READ ONLY; SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = '{}'; \
          SELECT current_user::text, current_setting('is_superuser')",
-        timeout.as_millis().max(1)
+        timeout.as_millis().max(1),
+        time_zone.replace('\'', "''")
     )
 }
 

@@ -1,0 +1,618 @@
+//! A status log's current state, kept by the daemon so that a steady evaluation reads only the
+//! rows added since the last one.
+//!
+//! Semantics (the same as the SQL `once` runs, see `model.rs`): an order's current status is
+//! its latest row, ordered by time and then by the `tiebreak` column; without one, rows of the
+//! same order at the same time and status are one row, and latest rows at the same time with
+//! different statuses are a tie: the order cannot be judged (`reason="tie"`). The time it
+//! entered that status is the first row of its latest run of it: the rows after the last row
+//! of another status. Repeats never reset the age; duplicates never make two orders; an order
+//! that went back to an earlier status has the age of its return.
+//!
+//! What is kept: per order not in a terminal status, its status, run start, latest row's time
+//! and tiebreak, and its label values; plus the rows of the last `history_overlap` (their keys
+//! only), so that the next read, which re-reads that window for rows committed late, skips
+//! the rows already applied. A row below the watermark that was not seen before (committed
+//! late), or older than its order's latest row, makes that order be read again whole by id:
+//! the state stays exact without keeping finished orders.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+/// One row of the log as read: id, status, time (µs since the epoch), tiebreak, labels.
+#[derive(Debug, Clone)]
+pub struct LogRow {
+    /// The order id, as text.
+    pub id: String,
+    /// The status as stored (a code for coded statuses), as text.
+    pub status: String,
+    /// When, in microseconds since the epoch.
+    pub at: i64,
+    /// The tiebreak value; `i64::MIN` without a tiebreak column.
+    pub tb: i64,
+    /// The label columns' values.
+    pub labels: Vec<Option<String>>,
+}
+
+impl LogRow {
+    /// From the columns `id, status, at, tb, l_0…` starting at `first`; `None` for the row of
+    /// NULLs an empty read returns.
+    pub fn from_row(row: &tokio_postgres::Row, first: usize, labels: usize) -> Option<LogRow> {
+        let id: Option<String> = row.get(first);
+        let status: Option<String> = row.get(first + 1);
+        let at: Option<DateTime<Utc>> = row.get(first + 2);
+        let tb: Option<i64> = row.get(first + 3);
+        Some(LogRow {
+            id: id?,
+            status: status?,
+            at: at?.timestamp_micros(),
+            tb: tb.unwrap_or(i64::MIN),
+            labels: (0..labels).map(|i| row.get(first + 4 + i)).collect(),
+        })
+    }
+}
+
+/// One order's current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// Index into the interned statuses.
+    status: u16,
+    /// Its latest rows tie: the order cannot be judged.
+    tie: bool,
+    /// Start of the latest run, µs.
+    start: i64,
+    /// The latest row's time and tiebreak.
+    at: i64,
+    tb: i64,
+    labels: Box<[Option<Box<str>>]>,
+}
+
+/// What applying one row did.
+enum Step {
+    Applied,
+    /// The row is older than the order's latest: the order must be read again whole.
+    OutOfOrder,
+}
+
+/// Why an order cannot be judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unjudgeable {
+    /// No time.
+    NullTime,
+    /// A time in the future.
+    FutureTime,
+    /// Latest rows at the same time with different statuses, and nothing to break the tie.
+    Tie,
+}
+
+impl Unjudgeable {
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unjudgeable::NullTime => "null_time",
+            Unjudgeable::FutureTime => "future_time",
+            Unjudgeable::Tie => "tie",
+        }
+    }
+}
+
+/// Where the next incremental read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floor {
+    /// Rows whose serial tiebreak is above this.
+    Serial(i64),
+    /// Rows at or after this time.
+    Time(DateTime<Utc>),
+}
+
+/// One order as a rule sees it.
+#[derive(Debug, Clone)]
+pub struct CurrentOrder<'a> {
+    /// The id.
+    pub id: &'a str,
+    /// The status as stored.
+    pub status: &'a str,
+    /// Start of the latest run.
+    pub entered_at: DateTime<Utc>,
+    /// Seconds since then, by the database's clock at the last read.
+    pub age_seconds: f64,
+    /// Label values, in the model's order.
+    pub labels: Vec<Option<&'a str>>,
+}
+
+/// The kept state of one status log.
+#[derive(Debug)]
+pub struct History {
+    names: Vec<Box<str>>,
+    index: HashMap<Box<str>, u16>,
+    terminal_names: HashSet<String>,
+    terminal: Vec<bool>,
+    orders: HashMap<Box<str>, Kept>,
+    /// Rows of the last `overlap` (by the log's newest time): key → time.
+    seen: HashMap<(Box<str>, i64, u16, i64), i64>,
+    max_at: i64,
+    max_tb: i64,
+    overlap: i64,
+    has_tb: bool,
+    serial: bool,
+    /// The database's clock at the last read, µs.
+    now: i64,
+    /// The start-up read is done.
+    pub loaded: bool,
+    /// The order whose rows the start-up read is at.
+    loading: Option<String>,
+}
+
+impl History {
+    /// An empty state: `terminal` statuses as stored, whether there is a tiebreak and whether
+    /// it is a serial, the overlap in seconds.
+    pub fn new(terminal: &[String], has_tb: bool, serial: bool, overlap_secs: u64) -> History {
+        History {
+            names: Vec::new(),
+            index: HashMap::new(),
+            terminal_names: terminal.iter().cloned().collect(),
+            terminal: Vec::new(),
+            orders: HashMap::new(),
+            seen: HashMap::new(),
+            max_at: i64::MIN,
+            max_tb: i64::MIN,
+            overlap: overlap_secs as i64 * 1_000_000,
+            has_tb,
+            serial,
+            now: 0,
+            loaded: false,
+            loading: None,
+        }
+    }
+
+    fn intern(&mut self, s: &str) -> u16 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        // More distinct statuses than a u16 holds is not a status column; they share the last.
+        let i = self.names.len().min(u16::MAX as usize) as u16;
+        if (i as usize) == self.names.len() {
+            self.names.push(s.into());
+            self.terminal.push(self.terminal_names.contains(s));
+        }
+        self.index.insert(s.into(), i);
+        i
+    }
+
+    /// Applies `r` (status `st`) to the order's state.
+    fn step(&mut self, r: &LogRow, st: u16) -> Step {
+        let labels = || -> Box<[Option<Box<str>>]> {
+            r.labels
+                .iter()
+                .map(|l| l.as_deref().map(Box::from))
+                .collect()
+        };
+        let Some(k) = self.orders.get_mut(r.id.as_str()) else {
+            self.orders.insert(
+                r.id.as_str().into(),
+                Kept {
+                    status: st,
+                    tie: false,
+                    start: r.at,
+                    at: r.at,
+                    tb: r.tb,
+                    labels: labels(),
+                },
+            );
+            return Step::Applied;
+        };
+        match (r.at, r.tb).cmp(&(k.at, k.tb)) {
+            std::cmp::Ordering::Less => Step::OutOfOrder,
+            std::cmp::Ordering::Equal => {
+                if st != k.status {
+                    // Same time (and tiebreak) and another status: nothing orders them. Of a
+                    // tie the greatest status is named, as the SQL does.
+                    k.tie = true;
+                    if self.names[st as usize] > self.names[k.status as usize] {
+                        k.status = st;
+                        k.labels = labels();
+                    }
+                }
+                Step::Applied
+            }
+            std::cmp::Ordering::Greater => {
+                if k.tie || st != k.status {
+                    k.status = st;
+                    k.start = r.at;
+                    k.tie = false;
+                }
+                k.at = r.at;
+                k.tb = r.tb;
+                k.labels = labels();
+                Step::Applied
+            }
+        }
+    }
+
+    /// Drops the orders among `ids` that are in a terminal status (not tied).
+    fn drop_finished<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
+        for id in ids {
+            if let Some(k) = self.orders.get(id)
+                && !k.tie
+                && self.terminal[k.status as usize]
+            {
+                self.orders.remove(id);
+            }
+        }
+    }
+
+    fn remember(&mut self, r: &LogRow, st: u16) -> bool {
+        self.seen
+            .insert((r.id.as_str().into(), r.at, st, r.tb), r.at)
+            .is_none()
+    }
+
+    fn prune(&mut self) {
+        let keep_from = self.max_at.saturating_sub(self.overlap);
+        self.seen.retain(|_, at| *at >= keep_from);
+    }
+
+    /// One row of the start-up read, which gives every row ordered by order id, time and
+    /// tiebreak; [`History::finish_load`] ends it.
+    pub fn load_row(&mut self, r: LogRow) {
+        if self.loading.as_deref() != Some(r.id.as_str()) {
+            if let Some(prev) = self.loading.take() {
+                self.drop_finished([prev.as_str()]);
+            }
+            self.loading = Some(r.id.clone());
+        }
+        let st = self.intern(&r.status);
+        self.max_at = self.max_at.max(r.at);
+        self.max_tb = self.max_tb.max(r.tb);
+        self.remember(&r, st);
+        let _ = self.step(&r, st);
+        // The overlap is measured from the newest row, known only at the end: rows far older
+        // than the newest so far are let go as the read goes on.
+        if self.seen.len() > 1_000_000 {
+            self.prune();
+        }
+    }
+
+    /// Ends the start-up read.
+    pub fn finish_load(&mut self) {
+        if let Some(prev) = self.loading.take() {
+            self.drop_finished([prev.as_str()]);
+        }
+        self.prune();
+        self.loaded = true;
+    }
+
+    /// New rows are read by the serial tiebreak column.
+    pub fn set_serial(&mut self) {
+        self.serial = true;
+    }
+
+    /// Forgets everything (a failed start-up read starts again).
+    pub fn reset(&mut self) {
+        *self = History::new(
+            &self.terminal_names.iter().cloned().collect::<Vec<_>>(),
+            self.has_tb,
+            self.serial,
+            (self.overlap / 1_000_000) as u64,
+        );
+    }
+
+    /// Where the next read starts: `history_overlap` below the newest row, so rows committed
+    /// late are read too.
+    pub fn floor(&self) -> Floor {
+        if self.serial {
+            let lowest = self.seen.keys().map(|k| k.3).min().unwrap_or(self.max_tb);
+            Floor::Serial(lowest.saturating_sub(1).max(i64::MIN + 1))
+        } else {
+            let at = if self.max_at == i64::MIN {
+                0
+            } else {
+                self.max_at - self.overlap
+            };
+            Floor::Time(DateTime::from_timestamp_micros(at).unwrap_or_default())
+        }
+    }
+
+    /// Applies an incremental read (`now`: the database's clock). Returns the ids of orders
+    /// that must be read again whole ([`History::replace`]).
+    pub fn apply(&mut self, now: DateTime<Utc>, mut rows: Vec<LogRow>) -> Vec<String> {
+        self.now = now.timestamp_micros();
+        rows.sort_by(|a, b| (a.at, a.tb, &a.status).cmp(&(b.at, b.tb, &b.status)));
+        let (prev_at, prev_tb) = (self.max_at, self.max_tb);
+        let mut refetch: HashSet<String> = HashSet::new();
+        let mut touched: Vec<String> = Vec::new();
+        for r in &rows {
+            let st = self.intern(&r.status);
+            if !self.remember(r, st) {
+                continue; // re-read from the overlap, applied before
+            }
+            self.max_at = self.max_at.max(r.at);
+            self.max_tb = self.max_tb.max(r.tb);
+            if refetch.contains(&r.id) {
+                continue;
+            }
+            let late = if self.serial {
+                r.tb <= prev_tb
+            } else {
+                r.at < prev_at
+            };
+            let backdated = !self.orders.contains_key(r.id.as_str())
+                && prev_at != i64::MIN
+                && r.at < prev_at.saturating_sub(self.overlap);
+            if late || backdated {
+                refetch.insert(r.id.clone());
+                continue;
+            }
+            match self.step(r, st) {
+                Step::Applied => touched.push(r.id.clone()),
+                Step::OutOfOrder => {
+                    refetch.insert(r.id.clone());
+                }
+            }
+        }
+        self.drop_finished(
+            touched
+                .iter()
+                .filter(|id| !refetch.contains(*id))
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        self.prune();
+        let mut out: Vec<String> = refetch.into_iter().collect();
+        out.sort();
+        out
+    }
+
+    /// Replaces the state of the orders read again whole: `rows` ordered by id, time and
+    /// tiebreak; `ids` not among them have no rows left.
+    pub fn replace(&mut self, ids: &[String], rows: Vec<LogRow>) {
+        for id in ids {
+            self.orders.remove(id.as_str());
+        }
+        let mut current: Option<String> = None;
+        for r in rows {
+            if current.as_deref() != Some(r.id.as_str()) {
+                if let Some(prev) = current.take() {
+                    self.drop_finished([prev.as_str()]);
+                }
+                current = Some(r.id.clone());
+            }
+            let st = self.intern(&r.status);
+            let _ = self.step(&r, st);
+        }
+        if let Some(prev) = current {
+            self.drop_finished([prev.as_str()]);
+        }
+    }
+
+    /// The database's clock at the last read.
+    pub fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.now).unwrap_or_default()
+    }
+
+    /// Orders kept (not in a terminal status).
+    pub fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// No order is kept.
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    fn current<'a>(&'a self, id: &'a str, k: &'a Kept) -> CurrentOrder<'a> {
+        CurrentOrder {
+            id,
+            status: &self.names[k.status as usize],
+            entered_at: DateTime::from_timestamp_micros(k.start).unwrap_or_default(),
+            age_seconds: (self.now - k.start) as f64 / 1e6,
+            labels: k.labels.iter().map(|l| l.as_deref()).collect(),
+        }
+    }
+
+    /// Judgeable orders in one of `statuses` (as stored) since before `older_than_secs` ago,
+    /// oldest first (then by id).
+    pub fn stuck(&self, statuses: &[String], older_than_secs: f64) -> Vec<CurrentOrder<'_>> {
+        let wanted: HashSet<u16> = statuses
+            .iter()
+            .filter_map(|s| self.index.get(s.as_str()).copied())
+            .collect();
+        let below = self.now - (older_than_secs * 1e6) as i64;
+        let mut out: Vec<CurrentOrder<'_>> = self
+            .orders
+            .iter()
+            .filter(|(_, k)| !k.tie && wanted.contains(&k.status) && k.start < below)
+            .map(|(id, k)| self.current(id, k))
+            .collect();
+        out.sort_by(|a, b| (a.entered_at, a.id).cmp(&(b.entered_at, b.id)));
+        out
+    }
+
+    /// Per status (as stored) of the kept orders: count and the oldest judgeable age.
+    pub fn gauges(&self) -> Vec<(String, i64, Option<f64>)> {
+        let mut per: HashMap<u16, (i64, Option<i64>)> = HashMap::new();
+        for k in self.orders.values() {
+            let e = per.entry(k.status).or_insert((0, None));
+            e.0 += 1;
+            if !k.tie && k.start <= self.now {
+                e.1 = Some(e.1.map_or(k.start, |o: i64| o.min(k.start)));
+            }
+        }
+        let mut out: Vec<(String, i64, Option<f64>)> = per
+            .into_iter()
+            .map(|(st, (n, oldest))| {
+                (
+                    self.names[st as usize].to_string(),
+                    n,
+                    oldest.map(|o| (self.now - o) as f64 / 1e6),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Orders that cannot be judged, per status (as stored) and reason: ties and run starts
+    /// in the future.
+    pub fn unjudgeable(&self) -> Vec<(String, Unjudgeable, i64)> {
+        let mut per: HashMap<(u16, Unjudgeable), i64> = HashMap::new();
+        for k in self.orders.values() {
+            let why = if k.tie {
+                Unjudgeable::Tie
+            } else if k.start > self.now {
+                Unjudgeable::FutureTime
+            } else {
+                continue;
+            };
+            *per.entry((k.status, why)).or_default() += 1;
+        }
+        let mut out: Vec<_> = per
+            .into_iter()
+            .map(|((st, why), n)| (self.names[st as usize].to_string(), why, n))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Bytes held, estimated: what ARCHITECTURE.md states per kept order.
+    pub fn approx_bytes(&self) -> usize {
+        let per_entry = std::mem::size_of::<(Box<str>, Kept)>() + 1;
+        let orders: usize = self
+            .orders
+            .iter()
+            .map(|(id, k)| {
+                per_entry
+                    + id.len()
+                    + k.labels.len() * std::mem::size_of::<Option<Box<str>>>()
+                    + k.labels.iter().flatten().map(|l| l.len()).sum::<usize>()
+            })
+            .sum();
+        let seen =
+            self.seen.len() * (std::mem::size_of::<((Box<str>, i64, u16, i64), i64)>() + 1 + 16);
+        // hashbrown keeps at most 7/8 of its buckets full.
+        (orders + seen) * 8 / 7
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, status: &str, at: i64, tb: i64) -> LogRow {
+        LogRow {
+            id: id.into(),
+            status: status.into(),
+            at: at * 1_000_000,
+            tb,
+            labels: vec![],
+        }
+    }
+
+    fn load(h: &mut History, rows: Vec<LogRow>) {
+        for r in rows {
+            h.load_row(r);
+        }
+        h.finish_load();
+    }
+
+    fn now(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn states(h: &History) -> Vec<(String, String, i64, bool)> {
+        let mut v: Vec<_> = h
+            .orders
+            .iter()
+            .map(|(id, k)| {
+                (
+                    id.to_string(),
+                    h.names[k.status as usize].to_string(),
+                    k.start / 1_000_000,
+                    k.tie,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn repeats_keep_the_age_returns_start_a_new_run_and_ties_are_marked() {
+        let mut h = History::new(&["CLOSED".into()], false, false, 300);
+        load(
+            &mut h,
+            vec![
+                // Comment repeating SUBMITTED: still entered at 10.
+                row("a", "SUBMITTED", 10, i64::MIN),
+                row("a", "SUBMITTED", 20, i64::MIN),
+                row("a", "SUBMITTED", 20, i64::MIN),
+                // Back to an earlier status: the age of the return.
+                row("b", "SUBMITTED", 10, i64::MIN),
+                row("b", "PRICE_CALCULATED", 15, i64::MIN),
+                row("b", "SUBMITTED", 30, i64::MIN),
+                // Two statuses at the same latest time.
+                row("c", "SUBMITTED", 10, i64::MIN),
+                row("c", "PACKAGING", 40, i64::MIN),
+                row("c", "SHIPPED", 40, i64::MIN),
+                // Finished.
+                row("d", "SUBMITTED", 10, i64::MIN),
+                row("d", "CLOSED", 50, i64::MIN),
+            ],
+        );
+        assert_eq!(
+            states(&h),
+            [
+                ("a".into(), "SUBMITTED".into(), 10, false),
+                ("b".into(), "SUBMITTED".into(), 30, false),
+                ("c".into(), "SHIPPED".into(), 40, true),
+            ]
+        );
+        // A later row breaks the tie and starts a run; a late row is read again whole.
+        let again = h.apply(
+            now(100),
+            vec![
+                row("c", "SHIPPED", 60, i64::MIN),
+                row("a", "PACKAGING", 45, i64::MIN),
+                row("e", "SUBMITTED", 55, i64::MIN),
+            ],
+        );
+        assert_eq!(again, ["a"]);
+        assert_eq!(h.stuck(&["SUBMITTED".into()], 30.0).len(), 3);
+        h.replace(
+            &again,
+            vec![
+                row("a", "SUBMITTED", 10, i64::MIN),
+                row("a", "SUBMITTED", 20, i64::MIN),
+                row("a", "PACKAGING", 45, i64::MIN),
+            ],
+        );
+        let stuck: Vec<&str> = h
+            .stuck(&["SUBMITTED".into()], 30.0)
+            .iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(stuck, ["b", "e"]);
+        assert_eq!(states(&h)[2], ("c".into(), "SHIPPED".into(), 60, false));
+        // Re-read from the overlap: nothing changes.
+        let before = states(&h);
+        assert!(
+            h.apply(now(101), vec![row("c", "SHIPPED", 60, i64::MIN)])
+                .is_empty()
+        );
+        assert_eq!(states(&h), before);
+    }
+
+    #[test]
+    fn a_tiebreak_orders_rows_at_the_same_time() {
+        let mut h = History::new(&[], true, true, 300);
+        load(
+            &mut h,
+            vec![row("a", "SUBMITTED", 10, 1), row("a", "PACKAGING", 10, 2)],
+        );
+        assert_eq!(states(&h), [("a".into(), "PACKAGING".into(), 10, false)]);
+        assert_eq!(h.floor(), Floor::Serial(0));
+        // A serial below the newest, never seen: committed late.
+        assert_eq!(h.apply(now(20), vec![row("b", "SUBMITTED", 12, 0)]), ["b"]);
+    }
+}
