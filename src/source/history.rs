@@ -142,6 +142,10 @@ pub struct History {
     pub loaded: bool,
     /// The order whose rows the start-up read is at.
     loading: Option<String>,
+    /// Serial mode: (database time, highest serial before it) of each read of the last
+    /// `overlap`, and the floor before there are any.
+    reads: std::collections::VecDeque<(i64, i64)>,
+    start_floor: i64,
 }
 
 impl History {
@@ -163,6 +167,8 @@ impl History {
             now: 0,
             loaded: false,
             loading: None,
+            reads: Default::default(),
+            start_floor: i64::MIN + 1,
         }
     }
 
@@ -248,9 +254,28 @@ impl History {
             .is_none()
     }
 
+    /// Lets go of the rows the next read will not re-read.
     fn prune(&mut self) {
-        let keep_from = self.max_at.saturating_sub(self.overlap);
-        self.seen.retain(|_, at| *at >= keep_from);
+        if self.serial && self.loaded {
+            let floor = self.serial_floor();
+            self.seen.retain(|k, _| k.3 > floor);
+        } else {
+            let keep_from = self.max_at.saturating_sub(self.overlap);
+            self.seen.retain(|_, at| *at >= keep_from);
+        }
+    }
+
+    /// The highest serial read as of `overlap` ago: a row allocated since then and committed
+    /// late lies above it. Until the daemon has read for that long, the lowest serial among
+    /// the rows of the log's last `overlap` at the start-up read.
+    fn serial_floor(&self) -> i64 {
+        let horizon = self.now - self.overlap;
+        self.reads
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= horizon)
+            .map(|(_, tb)| *tb)
+            .unwrap_or(self.start_floor)
     }
 
     /// One row of the start-up read, which gives every row ordered by order id, time and
@@ -263,8 +288,7 @@ impl History {
             self.loading = Some(r.id.clone());
         }
         let st = self.intern(&r.status);
-        self.max_at = self.max_at.max(r.at);
-        self.max_tb = self.max_tb.max(r.tb);
+        self.advance(&r);
         self.remember(&r, st);
         let _ = self.step(&r, st);
         // The overlap is measured from the newest row, known only at the end: rows far older
@@ -280,7 +304,31 @@ impl History {
             self.drop_finished([prev.as_str()]);
         }
         self.prune();
+        self.start_floor = self
+            .seen
+            .keys()
+            .map(|k| k.3)
+            .min()
+            .unwrap_or(self.max_tb)
+            .saturating_sub(1);
         self.loaded = true;
+    }
+
+    /// Moves the watermarks past `r`. A time in the future does not move the time watermark
+    /// beyond the database's clock: one such row would hide every row written until then.
+    fn advance(&mut self, r: &LogRow) {
+        let at = if self.now == 0 {
+            r.at
+        } else {
+            r.at.min(self.now)
+        };
+        self.max_at = self.max_at.max(at);
+        self.max_tb = self.max_tb.max(r.tb);
+    }
+
+    /// The database's clock, before the start-up read.
+    pub fn set_now(&mut self, now: DateTime<Utc>) {
+        self.now = now.timestamp_micros();
     }
 
     /// New rows are read by the serial tiebreak column.
@@ -302,8 +350,7 @@ impl History {
     /// late are read too.
     pub fn floor(&self) -> Floor {
         if self.serial {
-            let lowest = self.seen.keys().map(|k| k.3).min().unwrap_or(self.max_tb);
-            Floor::Serial(lowest.saturating_sub(1).max(i64::MIN + 1))
+            Floor::Serial(self.serial_floor())
         } else {
             let at = if self.max_at == i64::MIN {
                 0
@@ -320,6 +367,14 @@ impl History {
         self.now = now.timestamp_micros();
         rows.sort_by(|a, b| (a.at, a.tb, &a.status).cmp(&(b.at, b.tb, &b.status)));
         let (prev_at, prev_tb) = (self.max_at, self.max_tb);
+        if self.serial {
+            // What this read starts from; floors older than needed are let go.
+            self.reads.push_back((self.now, prev_tb));
+            let horizon = self.now - self.overlap;
+            while self.reads.len() > 1 && self.reads[1].0 <= horizon {
+                self.reads.pop_front();
+            }
+        }
         let mut refetch: HashSet<String> = HashSet::new();
         let mut touched: Vec<String> = Vec::new();
         for r in &rows {
@@ -327,8 +382,7 @@ impl History {
             if !self.remember(r, st) {
                 continue; // re-read from the overlap, applied before
             }
-            self.max_at = self.max_at.max(r.at);
-            self.max_tb = self.max_tb.max(r.tb);
+            self.advance(r);
             if refetch.contains(&r.id) {
                 continue;
             }

@@ -322,6 +322,12 @@ impl Source {
             h.set_serial();
         }
         let labels = self.model.labels.len();
+        let now: chrono::DateTime<chrono::Utc> =
+            match self.query("SELECT now()", &[]).await?.first() {
+                Some(r) => r.get(0),
+                None => chrono::Utc::now(),
+            };
+        h.set_now(now);
         let extra = format!(
             "SET LOCAL statement_timeout = {}",
             self.load_timeout.as_millis()
