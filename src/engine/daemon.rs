@@ -1379,14 +1379,15 @@ async fn check_model(name: &str, s: &Source) -> Vec<(Verdict, String)> {
                 if let Some(ahead) = newest.map(|n| (n - db_now).num_seconds())
                     && ahead >= 20 * 60
                 {
-                    // Zone offsets are whole quarter hours.
-                    let q = (ahead + 450) / 900 * 900;
+                    // The newest row is at most "now" in its own zone, so the zone is at
+                    // least that far ahead; most offsets are whole hours.
+                    let q = (ahead + 3599) / 3600 * 3600;
                     lines.push((
                         Verdict::Warn,
                         format!(
                             "source {name}: {} is a timestamp without time zone read as UTC, and its \
                              newest value lies {} ahead of now: it looks like wall-clock time at \
-                             UTC+{:02}:{:02}. Set time_zone under sources.{name} (e.g. \
+                             UTC+{:02}:{:02} or so. Set time_zone under sources.{name} (e.g. \
                              time_zone: Europe/Moscow), or every age is off by that much",
                             s.model.entered_at,
                             human_duration(Duration::from_secs(ahead as u64)),
