@@ -18,6 +18,10 @@ pub struct Metrics {
     pub orders: IntGaugeVec,
     /// `orderwatch_order_status_oldest_age_seconds{source,status}`.
     pub order_status_oldest_age: GaugeVec,
+    /// `orderwatch_source_replication_lag_seconds{source}` (standbys only).
+    pub source_replication_lag: GaugeVec,
+    /// `orderwatch_source_stale{source}`: a standby beyond `max_replication_lag`.
+    pub source_stale: IntGaugeVec,
     /// `orderwatch_orders_unjudgeable{source,status,reason}`: orders in an active status whose
     /// time cannot be read (`null_time`, `future_time`) or whose latest rows tie (`tie`).
     pub orders_unjudgeable: IntGaugeVec,
@@ -77,6 +81,8 @@ impl Metrics {
             stuck_oldest_age: reg(&r, GaugeVec::new(Opts::new("orderwatch_stuck_oldest_age_seconds", "Age in the status of the oldest order a rule finds stuck."), &rss).unwrap()),
             orders: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_orders", "Orders per active (non-terminal) status."), &["source", "status"]).unwrap()),
             order_status_oldest_age: reg(&r, GaugeVec::new(Opts::new("orderwatch_order_status_oldest_age_seconds", "Age of the oldest order in each active status."), &["source", "status"]).unwrap()),
+            source_replication_lag: reg(&r, GaugeVec::new(Opts::new("orderwatch_source_replication_lag_seconds", "How far a standby source is behind its primary: 0 while it streams and has replayed all it received."), &["source"]).unwrap()),
+            source_stale: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_source_stale", "1 while a standby source lags beyond max_replication_lag: its rules neither fire nor resolve."), &["source"]).unwrap()),
             orders_unjudgeable: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_orders_unjudgeable", "Orders in an active status that no rule can judge: no time (null_time), a time in the future (future_time), or latest rows that tie (tie)."), &["source", "status", "reason"]).unwrap()),
             alerts: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_alerts", "Alerts per rule and state."), &["rule", "state"]).unwrap()),
             rule_evaluations: reg(&r, IntCounterVec::new(Opts::new("orderwatch_rule_evaluations_total", "Rule evaluations."), &["rule"]).unwrap()),

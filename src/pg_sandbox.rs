@@ -315,6 +315,53 @@ impl PgSandbox {
         unreachable!("the last attempt returns its error")
     }
 
+    /// A hot standby of `primary`: `pg_basebackup -R` (streaming replication, trust auth over
+    /// 127.0.0.1, which `initdb --auth=trust` allows) into a new temporary directory, started
+    /// on its own free port. Blocking, like [`PgSandbox::start`].
+    pub fn start_standby(primary: &PgSandbox) -> Result<PgSandbox, SandboxError> {
+        let root = tempfile::Builder::new()
+            .prefix("orderwatch-pg-standby-")
+            .tempdir()
+            .map_err(io_err("creating a temporary directory"))?;
+        if let Some(ra) = &primary.run_as {
+            std::os::unix::fs::chown(root.path(), Some(ra.uid), Some(ra.gid)).map_err(io_err(
+                format!("chown {} to postgres", root.path().display()),
+            ))?;
+        }
+        let mut sandbox = PgSandbox {
+            bin_dir: primary.bin_dir.clone(),
+            root_path: root.path().to_path_buf(),
+            data_dir: root.path().join("data"),
+            log_file: root.path().join("postgres.log"),
+            root: Some(root),
+            port: 0,
+            run_as: primary.run_as.clone(),
+            running: false,
+            guardian: None,
+        };
+        sandbox.guardian = Some(sandbox.spawn_guardian()?);
+        let port = primary.port.to_string();
+        let mut cmd = sandbox.server_command("pg_basebackup");
+        cmd.args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D"])
+            .arg(&sandbox.data_dir)
+            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
+        run(&mut cmd).map(drop)?;
+        for attempt in 1..=PORT_ATTEMPTS {
+            sandbox.port = free_port()?;
+            sandbox.write_settings()?;
+            match sandbox.start_server() {
+                Ok(()) => return Ok(sandbox),
+                Err(SandboxError::Start { log_tail, .. })
+                    if attempt < PORT_ATTEMPTS && log_tail.contains("already in use") =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last attempt returns its error")
+    }
+
     /// The TCP port the server listens on (127.0.0.1 only).
     pub fn port(&self) -> u16 {
         self.port

@@ -33,7 +33,7 @@ fn prometheus_rules_are_valid_and_their_unit_tests_pass() {
         return;
     };
     let text = run(&promtool, &["check", "rules", "alerts/orderwatch.yml"]);
-    assert!(text.contains("SUCCESS: 9 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 11 rules found"), "{text}");
     let text = run(
         &promtool,
         &["test", "rules", "alerts/tests/orderwatch_test.yml"],
@@ -92,6 +92,9 @@ fn metric_declared(m: &orderwatch::metrics::Metrics, name: &str) -> bool {
         m.notifications.desc(),
         m.notification_queue_length.desc(),
         m.db_slowest_query_seconds.desc(),
+        m.source_stale.desc(),
+        m.orders_unjudgeable.desc(),
+        m.source_replication_lag.desc(),
     ];
     collectors.iter().flatten().any(|d| d.fq_name == name)
 }

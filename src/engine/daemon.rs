@@ -23,6 +23,8 @@ use crate::source::{ModelKind, Source, SourceError, Unjudgeable};
 
 /// The pseudo-rule under which `SourceDown` alerts live (a name no user rule can have).
 pub const SOURCE_DOWN_RULE: &str = "source-down";
+/// The pseudo-rule under which `SourceStale` alerts live.
+pub const SOURCE_STALE_RULE: &str = "source-stale";
 /// The overflow alert's key.
 pub const OVERFLOW_KEY: &str = "_overflow";
 const SOURCE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -98,6 +100,13 @@ pub struct SourceStatus {
     pub failing_since: Option<DateTime<Utc>>,
     /// The last error.
     pub last_error: Option<String>,
+    /// A standby's replication lag, seconds (None on a primary or before the first probe).
+    pub replication_lag_seconds: Option<f64>,
+    /// A standby beyond `max_replication_lag`: its rules neither fire nor resolve.
+    pub stale: bool,
+    /// The last probe found the lag beyond `max_replication_lag`.
+    #[serde(skip)]
+    pub over_lag: bool,
 }
 
 /// State shared by the engine's tasks and the HTTP server.
@@ -214,6 +223,9 @@ fn status_maps(
                 reached: false,
                 failing_since: None,
                 last_error: None,
+                replication_lag_seconds: None,
+                stale: false,
+                over_lag: false,
             });
             (n.clone(), status)
         })
@@ -233,6 +245,7 @@ impl Daemon {
         // Alerts of rules that no longer exist resolve (and are announced as resolved).
         let mut keep: HashSet<String> = rules.iter().map(|r| r.name.clone()).collect();
         keep.insert(SOURCE_DOWN_RULE.to_string());
+        keep.insert(SOURCE_STALE_RULE.to_string());
         let removed = book.resolve_rules_not_in(&keep, Utc::now());
         let metrics = Arc::new(Metrics::new());
         if opened.moved_aside.is_some() {
@@ -509,6 +522,15 @@ impl Generation {
             tasks.spawn(rule_loop(shared.clone(), rule, stop_rx.clone()));
         }
         for source in shared.sources.values().cloned() {
+            shared
+                .metrics
+                .source_stale
+                .with_label_values(&[source.name.as_str()]);
+            tasks.spawn(replication_loop(
+                shared.clone(),
+                source.clone(),
+                stop_rx.clone(),
+            ));
             if source.gauges {
                 tasks.spawn(gauges_loop(shared.clone(), source, stop_rx.clone()));
             }
@@ -609,6 +631,7 @@ impl Shared {
         let now = Utc::now();
         let mut keep: HashSet<String> = rules.iter().map(|r| r.name.clone()).collect();
         keep.insert(SOURCE_DOWN_RULE.to_string());
+        keep.insert(SOURCE_STALE_RULE.to_string());
         let removed = self
             .book
             .write()
@@ -685,6 +708,10 @@ impl Shared {
             .filter(|s| !next.sources.contains_key(*s))
         {
             let _ = m.source_up.remove_label_values(&[name.as_str()]);
+            let _ = m.source_stale.remove_label_values(&[name.as_str()]);
+            let _ = m
+                .source_replication_lag
+                .remove_label_values(&[name.as_str()]);
         }
     }
 }
@@ -871,6 +898,25 @@ async fn gauges_loop(shared: Arc<Shared>, source: Arc<Source>, mut stop: watch::
     }
 }
 
+/// Watches whether a source is a standby and how far behind: the lag gauge, the stale flag
+/// (which pauses its rules) and the log line when either changes.
+async fn replication_loop(
+    shared: Arc<Shared>,
+    source: Arc<Source>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = SOURCE_CHECK_INTERVAL.min(shared.config.config.gauges_interval.0);
+    loop {
+        if let Ok(lag) = source.replication_lag().await {
+            shared.replication(&source, lag);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 async fn source_down_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         shared.check_sources(Utc::now());
@@ -889,6 +935,19 @@ impl Shared {
         error = tracing::field::Empty))]
     pub async fn evaluate(&self, rule: &Rule) {
         let now = Utc::now();
+        if let Some(why) = self.stale_reason(rule) {
+            // Stale data neither fires nor resolves: the rule waits for the standby.
+            let mut st = self.rule_status.write().expect("status lock");
+            if let Some(s) = st.get_mut(&rule.name) {
+                if s.error.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(rule = %rule.name, reason = %why, "rule paused: its alerts are kept as they are");
+                }
+                s.health = "err";
+                s.error = Some(why);
+                s.last_evaluation = Some(now);
+            }
+            return;
+        }
         let started = Instant::now();
         let result = rule.evaluate().await;
         let took = started.elapsed().as_secs_f64();
@@ -1041,7 +1100,7 @@ impl Shared {
             .rules
             .iter()
             .map(|r| r.name.as_str())
-            .chain([SOURCE_DOWN_RULE])
+            .chain([SOURCE_DOWN_RULE, SOURCE_STALE_RULE])
         {
             counts.insert((r, "pending"), 0);
             counts.insert((r, "firing"), 0);
@@ -1055,6 +1114,59 @@ impl Shared {
         }
         for ((rule, state), n) in counts {
             self.metrics.alerts.with_label_values(&[rule, state]).set(n);
+        }
+    }
+
+    /// Why `rule` must not run now: a source it reads is a standby too far behind.
+    fn stale_reason(&self, rule: &Rule) -> Option<String> {
+        let st = self.source_status.read().expect("status lock");
+        [Some(rule.source.as_str()), rule.other_source()]
+            .into_iter()
+            .flatten()
+            .find_map(|name| {
+                let s = st.get(name)?;
+                s.stale.then(|| {
+                    format!(
+                        "source {name} is a standby {} behind its primary (max_replication_lag): not evaluated on stale data",
+                        human_duration(Duration::from_secs_f64(
+                            s.replication_lag_seconds.unwrap_or(0.0).min(1e9)
+                        ))
+                    )
+                })
+            })
+    }
+
+    /// Records a replication probe of `source` (`None`: a primary).
+    fn replication(&self, source: &Source, lag: Option<f64>) {
+        let name = source.name.as_str();
+        let m = &self.metrics;
+        match lag {
+            Some(l) => m.source_replication_lag.with_label_values(&[name]).set(l),
+            None => {
+                let _ = m.source_replication_lag.remove_label_values(&[name]);
+            }
+        }
+        let over = lag.is_some_and(|l| l > source.max_replication_lag.as_secs_f64());
+        let mut st = self.source_status.write().expect("status lock");
+        if let Some(s) = st.get_mut(name) {
+            // Two probes in a row: a burst after an idle hour dates its first replay back
+            // to the hour's last commit, for the moment it takes to replay.
+            let stale = over && (s.stale || s.over_lag);
+            s.over_lag = over;
+            m.source_stale.with_label_values(&[name]).set(stale as i64);
+            if stale != s.stale {
+                if stale {
+                    tracing::warn!(
+                        source = name,
+                        lag_seconds = lag.unwrap_or(0.0),
+                        "source is a standby beyond max_replication_lag: its rules are paused"
+                    );
+                } else {
+                    tracing::info!(source = name, "standby caught up: its rules run again");
+                }
+            }
+            s.replication_lag_seconds = lag;
+            s.stale = stale;
         }
     }
 
@@ -1151,6 +1263,50 @@ impl Shared {
         );
         if !changes.is_empty() {
             self.after_change(SOURCE_DOWN_RULE, changes, now);
+        }
+        let stale: Vec<Observation> = statuses
+            .iter()
+            .filter(|(_, s)| s.stale)
+            .map(|(name, s)| {
+                let lag = human_duration(Duration::from_secs_f64(
+                    s.replication_lag_seconds.unwrap_or(0.0).min(1e9),
+                ));
+                Observation {
+                    key: name.clone(),
+                    labels: BTreeMap::from([
+                        ("alertname".to_string(), "SourceStale".to_string()),
+                        ("rule".to_string(), SOURCE_STALE_RULE.to_string()),
+                        ("source".to_string(), name.clone()),
+                        ("severity".to_string(), "critical".to_string()),
+                    ]),
+                    annotations: BTreeMap::from([
+                        (
+                            "summary".to_string(),
+                            format!("Source {name} ({}) is a standby {lag} behind its primary", s.target),
+                        ),
+                        (
+                            "description".to_string(),
+                            format!(
+                                "Replication lag {lag} is beyond max_replication_lag: rules on {name} are not evaluated (their alerts neither fire nor resolve) until it catches up. Check the standby's WAL receiver and replay (pg_stat_wal_receiver, pg_is_wal_replay_paused())."
+                            ),
+                        ),
+                        ("lag".to_string(), lag),
+                    ]),
+                    starts_at: now,
+                    entered_at: None,
+                    may_create: true,
+                }
+            })
+            .collect();
+        let changes = self.book.write().expect("book lock").apply(
+            SOURCE_STALE_RULE,
+            timing,
+            now,
+            stale,
+            Coverage::All,
+        );
+        if !changes.is_empty() {
+            self.after_change(SOURCE_STALE_RULE, changes, now);
         }
     }
 }

@@ -520,6 +520,9 @@ mod tests {
                     reached: true,
                     failing_since: (!up).then(|| now() - chrono::Duration::minutes(7)),
                     last_error: (!up).then(|| "connection refused <x>".to_string()),
+                    replication_lag_seconds: None,
+                    stale: false,
+                    over_lag: false,
                 };
                 (n.to_string(), s)
             })

@@ -89,6 +89,10 @@ pub struct Source {
     pub statuses: Option<std::collections::HashSet<String>>,
     /// `time_zone`, when configured.
     pub time_zone: Option<String>,
+    /// Beyond this replication lag a standby is stale.
+    pub max_replication_lag: Duration,
+    /// Since when replay stands still at a position with received WAL waiting.
+    behind_since: std::sync::Mutex<Option<(String, std::time::Instant)>>,
     /// Integer status codes → names (`statuses` as a map).
     codes: Option<std::collections::BTreeMap<i64, String>>,
     /// The model's statements, built once the columns' types are known.
@@ -176,6 +180,8 @@ impl Source {
                 .map(|s| s.value.names().into_iter().collect()),
             codes,
             time_zone: cfg.time_zone.as_ref().map(|t| t.value.clone()),
+            max_replication_lag: cfg.max_replication_lag.0,
+            behind_since: Default::default(),
             sql: tokio::sync::OnceCell::new(),
             kept: None,
             kept_ready: std::sync::atomic::AtomicBool::new(false),
@@ -367,6 +373,59 @@ impl Source {
             h.replace(&again, log);
         }
         Ok(())
+    }
+
+    /// On a standby, how far behind its primary it is, in seconds: 0 while its WAL receiver
+    /// streams and everything received is replayed (an idle primary is not lag); while it
+    /// streams but replay is behind, the time since the last replayed transaction committed;
+    /// while it does not stream, the time since its last message from the primary. `None` on
+    /// a primary.
+    pub async fn replication_lag(&self) -> Result<Option<f64>, SourceError> {
+        let rows = self
+            .query(
+                "SELECT pg_is_in_recovery(), \
+                   (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
+                   COALESCE(pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn(), false), \
+                   EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8, \
+                   EXTRACT(EPOCH FROM (now() - (SELECT last_msg_receipt_time FROM pg_stat_wal_receiver LIMIT 1)))::float8, \
+                   pg_last_wal_replay_lsn()::text",
+                &[],
+            )
+            .await?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        if !r.get::<_, bool>(0) {
+            return Ok(None);
+        }
+        let streaming = r.get::<_, Option<String>>(1).as_deref() == Some("streaming");
+        let replayed_all: bool = r.get(2);
+        let replay_age: Option<f64> = r.get(3);
+        let message_age: Option<f64> = r.get(4);
+        let replay_lsn: Option<String> = r.get(5);
+        // How long replay has stood still at this position with WAL waiting: the lag when no
+        // transaction was replayed yet to date it.
+        let stuck_for = {
+            let mut since = self.behind_since.lock().expect("lag lock");
+            if replayed_all {
+                *since = None;
+                0.0
+            } else {
+                match &*since {
+                    Some((lsn, t)) if Some(lsn) == replay_lsn.as_ref() => t.elapsed().as_secs_f64(),
+                    _ => {
+                        *since = replay_lsn.map(|l| (l, std::time::Instant::now()));
+                        0.0
+                    }
+                }
+            }
+        };
+        let lag = match (streaming, replayed_all) {
+            (true, true) => 0.0,
+            (true, false) => replay_age.unwrap_or(stuck_for),
+            (false, _) => message_age.or(replay_age).unwrap_or(stuck_for),
+        };
+        Ok(Some(lag.max(0.0)))
     }
 
     /// Runs `sql`, whose `$1` is an array of order ids, binding them in the id column's own
