@@ -573,6 +573,8 @@ const MES: &str = "
 CREATE TABLE production_orders (order_id text PRIMARY KEY, order_type text,
   status text NOT NULL, status_changed_at timestamptz NOT NULL);
 CREATE INDEX ON production_orders (status, status_changed_at);
+-- A time in the future: no rule can judge it (orderwatch_orders_unjudgeable).
+INSERT INTO production_orders VALUES ('JW-9', 'ring', 'PACKAGING', now() + interval '1 day');
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

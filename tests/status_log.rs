@@ -301,3 +301,83 @@ async fn status_log_without_tiebreak_matches_the_ground_truth() {
 async fn status_log_with_serial_tiebreak_matches_the_ground_truth() {
     log_matches_the_ground_truth(true).await;
 }
+
+/// `missing` rules read a status log by the same semantics on either side: as the source (kept
+/// state in the daemon, one statement in `once`) and as the database looked up (its latest row
+/// per id, by index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_rules_read_a_status_log_on_either_side() {
+    let url = common::pg().fresh_db();
+    let c = common::connect(&url).await;
+    c.batch_execute(
+        "CREATE TABLE order_log (id bigserial PRIMARY KEY, order_id text, status text, changed_at timestamptz);
+         CREATE INDEX ON order_log (status, changed_at);
+         CREATE INDEX ON order_log (order_id, changed_at);
+         -- A: approved 2 h ago, a comment since: approved for 2 h, absent from MES -> lost.
+         -- B: approved 2 h ago, in MES -> fine. C: approved, then moved on -> not a candidate.
+         -- D: approved only 5 min ago (it went back) -> too young.
+         INSERT INTO order_log (order_id, status, changed_at) VALUES
+           ('A', 'MANUFACTURING_APPROVED', now() - interval '2 hours'),
+           ('A', 'MANUFACTURING_APPROVED', now() - interval '10 minutes'),
+           ('B', 'MANUFACTURING_APPROVED', now() - interval '2 hours'),
+           ('C', 'MANUFACTURING_APPROVED', now() - interval '2 hours'),
+           ('C', 'MANUFACTURING_STARTED', now() - interval '1 hour'),
+           ('D', 'MANUFACTURING_APPROVED', now() - interval '3 hours'),
+           ('D', 'PRICE_CALCULATED', now() - interval '2 hours'),
+           ('D', 'MANUFACTURING_APPROVED', now() - interval '5 minutes');
+         CREATE TABLE mes_orders (order_id text PRIMARY KEY, status text, changed_at timestamptz);
+         CREATE INDEX ON mes_orders (status, changed_at);
+         INSERT INTO mes_orders VALUES ('B', 'MANUFACTURING_STARTED', now() - interval '1 hour'),
+           ('X', 'PACKAGING', now() - interval '2 hours'), ('Y', 'PACKAGING', now() - interval '2 hours');
+         -- The shop's log knows X as shipped back then, but its latest row says PACKAGING again:
+         -- X agrees with MES; Y's latest shop row is CLOSED: a status mismatch.
+         INSERT INTO order_log (order_id, status, changed_at) VALUES
+           ('X', 'SHIPPED', now() - interval '5 hours'), ('X', 'PACKAGING', now() - interval '4 hours'),
+           ('Y', 'PACKAGING', now() - interval '5 hours'), ('Y', 'CLOSED', now() - interval '4 hours'),
+           ('Y', 'CLOSED', now() - interval '4 hours');",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("orderwatch.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"{url}?sslmode=disable\"\n    orders: {{ history_table: order_log, id: order_id, status: status, entered_at: changed_at, tiebreak: id }}\n  mes:\n    url: \"{url}?sslmode=disable\"\n    orders: {{ table: mes_orders, id: order_id, status: status, entered_at: changed_at }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - name: approved_missing_in_mes\n    kind: missing\n    source: shop\n    missing_in: mes\n    status: MANUFACTURING_APPROVED\n    older_than: 15m\n  - name: packaging_disagrees\n    kind: missing\n    source: mes\n    missing_in: shop\n    status: PACKAGING\n    older_than: 1h\n    expect_status: [PACKAGING, SHIPPED]\n",
+    )
+    .unwrap();
+    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    let summary = |results: &[(String, Outcome)]| -> Vec<(String, Vec<(String, Option<String>)>)> {
+        results
+            .iter()
+            .map(|(r, o)| {
+                (
+                    r.clone(),
+                    o.findings
+                        .iter()
+                        .map(|f| (f.order_id.clone(), f.other_status.clone()))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    let want = vec![
+        (
+            "approved_missing_in_mes".to_string(),
+            vec![("A".to_string(), None)],
+        ),
+        (
+            "packaging_disagrees".to_string(),
+            vec![("Y".to_string(), Some("CLOSED".to_string()))],
+        ),
+    ];
+    assert_eq!(summary(&once(&loaded).await), want, "once");
+    let d = Daemon::build(orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap())
+        .unwrap();
+    assert_eq!(summary(&daemon(&d).await), want, "daemon");
+}

@@ -267,7 +267,7 @@ impl History {
 
     /// The highest serial read as of `overlap` ago: a row allocated since then and committed
     /// late lies above it. Until the daemon has read for that long, the lowest serial among
-    /// the rows of the log's last `overlap` at the start-up read.
+    /// the rows written in the `overlap` before the start-up read (else the highest serial).
     fn serial_floor(&self) -> i64 {
         let horizon = self.now - self.overlap;
         self.reads
@@ -304,10 +304,15 @@ impl History {
             self.drop_finished([prev.as_str()]);
         }
         self.prune();
+        // Serial mode starts from the lowest serial written in the last overlap by the clock
+        // (a row in flight during this read may lie just above it); rows written with older
+        // times (a backfill) do not pull it down.
+        let recent = self.now.saturating_sub(self.overlap);
         self.start_floor = self
             .seen
-            .keys()
-            .map(|k| k.3)
+            .iter()
+            .filter(|(_, at)| self.now == 0 || **at >= recent)
+            .map(|(k, _)| k.3)
             .min()
             .unwrap_or(self.max_tb)
             .saturating_sub(1);
