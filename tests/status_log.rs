@@ -352,7 +352,8 @@ async fn missing_rules_read_a_status_log_on_either_side() {
     )
     .unwrap();
     let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
-    let summary = |results: &[(String, Outcome)]| -> Vec<(String, Vec<(String, Option<String>)>)> {
+    type Found = Vec<(String, Option<String>)>;
+    let summary = |results: &[(String, Outcome)]| -> Vec<(String, Found)> {
         results
             .iter()
             .map(|(r, o)| {
