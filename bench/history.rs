@@ -86,11 +86,11 @@ async fn main() {
     c.batch_execute(
         "CREATE INDEX ON order_log (status, changed_at);
          CREATE INDEX ON order_log (order_id, changed_at);
-         CREATE INDEX ON order_log (changed_at);
-         VACUUM ANALYZE order_log;",
+         CREATE INDEX ON order_log (changed_at);",
     )
     .await
     .unwrap();
+    c.batch_execute("VACUUM ANALYZE order_log").await.unwrap();
     println!("1×: loaded in {:.1?}", t.elapsed());
     let one = child(&url);
     let t = Instant::now();

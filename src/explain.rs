@@ -13,7 +13,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::{Loaded, RuleKind};
 use crate::engine::StartError;
@@ -338,19 +337,15 @@ async fn plan(p: Planned) -> Verdict {
 
 /// The lookup binds an array of the id column's own type; one id that matches nothing.
 async fn lookup(source: &Source, sql: &str) -> Result<Value, SourceError> {
-    let ty = source
-        .param_types(sql)
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or(Type::TEXT_ARRAY);
-    let (i8s, i4s, texts) = (vec![0i64], vec![0i32], vec![String::new()]);
-    let param: &(dyn ToSql + Sync) = match ty {
-        Type::INT8_ARRAY => &i8s,
-        Type::INT4_ARRAY => &i4s,
-        _ => &texts,
+    // `$1` is text[] cast to the id column's type; "0" is a valid id of every type we take
+    // but uuid, whose cast would fail: a zero uuid then.
+    let zero = if source.model_sql().await?.id_integer {
+        "0"
+    } else {
+        "00000000-0000-0000-0000-000000000000"
     };
-    source.explain(sql, &[param]).await
+    let ids = vec![zero.to_string()];
+    source.explain(sql, &[&ids]).await
 }
 
 /// Collects Seq Scans (with their table and filter) and the indexes of a plan tree.

@@ -25,6 +25,11 @@ pub struct Metrics {
     /// `orderwatch_orders_unjudgeable{source,status,reason}`: orders in an active status whose
     /// time cannot be read (`null_time`, `future_time`) or whose latest rows tie (`tie`).
     pub orders_unjudgeable: IntGaugeVec,
+    /// The `orders_unjudgeable` series set per source, across reloads (so one that goes away
+    /// is removed, whichever generation set it).
+    pub unjudgeable_series: std::sync::Mutex<
+        std::collections::HashMap<String, std::collections::HashSet<(String, &'static str)>>,
+    >,
     /// `orderwatch_alerts{rule,state}`: pending and firing alerts.
     pub alerts: IntGaugeVec,
     /// `orderwatch_rule_evaluations_total{rule}`.
@@ -84,6 +89,7 @@ impl Metrics {
             source_replication_lag: reg(&r, GaugeVec::new(Opts::new("orderwatch_source_replication_lag_seconds", "How far a standby source is behind its primary: 0 while it streams and has replayed all it received."), &["source"]).unwrap()),
             source_stale: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_source_stale", "1 while a standby source lags beyond max_replication_lag: its rules neither fire nor resolve."), &["source"]).unwrap()),
             orders_unjudgeable: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_orders_unjudgeable", "Orders in an active status that no rule can judge: no time (null_time), a time in the future (future_time), or latest rows that tie (tie)."), &["source", "status", "reason"]).unwrap()),
+            unjudgeable_series: Default::default(),
             alerts: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_alerts", "Alerts per rule and state."), &["rule", "state"]).unwrap()),
             rule_evaluations: reg(&r, IntCounterVec::new(Opts::new("orderwatch_rule_evaluations_total", "Rule evaluations."), &["rule"]).unwrap()),
             rule_evaluation_failures: reg(&r, IntCounterVec::new(Opts::new("orderwatch_rule_evaluation_failures_total", "Rule evaluations that failed (source unreachable, query error)."), &["rule"]).unwrap()),

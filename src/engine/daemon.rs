@@ -709,6 +709,19 @@ impl Shared {
         {
             let _ = m.source_up.remove_label_values(&[name.as_str()]);
             let _ = m.source_stale.remove_label_values(&[name.as_str()]);
+            let gone = m
+                .unjudgeable_series
+                .lock()
+                .expect("series lock")
+                .remove(name.as_str())
+                .unwrap_or_default();
+            for (status, why) in gone {
+                let _ = m.orders_unjudgeable.remove_label_values(&[
+                    name.as_str(),
+                    status.as_str(),
+                    why,
+                ]);
+            }
             let _ = m
                 .source_replication_lag
                 .remove_label_values(&[name.as_str()]);
@@ -780,19 +793,20 @@ async fn rule_loop(shared: Arc<Shared>, rule: Arc<Rule>, mut stop: watch::Receiv
 /// kept state, else from the gauge statement.
 async fn read_gauges(source: &Source) -> Result<Gauges, SourceError> {
     let terminal = source.to_db(&source.terminal_statuses);
-    if let Some(h) = source.history().await? {
+    if source.history().await?.is_some() {
+        let sql = source.model_sql().await?;
+        // Orders with a row without a time, read before the state so that only orders still
+        // kept (not finished) count.
+        let (nulls, timed) = match &sql.history {
+            Some(hs) => null_rows(source, hs).await?,
+            None => Default::default(),
+        };
+        let h = source.history().await?.expect("kept state");
         let counts = h.gauges();
         let mut unjudgeable: Vec<(String, Unjudgeable, i64)> = h.unjudgeable();
-        drop(h);
-        let sql = source.model_sql().await?;
-        if let Some(hs) = &sql.history {
-            for r in source.query(&hs.null_times, &[&terminal]).await? {
-                let n: i64 = r.get(1);
-                if n > 0 {
-                    unjudgeable.push((r.get(0), Unjudgeable::NullTime, n));
-                }
-            }
-        }
+        unjudgeable.extend(null_time_counts(&nulls, |id| {
+            h.contains(id) || !timed.contains(id)
+        }));
         return Ok(Gauges {
             counts,
             unjudgeable,
@@ -819,6 +833,50 @@ async fn read_gauges(source: &Source) -> Result<Gauges, SourceError> {
     Ok(out)
 }
 
+/// The `(status, id)` rows of a status log without a time in active statuses, and which of
+/// those orders have timed rows too (finished ones among them are not counted).
+async fn null_rows(
+    source: &Source,
+    hs: &crate::source::HistorySql,
+) -> Result<(Vec<tokio_postgres::Row>, HashSet<String>), SourceError> {
+    let terminal = source.to_db(&source.terminal_statuses);
+    let rows = source.query(&hs.null_times, &[&terminal]).await?;
+    if rows.is_empty() {
+        return Ok((rows, HashSet::new()));
+    }
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let timed = source
+        .query_ids(&hs.refetch, &ids)
+        .await?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    Ok((rows, timed))
+}
+
+/// `(status, id)` rows of `null_times` → count per status of the ids `live` says are live:
+/// kept, or with no timed row at all.
+fn null_time_counts(
+    rows: &[tokio_postgres::Row],
+    kept: impl Fn(&str) -> bool,
+) -> Vec<(String, Unjudgeable, i64)> {
+    let mut per: BTreeMap<String, i64> = BTreeMap::new();
+    for r in rows {
+        let id: String = r.get(1);
+        if kept(&id) {
+            *per.entry(r.get(0)).or_default() += 1;
+        }
+    }
+    per.into_iter()
+        .map(|(s, n)| (s, Unjudgeable::NullTime, n))
+        .collect()
+}
+
 /// What [`read_gauges`] found, statuses as stored.
 #[derive(Default)]
 struct Gauges {
@@ -829,7 +887,6 @@ struct Gauges {
 async fn gauges_loop(shared: Arc<Shared>, source: Arc<Source>, mut stop: watch::Receiver<bool>) {
     let every = shared.config.config.gauges_interval.0;
     let mut known: HashSet<String> = HashSet::new();
-    let mut known_unjudgeable: HashSet<(String, &'static str)> = HashSet::new();
     loop {
         match read_gauges(&source).await {
             Ok(g) => {
@@ -868,13 +925,15 @@ async fn gauges_loop(shared: Arc<Shared>, source: Arc<Source>, mut stop: watch::
                         .remove_label_values(&[&source.name, gone]);
                 }
                 known = now_known;
-                // Unjudgeable orders: statuses folded as above, so no data value becomes a label.
+                // Unjudgeable orders: statuses folded as above (a status that is not a label of
+                // the counts is `other`), so no data value becomes a label.
                 let mut per: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
                 for (status, why, n) in g.unjudgeable {
                     let name = source.from_db(status);
-                    let label = match &source.statuses {
-                        Some(k) if !k.contains(&name) => crate::source::OTHER_STATUS.to_string(),
-                        _ => name,
+                    let label = if known.contains(&name) {
+                        name
+                    } else {
+                        crate::source::OTHER_STATUS.to_string()
                     };
                     *per.entry((label, why.as_str())).or_default() += n;
                 }
@@ -884,10 +943,16 @@ async fn gauges_loop(shared: Arc<Shared>, source: Arc<Source>, mut stop: watch::
                         .set(*n);
                 }
                 let now_unjudgeable: HashSet<(String, &'static str)> = per.into_keys().collect();
-                for (status, why) in known_unjudgeable.difference(&now_unjudgeable) {
+                let mut series = shared
+                    .metrics
+                    .unjudgeable_series
+                    .lock()
+                    .expect("series lock");
+                let before = series.entry(source.name.clone()).or_default();
+                for (status, why) in before.difference(&now_unjudgeable) {
                     let _ = m.remove_label_values(&[source.name.as_str(), status.as_str(), why]);
                 }
-                known_unjudgeable = now_unjudgeable;
+                *before = now_unjudgeable;
             }
             Err(e) => shared.source_failed(&source.name, &e),
         }
@@ -906,6 +971,11 @@ async fn replication_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let every = SOURCE_CHECK_INTERVAL.min(shared.config.config.gauges_interval.0);
+    // A status log is read at start even when no rule or gauge would ask yet: `/readyz`
+    // waits for it. Rules retry it when it fails.
+    if let Err(e) = source.history().await {
+        shared.source_failed(&source.name, &e);
+    }
     loop {
         if let Ok(lag) = source.replication_lag().await {
             shared.replication(&source, lag);
@@ -1149,9 +1219,12 @@ impl Shared {
         let over = lag.is_some_and(|l| l > source.max_replication_lag.as_secs_f64());
         let mut st = self.source_status.write().expect("status lock");
         if let Some(s) = st.get_mut(name) {
-            // Two probes in a row: a burst after an idle hour dates its first replay back
-            // to the hour's last commit, for the moment it takes to replay.
-            let stale = over && (s.stale || s.over_lag);
+            // Two probes in a row either way, so a lag hovering at the limit does not flap.
+            let stale = if s.stale {
+                over || s.over_lag
+            } else {
+                over && s.over_lag
+            };
             s.over_lag = over;
             m.source_stale.with_label_values(&[name]).set(stale as i64);
             if stale != s.stale {
@@ -1568,9 +1641,9 @@ async fn check_model(name: &str, s: &Source) -> Vec<(Verdict, String)> {
                 }
             }
             // What the daemon's start-up read will keep, read now.
-            let kept = s.read_history().await;
-            match kept {
-                Ok(h) => {
+            let nulls = null_rows(s, hs).await;
+            match (s.read_history().await, nulls) {
+                (Ok(h), Ok((nulls, timed))) => {
                     lines.push((
                         Verdict::Ok,
                         format!(
@@ -1579,17 +1652,13 @@ async fn check_model(name: &str, s: &Source) -> Vec<(Verdict, String)> {
                         ),
                     ));
                     unjudgeable.extend(h.unjudgeable());
+                    unjudgeable.extend(null_time_counts(&nulls, |id| {
+                        h.contains(id) || !timed.contains(id)
+                    }));
                 }
-                Err(e) => lines.push((Verdict::Fail, format!("source {name}: status log: {e}"))),
-            }
-            let terminal = s.to_db(&s.terminal_statuses);
-            match s.query(&hs.null_times, &[&terminal]).await {
-                Ok(rows) => unjudgeable.extend(
-                    rows.iter()
-                        .map(|r| (r.get(0), Unjudgeable::NullTime, r.get(1)))
-                        .filter(|(_, _, n)| *n > 0),
-                ),
-                Err(e) => lines.push((Verdict::Fail, format!("source {name}: {e}"))),
+                (Err(e), _) | (_, Err(e)) => {
+                    lines.push((Verdict::Fail, format!("source {name}: status log: {e}")))
+                }
             }
         }
         None => {

@@ -41,7 +41,8 @@ impl LogRow {
     pub fn from_row(row: &tokio_postgres::Row, first: usize, labels: usize) -> Option<LogRow> {
         let id: Option<String> = row.get(first);
         let status: Option<String> = row.get(first + 1);
-        let at: Option<DateTime<Utc>> = row.get(first + 2);
+        // ±infinity is filtered out by the SQL; a value chrono cannot hold is skipped, never a panic.
+        let at: Option<DateTime<Utc>> = row.try_get(first + 2).ok().flatten();
         let tb: Option<i64> = row.get(first + 3);
         Some(LogRow {
             id: id?,
@@ -131,6 +132,8 @@ pub struct History {
     orders: HashMap<Box<str>, Kept>,
     /// Rows of the last `overlap` (by the log's newest time): key → time.
     seen: HashMap<(Box<str>, i64, u16, i64), i64>,
+    /// Serial mode: the serials read above the floor (a serial names its row).
+    seen_serials: HashSet<i64>,
     max_at: i64,
     max_tb: i64,
     overlap: i64,
@@ -146,6 +149,10 @@ pub struct History {
     /// `overlap`, and the floor before there are any.
     reads: std::collections::VecDeque<(i64, i64)>,
     start_floor: i64,
+    /// Orders to read again whole, until a read succeeds.
+    pending: HashSet<String>,
+    /// `history_lookback`, µs.
+    lookback: Option<i64>,
 }
 
 impl History {
@@ -159,6 +166,7 @@ impl History {
             terminal: Vec::new(),
             orders: HashMap::new(),
             seen: HashMap::new(),
+            seen_serials: HashSet::new(),
             max_at: i64::MIN,
             max_tb: i64::MIN,
             overlap: overlap_secs as i64 * 1_000_000,
@@ -169,6 +177,8 @@ impl History {
             loading: None,
             reads: Default::default(),
             start_floor: i64::MIN + 1,
+            pending: HashSet::new(),
+            lookback: None,
         }
     }
 
@@ -248,7 +258,11 @@ impl History {
         }
     }
 
+    /// Remembers a row read; false when it was read before.
     fn remember(&mut self, r: &LogRow, st: u16) -> bool {
+        if self.serial {
+            return self.seen_serials.insert(r.tb);
+        }
         self.seen
             .insert((r.id.as_str().into(), r.at, st, r.tb), r.at)
             .is_none()
@@ -256,9 +270,9 @@ impl History {
 
     /// Lets go of the rows the next read will not re-read.
     fn prune(&mut self) {
-        if self.serial && self.loaded {
+        if self.serial {
             let floor = self.serial_floor();
-            self.seen.retain(|k, _| k.3 > floor);
+            self.seen_serials.retain(|tb| *tb > floor);
         } else {
             let keep_from = self.max_at.saturating_sub(self.overlap);
             self.seen.retain(|_, at| *at >= keep_from);
@@ -266,8 +280,9 @@ impl History {
     }
 
     /// The highest serial read as of `overlap` ago: a row allocated since then and committed
-    /// late lies above it. Until the daemon has read for that long, the lowest serial among
-    /// the rows written in the `overlap` before the start-up read (else the highest serial).
+    /// late lies above it. Until the daemon has read for that long, the highest serial of the
+    /// start-up read (a row in flight during that read and committed below it is seen at the
+    /// next start).
     fn serial_floor(&self) -> i64 {
         let horizon = self.now - self.overlap;
         self.reads
@@ -289,13 +304,16 @@ impl History {
         }
         let st = self.intern(&r.status);
         self.advance(&r);
-        self.remember(&r, st);
-        let _ = self.step(&r, st);
-        // The overlap is measured from the newest row, known only at the end: rows far older
-        // than the newest so far are let go as the read goes on.
-        if self.seen.len() > 1_000_000 {
-            self.prune();
+        // Serial mode starts above the start-up read: nothing of it is re-read.
+        if !self.serial {
+            self.remember(&r, st);
+            // The overlap is measured from the newest row, known only at the end: rows far
+            // older than the newest so far are let go as the read goes on.
+            if self.seen.len() > 200_000 {
+                self.prune();
+            }
         }
+        let _ = self.step(&r, st);
     }
 
     /// Ends the start-up read.
@@ -303,19 +321,8 @@ impl History {
         if let Some(prev) = self.loading.take() {
             self.drop_finished([prev.as_str()]);
         }
+        self.start_floor = self.max_tb;
         self.prune();
-        // Serial mode starts from the lowest serial written in the last overlap by the clock
-        // (a row in flight during this read may lie just above it); rows written with older
-        // times (a backfill) do not pull it down.
-        let recent = self.now.saturating_sub(self.overlap);
-        self.start_floor = self
-            .seen
-            .iter()
-            .filter(|(_, at)| self.now == 0 || **at >= recent)
-            .map(|(k, _)| k.3)
-            .min()
-            .unwrap_or(self.max_tb)
-            .saturating_sub(1);
         self.loaded = true;
     }
 
@@ -343,12 +350,14 @@ impl History {
 
     /// Forgets everything (a failed start-up read starts again).
     pub fn reset(&mut self) {
+        let lookback = self.lookback;
         *self = History::new(
             &self.terminal_names.iter().cloned().collect::<Vec<_>>(),
             self.has_tb,
             self.serial,
             (self.overlap / 1_000_000) as u64,
         );
+        self.lookback = lookback;
     }
 
     /// Where the next read starts: `history_overlap` below the newest row, so rows committed
@@ -396,9 +405,10 @@ impl History {
             } else {
                 r.at < prev_at
             };
-            let backdated = !self.orders.contains_key(r.id.as_str())
-                && prev_at != i64::MIN
-                && r.at < prev_at.saturating_sub(self.overlap);
+            // A first row of an order not kept, dated at or before what was read: the order
+            // may have finished after it (a re-sent event), or tie with its last row.
+            let backdated =
+                !self.orders.contains_key(r.id.as_str()) && prev_at != i64::MIN && r.at <= prev_at;
             if late || backdated {
                 refetch.insert(r.id.clone());
                 continue;
@@ -417,10 +427,28 @@ impl History {
                 .map(String::as_str)
                 .collect::<Vec<_>>(),
         );
+        // Orders whose every row lies beyond the lookback are no longer read (as `once`).
+        if let Some(lb) = self.lookback {
+            let horizon = self.now - lb;
+            self.orders.retain(|_, k| k.at >= horizon);
+        }
         self.prune();
-        let mut out: Vec<String> = refetch.into_iter().collect();
+        // Orders to read again stay pending until read: a failed read is retried, since the
+        // rows that called for it will not be re-read as new.
+        self.pending.extend(refetch);
+        let mut out: Vec<String> = self.pending.iter().cloned().collect();
         out.sort();
         out
+    }
+
+    /// Whether `id` is kept (not finished).
+    pub fn contains(&self, id: &str) -> bool {
+        self.orders.contains_key(id)
+    }
+
+    /// Ignore rows older than this many seconds (`history_lookback`).
+    pub fn set_lookback(&mut self, secs: Option<u64>) {
+        self.lookback = secs.map(|s| s as i64 * 1_000_000);
     }
 
     /// Replaces the state of the orders read again whole: `rows` ordered by id, time and
@@ -428,6 +456,7 @@ impl History {
     pub fn replace(&mut self, ids: &[String], rows: Vec<LogRow>) {
         for id in ids {
             self.orders.remove(id.as_str());
+            self.pending.remove(id);
         }
         let mut current: Option<String> = None;
         for r in rows {
@@ -547,8 +576,9 @@ impl History {
                     + k.labels.iter().flatten().map(|l| l.len()).sum::<usize>()
             })
             .sum();
-        let seen =
-            self.seen.len() * (std::mem::size_of::<((Box<str>, i64, u16, i64), i64)>() + 1 + 16);
+        let seen = self.seen.len()
+            * (std::mem::size_of::<((Box<str>, i64, u16, i64), i64)>() + 1 + 16)
+            + self.seen_serials.len() * (std::mem::size_of::<i64>() + 1);
         // hashbrown keeps at most 7/8 of its buckets full.
         (orders + seen) * 8 / 7
     }
@@ -670,8 +700,17 @@ mod tests {
             vec![row("a", "SUBMITTED", 10, 1), row("a", "PACKAGING", 10, 2)],
         );
         assert_eq!(states(&h), [("a".into(), "PACKAGING".into(), 10, false)]);
-        assert_eq!(h.floor(), Floor::Serial(0));
-        // A serial below the newest, never seen: committed late.
-        assert_eq!(h.apply(now(20), vec![row("b", "SUBMITTED", 12, 0)]), ["b"]);
+        assert_eq!(h.floor(), Floor::Serial(2));
+        // New serials are applied; re-read ones are skipped.
+        assert!(
+            h.apply(now(20), vec![row("b", "SUBMITTED", 12, 3)])
+                .is_empty()
+        );
+        assert!(
+            h.apply(now(21), vec![row("b", "SUBMITTED", 12, 3)])
+                .is_empty()
+        );
+        // A serial below the newest, never seen: committed late, the order is read again.
+        assert_eq!(h.apply(now(22), vec![row("c", "SUBMITTED", 12, 1)]), ["c"]);
     }
 }

@@ -63,6 +63,14 @@ pub struct Columns {
     pub tiebreak_type: Option<String>,
     /// History: the tiebreak column is a serial or identity column.
     pub tiebreak_serial: bool,
+    /// The id column's type.
+    pub id_type: String,
+}
+
+/// A type as `pg_typeof` names it, as a cast target: `character` (a `char(n)` column) would
+/// cast to `char(1)` and cut every value to its first letter; `bpchar` keeps them whole.
+fn cast_type(t: &str) -> &str {
+    if t == "character" { "bpchar" } else { t }
 }
 
 /// How the time column reads as a point in time.
@@ -116,6 +124,14 @@ impl TimeKind {
         }
     }
 
+    /// ` AND isfinite(e)` for a timestamp column: `±infinity` has no age (and no decoding).
+    pub fn finite(self, e: &str) -> String {
+        match self {
+            TimeKind::Epoch(_) => String::new(),
+            _ => format!(" AND isfinite({e})"),
+        }
+    }
+
     /// `tz` (a `timestamptz` expression) in the column's own domain, so a comparison with the
     /// column is an index range scan. For integers it is rounded up: `col < ceil(x)` and
     /// `col >= ceil(x)` are exact for an integer column.
@@ -147,6 +163,8 @@ const THRESHOLD: &str = "now() - make_interval(secs => $2::float8)";
 /// Every statement of one source's model, built once its [`Columns`] are known.
 #[derive(Debug, Clone)]
 pub struct ModelSql {
+    /// The id column is an integer: ids that are not numbers cannot be in it.
+    pub id_integer: bool,
     /// How the time column reads.
     pub time: TimeKind,
     /// See [`OrderModel::stuck_sql`].
@@ -179,7 +197,8 @@ pub struct HistorySql {
     pub read: String,
     /// Every row of the orders `$1` (ids of the id column's type), ordered as `load`.
     pub refetch: String,
-    /// Per active status (`$1` terminal statuses), how many orders have a row with no time.
+    /// Per active status (`$1` terminal statuses), the orders (at most 10 000 per status) that
+    /// have a row with no time in it: (status, id).
     pub null_times: String,
 }
 
@@ -214,6 +233,14 @@ impl OrderModel {
                 .map(|d| d.0)
                 .unwrap_or(crate::config::DEFAULT_HISTORY_OVERLAP)
                 .as_secs(),
+        }
+    }
+
+    /// `history_lookback` in seconds (status logs only).
+    pub fn lookback_secs(&self) -> Option<u64> {
+        match &self.kind {
+            ModelKind::History { lookback_secs, .. } => *lookback_secs,
+            _ => None,
         }
     }
 
@@ -261,11 +288,13 @@ impl OrderModel {
             _ => ("NULL::text, false".to_string(), String::new()),
         };
         format!(
-            "SELECT pg_typeof(q.status)::text, pg_typeof(q.entered_at)::text, {tb_types} \
+            "SELECT pg_typeof(q.status)::text, pg_typeof(q.entered_at)::text, {tb_types}, \
+             pg_typeof(q.order_id)::text \
              FROM (SELECT 1) d LEFT JOIN \
-             (SELECT t.{} AS status, t.{} AS entered_at{tb_col} FROM {from} LIMIT 0) q ON true",
+             (SELECT t.{} AS status, t.{} AS entered_at, t.{} AS order_id{tb_col} FROM {from} LIMIT 0) q ON true",
             quote(&self.status),
             quote(&self.entered_at),
+            quote(&self.id),
         )
     }
 
@@ -283,7 +312,8 @@ impl OrderModel {
                 c.tiebreak_type.as_deref().unwrap_or("unknown")
             ));
         }
-        let st = &c.status_type;
+        let st = cast_type(&c.status_type);
+        let idt = cast_type(&c.id_type);
         let history = matches!(self.kind, ModelKind::History { .. });
         let (with_any, from_any) = self.current(time, &format!("= ANY($1::text[]::{st}[])"));
         let (with_one, from_one) = self.current(time, &format!("= $1::text::{st}"));
@@ -300,18 +330,20 @@ impl OrderModel {
              EXTRACT(EPOCH FROM (now() - {oldest}))::float8 AS status_oldest_age\
              {labels} \
              FROM {from_any} \
-             WHERE o.status = ANY($1::text[]::{st}[]) AND o.entered_at < {below} \
+             WHERE o.status = ANY($1::text[]::{st}[]) AND o.entered_at < {below}{fin} \
              ORDER BY o.entered_at, o.order_id \
              LIMIT $3::int8",
             at = out("o.entered_at"),
+            fin = time.finite("o.entered_at"),
             oldest = out("min(o.entered_at) OVER (PARTITION BY o.status)"),
         );
         let stuck_stats = format!(
             "{with_any}SELECT o.status::text, count(*), EXTRACT(EPOCH FROM (now() - {oldest}))::float8 \
              FROM {from_any} \
-             WHERE o.status = ANY($1::text[]::{st}[]) AND o.entered_at < {below} \
+             WHERE o.status = ANY($1::text[]::{st}[]) AND o.entered_at < {below}{fin} \
              GROUP BY o.status",
             oldest = out("min(o.entered_at)"),
+            fin = time.finite("o.entered_at"),
         );
         // One status at a time, so the index on (status, entered_at) yields the rows in order
         // and a page costs its own size; the redundant `entered_at >= $3` makes it a range
@@ -320,13 +352,14 @@ impl OrderModel {
             "{with_one}SELECT o.order_id::text, o.status::text, {at}, \
              EXTRACT(EPOCH FROM (now() - {at}))::float8{labels} \
              FROM {from_one} \
-             WHERE o.status = $1::text::{st} AND o.entered_at < {below} \
+             WHERE o.status = $1::text::{st} AND o.entered_at < {below}{fin} \
              AND o.entered_at >= {cursor} \
              AND (NOT $5::bool OR ({at}, o.order_id::text) > ($3::timestamptz, $4::text)) \
              ORDER BY o.entered_at, o.order_id::text \
              LIMIT $6::int8",
             at = out("o.entered_at"),
             cursor = time.bound("$3::timestamptz - interval '1 millisecond'"),
+            fin = time.finite("o.entered_at"),
         );
         let lookup = match &self.kind {
             ModelKind::History { table, .. } => {
@@ -337,14 +370,15 @@ impl OrderModel {
                 );
                 format!(
                     "SELECT DISTINCT ON (h.{id}) h.{id}::text, h.{s}::text FROM {t} h \
-                     WHERE h.{id} = ANY($1) AND h.{at} IS NOT NULL \
+                     WHERE h.{id} = ANY($1::text[]::{idt}[]) AND h.{at} IS NOT NULL{fin} \
                      ORDER BY h.{id}, h.{at} DESC, {last}",
+                    fin = time.finite(&format!("h.{at}")),
                     t = quote(table),
                     last = self.tie_order("h"),
                 )
             }
             _ => format!(
-                "SELECT o.order_id::text, o.status::text FROM ({}) o WHERE o.order_id = ANY($1)",
+                "SELECT o.order_id::text, o.status::text FROM ({}) o WHERE o.order_id = ANY($1::text[]::{idt}[])",
                 self.relation()
             ),
         };
@@ -407,11 +441,12 @@ impl OrderModel {
             ),
         };
         let history = if history {
-            Some(self.history_sql(time, c.tiebreak_serial))
+            Some(self.history_sql(time, c.tiebreak_serial, idt))
         } else {
             None
         };
         Ok(ModelSql {
+            id_integer: ["smallint", "integer", "bigint"].contains(&idt),
             time,
             stuck,
             stuck_stats,
@@ -451,12 +486,15 @@ impl OrderModel {
             quote(&self.status),
             quote(&self.entered_at),
         );
-        let lb = |a: &str| match lookback_secs {
-            Some(secs) => format!(
-                " AND {a}.{at} >= {}",
-                time.bound(&format!("now() - make_interval(secs => {secs})"))
-            ),
-            None => String::new(),
+        let lb = |a: &str| {
+            let fin = time.finite(&format!("{a}.{at}"));
+            match lookback_secs {
+                Some(secs) => format!(
+                    " AND {a}.{at} >= {}{fin}",
+                    time.bound(&format!("now() - make_interval(secs => {secs})"))
+                ),
+                None => fin,
+            }
         };
         let below = time.bound(THRESHOLD);
         let (tb_col, tb_p, after, prev_order) = match &self.tiebreak {
@@ -513,7 +551,7 @@ impl OrderModel {
     }
 
     /// The daemon's reads of a status log (see [`HistorySql`]).
-    fn history_sql(&self, time: TimeKind, serial: bool) -> HistorySql {
+    fn history_sql(&self, time: TimeKind, serial: bool, idt: &str) -> HistorySql {
         let ModelKind::History {
             table,
             lookback_secs,
@@ -540,12 +578,13 @@ impl OrderModel {
                 .map(|tb| format!("h.{tb}::int8"))
                 .unwrap_or_else(|| "NULL::int8".into()),
         );
+        let fin = time.finite(&format!("h.{at}"));
         let lb = match lookback_secs {
             Some(secs) => format!(
-                " AND h.{at} >= {}",
+                " AND h.{at} >= {}{fin}",
                 time.bound(&format!("now() - make_interval(secs => {secs})"))
             ),
-            None => String::new(),
+            None => fin.clone(),
         };
         let order = match &tb {
             Some(tb) => format!("h.{id}, h.{at}, h.{tb}"),
@@ -560,15 +599,16 @@ impl OrderModel {
             load: format!("SELECT {cols} FROM {t} h WHERE h.{at} IS NOT NULL{lb} ORDER BY {order}"),
             read: format!(
                 "SELECT now(), x.* FROM (SELECT 1) d LEFT JOIN LATERAL \
-                 (SELECT {cols} FROM {t} h WHERE {past} AND h.{at} IS NOT NULL) x ON true"
+                 (SELECT {cols} FROM {t} h WHERE {past} AND h.{at} IS NOT NULL{fin}) x ON true"
             ),
             refetch: format!(
-                "SELECT {cols} FROM {t} h WHERE h.{id} = ANY($1) AND h.{at} IS NOT NULL{lb} ORDER BY {order}"
+                "SELECT {cols} FROM {t} h WHERE h.{id} = ANY($1::text[]::{idt}[]) AND h.{at} IS NOT NULL{lb} ORDER BY {order}"
             ),
             null_times: format!(
-                "{} SELECT s.status::text, \
-                   (SELECT count(DISTINCT h.{id}) FROM {t} h WHERE h.{s} = s.status AND h.{at} IS NULL) \
-                 FROM s WHERE s.status IS NOT NULL AND s.status::text <> ALL($1::text[])",
+                "{} SELECT s.status::text, n.id FROM s CROSS JOIN LATERAL \
+                   (SELECT DISTINCT h.{id}::text AS id FROM {t} h \
+                    WHERE h.{s} = s.status AND h.{at} IS NULL LIMIT 10000) n \
+                 WHERE s.status IS NOT NULL AND s.status::text <> ALL($1::text[])",
                 statuses_cte(&t, &s)
             ),
         }
@@ -672,6 +712,7 @@ mod tests {
             entered_at_type: at.into(),
             tiebreak_type: None,
             tiebreak_serial: false,
+            id_type: "text".into(),
         }
     }
 

@@ -196,12 +196,14 @@ impl Source {
         if keep_state && let super::ModelKind::History { .. } = source.model.kind {
             let terminal = source.to_db(&source.terminal_statuses);
             // Serial or not is known once the columns are: see `history`.
-            source.kept = Some(tokio::sync::Mutex::new(History::new(
+            let mut h = History::new(
                 &terminal,
                 source.model.tiebreak.is_some(),
                 false,
                 source.model.overlap_secs,
-            )));
+            );
+            h.set_lookback(source.model.lookback_secs());
+            source.kept = Some(tokio::sync::Mutex::new(h));
         }
         Ok(source)
     }
@@ -251,6 +253,7 @@ impl Source {
                     entered_at_type: row.get(1),
                     tiebreak_type: row.get(2),
                     tiebreak_serial: row.get(3),
+                    id_type: row.get(4),
                 };
                 self.model
                     .sql(&cols)
@@ -316,6 +319,7 @@ impl Source {
             false,
             self.model.overlap_secs,
         );
+        h.set_lookback(self.model.lookback_secs());
         self.load_history(&mut h, hs).await?;
         self.catch_up(&mut h, hs).await?;
         Ok(h)
@@ -377,16 +381,18 @@ impl Source {
 
     /// On a standby, how far behind its primary it is, in seconds: 0 while its WAL receiver
     /// streams and everything received is replayed (an idle primary is not lag); while it
-    /// streams but replay is behind, the time since the last replayed transaction committed;
-    /// while it does not stream, the time since its last message from the primary. `None` on
-    /// a primary.
+    /// streams but replay stands still with WAL waiting (paused, or blocked by a conflict),
+    /// how long it has stood still; while it does not stream, the time since its last message
+    /// from the primary (or since it was first seen not streaming). `None` on a primary.
+    /// Without `pg_read_all_stats` the receiver's status is hidden; its presence is not, and
+    /// it is then taken as streaming.
     pub async fn replication_lag(&self) -> Result<Option<f64>, SourceError> {
         let rows = self
             .query(
                 "SELECT pg_is_in_recovery(), \
                    (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
+                   (SELECT pid FROM pg_stat_wal_receiver LIMIT 1) IS NOT NULL, \
                    COALESCE(pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn(), false), \
-                   EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8, \
                    EXTRACT(EPOCH FROM (now() - (SELECT last_msg_receipt_time FROM pg_stat_wal_receiver LIMIT 1)))::float8, \
                    pg_last_wal_replay_lsn()::text",
                 &[],
@@ -398,56 +404,55 @@ impl Source {
         if !r.get::<_, bool>(0) {
             return Ok(None);
         }
-        let streaming = r.get::<_, Option<String>>(1).as_deref() == Some("streaming");
-        let replayed_all: bool = r.get(2);
-        let replay_age: Option<f64> = r.get(3);
+        let status: Option<String> = r.get(1);
+        let receiver: bool = r.get(2);
+        let streaming = match status.as_deref() {
+            Some(s) => s == "streaming",
+            None => receiver,
+        };
+        let replayed_all: bool = r.get(3);
         let message_age: Option<f64> = r.get(4);
-        let replay_lsn: Option<String> = r.get(5);
-        // How long replay has stood still at this position with WAL waiting: the lag when no
-        // transaction was replayed yet to date it.
-        let stuck_for = {
+        let replay_lsn: String = r.get::<_, Option<String>>(5).unwrap_or_default();
+        // Since when the standby has been in its present state (streaming with replay
+        // standing still at this position, or not streaming).
+        let key = match (streaming, replayed_all) {
+            (true, true) => None,
+            (true, false) => Some(format!("behind@{replay_lsn}")),
+            (false, _) => Some("not streaming".to_string()),
+        };
+        let held_for = {
             let mut since = self.behind_since.lock().expect("lag lock");
-            if replayed_all {
-                *since = None;
-                0.0
-            } else {
-                match &*since {
-                    Some((lsn, t)) if Some(lsn) == replay_lsn.as_ref() => t.elapsed().as_secs_f64(),
-                    _ => {
-                        *since = replay_lsn.map(|l| (l, std::time::Instant::now()));
-                        0.0
-                    }
+            match (&*since, key) {
+                (_, None) => {
+                    *since = None;
+                    0.0
+                }
+                (Some((k, t)), Some(key)) if *k == key => t.elapsed().as_secs_f64(),
+                (_, Some(key)) => {
+                    *since = Some((key, std::time::Instant::now()));
+                    0.0
                 }
             }
         };
         let lag = match (streaming, replayed_all) {
             (true, true) => 0.0,
-            (true, false) => replay_age.unwrap_or(stuck_for),
-            (false, _) => message_age.or(replay_age).unwrap_or(stuck_for),
+            (true, false) => held_for,
+            (false, _) => message_age.unwrap_or(held_for),
         };
         Ok(Some(lag.max(0.0)))
     }
 
-    /// Runs `sql`, whose `$1` is an array of order ids, binding them in the id column's own
-    /// type (so a primary-key or (id, time) index serves it even for integer ids).
+    /// Runs `sql`, whose `$1` is `text[]` of order ids cast to the id column's own type (so a
+    /// primary-key or (id, time) index serves it even for integer ids). Ids that cannot be in
+    /// an integer column are left out rather than failing the cast.
     pub async fn query_ids(&self, sql: &str, ids: &[String]) -> Result<Vec<Row>, SourceError> {
-        let param_type = self
-            .param_types(sql)
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or(Type::TEXT_ARRAY);
-        match param_type {
-            Type::INT8_ARRAY => {
-                let v: Vec<i64> = ids.iter().filter_map(|s| s.parse().ok()).collect();
-                self.query(sql, &[&v]).await
-            }
-            Type::INT4_ARRAY => {
-                let v: Vec<i32> = ids.iter().filter_map(|s| s.parse().ok()).collect();
-                self.query(sql, &[&v]).await
-            }
-            _ => self.query(sql, &[&ids]).await,
-        }
+        let integer = self.model_sql().await?.id_integer;
+        let ids: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|i| !integer || i.parse::<i64>().is_ok())
+            .collect();
+        self.query(sql, &[&ids]).await
     }
 
     /// Runs one statement in its own read-only transaction (after `extra`), handing each row
