@@ -322,3 +322,66 @@ async fn rows_that_cannot_be_judged_are_counted_not_hidden() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn char_statuses_and_uuid_ids_are_compared_in_their_own_types() {
+    let url = common::pg().fresh_db();
+    common::connect(&url)
+        .await
+        .batch_execute(
+            "CREATE TABLE orders (id uuid PRIMARY KEY, status char(24) NOT NULL, since timestamptz);
+             CREATE INDEX ON orders (status, since);
+             INSERT INTO orders VALUES
+               ('11111111-1111-1111-1111-111111111111', 'MANUFACTURING_APPROVED', now() - interval '2 hours'),
+               ('22222222-2222-2222-2222-222222222222', 'MANUFACTURING_APPROVED', now() - interval '2 hours');
+             CREATE TABLE mes (order_id uuid PRIMARY KEY, status text, since timestamptz);
+             CREATE INDEX ON mes (status, since);
+             INSERT INTO mes VALUES ('11111111-1111-1111-1111-111111111111', 'MANUFACTURING_STARTED', now());",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("orderwatch.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"{url}?sslmode=disable\"\n    orders: {{ table: orders, id: id, status: status, entered_at: since }}\n  mes:\n    url: \"{url}?sslmode=disable\"\n    orders: {{ table: mes, id: order_id, status: status, entered_at: since }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - name: approved_over_1h\n    source: shop\n    status: MANUFACTURING_APPROVED\n    older_than: 1h\n  - name: approved_missing_in_mes\n    kind: missing\n    source: shop\n    missing_in: mes\n    status: MANUFACTURING_APPROVED\n    older_than: 1h\n",
+    )
+    .unwrap();
+    let results = evaluate_once(&load(dir.path()), &[]).await.unwrap();
+    let found: Vec<Vec<(String, String)>> = results
+        .iter()
+        .map(|(_, o)| {
+            o.as_ref()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .findings
+                .iter()
+                .map(|f| (f.order_id.clone(), f.status.clone()))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            vec![
+                (
+                    "11111111-1111-1111-1111-111111111111".into(),
+                    "MANUFACTURING_APPROVED".into()
+                ),
+                (
+                    "22222222-2222-2222-2222-222222222222".into(),
+                    "MANUFACTURING_APPROVED".into()
+                ),
+            ],
+            vec![(
+                "22222222-2222-2222-2222-222222222222".into(),
+                "MANUFACTURING_APPROVED".into()
+            )],
+        ]
+    );
+}

@@ -201,6 +201,30 @@ async fn once(loaded: &Loaded) -> Vec<(String, Outcome)> {
         .collect()
 }
 
+/// Every rule through the statements alone, no kept state (what `explain` plans).
+async fn statements(loaded: &Loaded) -> Vec<(String, Outcome)> {
+    let mut sources = std::collections::BTreeMap::new();
+    for (name, cfg) in &loaded.config.sources {
+        sources.insert(
+            name.clone(),
+            std::sync::Arc::new(
+                orderwatch::source::Source::build(name, &cfg.value, false).unwrap(),
+            ),
+        );
+    }
+    let mut out = Vec::new();
+    for (_, rc) in &loaded.rules {
+        let rule = orderwatch::rule::Rule::build(rc, &sources).unwrap();
+        out.push((
+            rule.name.clone(),
+            rule.evaluate()
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", rule.name)),
+        ));
+    }
+    out
+}
+
 async fn daemon(d: &Daemon) -> Vec<(String, Outcome)> {
     let mut out = Vec::new();
     for r in &d.shared().rules {
@@ -228,6 +252,7 @@ async fn log_matches_the_ground_truth(tiebreak: bool) {
         t["waiting_over_30m"].len()
     );
     same("once", &once(&loaded).await, &t);
+    same("statements", &statements(&loaded).await, &t);
     let d = Daemon::build(config(dir.path(), &url, tiebreak)).unwrap();
     same("daemon start", &daemon(&d).await, &t);
 
@@ -254,6 +279,7 @@ async fn log_matches_the_ground_truth(tiebreak: bool) {
     .unwrap();
     let t = truth(&c, tiebreak).await;
     same("once after new rows", &once(&loaded).await, &t);
+    same("statements after new rows", &statements(&loaded).await, &t);
     same("daemon after new rows", &daemon(&d).await, &t);
 
     // A row committed late: its serial (and time) lie below what the daemon has read.
@@ -290,6 +316,11 @@ async fn log_matches_the_ground_truth(tiebreak: bool) {
     let t = truth(&c, tiebreak).await;
     same("daemon after reopened orders", &daemon(&d).await, &t);
     same("once after reopened orders", &once(&loaded).await, &t);
+    same(
+        "statements after reopened orders",
+        &statements(&loaded).await,
+        &t,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,6 +409,7 @@ async fn missing_rules_read_a_status_log_on_either_side() {
         ),
     ];
     assert_eq!(summary(&once(&loaded).await), want, "once");
+    assert_eq!(summary(&statements(&loaded).await), want, "statements");
     let d = Daemon::build(orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap())
         .unwrap();
     assert_eq!(summary(&daemon(&d).await), want, "daemon");

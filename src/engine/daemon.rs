@@ -742,7 +742,10 @@ pub async fn evaluate_once(
     loaded: &Loaded,
     only: &[String],
 ) -> Result<Vec<(Arc<Rule>, Result<Outcome, SourceError>)>, StartError> {
-    let (_sources, rules) = build_parts(loaded, false)?;
+    // A status log is read the daemon's way (one streamed read of the log, then every rule
+    // from that state): cheaper than a statement per rule probing every order that ever passed
+    // through the watched statuses.
+    let (_sources, rules) = build_parts(loaded, true)?;
     let selected: Vec<Arc<Rule>> = rules
         .into_iter()
         .filter(|r| only.is_empty() || only.contains(&r.name))
