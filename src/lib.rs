@@ -14,7 +14,8 @@
 //! ```
 //!
 //! - [`config`]: YAML loading, `${ENV}`/`${file:PATH}` secrets, validation with file:line:col.
-//! - [`source`]: one pool per database; sessions are read-only with a statement timeout.
+//! - [`source`]: one pool per database; sessions are read-only with a statement timeout; the
+//!   order model's SQL, built from the columns' types; a status log's kept state; standby lag.
 //! - [`rule`]: one file per rule kind; each turns a source into findings.
 //! - [`engine`]: scheduling, the pending → firing → resolved state machine, the SQLite store.
 //! - [`notify`]: notifiers; they read alert state, never databases.
