@@ -414,3 +414,76 @@ async fn missing_rules_read_a_status_log_on_either_side() {
         .unwrap();
     assert_eq!(summary(&daemon(&d).await), want, "daemon");
 }
+
+/// A nullable tiebreak: a NULL orders before any value, the same in the statements and in the
+/// kept state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_tiebreak_orders_first_everywhere() {
+    let url = common::pg().fresh_db();
+    common::connect(&url)
+        .await
+        .batch_execute(
+            "CREATE TABLE order_log (seq int, order_id text, status text, changed_at timestamptz);
+             CREATE INDEX ON order_log (status, changed_at);
+             CREATE INDEX ON order_log (order_id, changed_at);
+             CREATE INDEX ON order_log (changed_at);
+             INSERT INTO order_log VALUES
+               (NULL, 'A', 'SUBMITTED', now() - interval '2 hours'), (1, 'A', 'PACKAGING', now() - interval '2 hours'),
+               (NULL, 'B', 'PACKAGING', now() - interval '2 hours'), (2, 'B', 'SUBMITTED', now() - interval '2 hours'),
+               (3, 'C', 'PACKAGING', now() - interval '3 hours'), (NULL, 'C', 'SUBMITTED', now() - interval '2 hours');",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("orderwatch.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  log:\n    url: \"{url}?sslmode=disable\"\n    orders: {{ history_table: order_log, id: order_id, status: status, entered_at: changed_at, tiebreak: seq }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    let ids = |r: &[(String, Outcome)]| -> Vec<String> {
+        r[0].1.findings.iter().map(|f| f.order_id.clone()).collect()
+    };
+    assert_eq!(ids(&once(&loaded).await), ["B", "C"], "once");
+    assert_eq!(ids(&statements(&loaded).await), ["B", "C"], "statements");
+    let d = Daemon::build(orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap())
+        .unwrap();
+    assert_eq!(ids(&daemon(&d).await), ["B", "C"], "daemon");
+}
+
+/// `/readyz` says not ready until the daemon has read the status log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_the_status_log_is_read() {
+    let url = common::pg().fresh_db();
+    let c = common::connect(&url).await;
+    c.batch_execute(LOG).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &url, true);
+    // The log is locked: the start-up read waits.
+    let mut locker = common::connect(&url).await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE order_log IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let running = common::Running::start(dir.path()).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let body = running.get("/readyz").await;
+    assert!(body.contains("\"ready\":false"), "{body}");
+    tx.commit().await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let body = running.get("/readyz").await;
+        if body.contains("\"ready\":true") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    running.stop().await;
+}

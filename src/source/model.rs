@@ -157,6 +157,9 @@ pub(crate) fn quote(ident: &str) -> String {
         .join(".")
 }
 
+/// The lowest int8: where a NULL tiebreak sorts, as the daemon reads it.
+const MIN: &str = "(-9223372036854775808)::int8";
+
 /// The `$2` threshold: `now() - $2 seconds`.
 const THRESHOLD: &str = "now() - make_interval(secs => $2::float8)";
 
@@ -463,7 +466,8 @@ impl OrderModel {
     /// else the status text (so of a tie the greatest status is named, as the daemon does).
     fn tie_order(&self, alias: &str) -> String {
         match &self.tiebreak {
-            Some(tb) => format!("{alias}.{} DESC", quote(tb)),
+            // A NULL tiebreak orders first, as the daemon reads it (`i64::MIN`).
+            Some(tb) => format!("{alias}.{} DESC NULLS LAST", quote(tb)),
             None => format!("{alias}.{}::text DESC", quote(&self.status)),
         }
     }
@@ -503,8 +507,10 @@ impl OrderModel {
                 (
                     format!(", h.{tb} AS tb"),
                     format!(", p.{tb} AS tb"),
-                    format!("(h.{at}, h.{tb}) > (prev.at, prev.tb)"),
-                    format!(", p.{tb} DESC"),
+                    format!(
+                        "(h.{at}, COALESCE(h.{tb}, {MIN})) > (prev.at, COALESCE(prev.tb, {MIN}))"
+                    ),
+                    format!(", p.{tb} DESC NULLS LAST"),
                 )
             }
             None => (
@@ -587,7 +593,7 @@ impl OrderModel {
             None => fin.clone(),
         };
         let order = match &tb {
-            Some(tb) => format!("h.{id}, h.{at}, h.{tb}"),
+            Some(tb) => format!("h.{id}, h.{at}, h.{tb} NULLS FIRST"),
             None => format!("h.{id}, h.{at}"),
         };
         let past = match (&tb, serial) {
