@@ -487,3 +487,91 @@ async fn not_ready_until_the_status_log_is_read() {
     }
     running.stop().await;
 }
+
+/// A reload keeps an unchanged status-log source and its kept state: the log is not read
+/// again (here it could not be: it is locked), and the daemon stays ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_status_log_state() {
+    let url = common::pg().fresh_db();
+    let c = common::connect(&url).await;
+    c.batch_execute(LOG).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("orderwatch.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  log:\n    url: \"{url}?sslmode=disable\"\n    statement_timeout: 1s\n    orders: {{ history_table: order_log, id: order_id, status: status, entered_at: changed_at, tiebreak: id }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    let daemon = Daemon::build(loaded).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (hup, hups) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        daemon
+            .serve_with_reload(
+                listener,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                Some(hups),
+            )
+            .await
+            .unwrap();
+    });
+    let readyz = || async {
+        common::http_client()
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let wait = |want: &'static str| {
+        let readyz = &readyz;
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let body = readyz().await;
+                if body.contains(want) {
+                    return body;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no {want} in {body}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait("\"ready\":true").await;
+    let mut locker = common::connect(&url).await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE order_log IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // A rule file edit: the source is unchanged.
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        RULES.replace("older_than: 30m", "older_than: 40m"),
+    )
+    .unwrap();
+    hup.send(()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let body = wait("\"ready\":").await;
+    assert!(
+        body.contains("\"ready\":true"),
+        "the reload read the log again: {body}"
+    );
+    tx.commit().await.unwrap();
+    let _ = stop_tx.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(30), task)
+        .await
+        .expect("stops")
+        .unwrap();
+}

@@ -160,12 +160,24 @@ pub(crate) type Parts = (BTreeMap<String, Arc<Source>>, Vec<Arc<Rule>>);
 /// Builds sources and rules from a loaded config; `keep_state`: the daemon's sources keep a
 /// status log's current state (see `Source::history`).
 pub(crate) fn build_parts(loaded: &Loaded, keep_state: bool) -> Result<Parts, StartError> {
+    build_parts_keeping(loaded, keep_state, None)
+}
+
+/// [`build_parts`], keeping each source of `prev` whose configuration is unchanged (its pool
+/// and a status log's kept state: a reload does not read the log again).
+fn build_parts_keeping(
+    loaded: &Loaded,
+    keep_state: bool,
+    prev: Option<&BTreeMap<String, Arc<Source>>>,
+) -> Result<Parts, StartError> {
     let mut sources = BTreeMap::new();
     for (name, cfg) in &loaded.config.sources {
-        sources.insert(
-            name.clone(),
-            Arc::new(Source::build(name, &cfg.value, keep_state)?),
-        );
+        let built = Arc::new(Source::build(name, &cfg.value, keep_state)?);
+        let kept = prev
+            .and_then(|p| p.get(name))
+            .filter(|old| old.same_config(&built))
+            .cloned();
+        sources.insert(name.clone(), kept.unwrap_or(built));
     }
     let mut rules = Vec::new();
     for (_, rc) in &loaded.rules {
@@ -575,7 +587,8 @@ async fn reload_config(
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let (sources, rules) = build_parts(&loaded, true).map_err(|e| e.to_string())?;
+    let (sources, rules) =
+        build_parts_keeping(&loaded, true, Some(&current.sources)).map_err(|e| e.to_string())?;
     // The notifiers must build too before anything is stopped.
     if let Some(am) = &loaded.config.notifiers.alertmanager {
         AlertmanagerNotifier::new(

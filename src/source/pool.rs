@@ -91,6 +91,9 @@ pub struct Source {
     pub time_zone: Option<String>,
     /// Beyond this replication lag a standby is stale.
     pub max_replication_lag: Duration,
+    /// Everything of the config this source was built from (in memory only: it holds the
+    /// URL): a reload keeps a source whose fingerprint is unchanged, with its kept state.
+    fingerprint: String,
     /// Since when replay stands still at a position with received WAL waiting.
     behind_since: std::sync::Mutex<Option<(String, std::time::Instant)>>,
     /// Integer status codes → names (`statuses` as a map).
@@ -182,6 +185,21 @@ impl Source {
             time_zone: cfg.time_zone.as_ref().map(|t| t.value.clone()),
             max_replication_lag: cfg.max_replication_lag.0,
             behind_since: Default::default(),
+            fingerprint: format!(
+                "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{keep_state}",
+                cfg.url.value,
+                cfg.statement_timeout,
+                cfg.connect_timeout,
+                cfg.pool_size,
+                cfg.terminal_statuses,
+                cfg.gauges,
+                cfg.statuses.as_ref().map(|s| &s.value),
+                cfg.time_zone.as_ref().map(|t| &t.value),
+                cfg.max_replication_lag,
+                cfg.allow_superuser,
+                model,
+                cfg.base_dir,
+            ),
             sql: tokio::sync::OnceCell::new(),
             kept: None,
             kept_ready: std::sync::atomic::AtomicBool::new(false),
@@ -206,6 +224,12 @@ impl Source {
             source.kept = Some(tokio::sync::Mutex::new(h));
         }
         Ok(source)
+    }
+
+    /// Whether `other` was built from the same configuration (a reload may keep this one, and
+    /// the state it keeps).
+    pub fn same_config(&self, other: &Source) -> bool {
+        self.fingerprint == other.fingerprint
     }
 
     /// Status names as the column stores them (codes for a coded column).
