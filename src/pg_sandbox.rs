@@ -299,20 +299,7 @@ impl PgSandbox {
         sandbox.guardian = Some(sandbox.spawn_guardian()?);
         sandbox.init()?;
 
-        for attempt in 1..=PORT_ATTEMPTS {
-            sandbox.port = free_port()?;
-            sandbox.write_settings()?;
-            match sandbox.start_server() {
-                Ok(()) => return Ok(sandbox),
-                Err(SandboxError::Start { log_tail, .. })
-                    if attempt < PORT_ATTEMPTS && log_tail.contains("already in use") =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        unreachable!("the last attempt returns its error")
+        sandbox.start_on_free_port()
     }
 
     /// A hot standby of `primary`: `pg_basebackup -R` (streaming replication, trust auth over
@@ -346,11 +333,17 @@ impl PgSandbox {
             .arg(&sandbox.data_dir)
             .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
         run(&mut cmd).map(drop)?;
+        sandbox.start_on_free_port()
+    }
+
+    /// Starts the server on a random free port, trying another when a process takes the port
+    /// between picking and binding it.
+    fn start_on_free_port(mut self) -> Result<PgSandbox, SandboxError> {
         for attempt in 1..=PORT_ATTEMPTS {
-            sandbox.port = free_port()?;
-            sandbox.write_settings()?;
-            match sandbox.start_server() {
-                Ok(()) => return Ok(sandbox),
+            self.port = free_port()?;
+            self.write_settings()?;
+            match self.start_server() {
+                Ok(()) => return Ok(self),
                 Err(SandboxError::Start { log_tail, .. })
                     if attempt < PORT_ATTEMPTS && log_tail.contains("already in use") =>
                 {

@@ -109,6 +109,15 @@ pub struct SourceStatus {
     pub over_lag: bool,
 }
 
+impl SourceStatus {
+    /// The replication lag in words ("3m 20s").
+    fn lag_text(&self) -> String {
+        human_duration(Duration::from_secs_f64(
+            self.replication_lag_seconds.unwrap_or(0.0).min(1e9),
+        ))
+    }
+}
+
 /// State shared by the engine's tasks and the HTTP server.
 pub struct Shared {
     /// The loaded config.
@@ -1214,9 +1223,7 @@ impl Shared {
                 s.stale.then(|| {
                     format!(
                         "source {name} is a standby {} behind its primary (max_replication_lag): not evaluated on stale data",
-                        human_duration(Duration::from_secs_f64(
-                            s.replication_lag_seconds.unwrap_or(0.0).min(1e9)
-                        ))
+                        s.lag_text()
                     )
                 })
             })
@@ -1357,9 +1364,7 @@ impl Shared {
             .iter()
             .filter(|(_, s)| s.stale)
             .map(|(name, s)| {
-                let lag = human_duration(Duration::from_secs_f64(
-                    s.replication_lag_seconds.unwrap_or(0.0).min(1e9),
-                ));
+                let lag = s.lag_text();
                 Observation {
                     key: name.clone(),
                     labels: BTreeMap::from([
@@ -1678,24 +1683,14 @@ async fn check_model(name: &str, s: &Source) -> Vec<(Verdict, String)> {
             }
         }
         None => {
-            if let Some(g) = &sql.gauges {
-                let terminal = s.to_db(&s.terminal_statuses);
-                match s.query(g, &[&terminal]).await {
-                    Ok(rows) => {
+            if sql.gauges.is_some() {
+                match read_gauges(s).await {
+                    Ok(g) => {
                         lines.push((
                             Verdict::Ok,
                             format!("source {name}: per-status gauge query ran"),
                         ));
-                        for r in &rows {
-                            for (why, n) in [
-                                (Unjudgeable::NullTime, r.get::<_, i64>(3)),
-                                (Unjudgeable::FutureTime, r.get::<_, i64>(4)),
-                            ] {
-                                if n > 0 {
-                                    unjudgeable.push((r.get(0), why, n));
-                                }
-                            }
-                        }
+                        unjudgeable.extend(g.unjudgeable);
                     }
                     Err(e) => {
                         lines.push((Verdict::Fail, format!("source {name}: gauge query: {e}")))

@@ -137,7 +137,6 @@ pub struct History {
     max_at: i64,
     max_tb: i64,
     overlap: i64,
-    has_tb: bool,
     serial: bool,
     /// The database's clock at the last read, µs.
     now: i64,
@@ -156,9 +155,9 @@ pub struct History {
 }
 
 impl History {
-    /// An empty state: `terminal` statuses as stored, whether there is a tiebreak and whether
-    /// it is a serial, the overlap in seconds.
-    pub fn new(terminal: &[String], has_tb: bool, serial: bool, overlap_secs: u64) -> History {
+    /// An empty state: `terminal` statuses as stored, whether new rows are read by a serial
+    /// tiebreak, the overlap in seconds.
+    pub fn new(terminal: &[String], serial: bool, overlap_secs: u64) -> History {
         History {
             names: Vec::new(),
             index: HashMap::new(),
@@ -170,7 +169,6 @@ impl History {
             max_at: i64::MIN,
             max_tb: i64::MIN,
             overlap: overlap_secs as i64 * 1_000_000,
-            has_tb,
             serial,
             now: 0,
             loaded: false,
@@ -353,7 +351,6 @@ impl History {
         let lookback = self.lookback;
         *self = History::new(
             &self.terminal_names.iter().cloned().collect::<Vec<_>>(),
-            self.has_tb,
             self.serial,
             (self.overlap / 1_000_000) as u64,
         );
@@ -628,7 +625,7 @@ mod tests {
 
     #[test]
     fn repeats_keep_the_age_returns_start_a_new_run_and_ties_are_marked() {
-        let mut h = History::new(&["CLOSED".into()], false, false, 300);
+        let mut h = History::new(&["CLOSED".into()], false, 300);
         load(
             &mut h,
             vec![
@@ -694,7 +691,7 @@ mod tests {
 
     #[test]
     fn a_tiebreak_orders_rows_at_the_same_time() {
-        let mut h = History::new(&[], true, true, 300);
+        let mut h = History::new(&[], true, 300);
         load(
             &mut h,
             vec![row("a", "SUBMITTED", 10, 1), row("a", "PACKAGING", 10, 2)],

@@ -212,18 +212,21 @@ impl Source {
             model,
         };
         if keep_state && let super::ModelKind::History { .. } = source.model.kind {
-            let terminal = source.to_db(&source.terminal_statuses);
-            // Serial or not is known once the columns are: see `history`.
-            let mut h = History::new(
-                &terminal,
-                source.model.tiebreak.is_some(),
-                false,
-                source.model.overlap_secs,
-            );
-            h.set_lookback(source.model.lookback_secs());
-            source.kept = Some(tokio::sync::Mutex::new(h));
+            source.kept = Some(tokio::sync::Mutex::new(source.new_history()));
         }
         Ok(source)
+    }
+
+    /// An empty status-log state for this source (serial or not is known once the columns
+    /// are: see `load_history`).
+    fn new_history(&self) -> History {
+        let mut h = History::new(
+            &self.to_db(&self.terminal_statuses),
+            false,
+            self.model.overlap_secs,
+        );
+        h.set_lookback(self.model.lookback_secs());
+        h
     }
 
     /// Whether `other` was built from the same configuration (a reload may keep this one, and
@@ -336,14 +339,7 @@ impl Source {
             source_name: self.name.clone(),
             detail: "not a status log".into(),
         })?;
-        let terminal = self.to_db(&self.terminal_statuses);
-        let mut h = History::new(
-            &terminal,
-            self.model.tiebreak.is_some(),
-            false,
-            self.model.overlap_secs,
-        );
-        h.set_lookback(self.model.lookback_secs());
+        let mut h = self.new_history();
         self.load_history(&mut h, hs).await?;
         self.catch_up(&mut h, hs).await?;
         Ok(h)
