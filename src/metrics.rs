@@ -6,6 +6,11 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// Outcomes of the Alertmanager notifier (`orderwatch_notifications_total{outcome}`).
+pub const ALERTMANAGER_OUTCOMES: &[&str] = &["sent", "failed"];
+/// Outcomes of a direct receiver.
+pub const RECEIVER_OUTCOMES: &[&str] = &["sent", "retry", "rate_limited", "rejected", "expired"];
+
 /// Every metric.
 pub struct Metrics {
     /// The registry `/metrics` renders.
@@ -60,6 +65,9 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `orderwatch_config_last_reload_successful`.
     pub config_last_reload_successful: IntGauge,
+    /// `orderwatch_config_last_reload_success_timestamp_seconds`: the start, or the last
+    /// reload that succeeded.
+    pub config_last_reload_success_timestamp: prometheus::Gauge,
     /// `orderwatch_state_store_recoveries_total`: corrupt state stores moved aside at start.
     pub state_store_recoveries: prometheus::IntCounter,
 }
@@ -105,6 +113,7 @@ impl Metrics {
             notification_latency: reg(&r, HistogramVec::new(HistogramOpts::new("orderwatch_notification_latency_seconds", "Time from queueing a notification to its delivery.").buckets(vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0]), &["notifier"]).unwrap()),
             build_info: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_build_info", "Build information."), &["version"]).unwrap()),
             config_last_reload_successful: reg(&r, IntGauge::new("orderwatch_config_last_reload_successful", "1 when the last configuration load succeeded.").unwrap()),
+            config_last_reload_success_timestamp: reg(&r, prometheus::Gauge::new("orderwatch_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load (the start or a reload).").unwrap()),
             state_store_recoveries: reg(&r, prometheus::IntCounter::new("orderwatch_state_store_recoveries_total", "Corrupt state stores moved aside at start (a fresh store was started; firing alerts were announced again).").unwrap()),
             registry: r,
         };
@@ -112,7 +121,29 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         m.config_last_reload_successful.set(1);
+        // The standard process_* metrics (CPU, memory, open files, start time), as every
+        // Prometheus client library exports them.
+        #[cfg(target_os = "linux")]
+        let _ = m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         m
+    }
+
+    /// Every outcome of `notifier` at 0, so `increase()` sees the first failure.
+    pub fn init_notifier(&self, notifier: &str, outcomes: &[&str]) {
+        for o in outcomes {
+            self.notifications.with_label_values(&[notifier, o]);
+        }
+    }
+
+    /// Records a successful configuration load now.
+    pub fn config_reloaded_now(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.config_last_reload_success_timestamp
+            .set(now.as_secs_f64().floor());
     }
 
     /// The Prometheus text exposition.

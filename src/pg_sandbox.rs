@@ -553,6 +553,8 @@ impl PgSandbox {
 
     /// Writes `orderwatch.conf`: our port and socket, and durability off because the data is
     /// thrown away. max_connections is high because tests and the benchmark open many pools.
+    /// pg_stat_statements is preloaded, as on most production servers, so the slow-query
+    /// rules can read it in a database that runs `CREATE EXTENSION pg_stat_statements`.
     fn write_settings(&self) -> Result<(), SandboxError> {
         let socket_dir = self.root().display().to_string().replace('\'', "''");
         let text = format!(
@@ -563,7 +565,8 @@ impl PgSandbox {
              synchronous_commit = off\n\
              full_page_writes = off\n\
              max_connections = 200\n\
-             shared_buffers = 128MB\n",
+             shared_buffers = 128MB\n\
+             shared_preload_libraries = 'pg_stat_statements'\n",
             port = self.port,
         );
         let path = self.data_dir.join("orderwatch.conf");

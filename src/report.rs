@@ -152,11 +152,13 @@ pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                 );
                 for sig in &o.signals {
                     let value = sig.value.map(|v| format!("{v:.1}")).unwrap_or_default();
+                    let mut shown = sig.labels.clone();
+                    shown.extend(sig.details.iter().map(|(k, v)| (k.clone(), v.clone())));
                     let _ = writeln!(
                         out,
                         "    {:<16} {value:>9}  {}",
                         printable(&sig.key),
-                        labels_text(&sig.labels)
+                        labels_text(&shown)
                     );
                 }
                 for f in &o.findings {

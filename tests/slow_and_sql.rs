@@ -59,21 +59,26 @@ async fn slow_queries_names_the_slow_one_without_its_literals_and_ignores_analyt
     );
     let results = evaluate_once(&loaded, &[]).await.unwrap();
     let o = results[0].1.as_ref().unwrap_or_else(|e| panic!("{e}"));
-    let ours: Vec<_> = o
-        .signals
-        .iter()
-        .filter(|s| s.labels["database"] == url.rsplit('/').next().unwrap())
-        .collect();
-    assert_eq!(ours.len(), 1, "{:?}", o.signals);
-    let s = ours[0];
-    assert_eq!(s.labels["application_name"], "shop-api");
+    // Only this database's queries (datname), even though the cluster is shared.
+    assert_eq!(o.signals.len(), 1, "{:?}", o.signals);
+    let s = &o.signals[0];
     assert!(
         s.value.unwrap() >= 5.0 && s.value.unwrap() < 9.0,
         "{:?}",
         s.value
     );
+    // Labels identify (query id and role), annotations describe (pid, application, text).
     assert_eq!(
-        s.labels["query"],
+        s.labels.keys().collect::<Vec<_>>(),
+        ["queryid", "user"],
+        "{s:?}"
+    );
+    assert!(!s.labels["queryid"].is_empty());
+    assert_eq!(s.details["application_name"], "shop-api");
+    assert_eq!(s.details["seen_by"], "pg_stat_activity");
+    assert!(s.details["pid"].parse::<u32>().is_ok(), "{s:?}");
+    assert_eq!(
+        s.details["query"],
         "SELECT pg_sleep(?), ? AS email, ? AS phone_tail"
     );
     let json = serde_json::to_string(&orderwatch::report::build(&results)).unwrap();
@@ -85,6 +90,113 @@ async fn slow_queries_names_the_slow_one_without_its_literals_and_ignores_analyt
     for h in [slow, analytic, quick] {
         h.await.unwrap();
     }
+}
+
+/// pg_stat_statements: a query that starts and finishes between two evaluations is seen by its
+/// mean time over the interval, identified by query id and role; it resolves when an
+/// interval's mean is below the threshold; analytic roles are left out; another database's
+/// slow query on the same cluster is not this source's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_queries_between_samples_are_seen_through_pg_stat_statements() {
+    let url = common::pg().fresh_db();
+    let admin = common::connect(&url).await;
+    admin
+        .batch_execute(
+            "CREATE EXTENSION pg_stat_statements;
+             CREATE TABLE orders (id text, status text, entered_at timestamptz);
+             DO $$ BEGIN CREATE ROLE analytics LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;",
+        )
+        .await
+        .unwrap();
+    let other = common::pg().fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = config(
+        dir.path(),
+        &url,
+        "rules:\n  - name: slow_db_queries\n    kind: slow_queries\n    source: shop\n    older_than: 1s\n    exclude_users: [analytics]\n    severity: warning\n",
+    );
+    let (_sources, rules) = orderwatch::engine::build_parts(&loaded, false).unwrap();
+    let rule = &rules[0];
+    let orderwatch::rule::Check::SlowQueries(check) = &rule.check else {
+        panic!("not a slow_queries rule")
+    };
+    let eval = || async { rule.evaluate().await.unwrap_or_else(|e| panic!("{e}")) };
+    // The first sample is the baseline.
+    assert!(eval().await.signals.is_empty());
+    assert_eq!(
+        *check.used.lock().unwrap(),
+        orderwatch::rule::slow_queries::WITH_STATEMENTS
+    );
+
+    // Between two samples: a 1.5 s query run twice (mean 1.5 s), a fast one many times, the
+    // analytic role's slow one, and a slow one in another database of the cluster.
+    let c = common::connect(&url).await;
+    for _ in 0..2 {
+        c.simple_query("SELECT pg_sleep(1.5), 'anna@example.com' AS email")
+            .await
+            .unwrap();
+    }
+    for _ in 0..20 {
+        c.simple_query("SELECT 1").await.unwrap();
+    }
+    let analytic = run_as(
+        &url.replace("orderwatch_reader", "analytics"),
+        "metabase",
+        "SELECT pg_sleep(1.2)",
+    )
+    .await;
+    common::connect(&other)
+        .await
+        .simple_query("SELECT pg_sleep(1.2)")
+        .await
+        .unwrap();
+    analytic.await.unwrap();
+    let o = eval().await;
+    assert_eq!(o.count, 1, "{:?}", o.signals);
+    let s = &o.signals[0];
+    assert_eq!(s.details["seen_by"], "pg_stat_statements", "{s:?}");
+    assert!(
+        (1.4..2.5).contains(&s.value.unwrap()),
+        "mean of the interval: {s:?}"
+    );
+    assert_eq!(s.details["calls"], "2");
+    assert_eq!(s.details["query"], "SELECT pg_sleep(?), ? AS email");
+    let queryid = s.labels["queryid"].clone();
+    assert!(
+        queryid.parse::<i64>().is_ok(),
+        "pg_stat_statements' queryid: {s:?}"
+    );
+    assert_eq!(s.key, format!("{queryid}/{}", s.labels["user"]));
+
+    // The next interval: the same query, fast this time (mean 0.1 s): resolved.
+    c.simple_query("SELECT pg_sleep(0.1), 'x' AS email")
+        .await
+        .unwrap();
+    let o = eval().await;
+    assert!(o.signals.is_empty(), "{:?}", o.signals);
+
+    // Running now and slow before: one signal, seen by both.
+    for _ in 0..2 {
+        c.simple_query("SELECT pg_sleep(1.5), 'b' AS email")
+            .await
+            .unwrap();
+    }
+    // The same constants' types (numeric), so the same query id.
+    let c2 = common::connect(&url).await;
+    let running = tokio::spawn(async move {
+        c2.simple_query("SELECT pg_sleep(3.0), 'c' AS email")
+            .await
+            .unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let o = eval().await;
+    running.await.unwrap();
+    assert_eq!(o.signals.len(), 1, "{:?}", o.signals);
+    assert_eq!(o.signals[0].labels["queryid"], queryid);
+    assert_eq!(
+        o.signals[0].details["seen_by"],
+        "pg_stat_activity, pg_stat_statements"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

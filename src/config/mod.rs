@@ -19,3 +19,7 @@ pub use secret::{expand_secrets, expand_url_secrets, redact_urls};
 pub use sql::{check_read_only_select, without_trailing_semicolon};
 pub use validate::parse_network;
 pub use web::{ALLOWED_HEADERS, ClientAuth, TlsMaterial, Web, WebConfig, load_web};
+
+/// Rule names orderwatch uses for its own alerts (`SourceDown`, `SourceStale`); a rule file
+/// may not take them.
+pub const RESERVED_RULE_NAMES: &[&str] = &["source_down", "source_stale"];

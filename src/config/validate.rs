@@ -24,6 +24,8 @@ pub const RESERVED_LABELS: &[&str] = &[
     "other_status",
     "pid",
     "id",
+    "queryid",
+    "path",
 ];
 
 /// A plain SQL identifier: letters, digits and `_`, not starting with a digit. We quote them
@@ -476,6 +478,12 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
             p.push(at(
                 &r.name.referenced,
                 format!("rule name {name:?} must match [a-z0-9_]+"),
+            ));
+        }
+        if crate::config::RESERVED_RULE_NAMES.contains(&name) {
+            p.push(at(
+                &r.name.referenced,
+                format!("rule name {name:?} is reserved for orderwatch's own alerts"),
             ));
         }
         if let Some((f, loc)) = seen.get(name) {

@@ -21,10 +21,11 @@ use crate::rule::{
 };
 use crate::source::{ModelKind, Source, SourceError, Unjudgeable};
 
-/// The pseudo-rule under which `SourceDown` alerts live (a name no user rule can have).
-pub const SOURCE_DOWN_RULE: &str = "source-down";
+/// The pseudo-rule under which `SourceDown` alerts live (in the rule-name format, and
+/// reserved: no user rule may take it).
+pub const SOURCE_DOWN_RULE: &str = crate::config::RESERVED_RULE_NAMES[0];
 /// The pseudo-rule under which `SourceStale` alerts live.
-pub const SOURCE_STALE_RULE: &str = "source-stale";
+pub const SOURCE_STALE_RULE: &str = crate::config::RESERVED_RULE_NAMES[1];
 /// The overflow alert's key.
 pub const OVERFLOW_KEY: &str = "_overflow";
 const SOURCE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -145,6 +146,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// This daemon's runbooks page (`external_url`, else `http://<listen>`, + `/runbooks`).
+    pub fn runbooks_url(&self) -> String {
+        let c = &self.config.config;
+        let base = c
+            .external_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", c.listen));
+        format!("{}/runbooks", base.trim_end_matches('/'))
+    }
+
     /// Ready: config loaded, every source reached at least once and every status log's
     /// start-up read done.
     pub fn ready(&self) -> bool {
@@ -164,11 +175,12 @@ pub struct Daemon {
 }
 
 /// Sources by name, and rules in config order.
-pub(crate) type Parts = (BTreeMap<String, Arc<Source>>, Vec<Arc<Rule>>);
+pub type Parts = (BTreeMap<String, Arc<Source>>, Vec<Arc<Rule>>);
 
-/// Builds sources and rules from a loaded config; `keep_state`: the daemon's sources keep a
+/// Builds sources and rules from a loaded config (the daemon, `once`, tests that evaluate a
+/// rule more than once); `keep_state`: the daemon's sources keep a
 /// status log's current state (see `Source::history`).
-pub(crate) fn build_parts(loaded: &Loaded, keep_state: bool) -> Result<Parts, StartError> {
+pub fn build_parts(loaded: &Loaded, keep_state: bool) -> Result<Parts, StartError> {
     build_parts_keeping(loaded, keep_state, None)
 }
 
@@ -373,6 +385,7 @@ impl Daemon {
             .map(|rx| tokio::spawn(LogNotifier::new(rx, silences).run()));
         let mut generation = Generation::start(shared.clone(), local)?;
         shared.metrics.config_last_reload_successful.set(1);
+        shared.metrics.config_reloaded_now();
 
         let (current_tx, current_rx) = watch::channel(shared.clone());
         let http_state = crate::http::server::HttpState::new(
@@ -441,6 +454,9 @@ impl Daemon {
                         }
                     };
                     current.metrics.config_last_reload_successful.set(ok as i64);
+                    if ok {
+                        current.metrics.config_reloaded_now();
+                    }
                     crate::systemd::notify("READY=1");
                 }
             }
@@ -514,6 +530,14 @@ impl Generation {
                 detail: e.to_string(),
             })?;
             tasks.spawn(n.run(shared.hub.wake_receiver(), stop_rx.clone()));
+            shared
+                .metrics
+                .init_notifier("alertmanager", crate::metrics::ALERTMANAGER_OUTCOMES);
+        }
+        for name in shared.config.config.receivers.keys() {
+            shared
+                .metrics
+                .init_notifier(name, crate::metrics::RECEIVER_OUTCOMES);
         }
         if let Some(direct) =
             crate::notify::direct::Direct::build(&shared.config.config, &shared.outbox, &base_url)
@@ -1115,7 +1139,8 @@ impl Shared {
                     Some(last) if outcome.truncated() => Coverage::EnteredBefore(last.entered_at),
                     _ => Coverage::All,
                 };
-                let observations = observations(rule, &outcome);
+                let mut observations = observations(rule, &outcome);
+                stamp(&mut observations, &self.runbooks_url());
                 let timing = RuleTiming {
                     for_: rule.for_,
                     keep_firing_for: rule.keep_firing_for,
@@ -1267,6 +1292,10 @@ impl Shared {
     }
 
     fn source_ok(&self, name: &str) {
+        // An `http_errors` rule's `source` (`prometheus`, `scrape`) is no database.
+        if !self.sources.contains_key(name) {
+            return;
+        }
         self.metrics.source_up.with_label_values(&[name]).set(1);
         let mut st = self.source_status.write().expect("status lock");
         if let Some(s) = st.get_mut(name) {
@@ -1281,6 +1310,9 @@ impl Shared {
     }
 
     fn source_failed(&self, name: &str, e: &SourceError) {
+        if !self.sources.contains_key(name) {
+            return;
+        }
         self.metrics.source_up.with_label_values(&[name]).set(0);
         let mut st = self.source_status.write().expect("status lock");
         if let Some(s) = st.get_mut(name) {
@@ -1345,6 +1377,7 @@ impl Shared {
                 });
             }
         }
+        stamp(&mut obs, &self.runbooks_url());
         let timing = RuleTiming {
             for_: Duration::ZERO,
             keep_firing_for: Duration::ZERO,
@@ -1360,7 +1393,7 @@ impl Shared {
         if !changes.is_empty() {
             self.after_change(SOURCE_DOWN_RULE, changes, now);
         }
-        let stale: Vec<Observation> = statuses
+        let mut stale: Vec<Observation> = statuses
             .iter()
             .filter(|(_, s)| s.stale)
             .map(|(name, s)| {
@@ -1392,6 +1425,7 @@ impl Shared {
                 }
             })
             .collect();
+        stamp(&mut stale, &self.runbooks_url());
         let changes = self.book.write().expect("book lock").apply(
             SOURCE_STALE_RULE,
             timing,
@@ -1405,7 +1439,29 @@ impl Shared {
     }
 }
 
-/// The observation of a finding that is not an order (a slow query, a custom SQL row).
+/// The label every alert orderwatch raises carries, so Alertmanager's inhibit rules and the
+/// runbooks can tell its alerts from the Prometheus rules' (`path="prometheus"`).
+pub const PATH_LABEL: (&str, &str) = ("path", "orderwatch");
+
+/// The last touches every alert of orderwatch gets: `path="orderwatch"`, and a `runbook_url`
+/// (the rule's own, else this daemon's `/runbooks` page at the alert's section).
+fn stamp(observations: &mut [Observation], runbooks: &str) {
+    for o in observations {
+        o.labels.insert(PATH_LABEL.0.into(), PATH_LABEL.1.into());
+        let anchor = o
+            .labels
+            .get("alertname")
+            .map(|a| a.to_ascii_lowercase())
+            .unwrap_or_default();
+        o.annotations
+            .entry("runbook_url".into())
+            .or_insert_with(|| format!("{runbooks}#{anchor}"));
+    }
+}
+
+/// The observation of a finding that is not an order (a slow query, a custom SQL row). Its
+/// labels identify it and stay the same between evaluations; what describes it (a pid, the
+/// query text, the previous ratio) goes to the annotations.
 fn signal_observation(rule: &Rule, sig: &Signal, may_create: bool) -> Observation {
     let key_label = key_label(rule.kind);
     let mut labels = rule.labels.clone();
@@ -1416,38 +1472,51 @@ fn signal_observation(rule: &Rule, sig: &Signal, may_create: bool) -> Observatio
     labels.insert("rule".into(), rule.name.clone());
     labels.insert("source".into(), rule.source.clone());
     labels.insert("severity".into(), rule.severity.as_str().into());
-    labels.insert(key_label.into(), sig.key.clone());
+    if !sig.labels.contains_key(key_label) {
+        labels.insert(key_label.into(), sig.key.clone());
+    }
     let value = sig.value.map(|v| format!("{v:.1}")).unwrap_or_default();
+    // Templates see both as `labels` (rule files written before the split keep working).
+    let mut all = sig.labels.clone();
+    all.extend(sig.details.iter().map(|(k, v)| (k.clone(), v.clone())));
     let ctx = minijinja::context! {
-        key => sig.key, value => sig.value, labels => sig.labels, rule => rule.name, source => rule.source,
-        severity => rule.severity.as_str(), older_than => human_duration(rule.older_than()),
+        key => sig.key, value => sig.value, labels => all, details => sig.details, rule => rule.name,
+        source => rule.source, severity => rule.severity.as_str(),
+        older_than => human_duration(rule.older_than()),
     };
     let mut annotations = rule.annotations.render(&ctx);
+    let detail = |k: &str| sig.details.get(k).map_or("", String::as_str);
     annotations
         .entry("summary".into())
         .or_insert_with(|| match rule.check {
             Check::SlowQueries(_) => format!(
-                "Query {} of {} on {} has run for {value}s: {}",
-                sig.key,
-                sig.labels
-                    .get("application_name")
-                    .map_or("?", |a| if a.is_empty() { "?" } else { a }),
+                "Query {} of {} on {} {} {value}s: {}",
+                sig.labels.get("queryid").map_or("?", String::as_str),
+                sig.labels.get("user").map_or("?", String::as_str),
                 rule.source,
-                sig.labels.get("query").map_or("", String::as_str)
+                if detail("pid").is_empty() {
+                    "took on average"
+                } else {
+                    "has run for"
+                },
+                detail("query")
             ),
             Check::HttpErrors(_) => format!(
                 "{:.1}% of {}'s answers are 5xx over the last {}{}",
                 sig.value.unwrap_or_default() * 100.0,
                 sig.key,
-                sig.labels.get("window").map_or("", String::as_str),
-                sig.labels
-                    .get("previous_ratio")
-                    .and_then(|p| p.parse::<f64>().ok())
+                detail("window"),
+                detail("previous_ratio")
+                    .parse::<f64>()
+                    .ok()
                     .map(|p| format!(" (was {:.1}% the window before)", p * 100.0))
                     .unwrap_or_default()
             ),
             _ => format!("{}: {} = {value}", rule.name, sig.key),
         });
+    for (k, v) in &sig.details {
+        annotations.entry(k.clone()).or_insert_with(|| v.clone());
+    }
     if !value.is_empty() {
         annotations.insert("value".into(), value);
     }

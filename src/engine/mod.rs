@@ -9,10 +9,10 @@ mod store;
 pub use alerts::{
     Alert, AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition, TransitionKind,
 };
-pub(crate) use daemon::build_parts;
 pub use daemon::{
     Current, Daemon, OVERFLOW_KEY, RuleStatus, Shared, SourceStatus, StartError, Verdict,
     check_online, evaluate_once, run,
 };
+pub use daemon::{Parts, build_parts};
 pub use schedule::Schedule;
 pub use store::{Store, StoreError};

@@ -168,7 +168,15 @@ impl Store {
                  key  TEXT NOT NULL,
                  body TEXT NOT NULL,
                  PRIMARY KEY (rule, key)
-             );",
+             );
+             -- Releases up to 0.1.0 named the internal rules `source-down` and `source-stale`,
+             -- outside the rule-name format; their alerts carry on under the new names.
+             UPDATE alerts SET rule = 'source_down',
+                 body = json_set(body, '$.rule', 'source_down', '$.labels.rule', 'source_down')
+               WHERE rule = 'source-down';
+             UPDATE alerts SET rule = 'source_stale',
+                 body = json_set(body, '$.rule', 'source_stale', '$.labels.rule', 'source_stale')
+               WHERE rule = 'source-stale';",
         )?;
         for suffix in ["-wal", "-shm"] {
             let side = path.with_file_name(format!("{FILE}{suffix}"));

@@ -27,6 +27,7 @@ pub fn router(current: Current) -> Router {
     Router::new()
         .route("/", get(super::status::page))
         .route("/metrics", get(metrics))
+        .route("/runbooks", get(super::runbooks::page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/alerts", get(alerts))

@@ -3,6 +3,7 @@
 
 mod api;
 pub mod client;
+pub mod runbooks;
 pub mod server;
 pub mod status;
 

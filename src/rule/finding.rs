@@ -35,8 +35,13 @@ pub struct Signal {
     /// Since when, if known (a query's start).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<DateTime<Utc>>,
-    /// Labels (application name, shortened query without literals, the row's other columns).
+    /// Labels: what identifies it and does not change between evaluations (a service, a
+    /// query id and role, the row's other columns).
     pub labels: BTreeMap<String, String>,
+    /// What describes it and may change between evaluations (the previous ratio, a pid, the
+    /// shortened query text): annotations, never labels, so one problem stays one alert.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
 }
 
 /// Per-status aggregate over all matching orders (not just the fetched ones).

@@ -287,19 +287,20 @@ impl HttpErrorsCheck {
             };
             if *ratio > self.threshold || grew {
                 out.count += 1;
-                let mut labels = BTreeMap::from([("service".to_string(), service.clone())]);
-                if let Some(b) = before {
-                    labels.insert("previous_ratio".to_string(), format!("{b:.4}"));
-                }
-                labels.insert(
+                let labels = BTreeMap::from([("service".to_string(), service.clone())]);
+                let mut details = BTreeMap::from([(
                     "window".to_string(),
                     humantime::format_duration(self.window).to_string(),
-                );
+                )]);
+                if let Some(b) = before {
+                    details.insert("previous_ratio".to_string(), format!("{b:.4}"));
+                }
                 out.signals.push(Signal {
                     key: service.clone(),
                     value: Some(*ratio),
                     since: None,
                     labels,
+                    details,
                 });
             }
         }

@@ -196,7 +196,7 @@ pub fn default_alertname(kind: RuleKind) -> &'static str {
 /// The alert label naming a signal's key, per kind.
 pub fn key_label(kind: RuleKind) -> &'static str {
     match kind {
-        RuleKind::SlowQueries => "pid",
+        RuleKind::SlowQueries => "queryid",
         RuleKind::HttpErrors => "service",
         _ => "id",
     }

@@ -5,8 +5,8 @@
 //!
 //! Seeing other sessions' queries needs a superuser or the `pg_read_all_stats` role.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,12 +19,44 @@ use crate::source::{Source, SourceError};
 /// Characters of normalized query text kept.
 pub const MAX_QUERY_CHARS: usize = 200;
 
-const SQL: &str = "SELECT pid::text, EXTRACT(EPOCH FROM (now() - query_start))::float8, query_start, \
-     coalesce(application_name, ''), coalesce(usename::text, ''), coalesce(datname::text, ''), coalesce(query, '') \
-     FROM pg_stat_activity \
-     WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid() \
-       AND query_start < now() - make_interval(secs => $1::float8) \
-     ORDER BY query_start";
+/// Running queries of this database (the source's, by `datname`) over the threshold.
+/// `query_id` (PostgreSQL 14+, filled when `compute_query_id` is on, as it is with
+/// pg_stat_statements loaded) is read through `to_jsonb` so older servers answer too.
+const ACTIVITY_SQL: &str = "SELECT a.pid::text, EXTRACT(EPOCH FROM (now() - a.query_start))::float8, a.query_start, \
+     coalesce(a.application_name, ''), coalesce(a.usename::text, ''), coalesce(left(a.query, 4000), ''), \
+     to_jsonb(a) ->> 'query_id' \
+     FROM pg_stat_activity a \
+     WHERE a.state = 'active' AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() \
+       AND a.datname = current_database() \
+       AND a.query_start < now() - make_interval(secs => $1::float8) \
+     ORDER BY a.query_start";
+
+/// The schema pg_stat_statements is installed in, in this database (none: not installed).
+const STATEMENTS_SCHEMA_SQL: &str = "SELECT n.nspname::text FROM pg_extension e \
+     JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'";
+
+/// Cumulative calls and execution time per normalized query and role, in this database.
+fn statements_sql(schema: &str) -> String {
+    format!(
+        "SELECT s.queryid::text, coalesce(r.rolname::text, s.userid::text), sum(s.calls)::float8, \
+         sum(s.total_exec_time)::float8, left(min(s.query), 4000) \
+         FROM {}.pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid \
+         WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND s.queryid IS NOT NULL \
+         GROUP BY 1, 2",
+        format!("\"{}\"", schema.replace('"', "\"\""))
+    )
+}
+
+/// One query's cumulative counters at a sample.
+#[derive(Debug, Clone, Copy)]
+struct Totals {
+    calls: f64,
+    exec_ms: f64,
+}
+
+/// The previous pg_stat_statements sample: (queryid, role) → totals.
+type Snapshot = HashMap<(String, String), Totals>;
 
 /// The compiled check.
 #[derive(Debug)]
@@ -35,12 +67,19 @@ pub struct SlowQueriesCheck {
     exclude_users: Vec<Regex>,
     max_findings: usize,
     source: Arc<Source>,
+    /// The last pg_stat_statements sample, to take the means of the interval since.
+    previous: Mutex<Option<Snapshot>>,
+    /// Which views the last evaluation read (for `check`, the API and the README's promise).
+    pub used: Mutex<&'static str>,
 }
 
-/// A query's text without literals or comments, whitespace collapsed, shortened:
-/// `SELECT * FROM orders WHERE email = 'anna@example.com' AND id > 42`
-/// becomes `SELECT * FROM orders WHERE email = ? AND id > ?`.
-pub fn normalize_query(q: &str) -> String {
+/// What a rule reads when pg_stat_statements is there, and when it is not.
+pub const WITH_STATEMENTS: &str = "pg_stat_statements + pg_stat_activity";
+/// What a rule reads without pg_stat_statements.
+pub const ACTIVITY_ONLY: &str = "pg_stat_activity";
+
+/// A query's text without literals or comments, whitespace collapsed (not shortened).
+fn strip_literals(q: &str) -> String {
     static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         [
             (r"(?s)/\*.*?\*/", " "), // block comments
@@ -50,6 +89,7 @@ pub fn normalize_query(q: &str) -> String {
                 "?",
             ), // dollar quotes
             (r"(?i)(?:\b[eb])?'(?:[^'\\]|''|\\.)*'", "?"), // string literals (E'', B'', '')
+            (r"\$\d+\b", "?"),       // pg_stat_statements' parameters
             (r"\b\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b", "?"), // numbers
             (r"\s+", " "),
         ]
@@ -61,12 +101,33 @@ pub fn normalize_query(q: &str) -> String {
     for (re, with) in PATTERNS.iter() {
         s = re.replace_all(&s, *with).into_owned();
     }
-    let s = s.trim();
+    s.trim().to_string()
+}
+
+fn shorten(s: &str) -> String {
     if s.chars().count() > MAX_QUERY_CHARS {
         format!("{}…", s.chars().take(MAX_QUERY_CHARS).collect::<String>())
     } else {
         s.to_string()
     }
+}
+
+/// A query's text without literals or comments, whitespace collapsed, shortened:
+/// `SELECT * FROM orders WHERE email = 'anna@example.com' AND id > 42`
+/// becomes `SELECT * FROM orders WHERE email = ? AND id > ?`.
+pub fn normalize_query(q: &str) -> String {
+    shorten(&strip_literals(q))
+}
+
+/// A stable id for a query text when the server gives none (no `query_id`): FNV-1a of the
+/// text without literals, so the same query run again is the same alert.
+pub fn fingerprint(q: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in strip_literals(q).bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("text:{h:016x}")
 }
 
 impl SlowQueriesCheck {
@@ -83,45 +144,185 @@ impl SlowQueriesCheck {
             exclude_users: compile(&cfg.exclude_users),
             max_findings: cfg.max_findings,
             source,
+            previous: Mutex::new(None),
+            used: Mutex::new(ACTIVITY_ONLY),
         }
     }
 
-    /// The SQL it runs.
+    /// The SQL it runs on `pg_stat_activity` (and, when installed, on pg_stat_statements,
+    /// see [`statements_sql`]).
     pub fn sql(&self) -> &'static str {
-        SQL
+        ACTIVITY_SQL
     }
 
-    /// Reads `pg_stat_activity`; one signal per slow, non-analytic query (key: its pid).
-    pub async fn evaluate(&self) -> Result<Outcome, SourceError> {
+    fn excluded_user(&self, user: &str) -> bool {
+        self.exclude_users.iter().any(|re| re.is_match(user))
+    }
+
+    /// Queries whose mean time over the interval since the last sample is over the
+    /// threshold, from pg_stat_statements; `None` when the extension is not installed in this
+    /// database or not loaded (`shared_preload_libraries`).
+    async fn finished(&self) -> Result<Option<Vec<Signal>>, SourceError> {
+        let schema = self.source.query(STATEMENTS_SCHEMA_SQL, &[]).await?;
+        let Some(schema) = schema.first().map(|r| r.get::<_, String>(0)) else {
+            *self.previous.lock().expect("previous lock") = None;
+            return Ok(None);
+        };
+        let rows = match self.source.query(&statements_sql(&schema), &[]).await {
+            Ok(rows) => rows,
+            // Installed but not preloaded: "pg_stat_statements must be loaded via
+            // shared_preload_libraries" (55000). The running ones are still watched.
+            Err(SourceError::Query { detail, .. })
+                if detail.contains("shared_preload_libraries") =>
+            {
+                *self.previous.lock().expect("previous lock") = None;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut now: Snapshot = HashMap::with_capacity(rows.len());
+        let mut texts: HashMap<(String, String), String> = HashMap::new();
+        for r in &rows {
+            let key = (r.get::<_, String>(0), r.get::<_, String>(1));
+            now.insert(
+                key.clone(),
+                Totals {
+                    calls: r.get(2),
+                    exec_ms: r.get(3),
+                },
+            );
+            texts.insert(key, r.get::<_, Option<String>>(4).unwrap_or_default());
+        }
+        let previous = self
+            .previous
+            .lock()
+            .expect("previous lock")
+            .replace(now.clone());
+        // The first sample is the baseline: a mean needs an interval.
+        let Some(previous) = previous else {
+            return Ok(Some(Vec::new()));
+        };
+        let zero = Totals {
+            calls: 0.0,
+            exec_ms: 0.0,
+        };
+        let threshold_ms = self.older_than.as_secs_f64() * 1000.0;
+        let mut out = Vec::new();
+        for (key, t) in &now {
+            // A query first seen now ran only in this interval (or after a reset).
+            let p = previous.get(key).copied().unwrap_or(zero);
+            let (calls, exec_ms) = (t.calls - p.calls, t.exec_ms - p.exec_ms);
+            // No calls, or counters reset (pg_stat_statements_reset): no mean to judge.
+            if calls < 1.0 || exec_ms < 0.0 || self.excluded_user(&key.1) {
+                continue;
+            }
+            let mean_ms = exec_ms / calls;
+            if mean_ms <= threshold_ms {
+                continue;
+            }
+            out.push(Signal {
+                key: format!("{}/{}", key.0, key.1),
+                value: Some(mean_ms / 1000.0),
+                since: None,
+                labels: BTreeMap::from([
+                    ("queryid".to_string(), key.0.clone()),
+                    ("user".to_string(), key.1.clone()),
+                ]),
+                details: BTreeMap::from([
+                    ("query".to_string(), normalize_query(&texts[key])),
+                    ("calls".to_string(), format!("{calls}")),
+                    ("seen_by".to_string(), "pg_stat_statements".to_string()),
+                ]),
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// Queries still running over the threshold, one signal per query id and role (the
+    /// longest-running of them).
+    async fn running(&self) -> Result<Vec<Signal>, SourceError> {
         let rows = self
             .source
-            .query(SQL, &[&self.older_than.as_secs_f64()])
+            .query(ACTIVITY_SQL, &[&self.older_than.as_secs_f64()])
             .await?;
-        let mut out = Outcome::default();
+        let mut out: Vec<Signal> = Vec::new();
         for r in &rows {
             let (app, user): (String, String) = (r.get(3), r.get(4));
             if self.exclude_applications.iter().any(|re| re.is_match(&app))
-                || self.exclude_users.iter().any(|re| re.is_match(&user))
+                || self.excluded_user(&user)
             {
                 continue;
             }
-            out.count += 1;
-            if out.signals.len() >= self.max_findings {
+            let text: String = r.get(5);
+            let queryid = r
+                .get::<_, Option<String>>(6)
+                .filter(|q| q != "0")
+                .unwrap_or_else(|| fingerprint(&text));
+            let key = format!("{queryid}/{user}");
+            // Oldest first: the first row of a key is its longest-running query.
+            if out.iter().any(|s| s.key == key) {
                 continue;
             }
-            let labels = BTreeMap::from([
-                ("application_name".to_string(), app),
-                ("user".to_string(), user),
-                ("database".to_string(), r.get::<_, String>(5)),
-                ("query".to_string(), normalize_query(&r.get::<_, String>(6))),
-            ]);
-            out.signals.push(Signal {
-                key: r.get(0),
+            out.push(Signal {
+                key,
                 value: Some(r.get(1)),
                 since: r.get::<_, Option<DateTime<Utc>>>(2),
-                labels,
+                labels: BTreeMap::from([
+                    ("queryid".to_string(), queryid),
+                    ("user".to_string(), user),
+                ]),
+                details: BTreeMap::from([
+                    ("pid".to_string(), r.get::<_, String>(0)),
+                    ("application_name".to_string(), app),
+                    ("query".to_string(), normalize_query(&text)),
+                    ("seen_by".to_string(), "pg_stat_activity".to_string()),
+                ]),
             });
         }
+        Ok(out)
+    }
+
+    /// Reads pg_stat_statements (when installed) and `pg_stat_activity`; one signal per slow,
+    /// non-analytic query and role (key `queryid/user`), whether it finished within the
+    /// interval (mean over the interval above the threshold) or is still running.
+    pub async fn evaluate(&self) -> Result<Outcome, SourceError> {
+        let finished = self.finished().await?;
+        *self.used.lock().expect("used lock") = if finished.is_some() {
+            WITH_STATEMENTS
+        } else {
+            ACTIVITY_ONLY
+        };
+        let mut signals = self.running().await?;
+        for f in finished.into_iter().flatten() {
+            match signals.iter_mut().find(|s| s.key == f.key) {
+                Some(s) => {
+                    // Running now and slow on average: one alert, the larger value.
+                    if f.value > s.value {
+                        s.value = f.value;
+                    }
+                    s.details.insert(
+                        "seen_by".into(),
+                        "pg_stat_activity, pg_stat_statements".into(),
+                    );
+                    if let Some(c) = f.details.get("calls") {
+                        s.details.insert("calls".into(), c.clone());
+                    }
+                }
+                None => signals.push(f),
+            }
+        }
+        // Slowest first.
+        signals.sort_by(|a, b| {
+            b.value
+                .partial_cmp(&a.value)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let mut out = Outcome {
+            count: signals.len() as u64,
+            ..Outcome::default()
+        };
+        signals.truncate(self.max_findings);
+        out.signals = signals;
         Ok(out)
     }
 }

@@ -73,6 +73,7 @@ impl SqlCheck {
                 value,
                 since: None,
                 labels,
+                details: BTreeMap::new(),
             });
         }
         Ok(out)
