@@ -37,14 +37,14 @@ const STATEMENTS_SCHEMA_SQL: &str = "SELECT n.nspname::text FROM pg_extension e 
 
 /// Cumulative calls and execution time per normalized query and role, in this database.
 fn statements_sql(schema: &str) -> String {
+    let schema = format!("\"{}\"", schema.replace('"', "\"\""));
     format!(
         "SELECT s.queryid::text, coalesce(r.rolname::text, s.userid::text), sum(s.calls)::float8, \
          sum(s.total_exec_time)::float8, left(min(s.query), 4000) \
-         FROM {}.pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid \
+         FROM {schema}.pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid \
          WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
            AND s.queryid IS NOT NULL \
-         GROUP BY 1, 2",
-        format!("\"{}\"", schema.replace('"', "\"\""))
+         GROUP BY 1, 2"
     )
 }
 
