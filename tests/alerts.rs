@@ -48,8 +48,143 @@ fn example_alertmanager_config_is_valid() {
     };
     let text = run(&amtool, &["check-config", "alerts/alertmanager.yml"]);
     assert!(
-        text.contains("SUCCESS") && text.contains("2 inhibit rules"),
+        text.contains("SUCCESS") && text.contains("6 inhibit rules"),
         "{text}"
+    );
+}
+
+/// The shipped scrape config (examples/prometheus/) is valid with the rules beside it, as the
+/// .deb installs them, and scrapes orderwatch under the job name the rules expect.
+#[test]
+fn shipped_scrape_config_is_valid_and_names_the_job_the_rules_expect() {
+    let Some(promtool) = common::require_bin("promtool", "prometheus") else {
+        return;
+    };
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "examples/prometheus/prometheus.yml",
+        "alerts/orderwatch.yml",
+    ] {
+        let p = repo.join(f);
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let config = dir.path().join("prometheus.yml");
+    let text = run(&promtool, &["check", "config", config.to_str().unwrap()]);
+    assert!(
+        text.contains("1 rule files found") && text.contains("11 rules found"),
+        "{text}"
+    );
+    let scrape = std::fs::read_to_string(&config).unwrap();
+    let rules = std::fs::read_to_string(repo.join("alerts/orderwatch.yml")).unwrap();
+    assert!(scrape.contains("job_name: orderwatch"), "{scrape}");
+    assert!(rules.contains("up{job=\"orderwatch\"}"), "{rules}");
+}
+
+/// The `inhibit_rules` of alerts/alertmanager.yml in a real Alertmanager: a critical alert
+/// without an order silences no unrelated warning; a critical order alert silences that
+/// order's warnings only; orderwatch's own alert silences the Prometheus rule meaning the same
+/// (one page per problem), and a source that is down silences what depends on it.
+#[tokio::test]
+async fn shipped_inhibit_rules_inhibit_only_what_they_mean() {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/alertmanager.yml"),
+    )
+    .unwrap();
+    let start = shipped.find("inhibit_rules:").unwrap();
+    let end = shipped[start..].find("\nreceivers:").unwrap() + start;
+    let Some(am) = common::Alertmanager::start_with_config(&shipped[start..end]).await else {
+        return;
+    };
+    let alert = |labels: serde_json::Value| serde_json::json!({ "labels": labels });
+    let alerts = serde_json::json!([
+        // orderwatch's path.
+        alert(
+            serde_json::json!({"alertname": "SourceDown", "path": "orderwatch", "rule": "source_down", "source": "shop", "severity": "critical"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "StuckOrder", "path": "orderwatch", "rule": "price_calculation_slow", "source": "mes", "status": "SUBMITTED", "order_id": "JW-1", "severity": "critical"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "StuckOrder", "path": "orderwatch", "rule": "submitted_over_1h", "source": "mes", "status": "SUBMITTED", "order_id": "JW-1", "severity": "warning"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "StuckOrder", "path": "orderwatch", "rule": "submitted_over_1h", "source": "mes", "status": "SUBMITTED", "order_id": "JW-2", "severity": "warning"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "StuckOrder", "path": "orderwatch", "rule": "paid_over_1h", "source": "shop", "status": "PAID", "order_id": "JW-3", "severity": "warning"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "Http5xxRatioHigh", "path": "orderwatch", "rule": "http_5xx_high", "source": "scrape", "service": "shop-api", "severity": "critical"})
+        ),
+        // Prometheus' path.
+        alert(
+            serde_json::json!({"alertname": "SourceDown", "path": "prometheus", "instance": "ow:9187", "source": "shop", "severity": "critical"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "OrdersStuck", "path": "prometheus", "rule": "price_calculation_slow", "source": "mes", "status": "SUBMITTED", "severity": "critical"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "OrdersStuck", "path": "prometheus", "rule": "lost_in_mes", "source": "mes", "status": "SUBMITTED", "severity": "critical"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "Http5xxRatioHigh", "path": "prometheus", "service": "shop-api", "severity": "critical"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "Http5xxRatioRising", "path": "prometheus", "service": "mes-api", "severity": "warning"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "OrderwatchNotificationsFailing", "path": "prometheus", "instance": "ow:9187", "notifier": "mail", "severity": "warning"})
+        ),
+    ]);
+    let resp = common::http_client()
+        .post(format!("{}/api/v2/alerts", am.url()))
+        .json(&alerts)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let key = |a: &serde_json::Value| {
+        let l = &a["labels"];
+        format!(
+            "{}/{}/{}",
+            l["alertname"].as_str().unwrap(),
+            l["path"].as_str().unwrap(),
+            l["order_id"]
+                .as_str()
+                .or(l["rule"].as_str())
+                .or(l["service"].as_str())
+                .or(l["notifier"].as_str())
+                .or(l["source"].as_str())
+                .unwrap_or("")
+        )
+    };
+    // Inhibition is marked as alerts pass the notification pipeline (after group_wait).
+    let got = am
+        .wait_for(
+            |a| a.len() == 12 && a.iter().all(|a| a["status"]["state"] != "unprocessed"),
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    let mut inhibited: Vec<String> = got
+        .iter()
+        .filter(|a| a["status"]["state"] == "suppressed")
+        .map(key)
+        .collect();
+    inhibited.sort();
+    assert_eq!(
+        inhibited,
+        [
+            "Http5xxRatioHigh/prometheus/shop-api",
+            // Same order, lower severity.
+            "OrdersStuck/prometheus/price_calculation_slow",
+            "SourceDown/prometheus/shop",
+            "StuckOrder/orderwatch/JW-1",
+            // Its source is down.
+            "StuckOrder/orderwatch/JW-3",
+        ],
+        "{}",
+        serde_json::to_string_pretty(&got).unwrap()
     );
 }
 

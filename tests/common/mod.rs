@@ -388,7 +388,13 @@ impl Alertmanager {
     ///
     /// `None` when the binary is missing outside CI (see [`require_bin`]).
     pub async fn start(webhook_url: Option<&str>) -> Option<Alertmanager> {
-        Self::start_with(webhook_url, None).await
+        Self::start_with(webhook_url, None, "").await
+    }
+
+    /// Like [`start`](Self::start) with `None`, with more top-level config appended (e.g. an
+    /// `inhibit_rules:` section).
+    pub async fn start_with_config(extra: &str) -> Option<Alertmanager> {
+        Self::start_with(None, None, extra).await
     }
 
     /// Like [`start`](Self::start), behind Alertmanager's own web config (exporter-toolkit:
@@ -397,12 +403,13 @@ impl Alertmanager {
         web_config: &str,
         files: &[(&str, Vec<u8>)],
     ) -> Option<Alertmanager> {
-        Self::start_with(None, Some((web_config, files))).await
+        Self::start_with(None, Some((web_config, files)), "").await
     }
 
     async fn start_with(
         webhook_url: Option<&str>,
         web: Option<WebConfig<'_>>,
+        extra: &str,
     ) -> Option<Alertmanager> {
         let binary = find_bin("prometheus-alertmanager")
             .or_else(|| find_bin("alertmanager"))
@@ -415,7 +422,7 @@ impl Alertmanager {
         };
         let config = format!(
             "route:\n  receiver: test\n  group_by: ['...']\n  group_wait: 1s\n  \
-             group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n{receiver}"
+             group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n{receiver}{extra}"
         );
         let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
         if let Some((yml, extra)) = web {
