@@ -37,8 +37,11 @@ async fn ground_truth(env: &DemoEnv) -> Vec<(String, BTreeSet<String>)> {
     let loaded = orderwatch::config::load(&env.config_path).unwrap();
     let mut out = Vec::new();
     for (_, r) in &loaded.rules {
-        if r.kind == orderwatch::config::RuleKind::SlowQueries {
-            continue; // no orders: checked in tests/slow_and_sql.rs
+        if matches!(
+            r.kind,
+            orderwatch::config::RuleKind::SlowQueries | orderwatch::config::RuleKind::HttpErrors
+        ) {
+            continue; // no orders: tests/slow_and_sql.rs, tests/http_errors.rs
         }
         let (client, sql) = match r.source.value.as_str() {
             "shop" => (
@@ -101,12 +104,26 @@ async fn once_json_lists_exactly_what_plain_sql_calls_stuck() {
     let rules = json["rules"].as_array().unwrap();
     let order_rules: Vec<&serde_json::Value> = rules
         .iter()
-        .filter(|r| r["kind"] != "slow_queries")
+        .filter(|r| r["kind"] != "slow_queries" && r["kind"] != "http_errors")
         .collect();
     assert_eq!(order_rules.len(), before.len());
-    for r in rules.iter().filter(|r| r["kind"] == "slow_queries") {
+    for r in rules
+        .iter()
+        .filter(|r| r["kind"] == "slow_queries" || r["kind"] == "http_errors")
+    {
         assert_eq!(r["ok"], true, "{r}");
     }
+    // The planted lost calculation requests, exactly (SUBMITTED in the shop, not in MES).
+    let lost = rules
+        .iter()
+        .find(|r| r["name"] == "submitted_missing_in_mes")
+        .expect("the shipped rule");
+    assert!(env.summary.lost_submitted > 0);
+    assert_eq!(
+        lost["count"].as_u64(),
+        Some(env.summary.lost_submitted),
+        "{lost}"
+    );
     for ((name, lo), (_, hi)) in before.iter().zip(&after) {
         let r = rules
             .iter()

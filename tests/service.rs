@@ -487,18 +487,41 @@ fn packaged_config_and_rules_pass_check() {
     for f in ["shop.yaml", "mes.yaml", "lost.yaml", "db.yaml"] {
         std::fs::copy(root.join("rules").join(f), dir.path().join("rules").join(f)).unwrap();
     }
-    let out = Command::new(BIN)
-        .args(["check", "--offline", "-c"])
-        .arg(dir.path().join("orderwatch.yaml"))
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{said}");
-    assert!(said.contains("OK (2 sources, 13 rules"), "{said}");
+    // The packaged http.yaml: no rule until the user fills in a URL.
+    let http = std::fs::read_to_string(root.join("packaging/etc/rules/http.yaml")).unwrap();
+    std::fs::write(dir.path().join("rules/http.yaml"), &http).unwrap();
+    let check = || {
+        let out = Command::new(BIN)
+            .args(["check", "--offline", "-c"])
+            .arg(dir.path().join("orderwatch.yaml"))
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{said}");
+        said
+    };
+    let said = check();
+    assert!(said.contains("OK (2 sources, 14 rules"), "{said}");
+    // Each commented-out rule in it, uncommented as its comment says, loads.
+    let blocks: Vec<&str> = http
+        .split("\n\n")
+        .filter(|b| b.contains("# rules:"))
+        .collect();
+    assert_eq!(blocks.len(), 2, "{http}");
+    for b in blocks {
+        let rule: String = b
+            .lines()
+            .skip_while(|l| !l.starts_with("# rules:"))
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        std::fs::write(dir.path().join("rules/http.yaml"), &rule).unwrap();
+        let said = check();
+        assert!(said.contains("OK (2 sources, 15 rules"), "{rule}\n{said}");
+    }
     // Every rule file the package installs is one the test copied.
     let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     let shipped: Vec<_> = std::fs::read_dir(root.join("rules"))
@@ -506,8 +529,14 @@ fn packaged_config_and_rules_pass_check() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     for f in shipped {
+        // http.yaml is packaged off (packaging/etc/rules/): its URLs are the user's to fill in.
+        let asset = if f == "http.yaml" {
+            "\"packaging/etc/rules/http.yaml\"".to_string()
+        } else {
+            format!("\"rules/{f}\"")
+        };
         assert!(
-            cargo.contains(&format!("\"rules/{f}\"")),
+            cargo.contains(&asset),
             "rules/{f} is not in the package's assets"
         );
     }

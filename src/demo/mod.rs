@@ -2,6 +2,7 @@
 //! moving, and the daemon running on it with the shipped rules.
 mod run;
 pub mod seed;
+pub mod services;
 pub mod simulator;
 
 pub use run::{DemoEnv, DemoError, run, start_env};

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use tokio_postgres::NoTls;
 
+use super::services::{SimulatedService, demo_traffic};
 use super::{seed, simulator};
 use crate::pg_sandbox::{PgSandbox, SandboxError};
 
@@ -15,6 +16,7 @@ pub const SHIPPED_RULES: &[(&str, &str)] = &[
     ("mes.yaml", include_str!("../../rules/mes.yaml")),
     ("lost.yaml", include_str!("../../rules/lost.yaml")),
     ("db.yaml", include_str!("../../rules/db.yaml")),
+    ("http.yaml", include_str!("../../rules/http.yaml")),
 ];
 
 /// Why the demo could not start.
@@ -55,6 +57,8 @@ pub struct DemoEnv {
     pub mes_url: String,
     /// What the seed planted.
     pub summary: seed::SeedSummary,
+    /// The simulated Shop API and MES API the `http_errors` rule scrapes.
+    pub services: Vec<SimulatedService>,
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, DemoError> {
@@ -101,8 +105,18 @@ pub async fn start_env(
     let dir = tempfile::Builder::new()
         .prefix("orderwatch-demo-")
         .tempdir()?;
+    let mut services = Vec::new();
+    for (name, traffic) in demo_traffic() {
+        services.push(SimulatedService::start(name, traffic).await?);
+    }
     std::fs::create_dir_all(dir.path().join("rules"))?;
     for (name, text) in SHIPPED_RULES {
+        // The shipped http.yaml scrapes http://shop-api:8080 and http://mes-api:8080: here,
+        // the simulated ones.
+        let mut text = text.to_string();
+        for s in &services {
+            text = text.replace(&format!("http://{}:8080/metrics", s.name), &s.metrics_url());
+        }
         std::fs::write(dir.path().join("rules").join(name), text)?;
     }
     let am = alertmanager
@@ -143,6 +157,7 @@ pub async fn start_env(
         shop_url,
         mes_url,
         summary,
+        services,
     })
 }
 
@@ -160,7 +175,8 @@ pub async fn run(
     let cfg = env.config_path.display();
     eprintln!(
         "\norderwatch demo is running\n\
-         \x20 orders: {} ({} active, {} in MES); planted lost messages: {} approved-not-in-MES, {} shipped-not-in-shop, {} priced-not-in-shop\n\
+         \x20 orders: {} ({} active, {} in MES); planted lost messages: {} submitted-not-in-MES, {} approved-not-in-MES, {} shipped-not-in-shop, {} priced-not-in-shop\n\
+         \x20 services:  shop-api {} (5xx burst to 20 % from minute 3 to 13 of every hour), mes-api {}\n\
          \x20 status:    http://{listen}/\n\
          \x20 metrics:   http://{listen}/metrics\n\
          \x20 alerts:    http://{listen}/api/v1/alerts\n\
@@ -174,9 +190,12 @@ pub async fn run(
         s.orders,
         s.active,
         s.mes_orders,
+        s.lost_submitted,
         s.lost_approved,
         s.shipped_not_in_shop,
         s.priced_not_in_shop,
+        env.services[0].metrics_url(),
+        env.services[1].metrics_url(),
         env.shop_url,
         env.mes_url,
     );

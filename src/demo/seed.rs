@@ -149,6 +149,8 @@ pub struct SeedSummary {
     pub shipped_not_in_shop: u64,
     /// PRICE_CALCULATED in MES while the shop still shows SUBMITTED.
     pub priced_not_in_shop: u64,
+    /// SUBMITTED in the shop and absent from MES: the calculation request was lost.
+    pub lost_submitted: u64,
 }
 
 /// Creates the reference schema in both (fresh) databases.
@@ -260,6 +262,7 @@ async fn generate(
         lost_approved: count(2),
         shipped_not_in_shop: count(3),
         priced_not_in_shop: count(4),
+        lost_submitted: count(5),
     })
 }
 
@@ -500,6 +503,18 @@ const PLANTS: &[Plant] = &[
         Side::Shop,
         3,
         (5 * MIN, 10 * MIN),
+        (0.0, 0.0),
+    ),
+    // Lost: the price-calculation request (SUBMITTED in the shop) never reached MES, which has
+    // no row (SeedSummary lost_submitted). 10–50 minutes: past the rule's 5-minute grace, under
+    // the hour of submitted_over_1h.
+    plant(
+        "lost_submitted",
+        "SUBMITTED",
+        None,
+        Side::Shop,
+        6,
+        (10 * MIN, 50 * MIN),
         (0.0, 0.0),
     ),
     // Lost: MES shipped 30 min – 2 d ago, 2–20 h after packaging; the shop never heard.
@@ -871,6 +886,7 @@ select count(*),
        count(*) filter (where status <> 'CLOSED'),
        count(*) filter (where plant = 'lost_approved'),
        count(*) filter (where plant = 'shipped_not_in_shop'),
-       count(*) filter (where plant = 'priced_not_in_shop')
+       count(*) filter (where plant = 'priced_not_in_shop'),
+       count(*) filter (where plant = 'lost_submitted')
 from seed_gen
 ";

@@ -131,11 +131,13 @@ impl HttpErrorsCheck {
         }
     }
 
-    /// Ratio per service now and one window earlier.
-    async fn ratios(&self) -> Result<(BTreeMap<String, f64>, BTreeMap<String, f64>), SourceError> {
+    /// Ratio per service at `now` and one window earlier.
+    async fn ratios(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(BTreeMap<String, f64>, BTreeMap<String, f64>), SourceError> {
         match &self.input {
             Input::Prometheus { url, query } => {
-                let now = Utc::now();
                 let before = now - chrono::Duration::from_std(self.window).unwrap_or_default();
                 Ok((
                     self.prom_query(url, query, now).await?,
@@ -143,7 +145,7 @@ impl HttpErrorsCheck {
                 ))
             }
             Input::Scrape { targets, history } => {
-                let sample = self.scrape(targets).await?;
+                let sample = self.scrape(targets, now).await?;
                 let mut h = history.lock().expect("history lock");
                 h.push_back(sample.clone());
                 // Keep two windows (and one sample more to span them).
@@ -225,7 +227,11 @@ impl HttpErrorsCheck {
         Ok(out)
     }
 
-    async fn scrape(&self, targets: &[(String, String)]) -> Result<Sample, SourceError> {
+    async fn scrape(
+        &self,
+        targets: &[(String, String)],
+        at: DateTime<Utc>,
+    ) -> Result<Sample, SourceError> {
         let mut totals = BTreeMap::new();
         for (service, url) in targets {
             let text = self
@@ -268,16 +274,19 @@ impl HttpErrorsCheck {
             }
             totals.insert(service.clone(), (all, errors));
         }
-        Ok(Sample {
-            at: Utc::now(),
-            totals,
-        })
+        Ok(Sample { at, totals })
     }
 
     /// One evaluation: every service's ratio (for `orderwatch_http_5xx_ratio`), and a finding
     /// per service over the threshold or growing too fast.
     pub async fn evaluate(&self) -> Result<Outcome, SourceError> {
-        let (now, prev) = self.ratios().await?;
+        self.evaluate_at(Utc::now()).await
+    }
+
+    /// [`evaluate`](Self::evaluate) as of `now` (the scrape is stamped with it; Prometheus is
+    /// asked for that moment), so a test can replay a burst of minutes in a moment.
+    pub async fn evaluate_at(&self, now: DateTime<Utc>) -> Result<Outcome, SourceError> {
+        let (now, prev) = self.ratios(now).await?;
         let mut out = Outcome::default();
         for (service, ratio) in &now {
             let before = prev.get(service).copied();
