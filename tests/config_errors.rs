@@ -157,6 +157,32 @@ fn bad_rule_name() {
 }
 
 #[test]
+fn reserved_rule_name() {
+    expect_error(
+        MAIN,
+        &RULE.replace("submitted_over_1h", "source_down"),
+        "rules/a.yaml",
+        2,
+        11,
+        "rule name \"source_down\" is reserved for orderwatch's own alerts",
+    );
+}
+
+#[test]
+fn bad_inhibit_matcher() {
+    expect_error(
+        &format!(
+            "{MAIN}inhibit_rules:\n  - source_matchers: ['severity=\"critical\"']\n    target_matchers: ['severity=~\"(\"']\n    equal: [order_id]\n"
+        ),
+        RULE,
+        "orderwatch.yaml",
+        15,
+        23,
+        "inhibit_rules: matcher \"severity=~\\\"(\\\"\": bad regex",
+    );
+}
+
+#[test]
 fn identifier_that_is_not_plain_sql() {
     let main = MAIN.replace(
         "entered_at: status_changed_at",

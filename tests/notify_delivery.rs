@@ -435,6 +435,85 @@ async fn silences_hold_back_matching_orders_until_expired() {
     d.stop().await;
 }
 
+/// `inhibit_rules` for the direct channels: a critical alert about an order keeps the same
+/// order's warning out of every message (Alertmanager's format; `equal` labels present on
+/// both sides), another order's warning still goes out, and the status page says which alert
+/// is inhibited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inhibit_rules_keep_a_critical_orders_warning_out_of_the_channels() {
+    let url = common::pg().fresh_db();
+    common::connect(&url)
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .unwrap();
+    let hook = common::WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &url,
+        &format!("  hook:\n    webhook: {{ url: \"{}/hook\" }}", hook.url()),
+        "  receiver: hook\n  group_wait: 2s\n  group_interval: 1s",
+    );
+    let main = dir.path().join("orderwatch.yaml");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        format!(
+            "{text}inhibit_rules:\n  - source_matchers: ['severity=\"critical\"']\n    target_matchers: ['severity=\"warning\"']\n    equal: [order_id]\n"
+        ),
+    )
+    .unwrap();
+    // JW-1 (3 h) is in both; JW-2 (2 h) only in the warning.
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n\
+         \x20 - { name: price_calculation_slow, source: shop, status: SUBMITTED, older_than: 150m, interval: 1s, severity: critical }\n\
+         \x20 - { name: submitted_over_1h, source: shop, status: SUBMITTED, older_than: 1h, interval: 1s, severity: warning }\n",
+    )
+    .unwrap();
+    let d = Running::start(dir.path()).await;
+    let bodies = hook
+        .wait_for(
+            |b| {
+                ["price_calculation_slow", "submitted_over_1h"]
+                    .iter()
+                    .all(|r| b.iter().any(|m| m["groupLabels"]["rule"] == *r))
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    // A moment more: nothing about JW-1's warning comes later either.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bodies = [bodies, hook.bodies().await].concat();
+    for m in &bodies {
+        match m["groupLabels"]["rule"].as_str().unwrap() {
+            "price_calculation_slow" => assert_eq!(orders(m, "firing"), ["JW-1"], "{m}"),
+            "submitted_over_1h" => assert_eq!(orders(m, "firing"), ["JW-2"], "{m}"),
+            other => panic!("unexpected group {other}: {m}"),
+        }
+    }
+    // Both alerts exist (and Alertmanager would get both); only the channels are spared.
+    let alerts = d.alerts().await;
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["labels"]["rule"] == "submitted_over_1h"
+                && a["labels"]["order_id"] == "JW-1"
+                && a["state"] == "firing"),
+        "{alerts:?}"
+    );
+    let page = d.get("/").await;
+    let critical = page.find("id=\"rule-price_calculation_slow\"").unwrap();
+    let warning = page.find("id=\"rule-submitted_over_1h\"").unwrap();
+    assert!(critical < warning, "most severe rule first");
+    assert!(
+        page[warning..].contains(">JW-1</span><span class=\"badge silenced\">inhibited</span>"),
+        "{page}"
+    );
+    d.stop().await;
+}
+
 /// `orderwatch notify-test NAME` sends one sample straight to the receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_test_sends_one_sample_message() {

@@ -107,6 +107,7 @@ impl World {
         let shared = DispatchShared {
             book: book.clone(),
             silences: silences.clone(),
+            inhibitor: Default::default(),
             outbox,
             metrics,
             wake: wake_rx,

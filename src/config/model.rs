@@ -108,6 +108,11 @@ pub struct Config {
     /// when `receivers` is set.
     #[serde(default)]
     pub route: Option<crate::notify::route::RouteConfig>,
+    /// Alertmanager's `inhibit_rules` for the direct channels: a firing alert matching
+    /// `source_matchers` mutes those matching `target_matchers` with the same `equal` labels
+    /// (which must be present on both). Alertmanager applies its own to what it is pushed.
+    #[serde(default)]
+    pub inhibit_rules: Vec<crate::notify::inhibit::InhibitRuleConfig>,
     /// Named mute windows for `mute_time_intervals`.
     #[serde(default)]
     pub time_intervals: BTreeMap<String, Spanned<Vec<crate::notify::route::TimeIntervalConfig>>>,

@@ -404,6 +404,11 @@ fn notify(file: &Path, base: &Path, config: &mut Config, p: &mut Vec<Problem>) {
             }
         }
     }
+    for r in &config.inhibit_rules {
+        if let Err((l, m)) = crate::notify::inhibit::InhibitRule::compile(r) {
+            p.push(at(&l, m));
+        }
+    }
     let Some(route) = &config.route else {
         if !config.receivers.is_empty() {
             p.push(Problem {

@@ -145,6 +145,11 @@ pub async fn start_env(
          links:\n\
          \x20 trace_url: \"http://localhost:16686/search?service=shop-api&tags={{{{ {{'correlation_id': order_id}} | tojson | urlencode }}}}\"\n\
          \x20 crm_url: \"http://localhost:8080/crm/orders/{{{{ order_id | urlencode }}}}\"\n\
+         # A critical alert about an order keeps its warnings off the direct channels.\n\
+         inhibit_rules:\n\
+         \x20 - source_matchers: ['severity=\"critical\"']\n\
+         \x20   target_matchers: ['severity=\"warning\"']\n\
+         \x20   equal: [order_id]\n\
          notifiers:\n\
          \x20 log: {{}}\n{am}"
     );

@@ -549,6 +549,9 @@ impl Generation {
             let shared_d = crate::notify::direct::DispatchShared {
                 book: shared.book.clone(),
                 silences: shared.silences.clone(),
+                inhibitor: Arc::new(crate::notify::inhibit::Inhibitor::new(
+                    &shared.config.config.inhibit_rules,
+                )),
                 outbox: shared.outbox.clone(),
                 metrics: shared.metrics.clone(),
                 wake: shared.hub.wake_receiver(),

@@ -46,6 +46,8 @@ pub struct View<'a> {
     pub alerts: Vec<&'a Alert>,
     /// Silences (only those active at `now` mark alerts).
     pub silences: &'a [Silence],
+    /// Alerts muted by the config's `inhibit_rules`, by (rule, key).
+    pub inhibited: &'a crate::notify::inhibit::Inhibited,
     /// Source health by name.
     pub sources: &'a BTreeMap<String, SourceStatus>,
     /// Rule health by name.
@@ -59,10 +61,13 @@ pub fn render(shared: &Shared, now: DateTime<Utc>) -> String {
     let sources = shared.source_status.read().expect("status lock").clone();
     let rules = shared.rule_status.read().expect("status lock").clone();
     let book = shared.book.read().expect("book lock");
+    let inhibited = crate::notify::inhibit::Inhibitor::new(&shared.config.config.inhibit_rules)
+        .inhibited(book.all());
     render_view(
         &View {
             alerts: book.all().collect(),
             silences: &silences,
+            inhibited: &inhibited,
             sources: &sources,
             rules: &rules,
         },
@@ -156,27 +161,62 @@ td[data-label]::before{content:attr(data-label) ': ';color:#5c6670}
 /// The whole page for `view` at `now`.
 pub fn render_view(view: &View, now: DateTime<Utc>) -> String {
     let active = |a: &&&Alert| a.state != AlertState::Resolved;
-    let mut by_rule: BTreeMap<&str, Vec<&Alert>> = BTreeMap::new();
+    let mut grouped: BTreeMap<&str, Vec<&Alert>> = BTreeMap::new();
     for a in view.alerts.iter().filter(active) {
-        by_rule.entry(a.rule.as_str()).or_default().push(a);
+        grouped.entry(a.rule.as_str()).or_default().push(a);
     }
+    // Most severe first, then the rule whose oldest alert is oldest.
+    let rank = |sev: Option<&String>| match sev.map(String::as_str) {
+        Some("critical") => 0,
+        Some("warning") => 1,
+        Some("info") => 2,
+        _ => 3,
+    };
+    let mut by_rule: Vec<(&str, Vec<&Alert>)> = grouped.into_iter().collect();
+    by_rule.sort_by_key(|(rule, alerts)| {
+        (
+            alerts
+                .iter()
+                .map(|a| rank(a.labels.get("severity")))
+                .min()
+                .unwrap_or(3),
+            alerts
+                .iter()
+                .map(|a| a.entered_at.unwrap_or(a.starts_at))
+                .min(),
+            *rule,
+        )
+    });
     let in_state = |s: AlertState| view.alerts.iter().filter(|a| a.state == s).count();
     let (firing, pending, resolved) = (
         in_state(AlertState::Firing),
         in_state(AlertState::Pending),
         in_state(AlertState::Resolved),
     );
-    let is_silenced = |a: &Alert| {
-        view.silences
+    // Why an alert is not notified: silenced, or inhibited by another that fires.
+    let muted = |a: &Alert| -> Option<&'static str> {
+        if view
+            .silences
             .iter()
             .any(|s| s.is_active(now) && s.matches(&a.labels))
+        {
+            Some("silenced")
+        } else if a.state == AlertState::Firing
+            && view.inhibited.contains(&(a.rule.clone(), a.key.clone()))
+        {
+            Some("inhibited")
+        } else {
+            None
+        }
     };
-    let silenced = view
-        .alerts
-        .iter()
-        .filter(active)
-        .filter(|a| is_silenced(a))
-        .count();
+    let count_muted = |why: &str| {
+        view.alerts
+            .iter()
+            .filter(active)
+            .filter(|a| muted(a) == Some(why))
+            .count()
+    };
+    let (silenced, inhibited) = (count_muted("silenced"), count_muted("inhibited"));
     let down: Vec<_> = view
         .sources
         .iter()
@@ -217,6 +257,7 @@ pub fn render_view(view: &View, now: DateTime<Utc>) -> String {
     h.push_str("</div>");
     let extra = counts(&[
         (silenced, "silenced"),
+        (inhibited, "inhibited"),
         (resolved, "resolved in the last 15 min (not shown)"),
     ]);
     if !extra.is_empty() {
@@ -266,7 +307,7 @@ pub fn render_view(view: &View, now: DateTime<Utc>) -> String {
     }
 
     for (rule, alerts) in by_rule {
-        rule_section(&mut h, view, rule, alerts, &is_silenced, now);
+        rule_section(&mut h, view, rule, alerts, &muted, now);
     }
 
     health(&mut h, view, now);
@@ -284,7 +325,7 @@ fn rule_section(
     view: &View,
     rule: &str,
     mut alerts: Vec<&Alert>,
-    is_silenced: &dyn Fn(&Alert) -> bool,
+    muted: &dyn Fn(&Alert) -> Option<&'static str>,
     now: DateTime<Utc>,
 ) {
     let overflow: Vec<&Alert> = alerts
@@ -324,14 +365,15 @@ fn rule_section(
         );
     }
     h.push_str("</h2><div class=\"sub muted\">");
-    let silenced = alerts.iter().filter(|a| is_silenced(a)).count();
+    let why = |w: &str| alerts.iter().filter(|a| muted(a) == Some(w)).count();
     let _ = write!(
         h,
         "<span>{}</span>",
         counts(&[
             (n(AlertState::Firing), "firing"),
             (n(AlertState::Pending), "pending"),
-            (silenced, "silenced"),
+            (why("silenced"), "silenced"),
+            (why("inhibited"), "inhibited"),
         ])
     );
     if let Some(found) = view.rules.get(rule).and_then(|r| r.count) {
@@ -349,9 +391,9 @@ fn rule_section(
     for a in alerts.into_iter().take(MAX_PER_RULE) {
         let id = a.labels.get("order_id").unwrap_or(&a.key);
         let since = a.entered_at.unwrap_or(a.starts_at);
-        let quiet = is_silenced(a);
+        let quiet = muted(a);
         let class = match (a.state, quiet) {
-            (_, true) => "silenced",
+            (_, Some(_)) => "silenced",
             (AlertState::Pending, _) => "pending",
             _ => "firing",
         };
@@ -363,8 +405,8 @@ fn rule_section(
         if a.state == AlertState::Pending {
             h.push_str("<span class=\"badge pending\">pending</span>");
         }
-        if quiet {
-            h.push_str("<span class=\"badge silenced\">silenced</span>");
+        if let Some(why) = quiet {
+            let _ = write!(h, "<span class=\"badge silenced\">{why}</span>");
         }
         if status.is_none()
             && let Some(st) = a.labels.get("status").filter(|s| !s.is_empty())
@@ -531,15 +573,47 @@ mod tests {
             "submitted_over_1h".into(),
             rule_status("submitted_over_1h", None),
         )]);
+        let inhibit: Vec<crate::notify::inhibit::InhibitRuleConfig> = serde_saphyr::from_str(
+            "- source_matchers: ['severity=\"critical\"']\n  target_matchers: ['severity=\"warning\"']\n  equal: [order_id]\n",
+        )
+        .unwrap();
+        let inhibited = crate::notify::inhibit::Inhibitor::new(&inhibit).inhibited(alerts.iter());
         render_view(
             &View {
                 alerts: alerts.iter().collect(),
                 silences,
+                inhibited: &inhibited,
                 sources: &sources,
                 rules: &rules,
             },
             now(),
         )
+    }
+
+    #[test]
+    fn rules_by_severity_then_age_and_inhibited_alerts_marked() {
+        let mut crit = alert("price_calculation_slow", "JW-1", AlertState::Firing, 30);
+        crit.labels.insert("severity".into(), "critical".into());
+        let alerts = [
+            // The oldest rule, but only a warning.
+            alert("submitted_over_1h", "JW-1", AlertState::Firing, 300),
+            alert("submitted_over_1h", "JW-2", AlertState::Firing, 200),
+            alert("approved_over_1d", "JW-7", AlertState::Firing, 100),
+            crit,
+        ];
+        let html = page(&alerts, &[], &[("shop", true)]);
+        let at = |rule: &str| html.find(&format!("<section id=\"rule-{rule}\">")).unwrap();
+        assert!(at("price_calculation_slow") < at("submitted_over_1h"));
+        assert!(at("submitted_over_1h") < at("approved_over_1d"));
+        // JW-1's warning is muted by its critical; JW-2's is not.
+        let sub = &html[at("submitted_over_1h")..at("approved_over_1d")];
+        assert!(
+            sub.contains(">JW-1</span><span class=\"badge silenced\">inhibited</span>"),
+            "{sub}"
+        );
+        assert!(!sub.contains(">JW-2</span><span class=\"badge"), "{sub}");
+        assert!(sub.contains("2 firing · 1 inhibited"), "{sub}");
+        assert!(html.contains("1 inhibited"));
     }
 
     #[test]

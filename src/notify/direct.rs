@@ -102,6 +102,8 @@ pub struct DispatchShared {
     pub book: Arc<RwLock<AlertBook>>,
     /// Silences (read).
     pub silences: Arc<RwLock<Vec<Silence>>>,
+    /// The config's `inhibit_rules`.
+    pub inhibitor: Arc<super::inhibit::Inhibitor>,
     /// Where messages go.
     pub outbox: Arc<Outbox>,
     /// Metrics.
@@ -123,6 +125,7 @@ pub async fn dispatch_loop(
     let DispatchShared {
         book,
         silences,
+        inhibitor,
         outbox,
         clock,
         mut wake,
@@ -134,7 +137,12 @@ pub async fn dispatch_loop(
         {
             let book = book.read().expect("book lock");
             let silences = silences.read().expect("silences lock");
-            dispatcher.update(book.all(), &silences, now);
+            let inhibited = if inhibitor.is_empty() {
+                Default::default()
+            } else {
+                inhibitor.inhibited(book.all())
+            };
+            dispatcher.update(book.all(), &silences, &inhibited, now);
         }
         let out = dispatcher.flush_due(now);
         if !out.is_empty() {

@@ -105,11 +105,13 @@ impl Dispatcher {
     }
 
     /// Brings groups up to date with the current alerts (firing, and resolved still retained),
-    /// leaving out silenced ones. New groups wait `group_wait` before their first flush.
+    /// leaving out silenced and inhibited ones. New groups wait `group_wait` before their
+    /// first flush.
     pub fn update<'a>(
         &mut self,
         alerts: impl Iterator<Item = &'a Alert>,
         silences: &[Silence],
+        inhibited: &super::inhibit::Inhibited,
         now: DateTime<Utc>,
     ) {
         let mut seen: HashMap<String, BTreeMap<String, NotifiedAlert>> = HashMap::new();
@@ -121,6 +123,10 @@ impl Dispatcher {
                 && silences
                     .iter()
                     .any(|s| s.is_active(now) && s.matches(&a.labels))
+            {
+                continue;
+            }
+            if a.state == AlertState::Firing && inhibited.contains(&(a.rule.clone(), a.key.clone()))
             {
                 continue;
             }
@@ -354,7 +360,7 @@ mod tests {
             alert("r1", "B", AlertState::Firing, "warning"),
         ];
         book.push(alert("r2", "C", AlertState::Firing, "warning"));
-        d.update(book.iter(), &[], t(0));
+        d.update(book.iter(), &[], &Default::default(), t(0));
         assert!(d.flush_due(t(29)).is_empty(), "group_wait");
         let out = d.flush_due(t(30));
         assert_eq!(out.len(), 2, "one message per rule");
@@ -368,7 +374,7 @@ mod tests {
 
         // A new order in r1: told at the next group_interval, not before.
         book.push(alert("r1", "D", AlertState::Firing, "warning"));
-        d.update(book.iter(), &[], t(60));
+        d.update(book.iter(), &[], &Default::default(), t(60));
         assert!(d.flush_due(t(60)).is_empty());
         let out = d.flush_due(t(330));
         assert_eq!(out.len(), 1);
@@ -390,11 +396,11 @@ mod tests {
             alert("r", "A", AlertState::Firing, "w"),
             alert("r", "B", AlertState::Firing, "w"),
         ];
-        d.update(book.iter(), &[], t(0));
+        d.update(book.iter(), &[], &Default::default(), t(0));
         assert_eq!(d.flush_due(t(30)).len(), 1);
         book[0].state = AlertState::Resolved;
         book[0].resolved_at = Some(t(100));
-        d.update(book.iter(), &[], t(100));
+        d.update(book.iter(), &[], &Default::default(), t(100));
         let out = d.flush_due(t(330));
         assert_eq!(
             ids(&out[0]),
@@ -405,7 +411,7 @@ mod tests {
         );
         assert_eq!(out[0].notification.status, NotifyStatus::Firing);
         book[1].state = AlertState::Resolved;
-        d.update(book.iter(), &[], t(400));
+        d.update(book.iter(), &[], &Default::default(), t(400));
         let out = d.flush_due(t(630));
         assert_eq!(out[0].notification.status, NotifyStatus::Resolved);
         assert_eq!(ids(&out[0]), vec![("B".into(), NotifyStatus::Resolved)]);
@@ -416,10 +422,10 @@ mod tests {
     fn send_resolved_false_stays_quiet_on_recovery() {
         let mut d = dispatcher(&format!("{ROUTE}send_resolved: false\n"), "");
         let mut book = [alert("r", "A", AlertState::Firing, "w")];
-        d.update(book.iter(), &[], t(0));
+        d.update(book.iter(), &[], &Default::default(), t(0));
         assert_eq!(d.flush_due(t(30)).len(), 1);
         book[0].state = AlertState::Resolved;
-        d.update(book.iter(), &[], t(60));
+        d.update(book.iter(), &[], &Default::default(), t(60));
         assert!(d.flush_due(t(330)).is_empty());
         assert!(d.next_due().is_none());
     }
@@ -432,7 +438,7 @@ mod tests {
             alert("r", "A", AlertState::Firing, "critical"),
             alert("r", "B", AlertState::Firing, "warning"),
         ];
-        d.update(book.iter(), &[], t(0));
+        d.update(book.iter(), &[], &Default::default(), t(0));
         let out = d.flush_due(t(0));
         let by: BTreeMap<String, usize> = out
             .iter()
@@ -453,7 +459,7 @@ mod tests {
         let mut d = dispatcher(&format!("{ROUTE}mute_time_intervals: [night]\n"), night);
         let book = [alert("r", "A", AlertState::Firing, "warning")];
         let ten_pm = 10 * 3600; // t(0) is 12:00 UTC on a Tuesday
-        d.update(book.iter(), &[], t(ten_pm));
+        d.update(book.iter(), &[], &Default::default(), t(ten_pm));
         assert!(d.flush_due(t(ten_pm + 30)).is_empty(), "muted at 22:00");
         let mut sent = Vec::new();
         let mut now = ten_pm + 30;
@@ -478,7 +484,12 @@ mod tests {
             "test",
             "ops",
         );
-        d.update(book.iter(), std::slice::from_ref(&silence), t(0));
+        d.update(
+            book.iter(),
+            std::slice::from_ref(&silence),
+            &Default::default(),
+            t(0),
+        );
         let out = d.flush_due(t(30));
         assert_eq!(ids(&out[0]), vec![("B".into(), NotifyStatus::Firing)]);
 
@@ -488,7 +499,12 @@ mod tests {
         let c: RouteConfig = serde_saphyr::from_str(ROUTE).unwrap();
         let root = Route::build(&c, None, "0".into(), &mut Vec::new());
         let mut d2 = Dispatcher::new(root, HashMap::new(), log, "http://ow".into());
-        d2.update(book.iter(), std::slice::from_ref(&silence), t(60));
+        d2.update(
+            book.iter(),
+            std::slice::from_ref(&silence),
+            &Default::default(),
+            t(60),
+        );
         assert!(d2.flush_due(t(90)).is_empty());
         assert_eq!(d2.flush_due(t(30 + 4 * 3600)).len(), 1);
     }

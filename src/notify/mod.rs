@@ -12,6 +12,7 @@ pub mod direct;
 pub mod dispatch;
 pub mod email;
 mod hub;
+pub mod inhibit;
 mod log;
 pub mod mattermost;
 pub mod message;
