@@ -108,9 +108,18 @@ async fn alertmanager_receives_resends_and_resolves() {
         ("order_id", "JW-1"),
         ("team", "sales"),
         ("order_type", "ring"),
+        ("path", "orderwatch"),
     ] {
         assert_eq!(a["labels"][k], v, "label {k}: {a:#}");
     }
+    // Its runbook: this daemon's /runbooks page, at the alert name's section (which exists).
+    let runbook = a["annotations"]["runbook_url"].as_str().unwrap();
+    assert!(runbook.ends_with("/runbooks#stuckorder"), "{a:#}");
+    let page = d.get("/runbooks").await;
+    assert!(
+        page.contains("<h2 id=\"stuckorder\">StuckOrder</h2>"),
+        "{page}"
+    );
     assert!(
         a["annotations"]["summary"]
             .as_str()
@@ -176,6 +185,35 @@ async fn alertmanager_receives_resends_and_resolves() {
         "terminal statuses are never counted"
     );
     assert!(!m.contains("JW-"), "order ids must not be metric labels");
+    // As Prometheus users expect: the process_* metrics, when the config last loaded, every
+    // counter of a notifier there at 0 before its first event, and promtool finds no fault.
+    for family in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_start_time_seconds ",
+        "orderwatch_config_last_reload_success_timestamp_seconds ",
+        "orderwatch_notifications_total{notifier=\"alertmanager\",outcome=\"failed\"} 0",
+    ] {
+        assert!(m.contains(family), "{family} missing:\n{m}");
+    }
+    if let Some(promtool) = common::require_bin("promtool", "prometheus") {
+        use std::io::Write;
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // JW-1 moves on: Alertmanager is told it resolved (its webhook says so), JW-2 stays.
     db.execute("UPDATE orders SET status = 'PRICE_CALCULATED', status_changed_at = now() WHERE id = 'JW-1'", &[]).await.unwrap();

@@ -698,3 +698,141 @@ async fn every_dashboard_metric_is_exported_by_a_live_daemon() {
         "the lost-order panels' series: no stuck_orders of the missing rule in:\n{text}"
     );
 }
+
+/// Every panel of every dashboard shows data, and no NaN, against the demo: its databases,
+/// its simulated services (5xx), the daemon pushing to a real Alertmanager, and a real
+/// Prometheus scraping both as the shipped scrape config does (jobs `orderwatch` and
+/// `services`) with the shipped alerting rules loaded, all of which evaluate without error.
+/// A panel that depends on an optional part says so in its description ("Empty without …").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_panel_has_data_against_the_demo() {
+    let Some(am) = common::Alertmanager::start(None).await else {
+        return;
+    };
+    let env = orderwatch::demo::start_env("127.0.0.1:0", 20_000, Some(&am.url()))
+        .await
+        .expect("demo environment");
+    let d = Running::start(env.dir.path()).await;
+    let daemon = [d.url.trim_start_matches("http://").to_string()];
+    let services: Vec<String> = env.services.iter().map(|s| s.addr.to_string()).collect();
+    let rules = std::fs::read_to_string(repo("alerts/orderwatch.yml")).unwrap();
+    let Some(prom) =
+        common::Prometheus::start_jobs(&[("orderwatch", &daemon), ("services", &services)], &rules)
+            .await
+    else {
+        return;
+    };
+
+    // (dashboard / panel, its expressions) of every panel with a query, and the variables'
+    // `label_values(metric, label)` queries.
+    let mut panels_q: Vec<(String, bool, Vec<String>)> = Vec::new();
+    let mut variables: Vec<(String, String)> = Vec::new();
+    for (_, dash) in dashboards() {
+        let title = dash["title"].as_str().unwrap().to_string();
+        for p in panels(&dash) {
+            let exprs: Vec<String> = p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let place = format!("{title} / {}", p["title"]);
+                    substitute(&dash, &place, t["expr"].as_str().unwrap())
+                })
+                .collect();
+            if exprs.is_empty() {
+                continue;
+            }
+            let optional = p["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("Empty without"));
+            panels_q.push((format!("{title} / {}", p["title"]), optional, exprs));
+        }
+        let lv = Regex::new(r"^label_values\((\w+(?:\{[^}]*\})?),\s*(\w+)\)$").unwrap();
+        for v in dash["templating"]["list"].as_array().unwrap() {
+            if v["type"] != "query" {
+                continue;
+            }
+            let q = v["query"]["query"].as_str().unwrap();
+            let c = lv
+                .captures(q)
+                .unwrap_or_else(|| panic!("{title}: variable query {q}"));
+            let expr = substitute(&dash, &title, &format!("count by ({}) ({})", &c[2], &c[1]));
+            variables.push((format!("{title} / ${}", v["name"].as_str().unwrap()), expr));
+        }
+    }
+    assert!(panels_q.len() >= 25, "{}", panels_q.len());
+
+    let has_data = |result: &Value| {
+        result.as_array().is_some_and(|a| {
+            !a.is_empty()
+                && a.iter().all(|s| {
+                    s["value"][1]
+                        .as_str()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .is_some_and(f64::is_finite)
+                })
+        })
+    };
+    // Rates need a few scrapes, the 5xx ratio a few evaluations: wait until every panel has
+    // data, or say which do not.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let empty = loop {
+        let mut empty = Vec::new();
+        for (place, optional, exprs) in &panels_q {
+            if *optional {
+                continue;
+            }
+            let mut any = false;
+            let mut results = Vec::new();
+            for e in exprs {
+                let r = prom.query(e).await;
+                any |= has_data(&r);
+                results.push(format!("{e} → {r}"));
+            }
+            if !any {
+                empty.push(format!("{place}:\n  {}", results.join("\n  ")));
+            }
+        }
+        for (place, e) in &variables {
+            let r = prom.query(e).await;
+            if !has_data(&r) {
+                empty.push(format!("{place}: {e} → {r}"));
+            }
+        }
+        if empty.is_empty() || tokio::time::Instant::now() > deadline {
+            break empty;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    assert!(
+        empty.is_empty(),
+        "panels empty or NaN against the demo:\n{}",
+        empty.join("\n")
+    );
+    // The 5xx panels see both simulated services.
+    let services = prom
+        .query("count by (service) (orderwatch_http_5xx_ratio)")
+        .await;
+    assert_eq!(services.as_array().unwrap().len(), 2, "{services}");
+
+    // The shipped alerting rules evaluate against the real metrics without an error.
+    let body: Value = common::http_client()
+        .get(format!("{}/api/v1/rules", prom.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rules: Vec<&Value> = body["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    assert_eq!(rules.len(), 11, "{body}");
+    for r in rules {
+        assert_eq!(r["health"], "ok", "{r}");
+    }
+    d.stop().await;
+}

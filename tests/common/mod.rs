@@ -731,23 +731,38 @@ impl Prometheus {
     ///
     /// `None` when the binary is missing outside CI (see [`require_bin`]).
     pub async fn start(targets: &[String]) -> Option<Prometheus> {
+        Self::start_jobs(&[("services", targets)], "").await
+    }
+
+    /// Like [`start`](Self::start), with one scrape job per `(job name, targets)`, and
+    /// `rules` (the text of a rule file, unless empty) loaded as `rules.yml`.
+    pub async fn start_jobs(jobs: &[(&str, &[String])], rules: &str) -> Option<Prometheus> {
         let binary = require_bin("prometheus", "prometheus")?;
-        let targets = targets
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: services\n    static_configs:\n      \
-             - targets: [{targets}]\n"
-        );
+        let mut config =
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+                .to_string();
+        let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
+        if !rules.is_empty() {
+            config.push_str("rule_files: [rules.yml]\n");
+            files.push(("rules.yml", rules.as_bytes().to_vec()));
+        }
+        config.push_str("scrape_configs:\n");
+        for (job, targets) in jobs {
+            let targets = targets
+                .iter()
+                .map(|t| format!("'{t}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            config.push_str(&format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: [{targets}]\n"
+            ));
+        }
         let (process, url, dir) = ReadyServer {
             name: "Prometheus",
             binary: &binary,
             config_file: "prometheus.yml",
             config: &config,
-            files: &[],
+            files: &files,
             any_answer: false,
         }
         .start(|config_path, data, port| {
