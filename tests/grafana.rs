@@ -727,6 +727,7 @@ async fn every_panel_has_data_against_the_demo() {
     // `label_values(metric, label)` queries.
     let mut panels_q: Vec<(String, bool, Vec<String>)> = Vec::new();
     let mut variables: Vec<(String, String)> = Vec::new();
+    let lv = Regex::new(r"^label_values\((\w+(?:\{[^}]*\})?),\s*(\w+)\)$").unwrap();
     for (_, dash) in dashboards() {
         let title = dash["title"].as_str().unwrap().to_string();
         for p in panels(&dash) {
@@ -747,7 +748,6 @@ async fn every_panel_has_data_against_the_demo() {
                 .is_some_and(|d| d.contains("Empty without"));
             panels_q.push((format!("{title} / {}", p["title"]), optional, exprs));
         }
-        let lv = Regex::new(r"^label_values\((\w+(?:\{[^}]*\})?),\s*(\w+)\)$").unwrap();
         for v in dash["templating"]["list"].as_array().unwrap() {
             if v["type"] != "query" {
                 continue;
