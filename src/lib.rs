@@ -18,13 +18,15 @@
 //!   order model's SQL, built from the columns' types; a status log's kept state; standby lag.
 //! - [`rule`]: one file per rule kind; each turns a source into findings.
 //! - [`engine`]: scheduling, the pending → firing → resolved state machine, the SQLite store.
-//! - [`notify`]: notifiers; they read alert state, never databases.
+//! - [`notify`]: notifiers; they read alert state, never databases; routing, silences and
+//!   inhibition for the direct channels.
 //! - [`metrics`]: the registry and every exported metric.
-//! - [`http`]: axum routes.
+//! - [`http`]: axum routes: metrics, health, the API, the status page, the runbooks.
 //! - [`report`]: `once` output (table and JSON).
 //! - [`explain`]: `explain`: the plan of every rule's SQL, whole-table scans and their fix.
 //! - [`pg_sandbox`]: a throwaway PostgreSQL cluster for the demo, tests and benchmarks.
-//! - [`demo`]: `orderwatch demo`: sandbox, reference schema, realistic orders, a simulator.
+//! - [`demo`]: `orderwatch demo`: sandbox, reference schema, realistic orders, a simulator,
+//!   simulated services with a 5xx burst.
 //! - [`otlp`]: optional export of the daemon's own spans over OTLP/HTTP (JSON).
 //! - [`systemd`]: readiness, reload, stopping and watchdog notifications to the service manager.
 //! - [`tls`]: TLS client configurations (PostgreSQL's sslmode family, Alertmanager's tls_config).
