@@ -11,6 +11,52 @@ pub const ALERTMANAGER_OUTCOMES: &[&str] = &["sent", "failed"];
 /// Outcomes of a direct receiver.
 pub const RECEIVER_OUTCOMES: &[&str] = &["sent", "retry", "rate_limited", "rejected", "expired"];
 
+/// The prometheus crate's process collector, with `process_start_time_seconds` taken from
+/// the clock at start when the collector cannot read the boot time (systemd's
+/// `ProcSubset=pid`, as the shipped unit sets, hides `/proc/stat`).
+#[cfg(target_os = "linux")]
+struct Process {
+    inner: prometheus::process_collector::ProcessCollector,
+    started: f64,
+}
+
+#[cfg(target_os = "linux")]
+impl Process {
+    fn new() -> Process {
+        Process {
+            inner: prometheus::process_collector::ProcessCollector::for_self(),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+                .floor(),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl prometheus::core::Collector for Process {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.inner.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.inner.collect();
+        for f in &mut families {
+            if f.name() == "process_start_time_seconds" {
+                for m in f.mut_metric() {
+                    if m.get_gauge().get_value() == 0.0 {
+                        let mut g = prometheus::proto::Gauge::default();
+                        g.set_value(self.started);
+                        m.set_gauge(g);
+                    }
+                }
+            }
+        }
+        families
+    }
+}
+
 /// Every metric.
 pub struct Metrics {
     /// The registry `/metrics` renders.
@@ -124,9 +170,7 @@ impl Metrics {
         // The standard process_* metrics (CPU, memory, open files, start time), as every
         // Prometheus client library exports them.
         #[cfg(target_os = "linux")]
-        let _ = m.registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ));
+        let _ = m.registry.register(Box::new(Process::new()));
         m
     }
 

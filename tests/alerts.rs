@@ -33,7 +33,7 @@ fn prometheus_rules_are_valid_and_their_unit_tests_pass() {
         return;
     };
     let text = run(&promtool, &["check", "rules", "alerts/orderwatch.yml"]);
-    assert!(text.contains("SUCCESS: 11 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 12 rules found"), "{text}");
     let text = run(
         &promtool,
         &["test", "rules", "alerts/tests/orderwatch_test.yml"],
@@ -48,7 +48,7 @@ fn example_alertmanager_config_is_valid() {
     };
     let text = run(&amtool, &["check-config", "alerts/alertmanager.yml"]);
     assert!(
-        text.contains("SUCCESS") && text.contains("6 inhibit rules"),
+        text.contains("SUCCESS") && text.contains("7 inhibit rules"),
         "{text}"
     );
 }
@@ -72,7 +72,7 @@ fn shipped_scrape_config_is_valid_and_names_the_job_the_rules_expect() {
     let config = dir.path().join("prometheus.yml");
     let text = run(&promtool, &["check", "config", config.to_str().unwrap()]);
     assert!(
-        text.contains("1 rule files found") && text.contains("11 rules found"),
+        text.contains("1 rule files found") && text.contains("12 rules found"),
         "{text}"
     );
     let scrape = std::fs::read_to_string(&config).unwrap();
@@ -113,6 +113,13 @@ async fn shipped_inhibit_rules_inhibit_only_what_they_mean() {
         ),
         alert(
             serde_json::json!({"alertname": "StuckOrder", "path": "orderwatch", "rule": "paid_over_1h", "source": "shop", "status": "PAID", "order_id": "JW-3", "severity": "warning"})
+        ),
+        // Overflow alerts ("N more orders") of a critical and a warning rule: no order each.
+        alert(
+            serde_json::json!({"alertname": "StuckOrder", "path": "orderwatch", "rule": "price_calculation_slow", "source": "mes", "status": "SUBMITTED", "order_id": "_overflow", "severity": "critical"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "StuckOrder", "path": "orderwatch", "rule": "submitted_over_1h", "source": "mes", "status": "SUBMITTED", "order_id": "_overflow", "severity": "warning"})
         ),
         alert(
             serde_json::json!({"alertname": "Http5xxRatioHigh", "path": "orderwatch", "rule": "http_5xx_high", "source": "scrape", "service": "shop-api", "severity": "critical"})
@@ -162,7 +169,7 @@ async fn shipped_inhibit_rules_inhibit_only_what_they_mean() {
     // Inhibition is marked as alerts pass the notification pipeline (after group_wait).
     let got = am
         .wait_for(
-            |a| a.len() == 12 && a.iter().all(|a| a["status"]["state"] != "unprocessed"),
+            |a| a.len() == 14 && a.iter().all(|a| a["status"]["state"] != "unprocessed"),
             std::time::Duration::from_secs(20),
         )
         .await;
@@ -186,6 +193,52 @@ async fn shipped_inhibit_rules_inhibit_only_what_they_mean() {
         "{}",
         serde_json::to_string_pretty(&got).unwrap()
     );
+}
+
+/// Every `runbook_url` of the Prometheus rules, and every alert name orderwatch raises, leads to
+/// a section of the runbooks page orderwatch serves.
+#[test]
+fn every_runbook_url_has_its_section() {
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/orderwatch.yml"),
+    )
+    .unwrap();
+    let page = orderwatch::http::runbooks::render(orderwatch::http::runbooks::RUNBOOKS_MD);
+    let re = regex::Regex::new(r"runbooks#([a-z0-9]+)").unwrap();
+    let anchors: Vec<String> = re.captures_iter(&rules).map(|c| c[1].to_string()).collect();
+    assert!(anchors.len() >= 12, "{anchors:?}");
+    for alert in [
+        "StuckOrder",
+        "LostOrder",
+        "StatusMismatch",
+        "SourceDown",
+        "SourceStale",
+        "Http5xxRatioHigh",
+        "SlowDbQuery",
+        "SqlCheck",
+    ] {
+        let a = alert.to_ascii_lowercase();
+        assert!(
+            page.contains(&format!("<h2 id=\"{a}\">")),
+            "no runbook for {alert}"
+        );
+    }
+    for a in anchors {
+        assert!(
+            page.contains(&format!("<h2 id=\"{a}\">")),
+            "no runbook section #{a}"
+        );
+    }
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    for a in alerts {
+        assert!(
+            rules.contains(&format!("runbooks#{}\"", a.to_ascii_lowercase())),
+            "{a}'s runbook_url names another section"
+        );
+    }
 }
 
 #[test]
@@ -223,6 +276,7 @@ fn metric_declared(m: &orderwatch::metrics::Metrics, name: &str) -> bool {
     let collectors: Vec<Vec<&prometheus::core::Desc>> = vec![
         m.stuck_orders.desc(),
         m.rule_last_evaluation.desc(),
+        m.rule_evaluation_failures.desc(),
         m.source_up.desc(),
         m.notifications.desc(),
         m.notification_queue_length.desc(),

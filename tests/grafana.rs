@@ -689,6 +689,12 @@ async fn every_dashboard_metric_is_exported_by_a_live_daemon() {
         "metric families on no dashboard (add a panel to grafana/dashboards/): {unshown:?}"
     );
 
+    // Series only for configured sources: the http_errors rule's `scrape` is none.
+    assert!(
+        !text.contains("source=\"scrape\""),
+        "a series for a source that does not exist:\n{text}"
+    );
+
     // Lost orders are stuck_orders of the missing rule: JW-2 is approved and absent from MES.
     assert!(
         text.lines()
@@ -762,34 +768,44 @@ async fn every_panel_has_data_against_the_demo() {
     }
     assert!(panels_q.len() >= 25, "{}", panels_q.len());
 
-    let has_data = |result: &Value| {
+    // No sample of any query is NaN or infinite; a panel needs one query with samples.
+    let finite = |result: &Value| {
         result.as_array().is_some_and(|a| {
-            !a.is_empty()
-                && a.iter().all(|s| {
-                    s["value"][1]
-                        .as_str()
-                        .and_then(|v| v.parse::<f64>().ok())
-                        .is_some_and(f64::is_finite)
-                })
+            a.iter().all(|s| {
+                s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(f64::is_finite)
+            })
         })
     };
+    let has_data =
+        |result: &Value| finite(result) && result.as_array().is_some_and(|a| !a.is_empty());
     // Rates need a few scrapes, the 5xx ratio a few evaluations: wait until every panel has
     // data, or say which do not.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let empty = loop {
         let mut empty = Vec::new();
         for (place, optional, exprs) in &panels_q {
+            // A panel of an optional part may be empty, never NaN.
             if *optional {
+                for e in exprs {
+                    let r = prom.query(e).await;
+                    if !finite(&r) {
+                        empty.push(format!("{place}: {e} → {r}"));
+                    }
+                }
                 continue;
             }
-            let mut any = false;
+            let (mut any, mut all_finite) = (false, true);
             let mut results = Vec::new();
             for e in exprs {
                 let r = prom.query(e).await;
                 any |= has_data(&r);
+                all_finite &= finite(&r);
                 results.push(format!("{e} → {r}"));
             }
-            if !any {
+            if !any || !all_finite {
                 empty.push(format!("{place}:\n  {}", results.join("\n  ")));
             }
         }
@@ -830,7 +846,7 @@ async fn every_panel_has_data_against_the_demo() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(rules.len(), 11, "{body}");
+    assert_eq!(rules.len(), 12, "{body}");
     for r in rules {
         assert_eq!(r["health"], "ok", "{r}");
     }

@@ -113,7 +113,7 @@ async fn slow_queries_between_samples_are_seen_through_pg_stat_statements() {
     let loaded = config(
         dir.path(),
         &url,
-        "rules:\n  - name: slow_db_queries\n    kind: slow_queries\n    source: shop\n    older_than: 1s\n    exclude_users: [analytics]\n    severity: warning\n",
+        "rules:\n  - name: slow_db_queries\n    kind: slow_queries\n    source: shop\n    older_than: 1s\n    exclude_users: [analytics]\n    exclude_applications: [metabase]\n    severity: warning\n",
     );
     let (_sources, rules) = orderwatch::engine::build_parts(&loaded, false).unwrap();
     let rule = &rules[0];
@@ -121,8 +121,9 @@ async fn slow_queries_between_samples_are_seen_through_pg_stat_statements() {
         panic!("not a slow_queries rule")
     };
     let eval = || async { rule.evaluate().await.unwrap_or_else(|e| panic!("{e}")) };
-    // The first sample is the baseline.
-    assert!(eval().await.signals.is_empty());
+    // The first sample is the baseline: it judges nothing, and resolves nothing either.
+    let first = eval().await;
+    assert!(first.signals.is_empty() && first.partial, "{first:?}");
     assert_eq!(
         *check.used.lock().unwrap(),
         orderwatch::rule::slow_queries::WITH_STATEMENTS
@@ -168,12 +169,28 @@ async fn slow_queries_between_samples_are_seen_through_pg_stat_statements() {
     );
     assert_eq!(s.key, format!("{queryid}/{}", s.labels["user"]));
 
+    // An interval without a call has no mean: the verdict stands.
+    let o = eval().await;
+    assert!(!o.partial);
+    assert_eq!(o.signals.len(), 1, "{:?}", o.signals);
+    assert_eq!(o.signals[0].labels["queryid"], queryid);
+
     // The next interval: the same query, fast this time (mean 0.1 s): resolved.
     c.simple_query("SELECT pg_sleep(0.1), 'x' AS email")
         .await
         .unwrap();
     let o = eval().await;
     assert!(o.signals.is_empty(), "{:?}", o.signals);
+
+    // An excluded application's query (a report), seen running, is left out of the means
+    // too: pg_stat_statements does not know the application.
+    let report = run_as(&url, "metabase", "SELECT pg_sleep(2.5), 'r' AS report").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let o = eval().await;
+    assert!(o.signals.is_empty(), "{:?}", o.signals);
+    report.await.unwrap();
+    let o = eval().await;
+    assert!(o.signals.is_empty(), "the report's mean: {:?}", o.signals);
 
     // Running now and slow before: one signal, seen by both.
     for _ in 0..2 {

@@ -147,8 +147,8 @@ pub async fn start_env(
          \x20 crm_url: \"http://localhost:8080/crm/orders/{{{{ order_id | urlencode }}}}\"\n\
          # A critical alert about an order keeps its warnings off the direct channels.\n\
          inhibit_rules:\n\
-         \x20 - source_matchers: ['severity=\"critical\"']\n\
-         \x20   target_matchers: ['severity=\"warning\"']\n\
+         \x20 - source_matchers: ['severity=\"critical\"', 'order_id!=\"_overflow\"']\n\
+         \x20   target_matchers: ['severity=\"warning\"', 'order_id!=\"_overflow\"']\n\
          \x20   equal: [order_id]\n\
          notifiers:\n\
          \x20 log: {{}}\n{am}"
@@ -181,7 +181,7 @@ pub async fn run(
     eprintln!(
         "\norderwatch demo is running\n\
          \x20 orders: {} ({} active, {} in MES); planted lost messages: {} submitted-not-in-MES, {} approved-not-in-MES, {} shipped-not-in-shop, {} priced-not-in-shop\n\
-         \x20 services:  shop-api {} (5xx burst to 20 % from minute 3 to 13 of every hour), mes-api {}\n\
+         \x20 services:  shop-api {} (5xx burst to 20 % for 10 minutes, 3 minutes from now and every hour), mes-api {}\n\
          \x20 status:    http://{listen}/\n\
          \x20 metrics:   http://{listen}/metrics\n\
          \x20 alerts:    http://{listen}/api/v1/alerts\n\

@@ -89,6 +89,9 @@ pub enum Coverage {
     /// Rows were capped (oldest first) at this `entered_at`: an absent alert entered before
     /// it is gone; a younger one may simply not have been fetched, so it is left alone.
     EnteredBefore(DateTime<Utc>),
+    /// Only what was observed is vouched for: nothing absent is gone (a slow-query rule's
+    /// first pg_stat_statements sample after a start or reload, a baseline).
+    Seen,
 }
 
 /// The kind of a state change.
@@ -220,6 +223,7 @@ impl AlertBook {
             let gone = match coverage {
                 Coverage::All => true,
                 Coverage::EnteredBefore(edge) => a.entered_at.is_some_and(|t| t < edge),
+                Coverage::Seen => false,
             };
             if !gone {
                 continue;

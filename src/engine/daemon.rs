@@ -143,16 +143,20 @@ pub struct Shared {
     hub: Hub,
     /// When the engine last went round its source-health loop (for the systemd watchdog).
     heartbeat: Arc<std::sync::Mutex<std::time::Instant>>,
+    /// The URL alerts link back to, once the listening address is known.
+    base_url: std::sync::OnceLock<String>,
 }
 
 impl Shared {
-    /// This daemon's runbooks page (`external_url`, else `http://<listen>`, + `/runbooks`).
+    /// This daemon's runbooks page: `external_url`, else the address it listens on, +
+    /// `/runbooks` (the same base as `generatorURL`).
     pub fn runbooks_url(&self) -> String {
         let c = &self.config.config;
-        let base = c
-            .external_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", c.listen));
+        let base = self.base_url.get().cloned().unwrap_or_else(|| {
+            c.external_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", c.listen))
+        });
         format!("{}/runbooks", base.trim_end_matches('/'))
     }
 
@@ -305,6 +309,7 @@ impl Daemon {
             store,
             hub,
             heartbeat: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            base_url: std::sync::OnceLock::new(),
         });
         for rule in removed
             .iter()
@@ -516,6 +521,7 @@ impl Generation {
     /// Builds the notifiers of `shared`'s config and spawns every task.
     fn start(shared: Arc<Shared>, local: std::net::SocketAddr) -> Result<Generation, StartError> {
         let base_url = base_url(&shared.config, local);
+        let _ = shared.base_url.set(base_url.clone());
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(am) = &shared.config.config.notifiers.alertmanager {
@@ -538,6 +544,10 @@ impl Generation {
             shared
                 .metrics
                 .init_notifier(name, crate::metrics::RECEIVER_OUTCOMES);
+            shared
+                .metrics
+                .notification_latency
+                .with_label_values(&[name.as_str()]);
         }
         if let Some(direct) =
             crate::notify::direct::Direct::build(&shared.config.config, &shared.outbox, &base_url)
@@ -563,6 +573,10 @@ impl Generation {
             // Counters start at 0, so `rate()` and `increase()` see the first failure.
             let name = [rule.name.as_str()];
             shared.metrics.rule_evaluations.with_label_values(&name);
+            shared
+                .metrics
+                .rule_evaluation_duration
+                .with_label_values(&name);
             shared
                 .metrics
                 .rule_evaluation_failures
@@ -700,6 +714,7 @@ impl Shared {
             store: self.store.clone(),
             hub: self.hub.clone(),
             heartbeat: self.heartbeat.clone(),
+            base_url: std::sync::OnceLock::new(),
         });
         self.forget_series(&next);
         for old in self.rules.iter().filter(|r| !keep.contains(&r.name)) {
@@ -1139,11 +1154,16 @@ impl Shared {
                 status.count = Some(outcome.count);
                 status.capped = outcome.truncated();
                 let coverage = match outcome.findings.last() {
+                    _ if outcome.partial => Coverage::Seen,
                     Some(last) if outcome.truncated() => Coverage::EnteredBefore(last.entered_at),
                     _ => Coverage::All,
                 };
                 let mut observations = observations(rule, &outcome);
-                stamp(&mut observations, &self.runbooks_url());
+                stamp(
+                    &mut observations,
+                    &self.runbooks_url(),
+                    default_alertname(rule.kind),
+                );
                 let timing = RuleTiming {
                     for_: rule.for_,
                     keep_firing_for: rule.keep_firing_for,
@@ -1380,7 +1400,7 @@ impl Shared {
                 });
             }
         }
-        stamp(&mut obs, &self.runbooks_url());
+        stamp(&mut obs, &self.runbooks_url(), "SourceDown");
         let timing = RuleTiming {
             for_: Duration::ZERO,
             keep_firing_for: Duration::ZERO,
@@ -1428,7 +1448,7 @@ impl Shared {
                 }
             })
             .collect();
-        stamp(&mut stale, &self.runbooks_url());
+        stamp(&mut stale, &self.runbooks_url(), "SourceStale");
         let changes = self.book.write().expect("book lock").apply(
             SOURCE_STALE_RULE,
             timing,
@@ -1448,14 +1468,17 @@ pub const PATH_LABEL: (&str, &str) = ("path", "orderwatch");
 
 /// The last touches every alert of orderwatch gets: `path="orderwatch"`, and a `runbook_url`
 /// (the rule's own, else this daemon's `/runbooks` page at the alert's section).
-fn stamp(observations: &mut [Observation], runbooks: &str) {
+/// A rule with its own `alertname` links to its kind's section (`fallback`).
+fn stamp(observations: &mut [Observation], runbooks: &str, fallback: &str) {
+    let sections = crate::http::runbooks::sections();
     for o in observations {
         o.labels.insert(PATH_LABEL.0.into(), PATH_LABEL.1.into());
         let anchor = o
             .labels
             .get("alertname")
             .map(|a| a.to_ascii_lowercase())
-            .unwrap_or_default();
+            .filter(|a| sections.contains(a))
+            .unwrap_or_else(|| fallback.to_ascii_lowercase());
         o.annotations
             .entry("runbook_url".into())
             .or_insert_with(|| format!("{runbooks}#{anchor}"));

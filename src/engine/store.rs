@@ -168,16 +168,31 @@ impl Store {
                  key  TEXT NOT NULL,
                  body TEXT NOT NULL,
                  PRIMARY KEY (rule, key)
-             );
+             );",
+        )?;
+        // Schema versions (`PRAGMA user_version`): 0 is a store written by 0.1.0.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 1 {
+            conn.execute_batch(
+                "BEGIN;
              -- Releases up to 0.1.0 named the internal rules `source-down` and `source-stale`,
-             -- outside the rule-name format; their alerts carry on under the new names.
-             UPDATE alerts SET rule = 'source_down',
+             -- outside the rule-name format; their alerts carry on under the new names (a row
+             -- already there under the new name wins).
+             UPDATE OR IGNORE alerts SET rule = 'source_down',
                  body = json_set(body, '$.rule', 'source_down', '$.labels.rule', 'source_down')
                WHERE rule = 'source-down';
-             UPDATE alerts SET rule = 'source_stale',
+             UPDATE OR IGNORE alerts SET rule = 'source_stale',
                  body = json_set(body, '$.rule', 'source_stale', '$.labels.rule', 'source_stale')
-               WHERE rule = 'source-stale';",
-        )?;
+               WHERE rule = 'source-stale';
+             DELETE FROM alerts WHERE rule IN ('source-down', 'source-stale');
+             -- ... and had no `path` label: restored alerts carry it before their rule
+             -- evaluates again (an alert frozen on a down source is pushed as it is stored).
+             UPDATE alerts SET body = json_set(body, '$.labels.path', 'orderwatch')
+               WHERE json_extract(body, '$.labels.path') IS NULL;
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        }
         for suffix in ["-wal", "-shm"] {
             let side = path.with_file_name(format!("{FILE}{suffix}"));
             if side.exists() {
@@ -237,6 +252,71 @@ mod tests {
     use chrono::Utc;
     use std::collections::BTreeMap;
     use std::time::Duration;
+
+    /// A store written by 0.1.0: internal rules under their old names, no `path` label. Opened
+    /// by this release, the alerts carry on under the new names with the label, nothing lost.
+    #[test]
+    fn a_store_from_0_1_0_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = |rule: &str, key: &str| {
+            format!(
+                r#"{{"rule":"{rule}","key":"{key}","labels":{{"alertname":"SourceDown","rule":"{rule}","source":"{key}","severity":"critical"}},"annotations":{{}},"state":"firing","active_at":"2026-11-25T10:00:00Z","starts_at":"2026-11-25T10:00:00Z","fired_at":"2026-11-25T10:00:00Z","last_seen":"2026-11-25T10:05:00Z","resolved_at":null,"entered_at":null,"interval_secs":5}}"#
+            )
+        };
+        {
+            let conn = Connection::open(dir.path().join(FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE alerts (rule TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (rule, key));",
+            )
+            .unwrap();
+            for (rule, key) in [
+                ("source-down", "shop"),
+                ("source-stale", "mes"),
+                ("source-down", "mes"),
+                ("source_down", "mes"),
+            ] {
+                conn.execute(
+                    "INSERT INTO alerts VALUES (?1, ?2, ?3)",
+                    params![rule, key, old(rule, key)],
+                )
+                .unwrap();
+            }
+        }
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let alerts = store.load_alerts().unwrap();
+        let got: Vec<(String, String, String, String)> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a.rule.clone(),
+                    a.key.clone(),
+                    a.labels["rule"].clone(),
+                    a.labels["path"].clone(),
+                )
+            })
+            .collect();
+        let row = |r: &str, k: &str| {
+            (
+                r.to_string(),
+                k.to_string(),
+                r.to_string(),
+                "orderwatch".to_string(),
+            )
+        };
+        assert_eq!(
+            got,
+            [
+                row("source_down", "mes"),
+                row("source_down", "shop"),
+                row("source_stale", "mes")
+            ]
+        );
+        assert!(
+            alerts
+                .iter()
+                .all(|a| a.state == crate::engine::AlertState::Firing)
+        );
+    }
 
     #[test]
     fn alerts_survive_reopen() {

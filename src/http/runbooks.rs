@@ -12,6 +12,19 @@ use crate::notify::template::escape_html as esc;
 /// The runbooks, as shipped.
 pub const RUNBOOKS_MD: &str = include_str!("../../docs/runbooks.md");
 
+/// The sections' anchors (alert names, lower case).
+pub fn sections() -> &'static std::collections::HashSet<String> {
+    static SECTIONS: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| {
+            RUNBOOKS_MD
+                .lines()
+                .filter_map(|l| l.strip_prefix("## "))
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect()
+        });
+    &SECTIONS
+}
+
 /// Inline spans of one escaped line: `code` and **bold**.
 fn inline(text: &str) -> String {
     let mut out = String::new();

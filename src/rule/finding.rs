@@ -27,7 +27,7 @@ pub struct Finding {
 /// A finding that is not an order: a slow query, a row of a custom query.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Signal {
-    /// Its identity within the rule (a backend pid, the row's `id`).
+    /// Its identity within the rule (a service, `queryid/user`, the row's `id`).
     pub key: String,
     /// The measured value (seconds running, the row's `value`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,6 +68,10 @@ pub struct Outcome {
     /// `http_errors`: the 5xx ratio of every service seen, firing or not.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub http_ratios: BTreeMap<String, f64>,
+    /// The evaluation could not judge everything it watches (a first pg_stat_statements
+    /// sample): what it did not find is not gone, so no alert resolves for its absence.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 impl Outcome {

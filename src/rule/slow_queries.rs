@@ -5,7 +5,7 @@
 //!
 //! Seeing other sessions' queries needs a superuser or the `pg_read_all_stats` role.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -35,18 +35,43 @@ const ACTIVITY_SQL: &str = "SELECT a.pid::text, EXTRACT(EPOCH FROM (now() - a.qu
 const STATEMENTS_SCHEMA_SQL: &str = "SELECT n.nspname::text FROM pg_extension e \
      JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'";
 
-/// Cumulative calls and execution time per normalized query and role, in this database.
+/// Cumulative calls and execution time per normalized query and role, in this database,
+/// without the query texts (`pg_stat_statements(false)` does not read its text file). The time
+/// column is `total_exec_time` from PostgreSQL 13 on, `total_time` before: read through
+/// `to_jsonb` so either answers.
 fn statements_sql(schema: &str) -> String {
     let schema = format!("\"{}\"", schema.replace('"', "\"\""));
     format!(
         "SELECT s.queryid::text, coalesce(r.rolname::text, s.userid::text), sum(s.calls)::float8, \
-         sum(s.total_exec_time)::float8, left(min(s.query), 4000) \
-         FROM {schema}.pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid \
+         sum(coalesce(to_jsonb(s) ->> 'total_exec_time', to_jsonb(s) ->> 'total_time')::float8)::float8 \
+         FROM {schema}.pg_stat_statements(false) s LEFT JOIN pg_roles r ON r.oid = s.userid \
          WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
            AND s.queryid IS NOT NULL \
          GROUP BY 1, 2"
     )
 }
+
+/// The texts of the given query ids (only those found slow), in this database.
+fn texts_sql(schema: &str) -> String {
+    let schema = format!("\"{}\"", schema.replace('"', "\"\""));
+    format!(
+        "SELECT s.queryid::text, left(min(s.query), 4000) \
+         FROM {schema}.pg_stat_statements(true) s \
+         WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND s.queryid::text = ANY($1::text[]) \
+         GROUP BY 1"
+    )
+}
+
+/// pg_dump's data dump (`COPY … TO stdout`): long by nature, never an incident.
+fn is_dump(text: &str) -> bool {
+    static DUMP: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?is)^\s*COPY\b.*\bTO\s+STDOUT\b").expect("static regex"));
+    DUMP.is_match(text)
+}
+
+/// How many (queryid, role) pairs seen running under an excluded application are remembered.
+const MAX_ANALYTIC_KEYS: usize = 10_000;
 
 /// One query's cumulative counters at a sample.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +83,21 @@ struct Totals {
 /// The previous pg_stat_statements sample: (queryid, role) → totals.
 type Snapshot = HashMap<(String, String), Totals>;
 
+/// What the statements view needs from one evaluation to the next.
+#[derive(Debug, Default)]
+struct StatementsState {
+    /// The last sample, to take the means of the interval since.
+    previous: Option<Snapshot>,
+    /// Queries judged slow in the last interval they were called in: kept while they are not
+    /// called (an interval without calls has no mean to judge).
+    slow: HashMap<(String, String), Signal>,
+    /// Queries seen running under an excluded application (analytic work: pg_dump, BI):
+    /// pg_stat_statements has no application, so their means are left out too.
+    analytic: HashSet<(String, String)>,
+    /// The last error reading the view, logged once until it changes.
+    error: Option<String>,
+}
+
 /// The compiled check.
 #[derive(Debug)]
 pub struct SlowQueriesCheck {
@@ -67,8 +107,8 @@ pub struct SlowQueriesCheck {
     exclude_users: Vec<Regex>,
     max_findings: usize,
     source: Arc<Source>,
-    /// The last pg_stat_statements sample, to take the means of the interval since.
-    previous: Mutex<Option<Snapshot>>,
+    /// pg_stat_statements' state between evaluations.
+    statements: Mutex<StatementsState>,
     /// Which views the last evaluation read (for `check`, the API and the README's promise).
     pub used: Mutex<&'static str>,
 }
@@ -144,7 +184,7 @@ impl SlowQueriesCheck {
             exclude_users: compile(&cfg.exclude_users),
             max_findings: cfg.max_findings,
             source,
-            previous: Mutex::new(None),
+            statements: Mutex::new(StatementsState::default()),
             used: Mutex::new(ACTIVITY_ONLY),
         }
     }
@@ -160,67 +200,108 @@ impl SlowQueriesCheck {
     }
 
     /// Queries whose mean time over the interval since the last sample is over the
-    /// threshold, from pg_stat_statements; `None` when the extension is not installed in this
-    /// database or not loaded (`shared_preload_libraries`).
-    async fn finished(&self) -> Result<Option<Vec<Signal>>, SourceError> {
+    /// threshold, from pg_stat_statements: `None` when the extension is not installed in this
+    /// database, not loaded (`shared_preload_libraries`) or cannot be read (logged; the
+    /// running queries are still watched); `Some((signals, baseline))`, `baseline` true for a
+    /// first sample, which judges nothing.
+    async fn finished(&self) -> Result<Option<(Vec<Signal>, bool)>, SourceError> {
         let schema = self.source.query(STATEMENTS_SCHEMA_SQL, &[]).await?;
         let Some(schema) = schema.first().map(|r| r.get::<_, String>(0)) else {
-            *self.previous.lock().expect("previous lock") = None;
+            *self.statements.lock().expect("statements lock") = StatementsState::default();
             return Ok(None);
         };
         let rows = match self.source.query(&statements_sql(&schema), &[]).await {
             Ok(rows) => rows,
-            // Installed but not preloaded: "pg_stat_statements must be loaded via
-            // shared_preload_libraries" (55000). The running ones are still watched.
-            Err(SourceError::Query { detail, .. })
-                if detail.contains("shared_preload_libraries") =>
-            {
-                *self.previous.lock().expect("previous lock") = None;
+            // Installed but not preloaded ("pg_stat_statements must be loaded via
+            // shared_preload_libraries"), no privilege, an unknown version: the running ones
+            // are still watched. A connection failure fails the rule as any query would.
+            Err(SourceError::Query { detail, .. }) => {
+                let mut st = self.statements.lock().expect("statements lock");
+                if st.error.as_deref() != Some(detail.as_str()) {
+                    tracing::warn!(source = %self.source.name, error = %detail,
+                        "pg_stat_statements cannot be read; watching running queries only");
+                }
+                *st = StatementsState {
+                    error: Some(detail),
+                    ..StatementsState::default()
+                };
                 return Ok(None);
             }
             Err(e) => return Err(e),
         };
         let mut now: Snapshot = HashMap::with_capacity(rows.len());
-        let mut texts: HashMap<(String, String), String> = HashMap::new();
         for r in &rows {
-            let key = (r.get::<_, String>(0), r.get::<_, String>(1));
             now.insert(
-                key.clone(),
+                (r.get::<_, String>(0), r.get::<_, String>(1)),
                 Totals {
                     calls: r.get(2),
                     exec_ms: r.get(3),
                 },
             );
-            texts.insert(key, r.get::<_, Option<String>>(4).unwrap_or_default());
         }
-        let previous = self
-            .previous
-            .lock()
-            .expect("previous lock")
-            .replace(now.clone());
-        // The first sample is the baseline: a mean needs an interval.
-        let Some(previous) = previous else {
-            return Ok(Some(Vec::new()));
-        };
-        let zero = Totals {
-            calls: 0.0,
-            exec_ms: 0.0,
-        };
         let threshold_ms = self.older_than.as_secs_f64() * 1000.0;
-        let mut out = Vec::new();
-        for (key, t) in &now {
-            // A query first seen now ran only in this interval (or after a reset).
-            let p = previous.get(key).copied().unwrap_or(zero);
-            let (calls, exec_ms) = (t.calls - p.calls, t.exec_ms - p.exec_ms);
-            // No calls, or counters reset (pg_stat_statements_reset): no mean to judge.
-            if calls < 1.0 || exec_ms < 0.0 || self.excluded_user(&key.1) {
+        let mut slow: Vec<((String, String), f64, f64)> = Vec::new();
+        let mut kept: Vec<Signal> = Vec::new();
+        let baseline;
+        {
+            let mut st = self.statements.lock().expect("statements lock");
+            st.error = None;
+            let previous = st.previous.replace(now.clone());
+            baseline = previous.is_none();
+            if let Some(previous) = previous {
+                let zero = Totals {
+                    calls: 0.0,
+                    exec_ms: 0.0,
+                };
+                let mut still = HashMap::new();
+                for (key, t) in &now {
+                    if self.excluded_user(&key.1) || st.analytic.contains(key) {
+                        continue;
+                    }
+                    // A query first seen now ran only in this interval. Counters that went
+                    // down were reset (pg_stat_statements_reset, an eviction): since then, as
+                    // Prometheus takes a counter reset.
+                    let p = previous
+                        .get(key)
+                        .copied()
+                        .filter(|p| p.calls <= t.calls && p.exec_ms <= t.exec_ms)
+                        .unwrap_or(zero);
+                    let (calls, exec_ms) = (t.calls - p.calls, t.exec_ms - p.exec_ms);
+                    if calls < 1.0 {
+                        // Not called: the last verdict stands.
+                        if let Some(sig) = st.slow.get(key) {
+                            kept.push(sig.clone());
+                            still.insert(key.clone(), sig.clone());
+                        }
+                        continue;
+                    }
+                    if exec_ms / calls > threshold_ms {
+                        slow.push((key.clone(), exec_ms / calls, calls));
+                    }
+                }
+                st.slow = still;
+            }
+        }
+        if slow.is_empty() {
+            return Ok(Some((kept, baseline)));
+        }
+        // The texts of the slow ones only.
+        let ids: Vec<String> = slow.iter().map(|(k, _, _)| k.0.clone()).collect();
+        let texts: HashMap<String, String> = self
+            .source
+            .query(&texts_sql(&schema), &[&ids])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
+            .collect();
+        let mut out = kept;
+        let mut st = self.statements.lock().expect("statements lock");
+        for (key, mean_ms, calls) in slow {
+            let text = texts.get(&key.0).map_or("", String::as_str);
+            if is_dump(text) {
                 continue;
             }
-            let mean_ms = exec_ms / calls;
-            if mean_ms <= threshold_ms {
-                continue;
-            }
-            out.push(Signal {
+            let sig = Signal {
                 key: format!("{}/{}", key.0, key.1),
                 value: Some(mean_ms / 1000.0),
                 since: None,
@@ -229,13 +310,19 @@ impl SlowQueriesCheck {
                     ("user".to_string(), key.1.clone()),
                 ]),
                 details: BTreeMap::from([
-                    ("query".to_string(), normalize_query(&texts[key])),
+                    ("query".to_string(), normalize_query(text)),
                     ("calls".to_string(), format!("{calls}")),
+                    (
+                        "mean_seconds".to_string(),
+                        format!("{:.3}", mean_ms / 1000.0),
+                    ),
                     ("seen_by".to_string(), "pg_stat_statements".to_string()),
                 ]),
-            });
+            };
+            st.slow.insert(key, sig.clone());
+            out.push(sig);
         }
-        Ok(Some(out))
+        Ok(Some((out, baseline)))
     }
 
     /// Queries still running over the threshold, one signal per query id and role (the
@@ -248,16 +335,23 @@ impl SlowQueriesCheck {
         let mut out: Vec<Signal> = Vec::new();
         for r in &rows {
             let (app, user): (String, String) = (r.get(3), r.get(4));
-            if self.exclude_applications.iter().any(|re| re.is_match(&app))
-                || self.excluded_user(&user)
-            {
-                continue;
-            }
             let text: String = r.get(5);
             let queryid = r
                 .get::<_, Option<String>>(6)
                 .filter(|q| q != "0")
                 .unwrap_or_else(|| fingerprint(&text));
+            if self.exclude_applications.iter().any(|re| re.is_match(&app)) {
+                // Analytic work: its pg_stat_statements means are left out from now on.
+                let mut st = self.statements.lock().expect("statements lock");
+                if st.analytic.len() >= MAX_ANALYTIC_KEYS {
+                    st.analytic.clear();
+                }
+                st.analytic.insert((queryid, user));
+                continue;
+            }
+            if self.excluded_user(&user) || is_dump(&text) {
+                continue;
+            }
             let key = format!("{queryid}/{user}");
             // Oldest first: the first row of a key is its longest-running query.
             if out.iter().any(|s| s.key == key) {
@@ -286,26 +380,29 @@ impl SlowQueriesCheck {
     /// non-analytic query and role (key `queryid/user`), whether it finished within the
     /// interval (mean over the interval above the threshold) or is still running.
     pub async fn evaluate(&self) -> Result<Outcome, SourceError> {
+        // Running ones first: an excluded application's query ids are learnt before the
+        // statements are judged.
+        let mut signals = self.running().await?;
         let finished = self.finished().await?;
         *self.used.lock().expect("used lock") = if finished.is_some() {
             WITH_STATEMENTS
         } else {
             ACTIVITY_ONLY
         };
-        let mut signals = self.running().await?;
-        for f in finished.into_iter().flatten() {
+        let partial = finished.as_ref().is_some_and(|(_, baseline)| *baseline);
+        for f in finished.into_iter().flat_map(|(s, _)| s) {
             match signals.iter_mut().find(|s| s.key == f.key) {
                 Some(s) => {
-                    // Running now and slow on average: one alert, the larger value.
-                    if f.value > s.value {
-                        s.value = f.value;
-                    }
+                    // Running now and slow on average: one alert, valued by the running one
+                    // (its start, its pid); the interval's mean beside it.
                     s.details.insert(
                         "seen_by".into(),
                         "pg_stat_activity, pg_stat_statements".into(),
                     );
-                    if let Some(c) = f.details.get("calls") {
-                        s.details.insert("calls".into(), c.clone());
+                    for k in ["calls", "mean_seconds"] {
+                        if let Some(v) = f.details.get(k) {
+                            s.details.insert(k.into(), v.clone());
+                        }
                     }
                 }
                 None => signals.push(f),
@@ -319,6 +416,7 @@ impl SlowQueriesCheck {
         });
         let mut out = Outcome {
             count: signals.len() as u64,
+            partial,
             ..Outcome::default()
         };
         signals.truncate(self.max_findings);
