@@ -5,7 +5,7 @@
 //!
 //! Seeing other sessions' queries needs a superuser or the `pg_read_all_stats` role.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -64,14 +64,25 @@ fn texts_sql(schema: &str) -> String {
 }
 
 /// pg_dump's data dump (`COPY … TO stdout`): long by nature, never an incident.
+/// The texts are cut (`track_activity_query_size`, 4000 characters here), so a wide table's
+/// `TO stdout` may be gone: any COPY that does not say `FROM STDIN` counts.
 fn is_dump(text: &str) -> bool {
-    static DUMP: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"(?is)^\s*COPY\b.*\bTO\s+STDOUT\b").expect("static regex"));
-    DUMP.is_match(text)
+    static COPY: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?i)^\s*COPY\b").expect("static regex"));
+    static LOAD: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?i)\bFROM\s+STDIN\b").expect("static regex"));
+    COPY.is_match(text) && !LOAD.is_match(text)
 }
+
+/// How long a slow verdict stands while the query is not called again (a one-off migration,
+/// a nightly job): then it resolves.
+const VERDICT_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// How many (queryid, role) pairs seen running under an excluded application are remembered.
 const MAX_ANALYTIC_KEYS: usize = 10_000;
+
+/// How long such a pair is remembered while it is not in pg_stat_statements.
+const ANALYTIC_TTL: Duration = Duration::from_secs(3600);
 
 /// One query's cumulative counters at a sample.
 #[derive(Debug, Clone, Copy)]
@@ -88,12 +99,15 @@ type Snapshot = HashMap<(String, String), Totals>;
 struct StatementsState {
     /// The last sample, to take the means of the interval since.
     previous: Option<Snapshot>,
-    /// Queries judged slow in the last interval they were called in: kept while they are not
-    /// called (an interval without calls has no mean to judge).
-    slow: HashMap<(String, String), Signal>,
+    /// Queries judged slow in the last interval they were called in, and when: kept while
+    /// they are not called (an interval without calls has no mean to judge), for at most
+    /// [`VERDICT_TTL`].
+    slow: HashMap<(String, String), (Signal, std::time::Instant)>,
     /// Queries seen running under an excluded application (analytic work: pg_dump, BI):
-    /// pg_stat_statements has no application, so their means are left out too.
-    analytic: HashSet<(String, String)>,
+    /// pg_stat_statements has no application, so their means are left out too. Keyed by
+    /// query id and role, and by the text's fingerprint and role (before PostgreSQL 14,
+    /// `pg_stat_activity` has no query id).
+    analytic: HashMap<(String, String), std::time::Instant>,
     /// The last error reading the view, logged once until it changes.
     error: Option<String>,
 }
@@ -213,19 +227,20 @@ impl SlowQueriesCheck {
         let rows = match self.source.query(&statements_sql(&schema), &[]).await {
             Ok(rows) => rows,
             // Installed but not preloaded ("pg_stat_statements must be loaded via
-            // shared_preload_libraries"), no privilege, an unknown version: the running ones
-            // are still watched. A connection failure fails the rule as any query would.
+            // shared_preload_libraries"), no privilege, a timeout: the running ones are still
+            // watched, and what the view found slow stands (unread is not fast): the outcome
+            // is partial. The next read is a baseline. A connection failure fails the rule as
+            // any query would.
             Err(SourceError::Query { detail, .. }) => {
                 let mut st = self.statements.lock().expect("statements lock");
                 if st.error.as_deref() != Some(detail.as_str()) {
                     tracing::warn!(source = %self.source.name, error = %detail,
                         "pg_stat_statements cannot be read; watching running queries only");
                 }
-                *st = StatementsState {
-                    error: Some(detail),
-                    ..StatementsState::default()
-                };
-                return Ok(None);
+                st.error = Some(detail);
+                st.previous = None;
+                let kept = st.slow.values().map(|(s, _)| s.clone()).collect();
+                return Ok(Some((kept, true)));
             }
             Err(e) => return Err(e),
         };
@@ -254,8 +269,12 @@ impl SlowQueriesCheck {
                     exec_ms: 0.0,
                 };
                 let mut still = HashMap::new();
+                // Analytic keys of queries not in the view for an hour are forgotten (one still
+                // running is not in it yet: a query is counted when it ends).
+                st.analytic
+                    .retain(|k, at| now.contains_key(k) || at.elapsed() < ANALYTIC_TTL);
                 for (key, t) in &now {
-                    if self.excluded_user(&key.1) || st.analytic.contains(key) {
+                    if self.excluded_user(&key.1) || st.analytic.contains_key(key) {
                         continue;
                     }
                     // A query first seen now ran only in this interval. Counters that went
@@ -268,10 +287,12 @@ impl SlowQueriesCheck {
                         .unwrap_or(zero);
                     let (calls, exec_ms) = (t.calls - p.calls, t.exec_ms - p.exec_ms);
                     if calls < 1.0 {
-                        // Not called: the last verdict stands.
-                        if let Some(sig) = st.slow.get(key) {
+                        // Not called: the last verdict stands, for a while.
+                        if let Some((sig, at)) = st.slow.get(key)
+                            && at.elapsed() < VERDICT_TTL
+                        {
                             kept.push(sig.clone());
-                            still.insert(key.clone(), sig.clone());
+                            still.insert(key.clone(), (sig.clone(), *at));
                         }
                         continue;
                     }
@@ -285,20 +306,30 @@ impl SlowQueriesCheck {
         if slow.is_empty() {
             return Ok(Some((kept, baseline)));
         }
-        // The texts of the slow ones only.
+        // The texts of the slow ones only. Without them (the text file cannot be read in
+        // time) the queries are still reported, by id.
         let ids: Vec<String> = slow.iter().map(|(k, _, _)| k.0.clone()).collect();
-        let texts: HashMap<String, String> = self
-            .source
-            .query(&texts_sql(&schema), &[&ids])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
-            .collect();
+        let texts: HashMap<String, String> =
+            match self.source.query(&texts_sql(&schema), &[&ids]).await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(source = %self.source.name, error = %e,
+                        "pg_stat_statements: the slow queries' texts cannot be read");
+                    HashMap::new()
+                }
+            };
         let mut out = kept;
         let mut st = self.statements.lock().expect("statements lock");
         for (key, mean_ms, calls) in slow {
             let text = texts.get(&key.0).map_or("", String::as_str);
-            if is_dump(text) {
+            if is_dump(text)
+                || st
+                    .analytic
+                    .contains_key(&(fingerprint(text), key.1.clone()))
+            {
                 continue;
             }
             let sig = Signal {
@@ -319,7 +350,8 @@ impl SlowQueriesCheck {
                     ("seen_by".to_string(), "pg_stat_statements".to_string()),
                 ]),
             };
-            st.slow.insert(key, sig.clone());
+            st.slow
+                .insert(key, (sig.clone(), std::time::Instant::now()));
             out.push(sig);
         }
         Ok(Some((out, baseline)))
@@ -346,7 +378,9 @@ impl SlowQueriesCheck {
                 if st.analytic.len() >= MAX_ANALYTIC_KEYS {
                     st.analytic.clear();
                 }
-                st.analytic.insert((queryid, user));
+                let seen = std::time::Instant::now();
+                st.analytic.insert((fingerprint(&text), user.clone()), seen);
+                st.analytic.insert((queryid, user), seen);
                 continue;
             }
             if self.excluded_user(&user) || is_dump(&text) {
