@@ -88,15 +88,19 @@ pub async fn start_env(
     let summary = seed::seed(&shop, &mes, orders).await.map_err(db)?;
     // The daemon connects as users should: a role that may read the two orders tables and
     // every session's activity (for the slow-query rules), and write nothing.
+    // pg_stat_statements (preloaded by the sandbox) lets the slow-query rules see queries that
+    // finish between two evaluations.
     shop.batch_execute(
         "CREATE ROLE orderwatch LOGIN; GRANT pg_read_all_stats TO orderwatch; \
-         GRANT SELECT ON orders TO orderwatch",
+         GRANT SELECT ON orders TO orderwatch; CREATE EXTENSION pg_stat_statements",
     )
     .await
     .map_err(db)?;
-    mes.batch_execute("GRANT SELECT ON production_orders TO orderwatch")
-        .await
-        .map_err(db)?;
+    mes.batch_execute(
+        "GRANT SELECT ON production_orders TO orderwatch; CREATE EXTENSION pg_stat_statements",
+    )
+    .await
+    .map_err(db)?;
     let (reader_shop, reader_mes) = (
         pg.url_as("orderwatch", "shop"),
         pg.url_as("orderwatch", "mes"),

@@ -1501,7 +1501,12 @@ fn signal_observation(rule: &Rule, sig: &Signal, may_create: bool) -> Observatio
     if !sig.labels.contains_key(key_label) {
         labels.insert(key_label.into(), sig.key.clone());
     }
-    let value = sig.value.map(|v| format!("{v:.1}")).unwrap_or_default();
+    // A share (5xx) needs more digits than seconds do.
+    let value = match rule.check {
+        Check::HttpErrors(_) => sig.value.map(|v| format!("{v:.4}")),
+        _ => sig.value.map(|v| format!("{v:.1}")),
+    }
+    .unwrap_or_default();
     // Templates see both as `labels` (rule files written before the split keep working).
     let mut all = sig.labels.clone();
     all.extend(sig.details.iter().map(|(k, v)| (k.clone(), v.clone())));
