@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
 
 /// Where an alert is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// Found, waiting for `for` to pass.
@@ -21,6 +21,28 @@ pub enum AlertState {
     Firing,
     /// Announced, then recovered.
     Resolved,
+}
+
+impl Alert {
+    /// A digest of what a restart must restore exactly: the state and its times, the labels,
+    /// the interval. `last_seen` and the annotations (the current age, counts) are left out:
+    /// they change every evaluation and the first evaluation after a restart renews them.
+    pub fn durable_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &self.state,
+            &self.active_at,
+            &self.starts_at,
+            &self.fired_at,
+            &self.resolved_at,
+            &self.entered_at,
+            &self.labels,
+            self.interval_secs,
+        )
+            .hash(&mut h);
+        h.finish()
+    }
 }
 
 impl AlertState {

@@ -1,6 +1,7 @@
 //! The embedded state store (SQLite under `state_dir`): alert state survives restarts, so a
 //! restart neither re-announces what was firing nor forgets what must be resolved.
 
+use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
@@ -56,6 +57,12 @@ fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
 /// enough.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Per rule, the durable digest of every alert as last written: a save writes only the
+    /// alerts whose digest changed and deletes those gone, so a steady evaluation writes
+    /// nothing.
+    written: Mutex<HashMap<String, HashMap<String, u64>>>,
+    /// Rows inserted, replaced or deleted since open (for tests and the benchmark).
+    rows_written: std::sync::atomic::AtomicU64,
 }
 
 /// What opening the store had to do besides opening it.
@@ -201,6 +208,8 @@ impl Store {
         }
         Ok(Store {
             conn: Mutex::new(conn),
+            written: Mutex::new(HashMap::new()),
+            rows_written: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -218,36 +227,82 @@ impl Store {
         let conn = self.conn.lock().expect("store mutex");
         let mut stmt = conn.prepare("SELECT body FROM alerts ORDER BY rule, key")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
+        let mut out: Vec<Alert> = Vec::new();
         for body in rows {
             out.push(serde_json::from_str(&body?)?);
+        }
+        let mut written = self.written.lock().expect("written mutex");
+        written.clear();
+        for a in &out {
+            written
+                .entry(a.rule.clone())
+                .or_default()
+                .insert(a.key.clone(), a.durable_digest());
         }
         Ok(out)
     }
 
-    /// Replaces the stored alerts of `rule` with `alerts`, atomically.
+    /// Brings the stored alerts of `rule` in line with `alerts`, atomically: writes the
+    /// alerts whose durable part changed since they were last written, deletes those gone,
+    /// and touches nothing else.
     pub fn save_rule<'a>(
         &self,
         rule: &str,
         alerts: impl Iterator<Item = &'a Alert>,
     ) -> Result<(), StoreError> {
+        let mut written = self.written.lock().expect("written mutex");
+        // A rule not written (nor loaded) since open is replaced whole, once.
+        let first = !written.contains_key(rule);
+        let before = written.get(rule).cloned().unwrap_or_default();
+        let mut now: HashMap<String, u64> = HashMap::with_capacity(before.len());
+        let mut changed: Vec<&Alert> = Vec::new();
+        for a in alerts {
+            let d = a.durable_digest();
+            if before.get(&a.key) != Some(&d) {
+                changed.push(a);
+            }
+            now.insert(a.key.clone(), d);
+        }
+        let gone: Vec<&String> = before.keys().filter(|k| !now.contains_key(*k)).collect();
+        if changed.is_empty() && gone.is_empty() && !first {
+            return Ok(());
+        }
         let mut conn = self.conn.lock().expect("store mutex");
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM alerts WHERE rule = ?1", params![rule])?;
+        if first {
+            tx.execute("DELETE FROM alerts WHERE rule = ?1", params![rule])?;
+        }
         {
-            let mut ins = tx.prepare("INSERT INTO alerts (rule, key, body) VALUES (?1, ?2, ?3)")?;
-            for a in alerts {
+            let mut del = tx.prepare_cached("DELETE FROM alerts WHERE rule = ?1 AND key = ?2")?;
+            for k in &gone {
+                del.execute(params![rule, k])?;
+            }
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO alerts (rule, key, body) VALUES (?1, ?2, ?3)",
+            )?;
+            for a in &changed {
                 ins.execute(params![a.rule, a.key, serde_json::to_string(a)?])?;
             }
         }
         tx.commit()?;
+        self.rows_written.fetch_add(
+            (changed.len() + gone.len()) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        written.insert(rule.to_string(), now);
         Ok(())
+    }
+
+    /// Rows inserted, replaced or deleted since the store was opened.
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::AlertState;
     use crate::engine::alerts::{AlertBook, Coverage, Observation, RuleTiming};
     use chrono::Utc;
     use std::collections::BTreeMap;
@@ -316,6 +371,80 @@ mod tests {
                 .iter()
                 .all(|a| a.state == crate::engine::AlertState::Firing)
         );
+    }
+
+    /// Writes follow changes: an evaluation that changes nothing durable (only `last_seen`
+    /// and the age in the annotations) writes nothing; a state change writes that alert; a
+    /// forgotten alert is deleted; a reopen restores exactly what was written last.
+    #[test]
+    fn a_steady_evaluation_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Utc::now();
+        let timing = RuleTiming {
+            for_: Duration::from_secs(60),
+            keep_firing_for: Duration::ZERO,
+            interval: Duration::from_secs(30),
+        };
+        let obs = |key: &str, at: chrono::DateTime<Utc>| Observation {
+            key: key.into(),
+            labels: BTreeMap::from([("rule".into(), "r".into()), ("order_id".into(), key.into())]),
+            annotations: BTreeMap::from([("age".into(), format!("{}", (at - t0).num_seconds()))]),
+            starts_at: t0,
+            entered_at: Some(t0),
+            may_create: true,
+        };
+        let (store, _) = Store::open(dir.path()).unwrap();
+        store.load_alerts().unwrap();
+        let mut book = AlertBook::default();
+        let step = |book: &mut AlertBook, secs: i64, keys: &[&str]| {
+            let at = t0 + chrono::Duration::seconds(secs);
+            book.apply(
+                "r",
+                timing,
+                at,
+                keys.iter().map(|k| obs(k, at)).collect(),
+                Coverage::All,
+            );
+            store.save_rule("r", book.rule_alerts("r")).unwrap();
+            store.rows_written()
+        };
+        assert_eq!(
+            step(&mut book, 0, &["JW-1", "JW-2"]),
+            2,
+            "two new pending alerts"
+        );
+        assert_eq!(
+            step(&mut book, 30, &["JW-1", "JW-2"]),
+            2,
+            "still pending: nothing written"
+        );
+        assert_eq!(
+            step(&mut book, 60, &["JW-1", "JW-2"]),
+            4,
+            "both start firing"
+        );
+        for s in (90..600).step_by(30) {
+            assert_eq!(step(&mut book, s, &["JW-1", "JW-2"]), 4, "steady at {s} s");
+        }
+        assert_eq!(step(&mut book, 600, &["JW-1"]), 5, "JW-2 resolved");
+        drop(store);
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let mut restored = store.load_alerts().unwrap();
+        restored.sort_by(|a, b| a.key.cmp(&b.key));
+        let states: Vec<(&str, AlertState)> =
+            restored.iter().map(|a| (a.key.as_str(), a.state)).collect();
+        assert_eq!(
+            states,
+            [("JW-1", AlertState::Firing), ("JW-2", AlertState::Resolved)]
+        );
+        // A reopened store writes nothing for what it loaded.
+        store.save_rule("r", restored.iter()).unwrap();
+        assert_eq!(store.rows_written(), 0);
+        store
+            .save_rule("r", restored.iter().filter(|a| a.key == "JW-1"))
+            .unwrap();
+        assert_eq!(store.rows_written(), 1, "JW-2 forgotten: deleted");
+        assert_eq!(store.load_alerts().unwrap().len(), 1);
     }
 
     #[test]
