@@ -262,3 +262,33 @@ async fn sql_rule_rows_are_findings_with_exact_count() {
     let err = results[0].1.as_ref().unwrap_err().to_string();
     assert!(err.contains("read-only"), "{err}");
 }
+
+/// Every transaction runs with JIT off unless the source says `jit: true`: a rule's short
+/// index range scan never pays back JIT's compile time, which the planner's estimates on big
+/// tables would otherwise turn on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jit_is_off_unless_the_source_allows_it() {
+    let url = common::pg().fresh_db();
+    common::connect(&url)
+        .await
+        .batch_execute("CREATE TABLE orders (id text, status text, entered_at timestamptz)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rule = "rules:\n  - name: jit_setting\n    kind: sql\n    source: shop\n    query: \"SELECT current_setting('jit') AS id\"\n";
+    for (jit, expected) in [("", "off"), ("    jit: true\n", "on")] {
+        std::fs::write(
+            dir.path().join("orderwatch.yaml"),
+            format!(
+                "state_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"{url}\"\n{jit}    orders: {{ table: orders }}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("rules.yaml"), rule).unwrap();
+        let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let results = evaluate_once(&loaded, &[]).await.unwrap();
+        let o = results[0].1.as_ref().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(o.signals[0].key, expected, "jit line {jit:?}");
+    }
+}

@@ -197,6 +197,12 @@ pub struct SourceConfig {
     /// most 50 distinct values become labels.
     #[serde(default)]
     pub statuses: Option<Spanned<StatusNames>>,
+    /// Let PostgreSQL JIT-compile this source's statements. Off by default (`SET LOCAL jit =
+    /// off` in every transaction): a rule's statement is a short index range scan, and the
+    /// planner's row estimates on big tables turn JIT on for a cost (+14 ms a statement) it
+    /// never pays back.
+    #[serde(default)]
+    pub jit: bool,
     /// The zone a `timestamp without time zone` column's wall-clock times are in, e.g.
     /// `Europe/Moscow` (default UTC). Ignored for `timestamptz` and epoch columns.
     #[serde(default)]

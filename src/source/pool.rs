@@ -186,7 +186,7 @@ impl Source {
             max_replication_lag: cfg.max_replication_lag.0,
             behind_since: Default::default(),
             fingerprint: format!(
-                "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{keep_state}",
+                "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{keep_state}",
                 cfg.url.value,
                 cfg.statement_timeout,
                 cfg.connect_timeout,
@@ -199,6 +199,7 @@ impl Source {
                 cfg.allow_superuser,
                 model,
                 cfg.base_dir,
+                cfg.jit,
             ),
             sql: tokio::sync::OnceCell::new(),
             kept: None,
@@ -206,7 +207,7 @@ impl Source {
             load_timeout: cfg.statement_timeout.0.max(Duration::from_secs(600)),
             target,
             pool,
-            begin: begin_sql(cfg.statement_timeout.0, &time_zone),
+            begin: begin_sql(cfg.statement_timeout.0, &time_zone, cfg.jit),
             allow_superuser: cfg.allow_superuser,
             param_types: Default::default(),
             model,
@@ -795,13 +796,15 @@ impl Drop for ReadOnlyTx {
 }
 
 /// The statement that opens every transaction: read-only, the statement timeout (in
-/// milliseconds, never rounded down to 0 = "no timeout"), and the role check's two values.
-fn begin_sql(timeout: Duration, time_zone: &str) -> String {
+/// milliseconds, never rounded down to 0 = "no timeout"), JIT off unless the source allows it,
+/// and the role check's two values.
+fn begin_sql(timeout: Duration, time_zone: &str, jit: bool) -> String {
     format!(
-        "BEGIN READ ONLY; SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = '{}'; \
+        "BEGIN READ ONLY; SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = '{}'; {}\
          SELECT current_user::text, current_setting('is_superuser')",
         timeout.as_millis().max(1),
-        time_zone.replace('\'', "''")
+        time_zone.replace('\'', "''"),
+        if jit { "" } else { "SET LOCAL jit = off; " }
     )
 }
 
