@@ -181,8 +181,13 @@ impl Metrics {
         }
     }
 
-    /// Records a successful configuration load now.
-    pub fn config_reloaded_now(&self) {
+    /// Records a configuration load (at start or a reload): whether it succeeded, and when
+    /// the last one that did.
+    pub fn config_loaded(&self, ok: bool) {
+        self.config_last_reload_successful.set(ok as i64);
+        if !ok {
+            return;
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();

@@ -8,10 +8,20 @@ use std::time::Duration;
 use orderwatch::engine::evaluate_once;
 
 fn config(dir: &Path, url: &str, rules: &str) -> orderwatch::config::Loaded {
+    config_with(dir, url, "", rules)
+}
+
+/// [`config`] with more keys for the source (`source_keys`: indented lines).
+fn config_with(
+    dir: &Path,
+    url: &str,
+    source_keys: &str,
+    rules: &str,
+) -> orderwatch::config::Loaded {
     std::fs::write(
         dir.join("orderwatch.yaml"),
         format!(
-            "state_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"{url}\"\n    statement_timeout: 20s\n    orders: {{ table: orders }}\n"
+            "state_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"{url}\"\n    statement_timeout: 20s\n{source_keys}    orders: {{ table: orders }}\n"
         ),
     )
     .unwrap();
@@ -277,16 +287,7 @@ async fn jit_is_off_unless_the_source_allows_it() {
     let dir = tempfile::tempdir().unwrap();
     let rule = "rules:\n  - name: jit_setting\n    kind: sql\n    source: shop\n    query: \"SELECT current_setting('jit') AS id\"\n";
     for (jit, expected) in [("", "off"), ("    jit: true\n", "on")] {
-        std::fs::write(
-            dir.path().join("orderwatch.yaml"),
-            format!(
-                "state_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"{url}\"\n{jit}    orders: {{ table: orders }}\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("rules.yaml"), rule).unwrap();
-        let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let loaded = config_with(dir.path(), &url, jit, rule);
         let results = evaluate_once(&loaded, &[]).await.unwrap();
         let o = results[0].1.as_ref().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(o.signals[0].key, expected, "jit line {jit:?}");

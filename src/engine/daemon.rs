@@ -145,18 +145,19 @@ pub struct Shared {
     heartbeat: Arc<std::sync::Mutex<std::time::Instant>>,
     /// The URL alerts link back to, once the listening address is known.
     base_url: std::sync::OnceLock<String>,
+    /// The config's `inhibit_rules`, compiled once: the dispatcher and the status page use it.
+    pub inhibitor: Arc<crate::notify::inhibit::Inhibitor>,
 }
 
 impl Shared {
     /// This daemon's runbooks page: `external_url`, else the address it listens on, +
     /// `/runbooks` (the same base as `generatorURL`).
     pub fn runbooks_url(&self) -> String {
-        let c = &self.config.config;
-        let base = self.base_url.get().cloned().unwrap_or_else(|| {
-            c.external_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", c.listen))
-        });
+        let base = self
+            .base_url
+            .get()
+            .cloned()
+            .unwrap_or_else(|| base_url(&self.config, self.config.config.listen));
         format!("{}/runbooks", base.trim_end_matches('/'))
     }
 
@@ -296,6 +297,9 @@ impl Daemon {
             .as_ref()
             .map(|_| hub.subscribe());
         let (rule_status, source_status) = status_maps(&rules, &sources, None);
+        let inhibitor = Arc::new(crate::notify::inhibit::Inhibitor::new(
+            &loaded.config.inhibit_rules,
+        ));
         let shared = Arc::new(Shared {
             config: loaded,
             sources,
@@ -310,6 +314,7 @@ impl Daemon {
             hub,
             heartbeat: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
             base_url: std::sync::OnceLock::new(),
+            inhibitor,
         });
         for rule in removed
             .iter()
@@ -389,8 +394,7 @@ impl Daemon {
             .take()
             .map(|rx| tokio::spawn(LogNotifier::new(rx, silences).run()));
         let mut generation = Generation::start(shared.clone(), local)?;
-        shared.metrics.config_last_reload_successful.set(1);
-        shared.metrics.config_reloaded_now();
+        shared.metrics.config_loaded(true);
 
         let (current_tx, current_rx) = watch::channel(shared.clone());
         let http_state = crate::http::server::HttpState::new(
@@ -458,10 +462,7 @@ impl Daemon {
                             false
                         }
                     };
-                    current.metrics.config_last_reload_successful.set(ok as i64);
-                    if ok {
-                        current.metrics.config_reloaded_now();
-                    }
+                    current.metrics.config_loaded(ok);
                     crate::systemd::notify("READY=1");
                 }
             }
@@ -559,9 +560,7 @@ impl Generation {
             let shared_d = crate::notify::direct::DispatchShared {
                 book: shared.book.clone(),
                 silences: shared.silences.clone(),
-                inhibitor: Arc::new(crate::notify::inhibit::Inhibitor::new(
-                    &shared.config.config.inhibit_rules,
-                )),
+                inhibitor: shared.inhibitor.clone(),
                 outbox: shared.outbox.clone(),
                 metrics: shared.metrics.clone(),
                 wake: shared.hub.wake_receiver(),
@@ -701,6 +700,9 @@ impl Shared {
             .expect("book lock")
             .resolve_rules_not_in(&keep, now);
         let (rule_status, source_status) = status_maps(&rules, &sources, Some(self));
+        let inhibitor = Arc::new(crate::notify::inhibit::Inhibitor::new(
+            &loaded.config.inhibit_rules,
+        ));
         let next = Arc::new(Shared {
             config: loaded,
             sources,
@@ -715,6 +717,7 @@ impl Shared {
             hub: self.hub.clone(),
             heartbeat: self.heartbeat.clone(),
             base_url: std::sync::OnceLock::new(),
+            inhibitor,
         });
         self.forget_series(&next);
         for old in self.rules.iter().filter(|r| !keep.contains(&r.name)) {

@@ -61,8 +61,7 @@ pub fn render(shared: &Shared, now: DateTime<Utc>) -> String {
     let sources = shared.source_status.read().expect("status lock").clone();
     let rules = shared.rule_status.read().expect("status lock").clone();
     let book = shared.book.read().expect("book lock");
-    let inhibited = crate::notify::inhibit::Inhibitor::new(&shared.config.config.inhibit_rules)
-        .inhibited(book.all());
+    let inhibited = shared.inhibitor.inhibited(book.all());
     render_view(
         &View {
             alerts: book.all().collect(),

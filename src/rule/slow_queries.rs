@@ -123,7 +123,7 @@ pub struct SlowQueriesCheck {
     source: Arc<Source>,
     /// pg_stat_statements' state between evaluations.
     statements: Mutex<StatementsState>,
-    /// Which views the last evaluation read (for `check`, the API and the README's promise).
+    /// Which views the last evaluation read: pg_stat_statements only when it could be read.
     pub used: Mutex<&'static str>,
 }
 
@@ -215,13 +215,14 @@ impl SlowQueriesCheck {
 
     /// Queries whose mean time over the interval since the last sample is over the
     /// threshold, from pg_stat_statements: `None` when the extension is not installed in this
-    /// database, not loaded (`shared_preload_libraries`) or cannot be read (logged; the
-    /// running queries are still watched); `Some((signals, baseline))`, `baseline` true for a
-    /// first sample, which judges nothing.
+    /// database; `Some((signals, partial))`, `partial` true for a first sample (which judges
+    /// nothing) and when the view cannot be read (not preloaded, no privilege, a timeout:
+    /// logged, and the last verdicts stand).
     async fn finished(&self) -> Result<Option<(Vec<Signal>, bool)>, SourceError> {
         let schema = self.source.query(STATEMENTS_SCHEMA_SQL, &[]).await?;
         let Some(schema) = schema.first().map(|r| r.get::<_, String>(0)) else {
             *self.statements.lock().expect("statements lock") = StatementsState::default();
+            *self.used.lock().expect("used lock") = ACTIVITY_ONLY;
             return Ok(None);
         };
         let rows = match self.source.query(&statements_sql(&schema), &[]).await {
@@ -240,10 +241,12 @@ impl SlowQueriesCheck {
                 st.error = Some(detail);
                 st.previous = None;
                 let kept = st.slow.values().map(|(s, _)| s.clone()).collect();
+                *self.used.lock().expect("used lock") = ACTIVITY_ONLY;
                 return Ok(Some((kept, true)));
             }
             Err(e) => return Err(e),
         };
+        *self.used.lock().expect("used lock") = WITH_STATEMENTS;
         let mut now: Snapshot = HashMap::with_capacity(rows.len());
         for r in &rows {
             now.insert(
@@ -418,11 +421,6 @@ impl SlowQueriesCheck {
         // statements are judged.
         let mut signals = self.running().await?;
         let finished = self.finished().await?;
-        *self.used.lock().expect("used lock") = if finished.is_some() {
-            WITH_STATEMENTS
-        } else {
-            ACTIVITY_ONLY
-        };
         let partial = finished.as_ref().is_some_and(|(_, baseline)| *baseline);
         for f in finished.into_iter().flat_map(|(s, _)| s) {
             match signals.iter_mut().find(|s| s.key == f.key) {
