@@ -1161,7 +1161,15 @@ impl Shared {
                     Some(last) if outcome.truncated() => Coverage::EnteredBefore(last.entered_at),
                     _ => Coverage::All,
                 };
-                let mut observations = observations(rule, &outcome);
+                // Past `max_alerts` a finding only keeps an existing alert alive: the others
+                // are counted (the overflow alert), not built.
+                let mut observations = {
+                    let book = self.book.read().expect("book lock");
+                    observations(rule, &outcome, |key| {
+                        book.get(&rule.name, key)
+                            .is_some_and(|a| a.state != AlertState::Resolved)
+                    })
+                };
                 stamp(
                     &mut observations,
                     &self.runbooks_url(),
@@ -1564,13 +1572,17 @@ fn signal_observation(rule: &Rule, sig: &Signal, may_create: bool) -> Observatio
     }
 }
 
-/// One observation per fetched order (alerts only for the oldest `max_alerts`), plus the
-/// overflow alert when more orders matched than get an alert.
-fn observations(rule: &Rule, outcome: &Outcome) -> Vec<Observation> {
+/// One observation per fetched order among the oldest `max_alerts`, and per fetched order
+/// past them that `alerted` (it has an active alert, kept alive), plus the overflow alert when
+/// more orders matched than get an alert. The other findings are counted, not built.
+fn observations(rule: &Rule, outcome: &Outcome, alerted: impl Fn(&str) -> bool) -> Vec<Observation> {
     let older_than = rule.older_than();
     let older = chrono::Duration::from_std(older_than).unwrap_or_default();
-    let mut out = Vec::with_capacity(outcome.findings.len() + 1);
+    let mut out = Vec::with_capacity(outcome.findings.len().min(rule.max_alerts) + 1);
     for (i, f) in outcome.findings.iter().enumerate() {
+        if i >= rule.max_alerts && !alerted(&f.order_id) {
+            continue;
+        }
         let age = human_duration(Duration::from_secs_f64(f.age_seconds.max(0.0)));
         let mut labels = BTreeMap::new();
         for (k, v) in &f.labels {
@@ -1640,6 +1652,9 @@ fn observations(rule: &Rule, outcome: &Outcome) -> Vec<Observation> {
         });
     }
     for (i, sig) in outcome.signals.iter().enumerate() {
+        if i >= rule.max_alerts && !alerted(&sig.key) {
+            continue;
+        }
         out.push(signal_observation(rule, sig, i < rule.max_alerts));
     }
     if outcome.count > rule.max_alerts as u64 {
@@ -1884,4 +1899,69 @@ pub async fn check_online(loaded: &Loaded) -> Result<Vec<(Verdict, String)>, Sta
         ));
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rule::Finding;
+
+    /// A `stuck` rule with `max_alerts: 3` on a source that is never connected to.
+    fn rule() -> (tempfile::TempDir, Arc<Rule>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("rules.yaml"),
+            "rules:\n  - name: r\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    max_findings: 1000\n    max_alerts: 3\n",
+        )
+        .unwrap();
+        let main = "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: postgres://orderwatch@127.0.0.1:1/shop\n    orders: {table: orders, id: id, status: status, entered_at: at}\n";
+        let loaded = crate::config::load_str(&dir.path().join("orderwatch.yaml"), main).unwrap();
+        let (_, mut rules) = build_parts(&loaded, false).unwrap();
+        (dir, rules.remove(0))
+    }
+
+    fn outcome(n: usize) -> Outcome {
+        let now = Utc::now();
+        Outcome {
+            count: n as u64,
+            findings: (0..n)
+                .map(|i| Finding {
+                    order_id: format!("JW-{i}"),
+                    status: "SUBMITTED".into(),
+                    entered_at: now - chrono::Duration::hours(3) + chrono::Duration::seconds(i as i64),
+                    age_seconds: 10_800.0 - i as f64,
+                    labels: BTreeMap::new(),
+                    other_status: None,
+                })
+                .collect(),
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn findings_past_max_alerts_build_no_observation() {
+        let (_dir, rule) = rule();
+        let built = std::cell::Cell::new(0);
+        let obs = observations(&rule, &outcome(1000), |_| {
+            built.set(built.get() + 1);
+            false
+        });
+        // The oldest 3 and the overflow alert; the other 997 are asked about, not built.
+        let keys: Vec<&str> = obs.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["JW-0", "JW-1", "JW-2", OVERFLOW_KEY]);
+        assert_eq!(built.get(), 997);
+        let overflow = obs.last().unwrap();
+        assert_eq!(overflow.annotations["count"], "1000");
+        assert_eq!(overflow.annotations["more"], "997");
+    }
+
+    #[test]
+    fn an_alerted_finding_past_the_cap_is_kept_alive_not_created() {
+        let (_dir, rule) = rule();
+        let obs = observations(&rule, &outcome(10), |key| key == "JW-7");
+        let past: Vec<&Observation> = obs.iter().filter(|o| o.key == "JW-7").collect();
+        assert_eq!(past.len(), 1);
+        assert!(!past[0].may_create, "past the cap it only keeps its alert");
+        assert_eq!(obs.len(), 5);
+    }
 }

@@ -80,21 +80,32 @@ impl StuckCheck {
             return Ok(out);
         }
         let sql = source.model_sql().await?;
-        let limit = self.max_findings as i64;
-        let rows = source.query(&sql.stuck, &[&stored, &secs, &limit]).await?;
+        // One row past the cap tells whether the rows are all: only then are the exact counts
+        // asked for, in the same snapshot.
+        let limit = self.max_findings as i64 + 1;
+        let cap = self.max_findings;
+        let (rows, stats) = source
+            .query_pair(
+                (&sql.stuck, &[&stored, &secs, &limit]),
+                (&sql.stuck_stats, &[&stored, &secs]),
+                |rows| rows.len() > cap,
+            )
+            .await?;
         let mut out = Outcome::default();
-        for row in &rows {
+        for row in rows.iter().take(cap) {
             let status = source.from_db(row.get(1));
-            out.count = row.get::<_, i64>(4) as u64;
+            let age: f64 = row.get(3);
+            // Oldest first: the first row of a status carries its oldest age.
             out.per_status
                 .entry(status.clone())
-                .or_insert_with(|| StatusStat {
-                    count: row.get::<_, i64>(5) as u64,
-                    oldest_age_seconds: row.get(6),
-                });
+                .or_insert(StatusStat {
+                    count: 0,
+                    oldest_age_seconds: age,
+                })
+                .count += 1;
             let mut labels = BTreeMap::new();
             for (i, name) in self.labels.iter().enumerate() {
-                if let Some(v) = row.get::<_, Option<String>>(7 + i) {
+                if let Some(v) = row.get::<_, Option<String>>(4 + i) {
                     labels.insert(name.clone(), v);
                 }
             }
@@ -102,18 +113,31 @@ impl StuckCheck {
                 order_id: row.get(0),
                 status,
                 entered_at: row.get::<_, DateTime<Utc>>(2),
-                age_seconds: row.get(3),
+                age_seconds: age,
                 labels,
                 other_status: None,
             });
         }
-        if out.truncated() && self.statuses.len() > 1 {
-            for row in source.query(&sql.stuck_stats, &[&stored, &secs]).await? {
+        out.count = out.findings.len() as u64;
+        if let Some(stats) = stats {
+            out.per_status.clear();
+            out.count = 0;
+            for row in stats {
                 let stat = StatusStat {
                     count: row.get::<_, i64>(1) as u64,
                     oldest_age_seconds: row.get(2),
                 };
-                out.per_status.insert(source.from_db(row.get(0)), stat);
+                out.count += stat.count;
+                // Two stored values may read as one status (a code map): their sum, the older.
+                let e = out
+                    .per_status
+                    .entry(source.from_db(row.get(0)))
+                    .or_insert(StatusStat {
+                        count: 0,
+                        oldest_age_seconds: stat.oldest_age_seconds,
+                    });
+                e.count += stat.count;
+                e.oldest_age_seconds = e.oldest_age_seconds.max(stat.oldest_age_seconds);
             }
         }
         Ok(out)

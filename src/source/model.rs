@@ -170,7 +170,8 @@ pub struct ModelSql {
     pub id_integer: bool,
     /// How the time column reads.
     pub time: TimeKind,
-    /// See [`OrderModel::stuck_sql`].
+    /// The matching orders of statuses `$1` older than `$2` seconds, oldest first, at most
+    /// `$3`; no counts (see `stuck_stats`).
     pub stuck: String,
     /// Exact count and oldest age per status (`$1`, `$2` as `stuck`).
     pub stuck_stats: String,
@@ -325,20 +326,19 @@ impl OrderModel {
             .collect();
         let out = |e: &str| time.out(e);
         let below = time.bound(THRESHOLD);
+        // Rows only, oldest first, no window: the index on (status, entered_at) yields them in
+        // order and the scan stops at the limit. The daemon asks one row more than it keeps;
+        // only when that row comes does it run `stuck_stats` for the exact counts, in the same
+        // snapshot.
         let stuck = format!(
             "{with_any}SELECT o.order_id::text, o.status::text, {at}, \
-             EXTRACT(EPOCH FROM (now() - {at}))::float8 AS age_seconds, \
-             count(*) OVER () AS total, \
-             count(*) OVER (PARTITION BY o.status) AS status_total, \
-             EXTRACT(EPOCH FROM (now() - {oldest}))::float8 AS status_oldest_age\
-             {labels} \
+             EXTRACT(EPOCH FROM (now() - {at}))::float8 AS age_seconds{labels} \
              FROM {from_any} \
              WHERE o.status = ANY($1::text[]::{st}[]) AND o.entered_at < {below}{fin} \
              ORDER BY o.entered_at, o.order_id \
              LIMIT $3::int8",
             at = out("o.entered_at"),
             fin = time.finite("o.entered_at"),
-            oldest = out("min(o.entered_at) OVER (PARTITION BY o.status)"),
         );
         let stuck_stats = format!(
             "{with_any}SELECT o.status::text, count(*), EXTRACT(EPOCH FROM (now() - {oldest}))::float8 \

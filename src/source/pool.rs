@@ -529,15 +529,30 @@ impl Source {
     /// Opens a read-only transaction on a pooled connection (one round trip) and checks the
     /// role. `extra` runs inside it first (e.g. `SET LOCAL enable_seqscan = off`).
     async fn begin(&self, extra: &str) -> Result<ReadOnlyTx, SourceError> {
+        self.begin_as(false, extra).await
+    }
+
+    /// [`Self::begin`], at `REPEATABLE READ` when `repeatable` (several statements, one
+    /// snapshot).
+    async fn begin_as(&self, repeatable: bool, extra: &str) -> Result<ReadOnlyTx, SourceError> {
         let client = self.client().await?;
         let tx = ReadOnlyTx {
             client: Some(client),
             discard: false,
         };
-        let sql = if extra.is_empty() {
-            self.begin.clone()
+        let begin = if repeatable {
+            self.begin.replacen(
+                "BEGIN READ ONLY",
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                1,
+            )
         } else {
-            format!("{}; {extra}", self.begin)
+            self.begin.clone()
+        };
+        let sql = if extra.is_empty() {
+            begin
+        } else {
+            format!("{begin}; {extra}")
         };
         let messages = tx
             .client()
@@ -593,7 +608,20 @@ impl Source {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, SourceError> {
         let mut tx = self.begin(extra).await?;
-        let result = self.run_unnamed(&tx, sql, params).await;
+        let result = self.run_in(&mut tx, sql, params).await;
+        tx.end().await;
+        result
+    }
+
+    /// Runs `sql` inside `tx`, marking the connection for closing where its rows made
+    /// tokio-postgres cache type lookups on it.
+    async fn run_in(
+        &self,
+        tx: &mut ReadOnlyTx,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, SourceError> {
+        let result = self.run_unnamed(tx, sql, params).await;
         // A type PostgreSQL defines outside the built-in ones (an enum, citext) made
         // tokio-postgres look it up with named statements it caches on the connection: that
         // connection is closed rather than carried to another transaction (a pooler would
@@ -611,7 +639,37 @@ impl Source {
             // The schema may have changed under the cached parameter types.
             self.param_types.lock().expect("types lock").remove(sql);
         }
+        result
+    }
+
+    /// Runs `first`, then `second` when `need_second` says so of the first's rows, both in
+    /// one `REPEATABLE READ READ ONLY` transaction: the two see one snapshot (the rows and the
+    /// exact counts of the same moment), and the second costs nothing when it is not needed.
+    #[tracing::instrument(name = "query", skip_all, fields(source = %self.name,
+        otel.kind = "client", db.system = "postgresql", db.statement = %statement_head(first.0),
+        rows = tracing::field::Empty, error = tracing::field::Empty))]
+    pub async fn query_pair(
+        &self,
+        first: (&str, &[&(dyn ToSql + Sync)]),
+        second: (&str, &[&(dyn ToSql + Sync)]),
+        need_second: impl FnOnce(&[Row]) -> bool,
+    ) -> Result<(Vec<Row>, Option<Vec<Row>>), SourceError> {
+        let mut tx = self.begin_as(true, "").await?;
+        let result = async {
+            let rows = self.run_in(&mut tx, first.0, first.1).await?;
+            let more = if need_second(&rows) {
+                Some(self.run_in(&mut tx, second.0, second.1).await?)
+            } else {
+                None
+            };
+            Ok((rows, more))
+        }
+        .await;
         tx.end().await;
+        match &result {
+            Ok((rows, _)) => tracing::Span::current().record("rows", rows.len()),
+            Err(e) => tracing::Span::current().record("error", tracing::field::display(e)),
+        };
         result
     }
 
