@@ -5,7 +5,9 @@
 //! discouraged (`enable_seqscan = off`): on a small or freshly loaded table the planner prefers
 //! a Seq Scan anyway, so the question asked is "can an index serve this query at all", which is
 //! what decides the cost once the table is large. A Seq Scan left in that plan means no index
-//! can.
+//! can. Each statement is also planned exactly as the daemon runs it (its transaction's
+//! settings, sequential scans allowed): that plan is printed beside the verdict, so what
+//! `explain` shows is what runs.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -43,6 +45,9 @@ pub struct Verdict {
     pub note: String,
     /// The planner's error, if planning failed.
     pub error: Option<String>,
+    /// The plan the daemon runs (its own settings, sequential scans allowed), one line:
+    /// nodes outermost first, with their index or table and the planner's row estimate.
+    pub runs: Option<String>,
 }
 
 /// A table the plan reads whole.
@@ -166,13 +171,18 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                     source: s.clone(),
                     purpose: "stuck orders",
                     sql: Stmt::Stuck,
-                    params: Params::Stuck(s.to_db(&cfg.statuses()), secs, cfg.max_findings as i64),
+                    // The daemon asks one row past the cap (to know whether it capped).
+                    params: Params::Stuck(
+                        s.to_db(&cfg.statuses()),
+                        secs,
+                        cfg.max_findings as i64 + 1,
+                    ),
                     fix: Fix::StatusTime,
                 }));
                 planned.push(Ok(Planned {
                     rule: rule.name.clone(),
                     source: s.clone(),
-                    purpose: "per-status totals",
+                    purpose: "exact totals (run only when the rows were capped)",
                     sql: Stmt::StuckStats,
                     params: Params::StuckStats(s.to_db(&cfg.statuses()), secs),
                     fix: Fix::StatusTime,
@@ -227,6 +237,7 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                 fix: None,
                 note: "no table query".into(),
                 error: None,
+                runs: None,
             })),
         }
     }
@@ -269,24 +280,32 @@ async fn statement(p: &Planned) -> Result<(String, bool), SourceError> {
 async fn plan(p: Planned) -> Verdict {
     let floor = DateTime::<Utc>::from_timestamp(-2_208_988_800, 0).expect("1900-01-01");
     let recent = Utc::now() - chrono::Duration::minutes(5);
-    let result = match statement(&p).await {
-        Err(e) => Err(e),
-        Ok((sql, serial)) => match &p.params {
-            Params::Stuck(st, secs, limit) => p.source.explain(&sql, &[st, secs, limit]).await,
-            Params::StuckStats(st, secs) => p.source.explain(&sql, &[st, secs]).await,
-            Params::Candidates(status, secs, page) => {
-                let (id, after) = (String::new(), false);
-                p.source
-                    .explain(&sql, &[status, secs, &floor, &id, &after, page])
-                    .await
+    let planned = |as_run: bool| {
+        let p = &p;
+        async move {
+            let (sql, serial) = statement(p).await?;
+            let s = &p.source;
+            match &p.params {
+                Params::Stuck(st, secs, limit) => s.explain(&sql, &[st, secs, limit], as_run).await,
+                Params::StuckStats(st, secs) => s.explain(&sql, &[st, secs], as_run).await,
+                Params::Candidates(status, secs, page) => {
+                    let (id, after) = (String::new(), false);
+                    s.explain(&sql, &[status, secs, &floor, &id, &after, page], as_run)
+                        .await
+                }
+                Params::Limit(limit) => s.explain(&sql, &[limit], as_run).await,
+                Params::Terminal(t) => s.explain(&sql, &[t], as_run).await,
+                Params::Lookup => lookup(s, &sql, as_run).await,
+                Params::Floor if serial => s.explain(&sql, &[&i64::MAX], as_run).await,
+                Params::Floor => s.explain(&sql, &[&recent], as_run).await,
             }
-            Params::Limit(limit) => p.source.explain(&sql, &[limit]).await,
-            Params::Terminal(t) => p.source.explain(&sql, &[t]).await,
-            Params::Lookup => lookup(&p.source, &sql).await,
-            Params::Floor if serial => p.source.explain(&sql, &[&i64::MAX]).await,
-            Params::Floor => p.source.explain(&sql, &[&recent]).await,
-        },
+        }
     };
+    let result = planned(false).await;
+    let runs = planned(true)
+        .await
+        .ok()
+        .map(|plan| summary(&plan[0]["Plan"]));
     let mut v = Verdict {
         rule: p.rule.clone(),
         source: p.source.name.clone(),
@@ -298,6 +317,7 @@ async fn plan(p: Planned) -> Verdict {
         fix: None,
         note: String::new(),
         error: None,
+        runs,
     };
     let plan = match result {
         Ok(plan) => plan,
@@ -335,8 +355,34 @@ async fn plan(p: Planned) -> Verdict {
     v
 }
 
+/// One line for a plan: its nodes outermost first (`>` down a single child, `[a; b]` for
+/// several), each with its index or table and the planner's row estimate.
+fn summary(node: &Value) -> String {
+    let mut out = node["Node Type"].as_str().unwrap_or("?").to_string();
+    if let Some(i) = node["Index Name"].as_str() {
+        out.push_str(&format!(" using {i}"));
+    }
+    if let Some(r) = node["Relation Name"].as_str() {
+        out.push_str(&format!(" on {r}"));
+    }
+    if let Some(n) = node["Plan Rows"].as_f64() {
+        out.push_str(&format!(" ({n:.0} rows)"));
+    }
+    let children: Vec<String> = node["Plans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(summary)
+        .collect();
+    match children.len() {
+        0 => out,
+        1 => format!("{out} > {}", children[0]),
+        _ => format!("{out} > [{}]", children.join("; ")),
+    }
+}
+
 /// The lookup binds an array of the id column's own type; one id that matches nothing.
-async fn lookup(source: &Source, sql: &str) -> Result<Value, SourceError> {
+async fn lookup(source: &Source, sql: &str, as_run: bool) -> Result<Value, SourceError> {
     // `$1` is text[] cast to the id column's type; "0" is a valid id of every type we take
     // but uuid, whose cast would fail: a zero uuid then.
     let zero = if source.model_sql().await?.id_integer {
@@ -345,7 +391,7 @@ async fn lookup(source: &Source, sql: &str) -> Result<Value, SourceError> {
         "00000000-0000-0000-0000-000000000000"
     };
     let ids = vec![zero.to_string()];
-    source.explain(sql, &[&ids]).await
+    source.explain(sql, &[&ids], as_run).await
 }
 
 /// Collects Seq Scans (with their table and filter) and the indexes of a plan tree.
@@ -440,6 +486,9 @@ pub fn table(verdicts: &[Verdict]) -> String {
         out.push_str(&format!("{tag} {who}, {}: {}{cost}\n", v.purpose, v.note));
         if let Some(e) = &v.error {
             out.push_str(&format!("        {e}\n"));
+        }
+        if let Some(r) = &v.runs {
+            out.push_str(&format!("        runs: {r}\n"));
         }
         for s in &v.seq_scans {
             match &s.filter {

@@ -116,6 +116,19 @@ async fn whole_table_scans_are_named_and_the_printed_fix_works() {
     assert_eq!(st.len(), 2, "rows and totals: {json}");
     assert_eq!(st[0]["ok"], false);
     assert_eq!(st[0]["seq_scans"][0]["relation"], "orders");
+    // Beside the verdict, the plan as the daemon runs it (its settings, scans allowed).
+    let runs = st[0]["runs"].as_str().unwrap_or_default();
+    assert!(
+        runs.starts_with("Limit") && runs.contains("on orders"),
+        "{json}"
+    );
+    assert!(
+        st[1]["purpose"]
+            .as_str()
+            .unwrap()
+            .contains("only when the rows were capped"),
+        "{json}"
+    );
 
     // The printed statements, run as printed, fix everything.
     shop_db.batch_execute(fixes[0]).await.unwrap();
@@ -130,6 +143,7 @@ async fn whole_table_scans_are_named_and_the_printed_fix_works() {
         text.contains("index scan on production_orders_order_id_idx"),
         "{text}"
     );
+    assert!(text.contains("        runs: Limit"), "{text}");
     assert!(
         text.ends_with("Every query is served by an index.\n"),
         "{text}"

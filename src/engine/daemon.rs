@@ -1575,7 +1575,11 @@ fn signal_observation(rule: &Rule, sig: &Signal, may_create: bool) -> Observatio
 /// One observation per fetched order among the oldest `max_alerts`, and per fetched order
 /// past them that `alerted` (it has an active alert, kept alive), plus the overflow alert when
 /// more orders matched than get an alert. The other findings are counted, not built.
-fn observations(rule: &Rule, outcome: &Outcome, alerted: impl Fn(&str) -> bool) -> Vec<Observation> {
+fn observations(
+    rule: &Rule,
+    outcome: &Outcome,
+    alerted: impl Fn(&str) -> bool,
+) -> Vec<Observation> {
     let older_than = rule.older_than();
     let older = chrono::Duration::from_std(older_than).unwrap_or_default();
     let mut out = Vec::with_capacity(outcome.findings.len().min(rule.max_alerts) + 1);
@@ -1928,7 +1932,8 @@ mod tests {
                 .map(|i| Finding {
                     order_id: format!("JW-{i}"),
                     status: "SUBMITTED".into(),
-                    entered_at: now - chrono::Duration::hours(3) + chrono::Duration::seconds(i as i64),
+                    entered_at: now - chrono::Duration::hours(3)
+                        + chrono::Duration::seconds(i as i64),
                     age_seconds: 10_800.0 - i as f64,
                     labels: BTreeMap::new(),
                     other_status: None,

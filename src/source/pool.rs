@@ -740,17 +740,23 @@ impl Source {
         Ok(stmt.params().to_vec())
     }
 
-    /// `EXPLAIN (FORMAT JSON)` of `sql` with `params`, planned with sequential scans
-    /// discouraged (`enable_seqscan = off`, in a transaction that is rolled back): a Seq Scan
-    /// in that plan means no index can serve the query, whatever the table's size today.
+    /// `EXPLAIN (FORMAT JSON)` of `sql` with `params`, in a transaction that is rolled back.
+    /// `as_run`: in the transaction the daemon runs it in, unchanged (the plan that runs);
+    /// else with sequential scans discouraged (`enable_seqscan = off`): a Seq Scan in that
+    /// plan means no index can serve the query, whatever the table's size today.
     pub async fn explain(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        as_run: bool,
     ) -> Result<serde_json::Value, SourceError> {
         let rows = self
             .query_in_tx(
-                "SET LOCAL enable_seqscan = off",
+                if as_run {
+                    ""
+                } else {
+                    "SET LOCAL enable_seqscan = off"
+                },
                 &format!("EXPLAIN (FORMAT JSON) {sql}"),
                 params,
             )
