@@ -31,6 +31,7 @@
 //! - [`systemd`]: readiness, reload, stopping and watchdog notifications to the service manager.
 //! - [`tls`]: TLS client configurations (PostgreSQL's sslmode family, Alertmanager's tls_config).
 
+pub mod blocking;
 pub mod config;
 pub mod demo;
 pub mod engine;

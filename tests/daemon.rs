@@ -446,6 +446,28 @@ async fn many_stuck_orders_are_batched_and_capped_with_an_overflow_alert() {
         m.contains("orderwatch_alerts{rule=\"submitted_over_1h\",state=\"firing\"} 301"),
         "{m}"
     );
+    // The API pages through the same alerts with `limit` and `after` (the fingerprint).
+    let whole: Value = serde_json::from_str(&d.get("/api/v1/alerts").await).unwrap();
+    let whole: Vec<Value> = whole["data"]["alerts"].as_array().unwrap().clone();
+    assert_eq!(whole.len(), 301);
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page: Value = serde_json::from_str(
+            &d.get(&format!("/api/v1/alerts?limit=120&after={after}"))
+                .await,
+        )
+        .unwrap();
+        let alerts = page["data"]["alerts"].as_array().unwrap();
+        assert!(alerts.len() <= 120);
+        paged.extend(alerts.iter().map(|a| a["fingerprint"].clone()));
+        match page["data"]["nextAfter"].as_str() {
+            Some(n) => after = n.to_string(),
+            None => break,
+        }
+    }
+    let fingerprints: Vec<Value> = whole.iter().map(|a| a["fingerprint"].clone()).collect();
+    assert_eq!(paged, fingerprints, "three pages, in order, nothing twice or missed");
     d.stop().await;
 }
 

@@ -320,6 +320,16 @@ impl AlertBook {
             .map(|(_, a)| a)
     }
 
+    /// Every alert after `(rule, key)` (all when `None`), in (rule, key) order.
+    pub fn all_after(&self, after: Option<&(String, String)>) -> impl Iterator<Item = &Alert> {
+        use std::ops::Bound;
+        let from = match after {
+            Some(id) => Bound::Excluded(id.clone()),
+            None => Bound::Unbounded,
+        };
+        self.alerts.range((from, Bound::Unbounded)).map(|(_, a)| a)
+    }
+
     /// Every alert.
     pub fn all(&self) -> impl Iterator<Item = &Alert> {
         self.alerts.values()

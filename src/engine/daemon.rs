@@ -1156,41 +1156,47 @@ impl Shared {
                 tracing::Span::current().record("count", outcome.count);
                 status.count = Some(outcome.count);
                 status.capped = outcome.truncated();
-                let coverage = match outcome.findings.last() {
-                    _ if outcome.partial => Coverage::Seen,
-                    Some(last) if outcome.truncated() => Coverage::EnteredBefore(last.entered_at),
-                    _ => Coverage::All,
-                };
-                // Past `max_alerts` a finding only keeps an existing alert alive: the others
-                // are counted (the overflow alert), not built.
-                let mut observations = {
-                    let book = self.book.read().expect("book lock");
-                    observations(rule, &outcome, |key| {
-                        book.get(&rule.name, key)
-                            .is_some_and(|a| a.state != AlertState::Resolved)
-                    })
-                };
-                stamp(
-                    &mut observations,
-                    &self.runbooks_url(),
-                    default_alertname(rule.kind),
-                );
-                let timing = RuleTiming {
-                    for_: rule.for_,
-                    keep_firing_for: rule.keep_firing_for,
-                    interval: rule.schedule.typical_interval(now),
-                };
-                let changes = self.book.write().expect("book lock").apply(
-                    &rule.name,
-                    timing,
-                    now,
-                    observations,
-                    coverage,
-                );
-                tracing::debug!(rule = %rule.name, source = %rule.source, count = outcome.count,
+                // The book's bookkeeping and the store's writes grow with the alerts: off the
+                // async workers, so HTTP answers do not wait behind them.
+                crate::blocking::off_worker(|| {
+                    let coverage = match outcome.findings.last() {
+                        _ if outcome.partial => Coverage::Seen,
+                        Some(last) if outcome.truncated() => {
+                            Coverage::EnteredBefore(last.entered_at)
+                        }
+                        _ => Coverage::All,
+                    };
+                    // Past `max_alerts` a finding only keeps an existing alert alive: the others
+                    // are counted (the overflow alert), not built.
+                    let mut observations = {
+                        let book = self.book.read().expect("book lock");
+                        observations(rule, &outcome, |key| {
+                            book.get(&rule.name, key)
+                                .is_some_and(|a| a.state != AlertState::Resolved)
+                        })
+                    };
+                    stamp(
+                        &mut observations,
+                        &self.runbooks_url(),
+                        default_alertname(rule.kind),
+                    );
+                    let timing = RuleTiming {
+                        for_: rule.for_,
+                        keep_firing_for: rule.keep_firing_for,
+                        interval: rule.schedule.typical_interval(now),
+                    };
+                    let changes = self.book.write().expect("book lock").apply(
+                        &rule.name,
+                        timing,
+                        now,
+                        observations,
+                        coverage,
+                    );
+                    tracing::debug!(rule = %rule.name, source = %rule.source, count = outcome.count,
                     capped = outcome.truncated(), changes = changes.len(),
                     took_ms = (took * 1000.0).round() as u64, "rule evaluated");
-                self.after_change(&rule.name, changes, now);
+                    self.after_change(&rule.name, changes, now);
+                });
             }
             Err(e) => {
                 m.rule_evaluation_failures

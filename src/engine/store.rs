@@ -53,8 +53,8 @@ fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The store. Writes are small (one rule's alerts per evaluation) and quick, so a mutex is
-/// enough.
+/// The store. Writes follow changes (a steady evaluation writes nothing) and run off the
+/// async workers ([`crate::blocking::off_worker`]), behind a mutex.
 pub struct Store {
     conn: Mutex<Connection>,
     /// Per rule, the durable digest of every alert as last written: a save writes only the
@@ -218,8 +218,10 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
     ) -> Result<R, StoreError> {
-        let mut conn = self.conn.lock().expect("store mutex");
-        Ok(f(&mut conn)?)
+        crate::blocking::off_worker(|| {
+            let mut conn = self.conn.lock().expect("store mutex");
+            Ok(f(&mut conn)?)
+        })
     }
 
     /// Every stored alert.
@@ -246,6 +248,14 @@ impl Store {
     /// alerts whose durable part changed since they were last written, deletes those gone,
     /// and touches nothing else.
     pub fn save_rule<'a>(
+        &self,
+        rule: &str,
+        alerts: impl Iterator<Item = &'a Alert>,
+    ) -> Result<(), StoreError> {
+        crate::blocking::off_worker(|| self.save_rule_now(rule, alerts))
+    }
+
+    fn save_rule_now<'a>(
         &self,
         rule: &str,
         alerts: impl Iterator<Item = &'a Alert>,

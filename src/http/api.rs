@@ -62,24 +62,60 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// `GET /api/v1/alerts[?rule=…][&state=…][&limit=N][&after=FINGERPRINT]`: the alerts in
+/// fingerprint order (`rule/key`). With `limit`, at most that many, and `nextAfter` names the
+/// last one when more follow (pass it as `after` for the next page); without, every alert.
+/// Built and encoded off the async workers: a big book does not hold up `/metrics`.
 async fn alerts(
     State(s): State<Arc<Shared>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let book = s.book.read().expect("book lock");
-    let list: Vec<_> = book
-        .all()
-        .filter(|a| q.get("rule").is_none_or(|r| &a.rule == r))
-        .filter(|a| q.get("state").is_none_or(|st| a.state.as_str() == st))
-        .map(|a| {
-            json!({
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => usize::MAX,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => return bad_request("limit must be a positive integer".into()),
+    };
+    let after = match q
+        .get("after")
+        .filter(|a| !a.is_empty())
+        .map(|a| a.split_once('/'))
+    {
+        None => None,
+        Some(Some((rule, key))) => Some((rule.to_string(), key.to_string())),
+        Some(None) => {
+            return bad_request("after must be an alert's fingerprint (rule/key)".into());
+        }
+    };
+    crate::blocking::off_worker(|| {
+        let book = s.book.read().expect("book lock");
+        let mut next = None;
+        let mut list = Vec::new();
+        for a in book
+            .all_after(after.as_ref())
+            .filter(|a| q.get("rule").is_none_or(|r| &a.rule == r))
+            .filter(|a| q.get("state").is_none_or(|st| a.state.as_str() == st))
+        {
+            if list.len() == limit {
+                next = list
+                    .last()
+                    .map(|v: &serde_json::Value| v["fingerprint"].clone());
+                break;
+            }
+            list.push(json!({
+                "fingerprint": crate::notify::dispatch::fingerprint(a),
                 "rule": a.rule, "key": a.key, "state": a.state.as_str(), "labels": a.labels,
                 "annotations": a.annotations, "activeAt": a.active_at, "startsAt": a.starts_at,
                 "firedAt": a.fired_at, "lastSeen": a.last_seen, "resolvedAt": a.resolved_at,
-            })
-        })
-        .collect();
-    Json(json!({ "status": "success", "data": { "alerts": list } })).into_response()
+            }));
+        }
+        let mut data = json!({ "alerts": list });
+        if let Some(n) = next {
+            data["nextAfter"] = n;
+        }
+        let body = serde_json::to_vec(&json!({ "status": "success", "data": data }))
+            .expect("alerts serialize");
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    })
 }
 
 async fn rules(State(s): State<Arc<Shared>>) -> Response {

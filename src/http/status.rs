@@ -35,7 +35,7 @@ pub async fn page(State(s): State<Arc<Shared>>) -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        render(&s, Utc::now()),
+        crate::blocking::off_worker(|| render(&s, Utc::now())),
     )
         .into_response()
 }
