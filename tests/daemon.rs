@@ -467,7 +467,10 @@ async fn many_stuck_orders_are_batched_and_capped_with_an_overflow_alert() {
         }
     }
     let fingerprints: Vec<Value> = whole.iter().map(|a| a["fingerprint"].clone()).collect();
-    assert_eq!(paged, fingerprints, "three pages, in order, nothing twice or missed");
+    assert_eq!(
+        paged, fingerprints,
+        "three pages, in order, nothing twice or missed"
+    );
     d.stop().await;
 }
 

@@ -1331,7 +1331,7 @@ fn configs_reject_unknown_keys_and_accept_both_chat_id_forms() {
         );
     }
     let cfg: WebhookConfig = serde_saphyr::from_str("url: http://h/x\n").unwrap();
-    assert_eq!((cfg.max_alerts, cfg.headers.len()), (0, 0));
+    assert_eq!((cfg.max_alerts, cfg.headers.len()), (1000, 0));
 }
 
 #[test]

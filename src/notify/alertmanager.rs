@@ -69,11 +69,20 @@ pub fn to_postable(
     }
 }
 
-/// Delivery bookkeeping of one Alertmanager URL: what it last accepted, per alert.
+/// Delivery bookkeeping of one Alertmanager URL: what it last accepted, per alert (by
+/// [`alert_id`]: 8 bytes a key, not a copy of the rule and the order id).
 #[derive(Default)]
 struct Delivery {
-    sent: HashMap<(String, String), (DateTime<Utc>, AlertState)>,
+    sent: HashMap<u64, (DateTime<Utc>, AlertState)>,
     failures: u32,
+}
+
+/// A 64-bit digest of an alert's identity (rule, key).
+fn alert_id(a: &Alert) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&a.rule, &a.key).hash(&mut h);
+    h.finish()
 }
 
 /// Pushes alerts to every configured Alertmanager.
@@ -158,53 +167,68 @@ impl AlertmanagerNotifier {
     }
 
     /// Sends what `url` needs now: new or changed alerts, and everything due for a re-send.
+    /// The book is walked in order, one batch at a time: each batch is built and encoded under
+    /// the book's read lock, sent without it, and only then is the next one built, so memory
+    /// follows the batch (256 alerts), not the book.
     async fn deliver(&self, url: &str, d: &mut Delivery, now: DateTime<Utc>) {
         let resend =
             chrono::Duration::from_std(self.resend).unwrap_or(chrono::Duration::minutes(1));
-        let due: Vec<(String, String, AlertState, PostableAlert)> = {
-            let book = self.book.read().expect("alert book lock");
-            let live: std::collections::HashSet<(String, String)> = book
-                .all()
-                .map(|a| (a.rule.clone(), a.key.clone()))
-                .collect();
-            d.sent.retain(|k, _| live.contains(k));
-            book.all()
-                .filter(|a| a.state != AlertState::Pending)
-                .filter(|a| match d.sent.get(&(a.rule.clone(), a.key.clone())) {
+        let is_due = |d: &Delivery, a: &Alert| {
+            a.state != AlertState::Pending
+                && match d.sent.get(&alert_id(a)) {
                     None => true,
                     Some((at, state)) => *state != a.state || now - *at >= resend,
-                })
-                .map(|a| {
-                    (
-                        a.rule.clone(),
-                        a.key.clone(),
-                        a.state,
-                        to_postable(a, now, self.resend, &self.base_url),
-                    )
-                })
-                .collect()
+                }
         };
-        self.metrics
+        let mut queued = {
+            let book = self.book.read().expect("alert book lock");
+            book.all().filter(|a| is_due(d, a)).count()
+        };
+        let queue = self
+            .metrics
             .notification_queue_length
-            .with_label_values(&[NAME])
-            .set(due.len() as i64);
-        if due.is_empty() {
-            d.failures = 0;
-            return;
-        }
+            .with_label_values(&[NAME]);
+        queue.set(queued as i64);
+        let mut live: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let mut cursor: Option<(String, String)> = None;
         let mut failed = false;
-        for chunk in due.chunks(MAX_BATCH) {
-            let body: Vec<&PostableAlert> = chunk.iter().map(|c| &c.3).collect();
+        loop {
+            // One batch: the next due alerts after the cursor, encoded.
+            let (body, ids, walked_to) = crate::blocking::off_worker(|| {
+                let book = self.book.read().expect("alert book lock");
+                let mut batch: Vec<PostableAlert> = Vec::new();
+                let mut ids = Vec::new();
+                let mut last = None;
+                for a in book.all_after(cursor.as_ref()) {
+                    live.insert(alert_id(a));
+                    last = Some(a);
+                    if is_due(d, a) {
+                        batch.push(to_postable(a, now, self.resend, &self.base_url));
+                        ids.push((alert_id(a), a.state));
+                        if batch.len() == MAX_BATCH {
+                            break;
+                        }
+                    }
+                }
+                let body = (!batch.is_empty())
+                    .then(|| serde_json::to_vec(&batch).expect("alerts serialize"));
+                (body, ids, last.map(|a| (a.rule.clone(), a.key.clone())))
+            });
+            let Some(body) = body else {
+                break;
+            };
+            let n = ids.len();
             let span = tracing::info_span!(
                 "notify",
                 notifier = NAME,
-                alerts = chunk.len(),
+                alerts = n,
                 otel.kind = "client",
                 error = tracing::field::Empty
             );
             let result = tracing::Instrument::instrument(
                 self.authorized(self.client.post(format!("{url}/api/v2/alerts")))
-                    .json(&body)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
                     .send(),
                 span.clone(),
             )
@@ -229,42 +253,44 @@ impl AlertmanagerNotifier {
                     self.metrics
                         .notifications
                         .with_label_values(&[NAME, "sent"])
-                        .inc_by(chunk.len() as u64);
-                    for (rule, key, state, _) in chunk {
-                        d.sent.insert((rule.clone(), key.clone()), (now, *state));
+                        .inc_by(n as u64);
+                    for (id, state) in ids {
+                        d.sent.insert(id, (now, state));
                     }
+                    queued = queued.saturating_sub(n);
+                    queue.set(queued as i64);
                 }
                 Err(e) => {
                     self.metrics
                         .notifications
                         .with_label_values(&[NAME, "failed"])
-                        .inc_by(chunk.len() as u64);
+                        .inc_by(n as u64);
                     if d.failures == 0 {
-                        tracing::warn!(notifier = NAME, url = %crate::config::redact_urls(url), alerts = chunk.len(), error = %e, "cannot deliver alerts; will retry");
+                        tracing::warn!(notifier = NAME, url = %crate::config::redact_urls(url), alerts = n, error = %e, "cannot deliver alerts; will retry");
                     } else {
-                        tracing::debug!(notifier = NAME, url = %crate::config::redact_urls(url), alerts = chunk.len(), error = %e, "retry failed");
+                        tracing::debug!(notifier = NAME, url = %crate::config::redact_urls(url), alerts = n, error = %e, "retry failed");
                     }
                     failed = true;
                     break;
                 }
             }
+            cursor = walked_to;
         }
         if failed {
             d.failures = d.failures.saturating_add(1);
-        } else {
-            if d.failures > 0 {
-                tracing::info!(
-                    notifier = NAME,
-                    url,
-                    "Alertmanager reachable again; alerts delivered"
-                );
-            }
-            d.failures = 0;
-            self.metrics
-                .notification_queue_length
-                .with_label_values(&[NAME])
-                .set(0);
+            return;
         }
+        // The walk reached the end of the book: what it did not meet is gone from it.
+        d.sent.retain(|id, _| live.contains(id));
+        if d.failures > 0 {
+            tracing::info!(
+                notifier = NAME,
+                url,
+                "Alertmanager reachable again; alerts delivered"
+            );
+        }
+        d.failures = 0;
+        queue.set(0);
     }
 }
 

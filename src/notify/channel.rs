@@ -131,6 +131,21 @@ pub fn expand_http_url(
     }
 }
 
+/// POSTs `body`, JSON already encoded, and classifies the answer (see [`classify_response`]);
+/// returns the response body on success.
+pub async fn post_json_bytes(
+    request: reqwest::RequestBuilder,
+    body: Vec<u8>,
+) -> Result<String, DeliveryError> {
+    let response = request
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(transport_error)?;
+    classify_response(response).await
+}
+
 /// POSTs `body` as JSON and classifies the answer (see [`classify_response`]); returns the
 /// response body on success.
 pub async fn post_json(

@@ -195,8 +195,48 @@ impl Notification {
 
     /// The Alertmanager webhook body (version 4) for this notification.
     pub fn webhook_body(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("notification serializes");
-        v["version"] = "4".into();
-        v
+        serde_json::from_slice(&self.webhook_bytes(0)).expect("the body is JSON")
+    }
+
+    /// The webhook body (version 4) encoded, with at most `max_alerts` alerts (0: all) and
+    /// the others counted in `truncatedAlerts`, as Alertmanager's `max_alerts` does. Encoded
+    /// straight from the notification: no copy of it, no JSON tree.
+    pub fn webhook_bytes(&self, max_alerts: usize) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            version: &'static str,
+            receiver: &'a str,
+            status: NotifyStatus,
+            alerts: &'a [NotifiedAlert],
+            #[serde(rename = "groupLabels")]
+            group_labels: &'a BTreeMap<String, String>,
+            #[serde(rename = "commonLabels")]
+            common_labels: &'a BTreeMap<String, String>,
+            #[serde(rename = "commonAnnotations")]
+            common_annotations: &'a BTreeMap<String, String>,
+            #[serde(rename = "externalURL")]
+            external_url: &'a str,
+            #[serde(rename = "groupKey")]
+            group_key: &'a str,
+            #[serde(rename = "truncatedAlerts")]
+            truncated_alerts: u64,
+        }
+        let kept = match max_alerts {
+            0 => self.alerts.len(),
+            n => n.min(self.alerts.len()),
+        };
+        serde_json::to_vec(&Body {
+            version: "4",
+            receiver: &self.receiver,
+            status: self.status,
+            alerts: &self.alerts[..kept],
+            group_labels: &self.group_labels,
+            common_labels: &self.common_labels,
+            common_annotations: &self.common_annotations,
+            external_url: &self.external_url,
+            group_key: &self.group_key,
+            truncated_alerts: self.truncated_alerts + (self.alerts.len() - kept) as u64,
+        })
+        .expect("notification serializes")
     }
 }

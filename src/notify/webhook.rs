@@ -12,7 +12,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use super::channel::{Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json};
+use super::channel::{
+    Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json_bytes,
+};
 use super::message::Notification;
 use crate::config::Dur;
 use crate::config::expand_secrets;
@@ -30,13 +32,21 @@ pub struct WebhookConfig {
     /// Extra request headers, e.g. `Authorization: Bearer ${HOOK_TOKEN}`; values are secrets.
     #[serde(default)]
     pub headers: BTreeMap<String, Spanned<String>>,
-    /// At most this many alerts per request, 0 for all. Beyond it alerts are dropped and
-    /// counted in `truncatedAlerts`, as Alertmanager's `max_alerts` does.
-    #[serde(default)]
+    /// At most this many alerts per request (default 1 000), 0 for all (unbounded: one
+    /// request may then carry a whole incident). Beyond it alerts are dropped and counted in
+    /// `truncatedAlerts`, as Alertmanager's `max_alerts` does.
+    #[serde(default = "default_max_alerts")]
     pub max_alerts: usize,
     /// HTTP timeout per request.
     #[serde(default = "default_timeout")]
     pub timeout: Dur,
+}
+
+/// A request's alerts by default: an incident's 100 000 alerts do not make one 50 MB body.
+pub const DEFAULT_MAX_ALERTS: usize = 1000;
+
+fn default_max_alerts() -> usize {
+    DEFAULT_MAX_ALERTS
 }
 
 fn default_timeout() -> Dur {
@@ -121,17 +131,10 @@ impl Webhook {
         &self.name
     }
 
-    /// The request body: `n.webhook_body()`, with alerts beyond `max_alerts` dropped and
-    /// counted in `truncatedAlerts`.
-    pub fn body(&self, n: &Notification) -> serde_json::Value {
-        if self.max_alerts == 0 || n.alerts.len() <= self.max_alerts {
-            return n.webhook_body();
-        }
-        let mut n = n.clone();
-        let dropped = n.alerts.len() - self.max_alerts;
-        n.alerts.truncate(self.max_alerts);
-        n.truncated_alerts += dropped as u64;
-        n.webhook_body()
+    /// The request body: the notification's webhook body with alerts beyond `max_alerts`
+    /// dropped and counted in `truncatedAlerts`.
+    pub fn body(&self, n: &Notification) -> Vec<u8> {
+        n.webhook_bytes(self.max_alerts)
     }
 }
 
@@ -145,7 +148,7 @@ impl Deliver for Webhook {
             .client
             .post(self.url.clone())
             .headers(self.headers.clone());
-        post_json(request, &self.body(n)).await.map(drop)
+        post_json_bytes(request, self.body(n)).await.map(drop)
     }
 }
 
@@ -169,13 +172,20 @@ mod tests {
     #[test]
     fn truncates_like_alertmanager() {
         let n = Notification::sample("ops", "http://ow");
-        let all = Webhook::new("w", &config("http://h/x", 0))
+        let body = |max| -> serde_json::Value {
+            serde_json::from_slice(
+                &Webhook::new("w", &config("http://h/x", max))
+                    .unwrap()
+                    .body(&n),
+            )
             .unwrap()
-            .body(&n);
+        };
+        let all = body(0);
         assert_eq!(all, n.webhook_body());
-        let two = Webhook::new("w", &config("http://h/x", 2))
-            .unwrap()
-            .body(&n);
+        assert_eq!(all["version"], "4");
+        assert_eq!(all["alerts"].as_array().unwrap().len(), 3);
+        assert_eq!(all["truncatedAlerts"], 0);
+        let two = body(2);
         assert_eq!(two["alerts"].as_array().unwrap().len(), 2);
         assert_eq!(two["truncatedAlerts"], 1);
         assert_eq!(
