@@ -178,95 +178,11 @@ impl AlertBook {
         observations: Vec<Observation>,
         coverage: Coverage,
     ) -> Vec<Transition> {
-        let mut changes = Vec::new();
-        let mut seen = HashSet::new();
+        let mut pass = Pass::new(rule, timing, now);
         for o in observations {
-            seen.insert(o.key.clone());
-            let id = (rule.to_string(), o.key.clone());
-            match self.alerts.get_mut(&id) {
-                Some(a) if a.state != AlertState::Resolved => {
-                    a.labels = o.labels;
-                    a.annotations = o.annotations;
-                    a.last_seen = now;
-                    a.entered_at = o.entered_at;
-                    a.interval_secs = timing.interval.as_secs();
-                    if a.state == AlertState::Pending && elapsed(a.active_at, now) >= timing.for_ {
-                        a.state = AlertState::Firing;
-                        a.fired_at = Some(now);
-                        changes.push(Transition {
-                            kind: TransitionKind::Firing,
-                            alert: a.clone(),
-                        });
-                    }
-                }
-                _ if !o.may_create => {}
-                _ => {
-                    // New, or a recurrence of a resolved alert: a new episode.
-                    let firing = timing.for_.is_zero();
-                    let a = Alert {
-                        rule: rule.to_string(),
-                        key: o.key.clone(),
-                        labels: o.labels,
-                        annotations: o.annotations,
-                        state: if firing {
-                            AlertState::Firing
-                        } else {
-                            AlertState::Pending
-                        },
-                        active_at: now,
-                        starts_at: o.starts_at,
-                        fired_at: firing.then_some(now),
-                        last_seen: now,
-                        resolved_at: None,
-                        entered_at: o.entered_at,
-                        interval_secs: timing.interval.as_secs(),
-                    };
-                    let kind = if firing {
-                        TransitionKind::Firing
-                    } else {
-                        TransitionKind::Pending
-                    };
-                    changes.push(Transition {
-                        kind,
-                        alert: a.clone(),
-                    });
-                    self.alerts.insert(id, a);
-                }
-            }
+            pass.observe(self, o);
         }
-        let mut drop = Vec::new();
-        for (id, a) in self.alerts.range_mut((rule.to_string(), String::new())..) {
-            if id.0 != rule {
-                break;
-            }
-            if seen.contains(&id.1) || a.state == AlertState::Resolved {
-                continue;
-            }
-            let gone = match coverage {
-                Coverage::All => true,
-                Coverage::EnteredBefore(edge) => a.entered_at.is_some_and(|t| t < edge),
-                Coverage::Seen => false,
-            };
-            if !gone {
-                continue;
-            }
-            match a.state {
-                AlertState::Pending => drop.push(id.clone()),
-                AlertState::Firing if elapsed(a.last_seen, now) >= timing.keep_firing_for => {
-                    a.state = AlertState::Resolved;
-                    a.resolved_at = Some(now);
-                    changes.push(Transition {
-                        kind: TransitionKind::Resolved,
-                        alert: a.clone(),
-                    });
-                }
-                _ => {}
-            }
-        }
-        for id in drop {
-            self.alerts.remove(&id);
-        }
-        changes
+        pass.finish(self, coverage)
     }
 
     /// Resolves every active alert of rules not in `keep` (a rule removed from the config).
@@ -338,6 +254,127 @@ impl AlertBook {
     /// Looks one alert up.
     pub fn get(&self, rule: &str, key: &str) -> Option<&Alert> {
         self.alerts.get(&(rule.to_string(), key.to_string()))
+    }
+}
+
+/// One evaluation of one rule applied to the book piece by piece: observations go in as they
+/// are built, in chunks, so an evaluation of 100 000 orders never holds them all at once (nor
+/// the book's lock while building them); [`Pass::finish`] then settles what was not seen.
+pub struct Pass {
+    rule: String,
+    timing: RuleTiming,
+    now: DateTime<Utc>,
+    seen: HashSet<String>,
+    changes: Vec<Transition>,
+}
+
+impl Pass {
+    /// A pass of `rule` at `now`.
+    pub fn new(rule: &str, timing: RuleTiming, now: DateTime<Utc>) -> Pass {
+        Pass {
+            rule: rule.to_string(),
+            timing,
+            now,
+            seen: HashSet::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// Applies one observation.
+    pub fn observe(&mut self, book: &mut AlertBook, o: Observation) {
+        let (rule, timing, now) = (&self.rule, self.timing, self.now);
+        let changes = &mut self.changes;
+        let id = (rule.clone(), o.key.clone());
+        self.seen.insert(o.key.clone());
+        match book.alerts.get_mut(&id) {
+            Some(a) if a.state != AlertState::Resolved => {
+                a.labels = o.labels;
+                a.annotations = o.annotations;
+                a.last_seen = now;
+                a.entered_at = o.entered_at;
+                a.interval_secs = timing.interval.as_secs();
+                if a.state == AlertState::Pending && elapsed(a.active_at, now) >= timing.for_ {
+                    a.state = AlertState::Firing;
+                    a.fired_at = Some(now);
+                    changes.push(Transition {
+                        kind: TransitionKind::Firing,
+                        alert: a.clone(),
+                    });
+                }
+            }
+            _ if !o.may_create => {}
+            _ => {
+                // New, or a recurrence of a resolved alert: a new episode.
+                let firing = timing.for_.is_zero();
+                let a = Alert {
+                    rule: rule.clone(),
+                    key: o.key,
+                    labels: o.labels,
+                    annotations: o.annotations,
+                    state: if firing {
+                        AlertState::Firing
+                    } else {
+                        AlertState::Pending
+                    },
+                    active_at: now,
+                    starts_at: o.starts_at,
+                    fired_at: firing.then_some(now),
+                    last_seen: now,
+                    resolved_at: None,
+                    entered_at: o.entered_at,
+                    interval_secs: timing.interval.as_secs(),
+                };
+                let kind = if firing {
+                    TransitionKind::Firing
+                } else {
+                    TransitionKind::Pending
+                };
+                changes.push(Transition {
+                    kind,
+                    alert: a.clone(),
+                });
+                book.alerts.insert(id, a);
+            }
+        }
+    }
+
+    /// Settles the alerts of the rule the pass did not see (by `coverage`) and returns every
+    /// state change of the pass.
+    pub fn finish(mut self, book: &mut AlertBook, coverage: Coverage) -> Vec<Transition> {
+        let (rule, timing, now) = (&self.rule, self.timing, self.now);
+        let mut drop = Vec::new();
+        for (id, a) in book.alerts.range_mut((rule.clone(), String::new())..) {
+            if &id.0 != rule {
+                break;
+            }
+            if self.seen.contains(&id.1) || a.state == AlertState::Resolved {
+                continue;
+            }
+            let gone = match coverage {
+                Coverage::All => true,
+                Coverage::EnteredBefore(edge) => a.entered_at.is_some_and(|t| t < edge),
+                Coverage::Seen => false,
+            };
+            if !gone {
+                continue;
+            }
+            match a.state {
+                AlertState::Pending => drop.push(id.clone()),
+                AlertState::Firing if elapsed(a.last_seen, now) >= timing.keep_firing_for => {
+                    a.state = AlertState::Resolved;
+                    a.resolved_at = Some(now);
+                    self.changes.push(Transition {
+                        kind: TransitionKind::Resolved,
+                        alert: a.clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        for id in drop {
+            book.alerts.remove(&id);
+        }
+        self.changes
     }
 }
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::alerts::{AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition};
+use super::alerts::{AlertBook, AlertState, Coverage, Observation, Pass, RuleTiming, Transition};
 use super::store::{Store, StoreError};
 use crate::config::{Loaded, RuleKind};
 use crate::metrics::Metrics;
@@ -1166,35 +1166,51 @@ impl Shared {
                         }
                         _ => Coverage::All,
                     };
-                    // Past `max_alerts` a finding only keeps an existing alert alive: the others
-                    // are counted (the overflow alert), not built.
-                    let mut observations = {
-                        let book = self.book.read().expect("book lock");
-                        observations(rule, &outcome, |key| {
-                            book.get(&rule.name, key)
-                                .is_some_and(|a| a.state != AlertState::Resolved)
-                        })
-                    };
-                    stamp(
-                        &mut observations,
-                        &self.runbooks_url(),
-                        default_alertname(rule.kind),
-                    );
                     let timing = RuleTiming {
                         for_: rule.for_,
                         keep_firing_for: rule.keep_firing_for,
                         interval: rule.schedule.typical_interval(now),
                     };
-                    let changes = self.book.write().expect("book lock").apply(
-                        &rule.name,
-                        timing,
-                        now,
-                        observations,
-                        coverage,
-                    );
+                    let (runbooks, fallback) = (self.runbooks_url(), default_alertname(rule.kind));
+                    let mut pass = Pass::new(&rule.name, timing, now);
+                    let items = outcome.findings.len() + outcome.signals.len();
+                    // A chunk at a time: built without the book's lock (past `max_alerts` only
+                    // what keeps an existing alert alive: the rest is counted, not built),
+                    // then applied under it.
+                    for from in (0..items).step_by(CHUNK) {
+                        let range = from..(from + CHUNK).min(items);
+                        let past_cap: std::collections::HashSet<&str> = {
+                            let book = self.book.read().expect("book lock");
+                            range
+                                .clone()
+                                .map(|i| item_key(&outcome, i))
+                                .filter(|key| {
+                                    book.get(&rule.name, key)
+                                        .is_some_and(|a| a.state != AlertState::Resolved)
+                                })
+                                .collect()
+                        };
+                        let mut chunk =
+                            observation_chunk(rule, &outcome, range, |k| past_cap.contains(k));
+                        stamp(&mut chunk, &runbooks, fallback);
+                        let mut book = self.book.write().expect("book lock");
+                        for o in chunk {
+                            pass.observe(&mut book, o);
+                        }
+                    }
+                    let mut overflow: Vec<Observation> =
+                        overflow_observation(rule, &outcome).into_iter().collect();
+                    stamp(&mut overflow, &runbooks, fallback);
+                    let changes = {
+                        let mut book = self.book.write().expect("book lock");
+                        for o in overflow {
+                            pass.observe(&mut book, o);
+                        }
+                        pass.finish(&mut book, coverage)
+                    };
                     tracing::debug!(rule = %rule.name, source = %rule.source, count = outcome.count,
-                    capped = outcome.truncated(), changes = changes.len(),
-                    took_ms = (took * 1000.0).round() as u64, "rule evaluated");
+                        capped = outcome.truncated(), changes = changes.len(),
+                        took_ms = (took * 1000.0).round() as u64, "rule evaluated");
                     self.after_change(&rule.name, changes, now);
                 });
             }
@@ -1581,18 +1597,55 @@ fn signal_observation(rule: &Rule, sig: &Signal, may_create: bool) -> Observatio
 /// One observation per fetched order among the oldest `max_alerts`, and per fetched order
 /// past them that `alerted` (it has an active alert, kept alive), plus the overflow alert when
 /// more orders matched than get an alert. The other findings are counted, not built.
+#[cfg(test)]
 fn observations(
     rule: &Rule,
     outcome: &Outcome,
     alerted: impl Fn(&str) -> bool,
 ) -> Vec<Observation> {
+    let items = outcome.findings.len() + outcome.signals.len();
+    let mut out = observation_chunk(rule, outcome, 0..items, alerted);
+    out.extend(overflow_observation(rule, outcome));
+    out
+}
+
+/// Observations built per chunk of an evaluation's findings (see `Pass`).
+const CHUNK: usize = 1024;
+
+/// The identity (alert key) of item `i` of an outcome: findings first, then signals.
+fn item_key(outcome: &Outcome, i: usize) -> &str {
+    match outcome.findings.get(i) {
+        Some(f) => &f.order_id,
+        None => &outcome.signals[i - outcome.findings.len()].key,
+    }
+}
+
+/// The observations of items `range` of `outcome` (findings first, then signals), skipping
+/// those past `max_alerts` that are not `alerted`.
+fn observation_chunk(
+    rule: &Rule,
+    outcome: &Outcome,
+    range: std::ops::Range<usize>,
+    alerted: impl Fn(&str) -> bool,
+) -> Vec<Observation> {
     let older_than = rule.older_than();
     let older = chrono::Duration::from_std(older_than).unwrap_or_default();
-    let mut out = Vec::with_capacity(outcome.findings.len().min(rule.max_alerts) + 1);
-    for (i, f) in outcome.findings.iter().enumerate() {
-        if i >= rule.max_alerts && !alerted(&f.order_id) {
+    let n = outcome.findings.len();
+    let mut out = Vec::with_capacity(range.len().min(rule.max_alerts));
+    for i in range {
+        // Findings and signals are capped each by their own position.
+        let pos = if i < n { i } else { i - n };
+        if pos >= rule.max_alerts && !alerted(item_key(outcome, i)) {
             continue;
         }
+        let Some(f) = outcome.findings.get(i) else {
+            out.push(signal_observation(
+                rule,
+                &outcome.signals[pos],
+                pos < rule.max_alerts,
+            ));
+            continue;
+        };
         let age = human_duration(Duration::from_secs_f64(f.age_seconds.max(0.0)));
         let mut labels = BTreeMap::new();
         for (k, v) in &f.labels {
@@ -1661,12 +1714,12 @@ fn observations(
             may_create: i < rule.max_alerts,
         });
     }
-    for (i, sig) in outcome.signals.iter().enumerate() {
-        if i >= rule.max_alerts && !alerted(&sig.key) {
-            continue;
-        }
-        out.push(signal_observation(rule, sig, i < rule.max_alerts));
-    }
+    out
+}
+
+/// The overflow alert's observation, when more matched than get an alert.
+fn overflow_observation(rule: &Rule, outcome: &Outcome) -> Option<Observation> {
+    let older = chrono::Duration::from_std(rule.older_than()).unwrap_or_default();
     if outcome.count > rule.max_alerts as u64 {
         let more = outcome.count - rule.max_alerts as u64;
         let mut labels: BTreeMap<String, String> = rule.labels.clone();
@@ -1691,16 +1744,17 @@ fn observations(
             .findings
             .get(rule.max_alerts)
             .map_or_else(Utc::now, |f| f.entered_at + older);
-        out.push(Observation {
+        Some(Observation {
             key: OVERFLOW_KEY.into(),
             labels,
             annotations,
             starts_at,
             entered_at: None,
             may_create: true,
-        });
+        })
+    } else {
+        None
     }
-    out
 }
 
 /// One line of `check`'s online report.
