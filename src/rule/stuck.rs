@@ -91,6 +91,18 @@ impl StuckCheck {
                 |rows| rows.len() > cap,
             )
             .await?;
+        // Decoding 100 000 rows is CPU work: off the async workers.
+        crate::blocking::off_worker(|| self.outcome(source, &rows, stats, cap))
+    }
+
+    /// The outcome of the rows (and the exact totals, when capped).
+    fn outcome(
+        &self,
+        source: &Source,
+        rows: &[tokio_postgres::Row],
+        stats: Option<Vec<tokio_postgres::Row>>,
+        cap: usize,
+    ) -> Result<Outcome, SourceError> {
         let mut out = Outcome::default();
         for row in rows.iter().take(cap) {
             let status = source.from_db(row.get(1));

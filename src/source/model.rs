@@ -326,20 +326,49 @@ impl OrderModel {
             .collect();
         let out = |e: &str| time.out(e);
         let below = time.bound(THRESHOLD);
-        // Rows only, oldest first, no window: the index on (status, entered_at) yields them in
-        // order and the scan stops at the limit. The daemon asks one row more than it keeps;
-        // only when that row comes does it run `stuck_stats` for the exact counts, in the same
-        // snapshot.
-        let stuck = format!(
-            "{with_any}SELECT o.order_id::text, o.status::text, {at}, \
-             EXTRACT(EPOCH FROM (now() - {at}))::float8 AS age_seconds{labels} \
-             FROM {from_any} \
-             WHERE o.status = ANY($1::text[]::{st}[]) AND o.entered_at < {below}{fin} \
-             ORDER BY o.entered_at, o.order_id \
-             LIMIT $3::int8",
-            at = out("o.entered_at"),
-            fin = time.finite("o.entered_at"),
-        );
+        // Rows only, oldest first, no window, one past the cap (only when that row comes
+        // does the daemon run `stuck_stats` for the exact counts, in the same snapshot). For a
+        // table or a query, one index range scan per status (`= s.status`, LATERAL): the index
+        // on (status, entered_at) yields each status's rows in order, so each scan stops at
+        // the limit and only those rows are merged; `= ANY(…)` over several statuses would
+        // read and sort every matching row first.
+        let stuck = if with_any.is_empty() {
+            let (from_each, label_cols, label_out) = (
+                self.current(time, "= s.status").1,
+                (0..self.labels.len())
+                    .map(|i| format!(", o.l_{i}::text AS l_{i}"))
+                    .collect::<String>(),
+                (0..self.labels.len())
+                    .map(|i| format!(", x.l_{i}"))
+                    .collect::<String>(),
+            );
+            format!(
+                "SELECT x.id, x.st, x.at, x.age{label_out} \
+                 FROM (SELECT DISTINCT unnest($1::text[]::{st}[])) AS s(status) \
+                 CROSS JOIN LATERAL ( \
+                   SELECT o.order_id::text AS id, o.status::text AS st, {at} AS at, \
+                   EXTRACT(EPOCH FROM (now() - {at}))::float8 AS age{label_cols}, \
+                   o.entered_at AS k1, o.order_id AS k2 \
+                   FROM {from_each} \
+                   WHERE o.status = s.status AND o.entered_at < {below}{fin} \
+                   ORDER BY o.entered_at, o.order_id LIMIT $3::int8) x \
+                 ORDER BY x.k1, x.k2 \
+                 LIMIT $3::int8",
+                at = out("o.entered_at"),
+                fin = time.finite("o.entered_at"),
+            )
+        } else {
+            format!(
+                "{with_any}SELECT o.order_id::text, o.status::text, {at}, \
+                 EXTRACT(EPOCH FROM (now() - {at}))::float8 AS age_seconds{labels} \
+                 FROM {from_any} \
+                 WHERE o.status = ANY($1::text[]::{st}[]) AND o.entered_at < {below}{fin} \
+                 ORDER BY o.entered_at, o.order_id \
+                 LIMIT $3::int8",
+                at = out("o.entered_at"),
+                fin = time.finite("o.entered_at"),
+            )
+        };
         let stuck_stats = format!(
             "{with_any}SELECT o.status::text, count(*), EXTRACT(EPOCH FROM (now() - {oldest}))::float8 \
              FROM {from_any} \
@@ -730,13 +759,12 @@ mod tests {
             .stuck;
         assert!(sql.contains("FROM \"shop\".\"orders\" t"), "{sql}");
         assert!(sql.contains("t.\"order_type\" AS l_0"), "{sql}");
-        assert!(sql.contains("o.status = ANY($1::text[]::text[])"), "{sql}");
+        // One range scan per status, each stopping at the limit; no window over all rows.
+        assert!(sql.contains("unnest($1::text[]::text[])"), "{sql}");
+        assert!(sql.contains("o.status = s.status"), "{sql}");
         assert!(sql.contains("make_interval(secs => $2::float8)"), "{sql}");
-        assert!(sql.contains("LIMIT $3::int8"), "{sql}");
-        assert!(
-            !sql.contains('*') || sql.matches("count(*)").count() == 2,
-            "{sql}"
-        );
+        assert_eq!(sql.matches("LIMIT $3::int8").count(), 2, "{sql}");
+        assert!(!sql.contains('*') && !sql.contains("OVER"), "{sql}");
         assert!(!sql.contains("SELECT t.*"));
     }
 
@@ -747,7 +775,8 @@ mod tests {
             .sql(&columns("order_state", "timestamp with time zone"))
             .unwrap();
         assert!(
-            sql.stuck.contains("= ANY($1::text[]::order_state[])"),
+            sql.stuck.contains("unnest($1::text[]::order_state[])")
+                && sql.stuck_stats.contains("= ANY($1::text[]::order_state[])"),
             "{}",
             sql.stuck
         );
