@@ -325,7 +325,7 @@ async fn sql_alone(config: &Path, shop: &str, table: &str, cap: i64) -> (Duratio
     for _ in 0..6 {
         let t = Instant::now();
         let r = c
-            .query(&m.stuck, &[&statuses, &secs, &(cap + 1)])
+            .query(m.stuck_for(1), &[&statuses, &secs, &(cap + 1)])
             .await
             .unwrap();
         if r.len() as i64 > cap {

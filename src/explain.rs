@@ -264,7 +264,10 @@ async fn statement(p: &Planned) -> Result<(String, bool), SourceError> {
     };
     Ok(match &p.sql {
         Stmt::Gauges => (m.gauges.clone().ok_or_else(none)?, false),
-        Stmt::Stuck => (m.stuck.clone(), false),
+        Stmt::Stuck => match &p.params {
+            Params::Stuck(statuses, ..) => (m.stuck_for(statuses.len()).to_string(), false),
+            _ => (m.stuck.clone(), false),
+        },
         Stmt::StuckStats => (m.stuck_stats.clone(), false),
         Stmt::Candidates => (m.candidates.clone(), false),
         Stmt::Lookup => (m.lookup.clone(), false),

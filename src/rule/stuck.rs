@@ -37,7 +37,8 @@ impl StuckCheck {
 
     /// The statement `once` runs (see `OrderModel::sql`).
     pub async fn sql(&self) -> Result<String, SourceError> {
-        Ok(self.source.model_sql().await?.stuck.clone())
+        let m = self.source.model_sql().await?;
+        Ok(m.stuck_for(self.statuses.len()).to_string())
     }
 
     /// Runs the query, or reads a status log's kept state; ages come from the database clock.
@@ -86,7 +87,7 @@ impl StuckCheck {
         let cap = self.max_findings;
         let (rows, stats) = source
             .query_pair(
-                (&sql.stuck, &[&stored, &secs, &limit]),
+                (sql.stuck_for(stored.len()), &[&stored, &secs, &limit]),
                 (&sql.stuck_stats, &[&stored, &secs]),
                 |rows| rows.len() > cap,
             )

@@ -173,6 +173,8 @@ pub struct ModelSql {
     /// The matching orders of statuses `$1` older than `$2` seconds, oldest first, at most
     /// `$3`; no counts (see `stuck_stats`).
     pub stuck: String,
+    /// `stuck` for a single status (`$1` holds one): that status's range scan alone.
+    pub stuck_one: String,
     /// Exact count and oldest age per status (`$1`, `$2` as `stuck`).
     pub stuck_stats: String,
     /// A `missing` rule's candidates, one keyset page.
@@ -187,6 +189,17 @@ pub struct ModelSql {
     pub newest: String,
     /// The daemon's incremental reads of a status log.
     pub history: Option<HistorySql>,
+}
+
+impl ModelSql {
+    /// The stuck rows statement for `statuses` statuses.
+    pub fn stuck_for(&self, statuses: usize) -> &str {
+        if statuses == 1 {
+            &self.stuck_one
+        } else {
+            &self.stuck
+        }
+    }
 }
 
 /// The statements that keep a status log's current state (see `source::history`).
@@ -332,6 +345,21 @@ impl OrderModel {
         // on (status, entered_at) yields each status's rows in order, so each scan stops at
         // the limit and only those rows are merged; `= ANY(…)` over several statuses would
         // read and sort every matching row first.
+        // One status (most rules): its range scan alone, in index order.
+        let stuck_one = if with_any.is_empty() {
+            format!(
+                "SELECT o.order_id::text, o.status::text, {at}, \
+                 EXTRACT(EPOCH FROM (now() - {at}))::float8 AS age_seconds{labels} \
+                 FROM {from_any} \
+                 WHERE o.status = ($1::text[])[1]::{st} AND o.entered_at < {below}{fin} \
+                 ORDER BY o.entered_at, o.order_id \
+                 LIMIT $3::int8",
+                at = out("o.entered_at"),
+                fin = time.finite("o.entered_at"),
+            )
+        } else {
+            String::new()
+        };
         let stuck = if with_any.is_empty() {
             let (from_each, label_cols, label_out) = (
                 self.current(time, "= s.status").1,
@@ -480,6 +508,11 @@ impl OrderModel {
         Ok(ModelSql {
             id_integer: ["smallint", "integer", "bigint"].contains(&idt),
             time,
+            stuck_one: if stuck_one.is_empty() {
+                stuck.clone()
+            } else {
+                stuck_one
+            },
             stuck,
             stuck_stats,
             candidates,
@@ -765,6 +798,16 @@ mod tests {
         assert!(sql.contains("make_interval(secs => $2::float8)"), "{sql}");
         assert_eq!(sql.matches("LIMIT $3::int8").count(), 2, "{sql}");
         assert!(!sql.contains('*') && !sql.contains("OVER"), "{sql}");
+        // One status: its range scan alone, in index order.
+        let m = model(ModelKind::Table("shop.orders".into()))
+            .sql(&columns("text", "timestamp with time zone"))
+            .unwrap();
+        let one = m.stuck_for(1);
+        assert!(
+            one.contains("o.status = ($1::text[])[1]::text") && !one.contains("unnest"),
+            "{one}"
+        );
+        assert_eq!(m.stuck_for(2), m.stuck);
         assert!(!sql.contains("SELECT t.*"));
     }
 
