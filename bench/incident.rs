@@ -10,10 +10,11 @@
 //!   p99 (one client) during that minute, the cost of a count-only query (what sql_exporter
 //!   runs), and a restart: time to `/readyz` 200 with every alert restored;
 //! - **default caps** (1 000 / 200): the same figures;
+//! - **wide** (`max_findings` 100 000, `max_alerts` 200): many rows fetched, few alerts built;
 //! - **60 rules** (6 statuses × 10 thresholds) against one rule per status, by `once`;
 //! - **19 000 stuck in 5 000 000** (`BIG=1`, off by default: the load takes a few minutes).
 //!
-//! Run: `cargo bench --bench incident` (env `ORDERS`, `STUCK`, `SCENARIOS=incident,caps,rules`,
+//! Run: `cargo bench --bench incident` (env `ORDERS`, `STUCK`, `SCENARIOS=incident,caps,wide,rules`,
 //! `BIG=1`). Needs PostgreSQL's server binaries and `prometheus-alertmanager`
 //! (`scripts/ensure-deps`).
 
@@ -483,7 +484,8 @@ async fn main() {
     orderwatch::tls::ensure_crypto_provider();
     let orders = env_num("ORDERS", 2_000_000);
     let stuck = env_num("STUCK", 100_000);
-    let scenarios = std::env::var("SCENARIOS").unwrap_or_else(|_| "incident,caps,rules".into());
+    let scenarios =
+        std::env::var("SCENARIOS").unwrap_or_else(|_| "incident,caps,wide,rules".into());
     let pg = tokio::task::spawn_blocking(PgSandbox::start)
         .await
         .unwrap()
@@ -498,6 +500,7 @@ async fn main() {
     for (scenario, caps, tbl) in [
         ("incident", Some(1_000_000), "orders"),
         ("caps", None, "orders"),
+        ("wide", Some(100_000), "orders"),
         ("big", Some(1_000_000), "orders_big"),
     ] {
         if !(scenarios.split(',').any(|s| s == scenario)
@@ -508,10 +511,14 @@ async fn main() {
         if scenario == "big" {
             load(&pg, "orders_big", 5_000_000, 19_000);
         }
-        let rules = format!(
+        let mut rules = format!(
             "rules:\n{}",
             stuck_rule("submitted_over_1h", "SUBMITTED", "1h", caps)
         );
+        if scenario == "wide" {
+            // Many rows fetched, few alerts: `max_findings` 100 000, `max_alerts` 200.
+            rules = rules.replace("max_alerts: 100000", "max_alerts: 200");
+        }
         let (mut f, d, config) = steady_minute(dir.path(), &shop, &am, &rules, tbl).await;
         d.stop();
         let cap = caps.unwrap_or(1000) as i64;
@@ -521,6 +528,7 @@ async fn main() {
             "caps" => format!(
                 "default caps ({stuck} stuck of {orders}, max_findings 1 000, max_alerts 200)"
             ),
+            "wide" => format!("max_findings 100 000, max_alerts 200 ({stuck} stuck of {orders})"),
             _ => "19 000 stuck of 5 000 000 (caps 1 000 000)".to_string(),
         };
         print_figures(&title, &f);
