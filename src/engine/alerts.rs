@@ -280,6 +280,11 @@ impl Pass {
         }
     }
 
+    /// Whether this pass has observed `key`.
+    pub fn has_seen(&self, key: &str) -> bool {
+        self.seen.contains(key)
+    }
+
     /// Applies one observation.
     pub fn observe(&mut self, book: &mut AlertBook, o: Observation) {
         let (rule, timing, now) = (&self.rule, self.timing, self.now);

@@ -1179,15 +1179,21 @@ impl Shared {
                     // then applied under it.
                     for from in (0..items).step_by(CHUNK) {
                         let range = from..(from + CHUNK).min(items);
+                        // Alerted: an active alert in the book, or an order this pass has
+                        // seen or is about to create (a query model's duplicate row).
                         let past_cap: std::collections::HashSet<&str> = {
                             let book = self.book.read().expect("book lock");
+                            let nf = outcome.findings.len();
                             range
                                 .clone()
+                                .filter(|&i| (if i < nf { i } else { i - nf }) < rule.max_alerts)
                                 .map(|i| item_key(&outcome, i))
-                                .filter(|key| {
-                                    book.get(&rule.name, key)
-                                        .is_some_and(|a| a.state != AlertState::Resolved)
-                                })
+                                .chain(range.clone().map(|i| item_key(&outcome, i)).filter(|key| {
+                                    pass.has_seen(key)
+                                        || book
+                                            .get(&rule.name, key)
+                                            .is_some_and(|a| a.state != AlertState::Resolved)
+                                }))
                                 .collect()
                         };
                         let mut chunk =

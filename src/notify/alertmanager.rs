@@ -180,18 +180,21 @@ impl AlertmanagerNotifier {
                     Some((at, state)) => *state != a.state || now - *at >= resend,
                 }
         };
-        let mut queued = {
+        // First, off the async workers: forget what left the book (a key that fires again is
+        // new to Alertmanager) and count what is due.
+        let mut queued = crate::blocking::off_worker(|| {
             let book = self.book.read().expect("alert book lock");
+            let live: std::collections::HashSet<u64> = book.all().map(alert_id).collect();
+            d.sent.retain(|id, _| live.contains(id));
             book.all().filter(|a| is_due(d, a)).count()
-        };
+        });
         let queue = self
             .metrics
             .notification_queue_length
             .with_label_values(&[NAME]);
         queue.set(queued as i64);
-        let mut live: std::collections::HashSet<u64> = std::collections::HashSet::new();
         let mut cursor: Option<(String, String)> = None;
-        let mut failed = false;
+        let (mut failed, mut sent_any) = (false, false);
         loop {
             // One batch: the next due alerts after the cursor, encoded.
             let (body, ids, walked_to) = crate::blocking::off_worker(|| {
@@ -200,7 +203,6 @@ impl AlertmanagerNotifier {
                 let mut ids = Vec::new();
                 let mut last = None;
                 for a in book.all_after(cursor.as_ref()) {
-                    live.insert(alert_id(a));
                     last = Some(a);
                     if is_due(d, a) {
                         batch.push(to_postable(a, now, self.resend, &self.base_url));
@@ -259,6 +261,7 @@ impl AlertmanagerNotifier {
                     }
                     queued = queued.saturating_sub(n);
                     queue.set(queued as i64);
+                    sent_any = true;
                 }
                 Err(e) => {
                     self.metrics
@@ -280,9 +283,7 @@ impl AlertmanagerNotifier {
             d.failures = d.failures.saturating_add(1);
             return;
         }
-        // The walk reached the end of the book: what it did not meet is gone from it.
-        d.sent.retain(|id, _| live.contains(id));
-        if d.failures > 0 {
+        if d.failures > 0 && sent_any {
             tracing::info!(
                 notifier = NAME,
                 url,
