@@ -1183,17 +1183,17 @@ impl Shared {
                         // seen or is about to create (a query model's duplicate row).
                         let past_cap: std::collections::HashSet<&str> = {
                             let book = self.book.read().expect("book lock");
-                            let nf = outcome.findings.len();
                             range
                                 .clone()
-                                .filter(|&i| (if i < nf { i } else { i - nf }) < rule.max_alerts)
-                                .map(|i| item_key(&outcome, i))
-                                .chain(range.clone().map(|i| item_key(&outcome, i)).filter(|key| {
-                                    pass.has_seen(key)
+                                .map(|i| item(&outcome, i))
+                                .filter(|&(key, pos)| {
+                                    pos < rule.max_alerts
+                                        || pass.has_seen(key)
                                         || book
                                             .get(&rule.name, key)
                                             .is_some_and(|a| a.state != AlertState::Resolved)
-                                }))
+                                })
+                                .map(|(key, _)| key)
                                 .collect()
                         };
                         let mut chunk =
@@ -1618,11 +1618,15 @@ fn observations(
 /// Observations built per chunk of an evaluation's findings (see `Pass`).
 const CHUNK: usize = 1024;
 
-/// The identity (alert key) of item `i` of an outcome: findings first, then signals.
-fn item_key(outcome: &Outcome, i: usize) -> &str {
+/// Item `i` of an outcome (findings first, then signals): its identity (alert key) and its
+/// position among its own kind (findings and signals are capped each by their own position).
+fn item(outcome: &Outcome, i: usize) -> (&str, usize) {
     match outcome.findings.get(i) {
-        Some(f) => &f.order_id,
-        None => &outcome.signals[i - outcome.findings.len()].key,
+        Some(f) => (&f.order_id, i),
+        None => {
+            let pos = i - outcome.findings.len();
+            (&outcome.signals[pos].key, pos)
+        }
     }
 }
 
@@ -1636,12 +1640,10 @@ fn observation_chunk(
 ) -> Vec<Observation> {
     let older_than = rule.older_than();
     let older = chrono::Duration::from_std(older_than).unwrap_or_default();
-    let n = outcome.findings.len();
     let mut out = Vec::with_capacity(range.len().min(rule.max_alerts));
     for i in range {
-        // Findings and signals are capped each by their own position.
-        let pos = if i < n { i } else { i - n };
-        if pos >= rule.max_alerts && !alerted(item_key(outcome, i)) {
+        let (key, pos) = item(outcome, i);
+        if pos >= rule.max_alerts && !alerted(key) {
             continue;
         }
         let Some(f) = outcome.findings.get(i) else {

@@ -345,21 +345,6 @@ impl OrderModel {
         // on (status, entered_at) yields each status's rows in order, so each scan stops at
         // the limit and only those rows are merged; `= ANY(…)` over several statuses would
         // read and sort every matching row first.
-        // One status (most rules): its range scan alone, in index order.
-        let stuck_one = if with_any.is_empty() {
-            format!(
-                "SELECT o.order_id::text, o.status::text, {at}, \
-                 EXTRACT(EPOCH FROM (now() - {at}))::float8 AS age_seconds{labels} \
-                 FROM {from_any} \
-                 WHERE o.status = ($1::text[])[1]::{st} AND o.entered_at < {below}{fin} \
-                 ORDER BY o.entered_at, o.order_id \
-                 LIMIT $3::int8",
-                at = out("o.entered_at"),
-                fin = time.finite("o.entered_at"),
-            )
-        } else {
-            String::new()
-        };
         let stuck = if with_any.is_empty() {
             let (from_each, label_cols, label_out) = (
                 self.current(time, "= s.status").1,
@@ -396,6 +381,21 @@ impl OrderModel {
                 at = out("o.entered_at"),
                 fin = time.finite("o.entered_at"),
             )
+        };
+        // One status (most rules): its range scan alone, in index order.
+        let stuck_one = if with_any.is_empty() {
+            format!(
+                "SELECT o.order_id::text, o.status::text, {at}, \
+                 EXTRACT(EPOCH FROM (now() - {at}))::float8 AS age_seconds{labels} \
+                 FROM {from_any} \
+                 WHERE o.status = ($1::text[])[1]::{st} AND o.entered_at < {below}{fin} \
+                 ORDER BY o.entered_at, o.order_id \
+                 LIMIT $3::int8",
+                at = out("o.entered_at"),
+                fin = time.finite("o.entered_at"),
+            )
+        } else {
+            stuck.clone()
         };
         let stuck_stats = format!(
             "{with_any}SELECT o.status::text, count(*), EXTRACT(EPOCH FROM (now() - {oldest}))::float8 \
@@ -508,11 +508,7 @@ impl OrderModel {
         Ok(ModelSql {
             id_integer: ["smallint", "integer", "bigint"].contains(&idt),
             time,
-            stuck_one: if stuck_one.is_empty() {
-                stuck.clone()
-            } else {
-                stuck_one
-            },
+            stuck_one,
             stuck,
             stuck_stats,
             candidates,
