@@ -20,6 +20,7 @@
 //! - [`engine`]: scheduling, the pending → firing → resolved state machine, the SQLite store.
 //! - [`notify`]: notifiers; they read alert state, never databases; routing, silences and
 //!   inhibition for the direct channels.
+//! - [`labels`]: alert labels that share their rule-wide part; the matchers' view of labels.
 //! - [`metrics`]: the registry and every exported metric.
 //! - [`http`]: axum routes: metrics, health, the API, the status page, the runbooks.
 //! - [`report`]: `once` output (table and JSON).
@@ -37,6 +38,7 @@ pub mod demo;
 pub mod engine;
 pub mod explain;
 pub mod http;
+pub mod labels;
 pub mod metrics;
 pub mod notify;
 pub mod otlp;

@@ -125,13 +125,10 @@ async fn direct_scrape_mode_computes_the_ratio_and_its_growth_over_a_sliding_win
     assert!(ratio > 0.05 && ratio < 0.5, "{line}");
     let alerts: Vec<_> = shared.book.read().unwrap().all().cloned().collect();
     assert_eq!(alerts.len(), 1);
-    assert_eq!(alerts[0].labels["alertname"], "Http5xxRatioHigh");
-    assert_eq!(alerts[0].labels["service"], "api");
-    assert!(
-        alerts[0].annotations["summary"].contains("the window before"),
-        "{:?}",
-        alerts[0].annotations
-    );
+    assert_eq!(&alerts[0].labels["alertname"], "Http5xxRatioHigh");
+    assert_eq!(&alerts[0].labels["service"], "api");
+    let notes = alerts[0].annotations();
+    assert!(notes["summary"].contains("the window before"), "{notes:?}");
 
     // The service goes away: an error, and the alert stays.
     drop(svc);
@@ -220,9 +217,9 @@ async fn shipped_http_rule_fires_within_five_minutes_of_the_reference_burst() {
             .signals
             .iter()
             .map(|s| Observation {
-                key: s.key.clone(),
-                labels: s.labels.clone(),
-                annotations: Default::default(),
+                key: s.key.as_str().into(),
+                labels: s.labels.clone().into(),
+                notes: Default::default(),
                 starts_at: now,
                 entered_at: None,
                 may_create: true,
@@ -230,7 +227,7 @@ async fn shipped_http_rule_fires_within_five_minutes_of_the_reference_burst() {
             .collect();
         book.apply(&rule.name, timing, now, obs, Coverage::All);
         for a in book.rule_alerts(&rule.name) {
-            assert_eq!(a.key, "shop-api", "only shop-api bursts: {a:?}");
+            assert_eq!(&*a.key, "shop-api", "only shop-api bursts: {a:?}");
             if a.state == AlertState::Firing && fired.is_none() {
                 fired = Some(t);
             }

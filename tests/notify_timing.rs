@@ -137,14 +137,15 @@ impl World {
         let obs = orders
             .iter()
             .map(|id| Observation {
-                key: id.to_string(),
+                key: (*id).into(),
                 labels: BTreeMap::from([
-                    ("alertname".into(), "StuckOrder".into()),
+                    ("alertname".to_string(), "StuckOrder".to_string()),
                     ("rule".into(), rule.into()),
                     ("severity".into(), severity.into()),
                     ("order_id".into(), id.to_string()),
-                ]),
-                annotations: BTreeMap::new(),
+                ])
+                .into(),
+                notes: Default::default(),
                 starts_at: now,
                 entered_at: Some(now - chrono::Duration::hours(2)),
                 may_create: true,

@@ -1,12 +1,19 @@
 //! The alert state machine, per (rule, key) where the key is an order id (or `_overflow`, or a
 //! source name for `SourceDown`): pending → firing → resolved, with `for` and
 //! `keep_firing_for` as in Prometheus. Pure logic: time is passed in, so tests need no clock.
+//!
+//! An alert costs what it must: its labels share the rule-wide part ([`Labels`]), and an
+//! order's annotations are not kept but rendered when a message is made ([`Notes`]), from the
+//! alert's own data and its rule's templates.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+pub use crate::labels::{Labels, Str};
 
 /// How long a resolved alert is kept and re-sent to Alertmanager (Prometheus: 15 minutes).
 pub const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
@@ -23,28 +30,6 @@ pub enum AlertState {
     Resolved,
 }
 
-impl Alert {
-    /// A digest of what a restart must restore exactly: the state and its times, the labels,
-    /// the interval. `last_seen` and the annotations (the current age, counts) are left out:
-    /// they change every evaluation and the first evaluation after a restart renews them.
-    pub fn durable_digest(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
-            &self.state,
-            &self.active_at,
-            &self.starts_at,
-            &self.fired_at,
-            &self.resolved_at,
-            &self.entered_at,
-            &self.labels,
-            self.interval_secs,
-        )
-            .hash(&mut h);
-        h.finish()
-    }
-}
-
 impl AlertState {
     /// The label/JSON value.
     pub fn as_str(self) -> &'static str {
@@ -56,17 +41,66 @@ impl AlertState {
     }
 }
 
+/// Renders the annotations of alerts whose annotations are made from their data (an order's
+/// summary, age, links): one per rule, shared by its alerts.
+pub trait Annotate: Send + Sync {
+    /// The annotations of `alert` as of `now`.
+    fn annotations(&self, alert: &Alert, now: DateTime<Utc>) -> BTreeMap<String, String>;
+}
+
+/// Where an alert's annotations come from.
+#[derive(Clone, Default)]
+pub enum Notes {
+    /// Rendered from the alert's data when asked (orders).
+    Rendered(Arc<dyn Annotate>),
+    /// Kept as they were made (slow queries, 5xx, custom SQL rows, the overflow alert, a
+    /// source down): few alerts, with data that is not kept otherwise.
+    Fixed(Arc<BTreeMap<String, String>>),
+    /// None known: an order's alert restored from the store whose rule is gone.
+    #[default]
+    None,
+}
+
+impl Notes {
+    /// Kept annotations.
+    pub fn fixed(map: BTreeMap<String, String>) -> Notes {
+        Notes::Fixed(Arc::new(map))
+    }
+
+    /// The same source (no need to replace one with the other).
+    fn same(&self, other: &Notes) -> bool {
+        match (self, other) {
+            (Notes::Rendered(a), Notes::Rendered(b)) => {
+                std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+            }
+            (Notes::Fixed(a), Notes::Fixed(b)) => Arc::ptr_eq(a, b) || a == b,
+            (Notes::None, Notes::None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Notes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notes::Rendered(_) => f.write_str("Rendered"),
+            Notes::Fixed(m) => f.debug_tuple("Fixed").field(m).finish(),
+            Notes::None => f.write_str("None"),
+        }
+    }
+}
+
 /// One alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Alert {
     /// The rule.
-    pub rule: String,
+    pub rule: Str,
     /// Order id, `_overflow`, or the source name for `SourceDown`.
-    pub key: String,
+    pub key: Str,
     /// Labels as sent to Alertmanager.
-    pub labels: BTreeMap<String, String>,
-    /// Annotations as sent to Alertmanager.
-    pub annotations: BTreeMap<String, String>,
+    pub labels: Labels,
+    /// Where the annotations come from ([`Alert::annotations`]).
+    pub notes: Notes,
     /// Current state.
     pub state: AlertState,
     /// When we first saw it (start of the `for` wait).
@@ -85,15 +119,109 @@ pub struct Alert {
     pub interval_secs: u64,
 }
 
+impl PartialEq for Alert {
+    fn eq(&self, o: &Alert) -> bool {
+        self.rule == o.rule
+            && self.key == o.key
+            && self.labels == o.labels
+            && self.state == o.state
+            && self.active_at == o.active_at
+            && self.starts_at == o.starts_at
+            && self.fired_at == o.fired_at
+            && self.last_seen == o.last_seen
+            && self.resolved_at == o.resolved_at
+            && self.entered_at == o.entered_at
+            && self.interval_secs == o.interval_secs
+            && match (&self.notes, &o.notes) {
+                (Notes::Fixed(a), Notes::Fixed(b)) => a == b,
+                (Notes::Fixed(_), _) | (_, Notes::Fixed(_)) => false,
+                // Rendered from the data compared above.
+                _ => true,
+            }
+    }
+}
+
+impl Alert {
+    /// Annotations as sent to Alertmanager, as of now.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        self.annotations_at(Utc::now())
+    }
+
+    /// Annotations as of `now` (an order's age is counted to it).
+    pub fn annotations_at(&self, now: DateTime<Utc>) -> BTreeMap<String, String> {
+        match &self.notes {
+            Notes::Rendered(r) => r.annotations(self, now),
+            Notes::Fixed(m) => (**m).clone(),
+            Notes::None => BTreeMap::new(),
+        }
+    }
+
+    /// Sets one annotation: the annotations are kept from then on (made now if rendered).
+    pub fn set_annotation(&mut self, name: &str, value: &str) {
+        let mut map = match std::mem::take(&mut self.notes) {
+            Notes::Fixed(m) => Arc::unwrap_or_clone(m),
+            other => {
+                self.notes = other;
+                self.annotations()
+            }
+        };
+        map.insert(name.to_string(), value.to_string());
+        self.notes = Notes::fixed(map);
+    }
+
+    /// One annotation, as of now.
+    pub fn annotation(&self, name: &str) -> Option<String> {
+        match &self.notes {
+            Notes::Fixed(m) => m.get(name).cloned(),
+            _ => self.annotations().remove(name),
+        }
+    }
+
+    /// A digest of what a restart must restore exactly: the state and its times, the labels,
+    /// the interval, and whether the annotations are kept or rendered. `last_seen` and the
+    /// annotations themselves (the current age, a query's running time) are left out: they
+    /// change every evaluation and the first evaluation after a restart renews them.
+    pub fn durable_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &self.state,
+            &self.active_at,
+            &self.starts_at,
+            &self.fired_at,
+            &self.resolved_at,
+            &self.entered_at,
+            &self.labels,
+            self.interval_secs,
+        )
+            .hash(&mut h);
+        matches!(self.notes, Notes::Fixed(_)).hash(&mut h);
+        h.finish()
+    }
+
+    /// Bytes this alert holds beyond what it shares with its rule's other alerts (the figure
+    /// in ARCHITECTURE.md).
+    pub fn own_bytes(&self) -> usize {
+        std::mem::size_of::<Alert>()
+            + self.labels.own_bytes()
+            + self.key.len()
+            + 16
+            + match &self.notes {
+                Notes::Fixed(m) => m.iter().map(|(k, v)| k.len() + v.len() + 64).sum(),
+                _ => 0,
+            }
+    }
+}
+
 /// What an evaluation saw for one key.
 #[derive(Debug, Clone)]
 pub struct Observation {
     /// The key (order id, …).
-    pub key: String,
+    pub key: Str,
     /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// Rendered annotations.
-    pub annotations: BTreeMap<String, String>,
+    pub labels: Labels,
+    /// Where its annotations come from.
+    pub notes: Notes,
     /// When the threshold was crossed.
     pub starts_at: DateTime<Utc>,
     /// When the order entered its status.
@@ -129,12 +257,12 @@ pub enum TransitionKind {
 }
 
 /// A state change, for notifiers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Transition {
     /// What happened.
     pub kind: TransitionKind,
-    /// The alert after the change.
-    pub alert: Alert,
+    /// The alert after the change (shared with the book until either changes).
+    pub alert: Arc<Alert>,
 }
 
 /// Timing of one rule.
@@ -148,10 +276,10 @@ pub struct RuleTiming {
     pub interval: Duration,
 }
 
-/// All alerts, keyed by (rule, key).
+/// All alerts, by rule, then key.
 #[derive(Debug, Default, Clone)]
 pub struct AlertBook {
-    alerts: BTreeMap<(String, String), Alert>,
+    rules: BTreeMap<Str, BTreeMap<Str, Arc<Alert>>>,
 }
 
 fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
@@ -161,12 +289,18 @@ fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
 impl AlertBook {
     /// A book holding `alerts` (restored from the store).
     pub fn from_alerts(alerts: impl IntoIterator<Item = Alert>) -> Self {
-        AlertBook {
-            alerts: alerts
-                .into_iter()
-                .map(|a| ((a.rule.clone(), a.key.clone()), a))
-                .collect(),
+        let mut book = AlertBook::default();
+        for a in alerts {
+            book.insert(a);
         }
+        book
+    }
+
+    fn insert(&mut self, a: Alert) {
+        self.rules
+            .entry(a.rule.clone())
+            .or_default()
+            .insert(a.key.clone(), Arc::new(a));
     }
 
     /// Applies one successful evaluation of `rule` and returns the state changes.
@@ -185,6 +319,18 @@ impl AlertBook {
         pass.finish(self, coverage)
     }
 
+    /// Gives the alerts of `rule` whose annotations are rendered from their data, and those
+    /// restored without any, `notes` (the rule's renderer, after a start or a reload).
+    pub fn attach_notes(&mut self, rule: &str, notes: &Notes) {
+        if let Some(alerts) = self.rules.get_mut(rule) {
+            for a in alerts.values_mut() {
+                if matches!(a.notes, Notes::Rendered(_) | Notes::None) && !a.notes.same(notes) {
+                    Arc::make_mut(a).notes = notes.clone();
+                }
+            }
+        }
+    }
+
     /// Resolves every active alert of rules not in `keep` (a rule removed from the config).
     pub fn resolve_rules_not_in(
         &mut self,
@@ -192,15 +338,16 @@ impl AlertBook {
         now: DateTime<Utc>,
     ) -> Vec<Transition> {
         let mut changes = Vec::new();
-        self.alerts.retain(|(rule, _), a| {
-            if keep.contains(rule) {
-                return true;
+        for (rule, alerts) in self.rules.iter_mut() {
+            if keep.contains(rule.as_ref()) {
+                continue;
             }
-            match a.state {
+            alerts.retain(|_, a| match a.state {
                 AlertState::Pending => false,
                 AlertState::Firing => {
-                    a.state = AlertState::Resolved;
-                    a.resolved_at = Some(now);
+                    let m = Arc::make_mut(a);
+                    m.state = AlertState::Resolved;
+                    m.resolved_at = Some(now);
                     changes.push(Transition {
                         kind: TransitionKind::Resolved,
                         alert: a.clone(),
@@ -208,63 +355,91 @@ impl AlertBook {
                     true
                 }
                 AlertState::Resolved => true,
-            }
-        });
+            });
+        }
+        self.rules.retain(|_, alerts| !alerts.is_empty());
         changes
     }
 
     /// Forgets resolved alerts older than [`RESOLVED_RETENTION`]; returns the rules touched.
     pub fn gc(&mut self, now: DateTime<Utc>) -> HashSet<String> {
         let mut touched = HashSet::new();
-        self.alerts.retain(|(rule, _), a| {
-            let keep = a
-                .resolved_at
-                .is_none_or(|t| elapsed(t, now) < RESOLVED_RETENTION);
-            if !keep {
-                touched.insert(rule.clone());
-            }
-            keep
-        });
+        for (rule, alerts) in self.rules.iter_mut() {
+            alerts.retain(|_, a| {
+                let keep = a
+                    .resolved_at
+                    .is_none_or(|t| elapsed(t, now) < RESOLVED_RETENTION);
+                if !keep {
+                    touched.insert(rule.to_string());
+                }
+                keep
+            });
+        }
+        self.rules.retain(|_, alerts| !alerts.is_empty());
         touched
     }
 
     /// The alerts of one rule.
-    pub fn rule_alerts<'a>(&'a self, rule: &'a str) -> impl Iterator<Item = &'a Alert> + 'a {
-        self.alerts
-            .range((rule.to_string(), String::new())..)
-            .take_while(move |(id, _)| id.0 == rule)
-            .map(|(_, a)| a)
+    pub fn rule_alerts<'a>(&'a self, rule: &str) -> impl Iterator<Item = &'a Alert> + 'a {
+        self.rules
+            .get(rule)
+            .into_iter()
+            .flat_map(|alerts| alerts.values().map(|a| &**a))
     }
 
     /// Every alert after `(rule, key)` (all when `None`), in (rule, key) order.
     pub fn all_after(&self, after: Option<&(String, String)>) -> impl Iterator<Item = &Alert> {
         use std::ops::Bound;
-        let from = match after {
-            Some(id) => Bound::Excluded(id.clone()),
-            None => Bound::Unbounded,
+        let (first, rest) = match after {
+            Some((rule, key)) => (
+                self.rules.get(rule.as_str()).map(|alerts| {
+                    alerts
+                        .range::<str, _>((Bound::Excluded(key.as_str()), Bound::Unbounded))
+                        .map(|(_, a)| &**a)
+                }),
+                self.rules
+                    .range::<str, _>((Bound::Excluded(rule.as_str()), Bound::Unbounded)),
+            ),
+            None => (None, self.rules.range::<str, _>(..)),
         };
-        self.alerts.range((from, Bound::Unbounded)).map(|(_, a)| a)
+        first
+            .into_iter()
+            .flatten()
+            .chain(rest.flat_map(|(_, alerts)| alerts.values().map(|a| &**a)))
     }
 
     /// Every alert.
     pub fn all(&self) -> impl Iterator<Item = &Alert> {
-        self.alerts.values()
+        self.rules
+            .values()
+            .flat_map(|alerts| alerts.values().map(|a| &**a))
+    }
+
+    /// How many alerts.
+    pub fn len(&self) -> usize {
+        self.rules.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether the book is empty.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
     }
 
     /// Looks one alert up.
     pub fn get(&self, rule: &str, key: &str) -> Option<&Alert> {
-        self.alerts.get(&(rule.to_string(), key.to_string()))
+        self.rules.get(rule)?.get(key).map(|a| &**a)
     }
 }
 
 /// One evaluation of one rule applied to the book piece by piece: observations go in as they
 /// are built, in chunks, so an evaluation of 100 000 orders never holds them all at once (nor
 /// the book's lock while building them); [`Pass::finish`] then settles what was not seen.
+///
+/// An alert the pass has seen is one whose `last_seen` is the pass's `now`: no set of keys.
 pub struct Pass {
-    rule: String,
+    rule: Str,
     timing: RuleTiming,
     now: DateTime<Utc>,
-    seen: HashSet<String>,
     changes: Vec<Transition>,
 }
 
@@ -272,50 +447,72 @@ impl Pass {
     /// A pass of `rule` at `now`.
     pub fn new(rule: &str, timing: RuleTiming, now: DateTime<Utc>) -> Pass {
         Pass {
-            rule: rule.to_string(),
+            rule: crate::labels::intern(rule),
             timing,
             now,
-            seen: HashSet::new(),
             changes: Vec::new(),
         }
     }
 
-    /// Whether this pass has observed `key`.
-    pub fn has_seen(&self, key: &str) -> bool {
-        self.seen.contains(key)
+    /// Marks the active alert of `key` seen, unchanged but for `notes` (its rule's renderer
+    /// now); returns false when there is none (the caller observes it in full).
+    pub fn touch(&mut self, book: &mut AlertBook, key: &str, notes: &Notes) -> bool {
+        let Some(a) = book.rules.get_mut(&self.rule).and_then(|m| m.get_mut(key)) else {
+            return false;
+        };
+        if a.state == AlertState::Resolved {
+            return false;
+        }
+        let m = Arc::make_mut(a);
+        m.last_seen = self.now;
+        m.interval_secs = self.timing.interval.as_secs();
+        if !m.notes.same(notes) {
+            m.notes = notes.clone();
+        }
+        self.settle(a);
+        true
+    }
+
+    /// Pending long enough: fires.
+    fn settle(&mut self, a: &mut Arc<Alert>) {
+        if a.state == AlertState::Pending && elapsed(a.active_at, self.now) >= self.timing.for_ {
+            let m = Arc::make_mut(a);
+            m.state = AlertState::Firing;
+            m.fired_at = Some(self.now);
+            self.changes.push(Transition {
+                kind: TransitionKind::Firing,
+                alert: a.clone(),
+            });
+        }
     }
 
     /// Applies one observation.
     pub fn observe(&mut self, book: &mut AlertBook, o: Observation) {
-        let (rule, timing, now) = (&self.rule, self.timing, self.now);
-        let changes = &mut self.changes;
-        let id = (rule.clone(), o.key.clone());
-        self.seen.insert(o.key.clone());
-        match book.alerts.get_mut(&id) {
+        let (timing, now) = (self.timing, self.now);
+        let alerts = book.rules.entry(self.rule.clone()).or_default();
+        match alerts.get_mut(&o.key) {
             Some(a) if a.state != AlertState::Resolved => {
-                a.labels = o.labels;
-                a.annotations = o.annotations;
-                a.last_seen = now;
-                a.entered_at = o.entered_at;
-                a.interval_secs = timing.interval.as_secs();
-                if a.state == AlertState::Pending && elapsed(a.active_at, now) >= timing.for_ {
-                    a.state = AlertState::Firing;
-                    a.fired_at = Some(now);
-                    changes.push(Transition {
-                        kind: TransitionKind::Firing,
-                        alert: a.clone(),
-                    });
+                let m = Arc::make_mut(a);
+                if m.labels != o.labels {
+                    m.labels = o.labels;
                 }
+                if !m.notes.same(&o.notes) {
+                    m.notes = o.notes;
+                }
+                m.last_seen = now;
+                m.entered_at = o.entered_at;
+                m.interval_secs = timing.interval.as_secs();
+                self.settle(a);
             }
             _ if !o.may_create => {}
             _ => {
                 // New, or a recurrence of a resolved alert: a new episode.
                 let firing = timing.for_.is_zero();
-                let a = Alert {
-                    rule: rule.clone(),
-                    key: o.key,
+                let a = Arc::new(Alert {
+                    rule: self.rule.clone(),
+                    key: o.key.clone(),
                     labels: o.labels,
-                    annotations: o.annotations,
+                    notes: o.notes,
                     state: if firing {
                         AlertState::Firing
                     } else {
@@ -328,17 +525,17 @@ impl Pass {
                     resolved_at: None,
                     entered_at: o.entered_at,
                     interval_secs: timing.interval.as_secs(),
-                };
+                });
                 let kind = if firing {
                     TransitionKind::Firing
                 } else {
                     TransitionKind::Pending
                 };
-                changes.push(Transition {
+                self.changes.push(Transition {
                     kind,
                     alert: a.clone(),
                 });
-                book.alerts.insert(id, a);
+                alerts.insert(o.key, a);
             }
         }
     }
@@ -346,38 +543,38 @@ impl Pass {
     /// Settles the alerts of the rule the pass did not see (by `coverage`) and returns every
     /// state change of the pass.
     pub fn finish(mut self, book: &mut AlertBook, coverage: Coverage) -> Vec<Transition> {
-        let (rule, timing, now) = (&self.rule, self.timing, self.now);
-        let mut drop = Vec::new();
-        for (id, a) in book.alerts.range_mut((rule.clone(), String::new())..) {
-            if &id.0 != rule {
-                break;
-            }
-            if self.seen.contains(&id.1) || a.state == AlertState::Resolved {
-                continue;
-            }
-            let gone = match coverage {
-                Coverage::All => true,
-                Coverage::EnteredBefore(edge) => a.entered_at.is_some_and(|t| t < edge),
-                Coverage::Seen => false,
-            };
-            if !gone {
-                continue;
-            }
-            match a.state {
-                AlertState::Pending => drop.push(id.clone()),
-                AlertState::Firing if elapsed(a.last_seen, now) >= timing.keep_firing_for => {
-                    a.state = AlertState::Resolved;
-                    a.resolved_at = Some(now);
-                    self.changes.push(Transition {
-                        kind: TransitionKind::Resolved,
-                        alert: a.clone(),
-                    });
+        let (timing, now) = (self.timing, self.now);
+        if let Some(alerts) = book.rules.get_mut(&self.rule) {
+            alerts.retain(|_, a| {
+                if a.last_seen == now || a.state == AlertState::Resolved {
+                    return true;
                 }
-                _ => {}
+                let gone = match coverage {
+                    Coverage::All => true,
+                    Coverage::EnteredBefore(edge) => a.entered_at.is_some_and(|t| t < edge),
+                    Coverage::Seen => false,
+                };
+                if !gone {
+                    return true;
+                }
+                match a.state {
+                    AlertState::Pending => false,
+                    AlertState::Firing if elapsed(a.last_seen, now) >= timing.keep_firing_for => {
+                        let m = Arc::make_mut(a);
+                        m.state = AlertState::Resolved;
+                        m.resolved_at = Some(now);
+                        self.changes.push(Transition {
+                            kind: TransitionKind::Resolved,
+                            alert: a.clone(),
+                        });
+                        true
+                    }
+                    _ => true,
+                }
+            });
+            if alerts.is_empty() {
+                book.rules.remove(&self.rule);
             }
-        }
-        for id in drop {
-            book.alerts.remove(&id);
         }
         self.changes
     }
@@ -401,15 +598,17 @@ mod tests {
     fn obs(key: &str, entered: i64) -> Observation {
         Observation {
             key: key.into(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
+            labels: Labels::default(),
+            notes: Notes::None,
             starts_at: t(entered + 3600),
             entered_at: Some(t(entered)),
             may_create: true,
         }
     }
     fn kinds(ts: &[Transition]) -> Vec<(TransitionKind, String)> {
-        ts.iter().map(|t| (t.kind, t.alert.key.clone())).collect()
+        ts.iter()
+            .map(|t| (t.kind, t.alert.key.to_string()))
+            .collect()
     }
 
     #[test]
@@ -616,6 +815,6 @@ mod tests {
         let keep: HashSet<String> = ["a".to_string()].into();
         let c = b.resolve_rules_not_in(&keep, t(60));
         assert_eq!(kinds(&c), vec![(TransitionKind::Resolved, "1".into())]);
-        assert_eq!(c[0].alert.rule, "b");
+        assert_eq!(&*c[0].alert.rule, "b");
     }
 }

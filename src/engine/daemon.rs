@@ -12,22 +12,24 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use super::alerts::{AlertBook, AlertState, Coverage, Observation, Pass, RuleTiming, Transition};
+use super::observe::{
+    RuleParts, fixed_observation, item, observation, overflow_observation, unchanged,
+};
 use super::store::{Store, StoreError};
 use crate::config::{Loaded, RuleKind};
 use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerNotifier, Hub, LogNotifier};
-use crate::rule::{
-    Check, Outcome, Rule, Signal, default_alertname, key_label, template::human_duration,
-};
+use crate::rule::{Check, Outcome, Rule, template::human_duration};
 use crate::source::{ModelKind, Source, SourceError, Unjudgeable};
+
+pub use super::observe::OVERFLOW_KEY;
 
 /// The pseudo-rule under which `SourceDown` alerts live (in the rule-name format, and
 /// reserved: no user rule may take it).
 pub const SOURCE_DOWN_RULE: &str = crate::config::RESERVED_RULE_NAMES[0];
 /// The pseudo-rule under which `SourceStale` alerts live.
 pub const SOURCE_STALE_RULE: &str = crate::config::RESERVED_RULE_NAMES[1];
-/// The overflow alert's key.
-pub const OVERFLOW_KEY: &str = "_overflow";
+/// How often the engine checks source health.
 const SOURCE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Start-up failures: the only errors that end the process.
@@ -147,6 +149,8 @@ pub struct Shared {
     base_url: std::sync::OnceLock<String>,
     /// The config's `inhibit_rules`, compiled once: the dispatcher and the status page use it.
     pub inhibitor: Arc<crate::notify::inhibit::Inhibitor>,
+    /// What every order alert of a rule shares, by rule (see [`RuleParts`]).
+    parts: std::sync::Mutex<std::collections::HashMap<String, Arc<RuleParts>>>,
 }
 
 impl Shared {
@@ -315,6 +319,7 @@ impl Daemon {
             heartbeat: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
             base_url: std::sync::OnceLock::new(),
             inhibitor,
+            parts: Default::default(),
         });
         for rule in removed
             .iter()
@@ -523,6 +528,7 @@ impl Generation {
     fn start(shared: Arc<Shared>, local: std::net::SocketAddr) -> Result<Generation, StartError> {
         let base_url = base_url(&shared.config, local);
         let _ = shared.base_url.set(base_url.clone());
+        crate::blocking::off_worker(|| shared.attach_notes());
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(am) = &shared.config.config.notifiers.alertmanager {
@@ -718,6 +724,7 @@ impl Shared {
             heartbeat: self.heartbeat.clone(),
             base_url: std::sync::OnceLock::new(),
             inhibitor,
+            parts: Default::default(),
         });
         self.forget_series(&next);
         for old in self.rules.iter().filter(|r| !keep.contains(&r.name)) {
@@ -1073,7 +1080,7 @@ impl Shared {
     #[tracing::instrument(name = "evaluate", skip_all, fields(rule = %rule.name,
         source = %rule.source, kind = rule.kind.as_str(), count = tracing::field::Empty,
         error = tracing::field::Empty))]
-    pub async fn evaluate(&self, rule: &Rule) {
+    pub async fn evaluate(&self, rule: &Arc<Rule>) {
         let now = Utc::now();
         if let Some(why) = self.stale_reason(rule) {
             // Stale data neither fires nor resolves: the rule waits for the standby.
@@ -1171,45 +1178,50 @@ impl Shared {
                         keep_firing_for: rule.keep_firing_for,
                         interval: rule.schedule.typical_interval(now),
                     };
-                    let (runbooks, fallback) = (self.runbooks_url(), default_alertname(rule.kind));
+                    let parts = self.rule_parts(rule);
                     let mut pass = Pass::new(&rule.name, timing, now);
                     let items = outcome.findings.len() + outcome.signals.len();
-                    // A chunk at a time: built without the book's lock (past `max_alerts` only
-                    // what keeps an existing alert alive: the rest is counted, not built),
-                    // then applied under it.
+                    // A chunk at a time. Sorted under the book's read lock: an order whose
+                    // active alert already says what it would is only touched; past
+                    // `max_alerts` only what keeps an existing alert alive is built (the rest
+                    // is counted). Built without the lock, applied under it.
                     for from in (0..items).step_by(CHUNK) {
                         let range = from..(from + CHUNK).min(items);
-                        // Alerted: an active alert in the book, or an order this pass has
-                        // seen or is about to create (a query model's duplicate row).
-                        let past_cap: std::collections::HashSet<&str> = {
+                        let mut touch: Vec<usize> = Vec::new();
+                        let mut build: Vec<usize> = Vec::new();
+                        {
                             let book = self.book.read().expect("book lock");
-                            range
-                                .clone()
-                                .map(|i| item(&outcome, i))
-                                .filter(|&(key, pos)| {
-                                    pos < rule.max_alerts
-                                        || pass.has_seen(key)
-                                        || book
-                                            .get(&rule.name, key)
-                                            .is_some_and(|a| a.state != AlertState::Resolved)
-                                })
-                                .map(|(key, _)| key)
-                                .collect()
-                        };
-                        let mut chunk =
-                            observation_chunk(rule, &outcome, range, |k| past_cap.contains(k));
-                        stamp(&mut chunk, &runbooks, fallback);
+                            for i in range {
+                                let (key, pos) = item(&outcome, i);
+                                let alert = book
+                                    .get(&rule.name, key)
+                                    .filter(|a| a.state != AlertState::Resolved);
+                                match (alert, outcome.findings.get(i)) {
+                                    (Some(a), Some(f)) if unchanged(&parts, a, f) => touch.push(i),
+                                    (Some(_), _) => build.push(i),
+                                    (None, _) if pos < rule.max_alerts => build.push(i),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        let mut chunk: Vec<Observation> = build
+                            .iter()
+                            .map(|&i| observation(&parts, &outcome, i))
+                            .collect();
                         let mut book = self.book.write().expect("book lock");
+                        for i in touch {
+                            if !pass.touch(&mut book, item(&outcome, i).0, &parts.notes) {
+                                chunk.push(observation(&parts, &outcome, i));
+                            }
+                        }
                         for o in chunk {
                             pass.observe(&mut book, o);
                         }
                     }
-                    let mut overflow: Vec<Observation> =
-                        overflow_observation(rule, &outcome).into_iter().collect();
-                    stamp(&mut overflow, &runbooks, fallback);
+                    let overflow = overflow_observation(&parts, &outcome);
                     let changes = {
                         let mut book = self.book.write().expect("book lock");
-                        for o in overflow {
+                        if let Some(o) = overflow {
                             pass.observe(&mut book, o);
                         }
                         pass.finish(&mut book, coverage)
@@ -1257,6 +1269,27 @@ impl Shared {
             .insert(rule.name.clone(), status);
     }
 
+    /// What every order alert of `rule` shares in this generation, made at its first use.
+    fn rule_parts(&self, rule: &Arc<Rule>) -> Arc<RuleParts> {
+        let mut parts = self.parts.lock().expect("parts lock");
+        match parts.get(&rule.name) {
+            Some(p) if Arc::ptr_eq(&p.rule, rule) => p.clone(),
+            _ => {
+                let p = Arc::new(RuleParts::new(rule.clone(), self.runbooks_url()));
+                parts.insert(rule.name.clone(), p.clone());
+                p
+            }
+        }
+    }
+
+    /// Gives the restored alerts of every rule its renderer (after a start or a reload).
+    fn attach_notes(&self) {
+        let mut book = self.book.write().expect("book lock");
+        for rule in &self.rules {
+            book.attach_notes(&rule.name, &self.rule_parts(rule).notes);
+        }
+    }
+
     /// Persists, updates gauges, forgets old resolved alerts, and tells the notifiers.
     fn after_change(&self, rule: &str, changes: Vec<Transition>, now: DateTime<Utc>) {
         let touched = self.book.write().expect("book lock").gc(now);
@@ -1289,9 +1322,7 @@ impl Shared {
         }
         for a in book.all() {
             if a.state != AlertState::Resolved {
-                *counts
-                    .entry((a.rule.as_str(), a.state.as_str()))
-                    .or_default() += 1;
+                *counts.entry((&*a.rule, a.state.as_str())).or_default() += 1;
             }
         }
         for ((rule, state), n) in counts {
@@ -1429,17 +1460,17 @@ impl Shared {
                         ),
                     ),
                 ]);
-                obs.push(Observation {
-                    key: name.clone(),
+                obs.push(fixed_observation(
+                    name,
                     labels,
                     annotations,
-                    starts_at: since,
-                    entered_at: None,
-                    may_create: true,
-                });
+                    &self.runbooks_url(),
+                    "SourceDown",
+                    since,
+                    true,
+                ));
             }
         }
-        stamp(&mut obs, &self.runbooks_url(), "SourceDown");
         let timing = RuleTiming {
             for_: Duration::ZERO,
             keep_firing_for: Duration::ZERO,
@@ -1455,20 +1486,21 @@ impl Shared {
         if !changes.is_empty() {
             self.after_change(SOURCE_DOWN_RULE, changes, now);
         }
-        let mut stale: Vec<Observation> = statuses
+        let runbooks = self.runbooks_url();
+        let stale: Vec<Observation> = statuses
             .iter()
             .filter(|(_, s)| s.stale)
             .map(|(name, s)| {
                 let lag = s.lag_text();
-                Observation {
-                    key: name.clone(),
-                    labels: BTreeMap::from([
+                fixed_observation(
+                    name,
+                    BTreeMap::from([
                         ("alertname".to_string(), "SourceStale".to_string()),
                         ("rule".to_string(), SOURCE_STALE_RULE.to_string()),
                         ("source".to_string(), name.clone()),
                         ("severity".to_string(), "critical".to_string()),
                     ]),
-                    annotations: BTreeMap::from([
+                    BTreeMap::from([
                         (
                             "summary".to_string(),
                             format!("Source {name} ({}) is a standby {lag} behind its primary", s.target),
@@ -1481,13 +1513,13 @@ impl Shared {
                         ),
                         ("lag".to_string(), lag),
                     ]),
-                    starts_at: now,
-                    entered_at: None,
-                    may_create: true,
-                }
+                    &runbooks,
+                    "SourceStale",
+                    now,
+                    true,
+                )
             })
             .collect();
-        stamp(&mut stale, &self.runbooks_url(), "SourceStale");
         let changes = self.book.write().expect("book lock").apply(
             SOURCE_STALE_RULE,
             timing,
@@ -1501,269 +1533,8 @@ impl Shared {
     }
 }
 
-/// The label every alert orderwatch raises carries, so Alertmanager's inhibit rules and the
-/// runbooks can tell its alerts from the Prometheus rules' (`path="prometheus"`).
-pub const PATH_LABEL: (&str, &str) = ("path", "orderwatch");
-
-/// The last touches every alert of orderwatch gets: `path="orderwatch"`, and a `runbook_url`
-/// (the rule's own, else this daemon's `/runbooks` page at the alert's section).
-/// A rule with its own `alertname` links to its kind's section (`fallback`).
-fn stamp(observations: &mut [Observation], runbooks: &str, fallback: &str) {
-    let sections = crate::http::runbooks::sections();
-    for o in observations {
-        o.labels.insert(PATH_LABEL.0.into(), PATH_LABEL.1.into());
-        let anchor = o
-            .labels
-            .get("alertname")
-            .map(|a| a.to_ascii_lowercase())
-            .filter(|a| sections.contains(a))
-            .unwrap_or_else(|| fallback.to_ascii_lowercase());
-        o.annotations
-            .entry("runbook_url".into())
-            .or_insert_with(|| format!("{runbooks}#{anchor}"));
-    }
-}
-
-/// The observation of a finding that is not an order (a slow query, a custom SQL row). Its
-/// labels identify it and stay the same between evaluations; what describes it (a pid, the
-/// query text, the previous ratio) goes to the annotations.
-fn signal_observation(rule: &Rule, sig: &Signal, may_create: bool) -> Observation {
-    let key_label = key_label(rule.kind);
-    let mut labels = rule.labels.clone();
-    for (k, v) in &sig.labels {
-        labels.insert(k.clone(), v.clone());
-    }
-    labels.insert("alertname".into(), rule.alertname.clone());
-    labels.insert("rule".into(), rule.name.clone());
-    labels.insert("source".into(), rule.source.clone());
-    labels.insert("severity".into(), rule.severity.as_str().into());
-    if !sig.labels.contains_key(key_label) {
-        labels.insert(key_label.into(), sig.key.clone());
-    }
-    // A share (5xx) needs more digits than seconds do.
-    let value = match rule.check {
-        Check::HttpErrors(_) => sig.value.map(|v| format!("{v:.4}")),
-        _ => sig.value.map(|v| format!("{v:.1}")),
-    }
-    .unwrap_or_default();
-    // Templates see both as `labels` (rule files written before the split keep working).
-    let mut all = sig.labels.clone();
-    all.extend(sig.details.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let ctx = minijinja::context! {
-        key => sig.key, value => sig.value, labels => all, details => sig.details, rule => rule.name,
-        source => rule.source, severity => rule.severity.as_str(),
-        older_than => human_duration(rule.older_than()),
-    };
-    let mut annotations = rule.annotations.render(&ctx);
-    let detail = |k: &str| sig.details.get(k).map_or("", String::as_str);
-    annotations
-        .entry("summary".into())
-        .or_insert_with(|| match rule.check {
-            Check::SlowQueries(_) => format!(
-                "Query {} of {} on {} {} {value}s: {}",
-                sig.labels.get("queryid").map_or("?", String::as_str),
-                sig.labels.get("user").map_or("?", String::as_str),
-                rule.source,
-                if detail("pid").is_empty() {
-                    "took on average"
-                } else {
-                    "has run for"
-                },
-                detail("query")
-            ),
-            Check::HttpErrors(_) => format!(
-                "{:.1}% of {}'s answers are 5xx over the last {}{}",
-                sig.value.unwrap_or_default() * 100.0,
-                sig.key,
-                detail("window"),
-                detail("previous_ratio")
-                    .parse::<f64>()
-                    .ok()
-                    .map(|p| format!(" (was {:.1}% the window before)", p * 100.0))
-                    .unwrap_or_default()
-            ),
-            _ => format!("{}: {} = {value}", rule.name, sig.key),
-        });
-    for (k, v) in &sig.details {
-        annotations.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    if !value.is_empty() {
-        annotations.insert("value".into(), value);
-    }
-    Observation {
-        key: sig.key.clone(),
-        labels,
-        annotations,
-        starts_at: sig.since.unwrap_or_else(Utc::now),
-        entered_at: None,
-        may_create,
-    }
-}
-
-/// One observation per fetched order among the oldest `max_alerts`, and per fetched order
-/// past them that `alerted` (it has an active alert, kept alive), plus the overflow alert when
-/// more orders matched than get an alert. The other findings are counted, not built.
-#[cfg(test)]
-fn observations(
-    rule: &Rule,
-    outcome: &Outcome,
-    alerted: impl Fn(&str) -> bool,
-) -> Vec<Observation> {
-    let items = outcome.findings.len() + outcome.signals.len();
-    let mut out = observation_chunk(rule, outcome, 0..items, alerted);
-    out.extend(overflow_observation(rule, outcome));
-    out
-}
-
 /// Observations built per chunk of an evaluation's findings (see `Pass`).
 const CHUNK: usize = 1024;
-
-/// Item `i` of an outcome (findings first, then signals): its identity (alert key) and its
-/// position among its own kind (findings and signals are capped each by their own position).
-fn item(outcome: &Outcome, i: usize) -> (&str, usize) {
-    match outcome.findings.get(i) {
-        Some(f) => (&f.order_id, i),
-        None => {
-            let pos = i - outcome.findings.len();
-            (&outcome.signals[pos].key, pos)
-        }
-    }
-}
-
-/// The observations of items `range` of `outcome` (findings first, then signals), skipping
-/// those past `max_alerts` that are not `alerted`.
-fn observation_chunk(
-    rule: &Rule,
-    outcome: &Outcome,
-    range: std::ops::Range<usize>,
-    alerted: impl Fn(&str) -> bool,
-) -> Vec<Observation> {
-    let older_than = rule.older_than();
-    let older = chrono::Duration::from_std(older_than).unwrap_or_default();
-    let mut out = Vec::with_capacity(range.len().min(rule.max_alerts));
-    for i in range {
-        let (key, pos) = item(outcome, i);
-        if pos >= rule.max_alerts && !alerted(key) {
-            continue;
-        }
-        let Some(f) = outcome.findings.get(i) else {
-            out.push(signal_observation(
-                rule,
-                &outcome.signals[pos],
-                pos < rule.max_alerts,
-            ));
-            continue;
-        };
-        let age = human_duration(Duration::from_secs_f64(f.age_seconds.max(0.0)));
-        let mut labels = BTreeMap::new();
-        for (k, v) in &f.labels {
-            labels.insert(k.clone(), v.clone());
-        }
-        for (k, v) in &rule.labels {
-            labels.insert(k.clone(), v.clone());
-        }
-        let other = rule.other_source().unwrap_or_default();
-        // A `missing` rule's finding is a lost order, or a status mismatch when the other
-        // database has the order in a status that disagrees.
-        let alertname = match (&rule.check, &f.other_status) {
-            (Check::Missing(_), Some(_)) if rule.alertname == default_alertname(rule.kind) => {
-                "StatusMismatch".to_string()
-            }
-            _ => rule.alertname.clone(),
-        };
-        labels.insert("alertname".into(), alertname);
-        labels.insert("rule".into(), rule.name.clone());
-        labels.insert("source".into(), rule.source.clone());
-        labels.insert("status".into(), f.status.clone());
-        labels.insert("severity".into(), rule.severity.as_str().into());
-        labels.insert("order_id".into(), f.order_id.clone());
-        if !other.is_empty() {
-            labels.insert("other_source".into(), other.to_string());
-        }
-        if let Some(o) = &f.other_status {
-            labels.insert("other_status".into(), o.clone());
-        }
-        let ctx = minijinja::context! {
-            order_id => f.order_id, status => f.status, age => age, age_seconds => f.age_seconds.round() as i64,
-            entered_at => f.entered_at.to_rfc3339(), older_than => human_duration(older_than),
-            rule => rule.name, source => rule.source, severity => rule.severity.as_str(), labels => f.labels,
-            other_source => other, other_status => f.other_status,
-        };
-        let mut annotations = rule.annotations.render(&ctx);
-        annotations.entry("summary".into()).or_insert_with(|| {
-            match (&rule.check, &f.other_status) {
-                (Check::Missing(_), None) => {
-                    format!(
-                        "Order {} is {} in {} for {} but {other} does not have it",
-                        f.order_id, f.status, rule.source, age
-                    )
-                }
-                (Check::Missing(_), Some(o)) => format!(
-                    "Order {} is {} in {} for {} but {o} in {other}",
-                    f.order_id, f.status, rule.source, age
-                ),
-                _ => format!(
-                    "Order {} has been {} for {} (threshold {})",
-                    f.order_id,
-                    f.status,
-                    age,
-                    human_duration(older_than)
-                ),
-            }
-        });
-        annotations.insert("age".into(), age);
-        annotations.insert("entered_at".into(), f.entered_at.to_rfc3339());
-        out.push(Observation {
-            key: f.order_id.clone(),
-            labels,
-            annotations,
-            starts_at: f.entered_at + older,
-            entered_at: Some(f.entered_at),
-            may_create: i < rule.max_alerts,
-        });
-    }
-    out
-}
-
-/// The overflow alert's observation, when more matched than get an alert.
-fn overflow_observation(rule: &Rule, outcome: &Outcome) -> Option<Observation> {
-    let older = chrono::Duration::from_std(rule.older_than()).unwrap_or_default();
-    if outcome.count > rule.max_alerts as u64 {
-        let more = outcome.count - rule.max_alerts as u64;
-        let mut labels: BTreeMap<String, String> = rule.labels.clone();
-        labels.insert("alertname".into(), rule.alertname.clone());
-        labels.insert("rule".into(), rule.name.clone());
-        labels.insert("source".into(), rule.source.clone());
-        labels.insert("status".into(), rule.statuses().join(","));
-        labels.insert("severity".into(), rule.severity.as_str().into());
-        labels.insert("order_id".into(), OVERFLOW_KEY.into());
-        let annotations = BTreeMap::from([
-            (
-                "summary".to_string(),
-                format!(
-                    "{more} more orders match rule {} beyond the {} alerted individually ({} in total)",
-                    rule.name, rule.max_alerts, outcome.count
-                ),
-            ),
-            ("count".to_string(), outcome.count.to_string()),
-            ("more".to_string(), more.to_string()),
-        ]);
-        let starts_at = outcome
-            .findings
-            .get(rule.max_alerts)
-            .map_or_else(Utc::now, |f| f.entered_at + older);
-        Some(Observation {
-            key: OVERFLOW_KEY.into(),
-            labels,
-            annotations,
-            starts_at,
-            entered_at: None,
-            may_create: true,
-        })
-    } else {
-        None
-    }
-}
 
 /// One line of `check`'s online report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1971,70 +1742,4 @@ pub async fn check_online(loaded: &Loaded) -> Result<Vec<(Verdict, String)>, Sta
         ));
     }
     Ok(lines)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rule::Finding;
-
-    /// A `stuck` rule with `max_alerts: 3` on a source that is never connected to.
-    fn rule() -> (tempfile::TempDir, Arc<Rule>) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("rules.yaml"),
-            "rules:\n  - name: r\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    max_findings: 1000\n    max_alerts: 3\n",
-        )
-        .unwrap();
-        let main = "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: postgres://orderwatch@127.0.0.1:1/shop\n    orders: {table: orders, id: id, status: status, entered_at: at}\n";
-        let loaded = crate::config::load_str(&dir.path().join("orderwatch.yaml"), main).unwrap();
-        let (_, mut rules) = build_parts(&loaded, false).unwrap();
-        (dir, rules.remove(0))
-    }
-
-    fn outcome(n: usize) -> Outcome {
-        let now = Utc::now();
-        Outcome {
-            count: n as u64,
-            findings: (0..n)
-                .map(|i| Finding {
-                    order_id: format!("JW-{i}"),
-                    status: "SUBMITTED".into(),
-                    entered_at: now - chrono::Duration::hours(3)
-                        + chrono::Duration::seconds(i as i64),
-                    age_seconds: 10_800.0 - i as f64,
-                    labels: BTreeMap::new(),
-                    other_status: None,
-                })
-                .collect(),
-            ..Outcome::default()
-        }
-    }
-
-    #[test]
-    fn findings_past_max_alerts_build_no_observation() {
-        let (_dir, rule) = rule();
-        let built = std::cell::Cell::new(0);
-        let obs = observations(&rule, &outcome(1000), |_| {
-            built.set(built.get() + 1);
-            false
-        });
-        // The oldest 3 and the overflow alert; the other 997 are asked about, not built.
-        let keys: Vec<&str> = obs.iter().map(|o| o.key.as_str()).collect();
-        assert_eq!(keys, ["JW-0", "JW-1", "JW-2", OVERFLOW_KEY]);
-        assert_eq!(built.get(), 997);
-        let overflow = obs.last().unwrap();
-        assert_eq!(overflow.annotations["count"], "1000");
-        assert_eq!(overflow.annotations["more"], "997");
-    }
-
-    #[test]
-    fn an_alerted_finding_past_the_cap_is_kept_alive_not_created() {
-        let (_dir, rule) = rule();
-        let obs = observations(&rule, &outcome(10), |key| key == "JW-7");
-        let past: Vec<&Observation> = obs.iter().filter(|o| o.key == "JW-7").collect();
-        assert_eq!(past.len(), 1);
-        assert!(!past[0].may_create, "past the cap it only keeps its alert");
-        assert_eq!(obs.len(), 5);
-    }
 }

@@ -3,11 +3,13 @@
 
 mod alerts;
 mod daemon;
+mod observe;
 mod schedule;
 mod store;
 
 pub use alerts::{
-    Alert, AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition, TransitionKind,
+    Alert, AlertBook, AlertState, Annotate, Coverage, Notes, Observation, RuleTiming, Transition,
+    TransitionKind,
 };
 pub use daemon::{
     Current, Daemon, OVERFLOW_KEY, RuleStatus, Shared, SourceStatus, StartError, Verdict,

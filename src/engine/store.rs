@@ -6,9 +6,14 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, params};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::alerts::Alert;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::alerts::{Alert, AlertState, Notes};
+use crate::labels::{Labels, Str, intern};
 
 /// A state store failure.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +65,7 @@ pub struct Store {
     /// Per rule, the durable digest of every alert as last written: a save writes only the
     /// alerts whose digest changed and deletes those gone, so a steady evaluation writes
     /// nothing.
-    written: Mutex<HashMap<String, HashMap<String, u64>>>,
+    written: Mutex<HashMap<String, HashMap<Str, u64>>>,
     /// Rows inserted, replaced or deleted since open (for tests and the benchmark).
     rows_written: std::sync::atomic::AtomicU64,
 }
@@ -161,7 +166,7 @@ impl Store {
             path: path.display().to_string(),
             source,
         })?;
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
             return Err(StoreError::Corrupt(check));
@@ -169,37 +174,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS alerts (
-                 rule TEXT NOT NULL,
-                 key  TEXT NOT NULL,
-                 body TEXT NOT NULL,
-                 PRIMARY KEY (rule, key)
-             );",
-        )?;
-        // Schema versions (`PRAGMA user_version`): 0 is a store written by 0.1.0.
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version < 1 {
-            conn.execute_batch(
-                "BEGIN;
-             -- Releases up to 0.1.0 named the internal rules `source-down` and `source-stale`,
-             -- outside the rule-name format; their alerts carry on under the new names (a row
-             -- already there under the new name wins).
-             UPDATE OR IGNORE alerts SET rule = 'source_down',
-                 body = json_set(body, '$.rule', 'source_down', '$.labels.rule', 'source_down')
-               WHERE rule = 'source-down';
-             UPDATE OR IGNORE alerts SET rule = 'source_stale',
-                 body = json_set(body, '$.rule', 'source_stale', '$.labels.rule', 'source_stale')
-               WHERE rule = 'source-stale';
-             DELETE FROM alerts WHERE rule IN ('source-down', 'source-stale');
-             -- ... and had no `path` label: restored alerts carry it before their rule
-             -- evaluates again (an alert frozen on a down source is pushed as it is stored).
-             UPDATE alerts SET body = json_set(body, '$.labels.path', 'orderwatch')
-               WHERE json_extract(body, '$.labels.path') IS NULL;
-                 PRAGMA user_version = 1;
-                 COMMIT;",
-            )?;
-        }
+        migrate(&mut conn)?;
         for suffix in ["-wal", "-shm"] {
             let side = path.with_file_name(format!("{FILE}{suffix}"));
             if side.exists() {
@@ -227,17 +202,61 @@ impl Store {
     /// Every stored alert.
     pub fn load_alerts(&self) -> Result<Vec<Alert>, StoreError> {
         let conn = self.conn.lock().expect("store mutex");
-        let mut stmt = conn.prepare("SELECT body FROM alerts ORDER BY rule, key")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut sets: HashMap<i64, Arc<[(Str, Str)]>> = HashMap::new();
+        {
+            let mut stmt = conn.prepare("SELECT id, labels FROM label_sets")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let map: BTreeMap<String, String> = serde_json::from_str(&r.get::<_, String>(1)?)?;
+                sets.insert(
+                    r.get(0)?,
+                    Labels::shared_list(map.iter().map(|(k, v)| (intern(k), intern(v)))),
+                );
+            }
+        }
+        let mut stmt = conn.prepare(
+            "SELECT rule, key, state, active_at, starts_at, fired_at, resolved_at, entered_at, \
+             last_seen, interval_secs, shared, labels, annotations FROM alerts ORDER BY rule, key",
+        )?;
+        let mut rows = stmt.query([])?;
         let mut out: Vec<Alert> = Vec::new();
-        for body in rows {
-            out.push(serde_json::from_str(&body?)?);
+        let empty: Arc<[(Str, Str)]> = Arc::from(Vec::new());
+        while let Some(r) = rows.next()? {
+            let own: BTreeMap<String, String> = serde_json::from_str(&r.get::<_, String>(11)?)?;
+            let shared = match r.get::<_, Option<i64>>(10)? {
+                Some(id) => sets.get(&id).cloned().unwrap_or_else(|| empty.clone()),
+                None => empty.clone(),
+            };
+            let annotations: Option<String> = r.get(12)?;
+            let key: String = r.get(1)?;
+            out.push(Alert {
+                rule: intern(&r.get::<_, String>(0)?),
+                key: Str::from(key),
+                labels: Labels::new(
+                    shared,
+                    own.iter()
+                        .map(|(k, v)| (intern(k), Str::from(v.as_str())))
+                        .collect(),
+                ),
+                notes: match annotations {
+                    Some(a) => Notes::fixed(serde_json::from_str(&a)?),
+                    None => Notes::None,
+                },
+                state: state_from(r.get(2)?),
+                active_at: time(r.get(3)?),
+                starts_at: time(r.get(4)?),
+                fired_at: r.get::<_, Option<i64>>(5)?.map(time),
+                resolved_at: r.get::<_, Option<i64>>(6)?.map(time),
+                entered_at: r.get::<_, Option<i64>>(7)?.map(time),
+                last_seen: time(r.get(8)?),
+                interval_secs: r.get::<_, i64>(9)? as u64,
+            });
         }
         let mut written = self.written.lock().expect("written mutex");
         written.clear();
         for a in &out {
             written
-                .entry(a.rule.clone())
+                .entry(a.rule.to_string())
                 .or_default()
                 .insert(a.key.clone(), a.durable_digest());
         }
@@ -263,8 +282,8 @@ impl Store {
         let mut written = self.written.lock().expect("written mutex");
         // A rule not written (nor loaded) since open is replaced whole, once.
         let first = !written.contains_key(rule);
-        let before = written.get(rule).cloned().unwrap_or_default();
-        let mut now: HashMap<String, u64> = HashMap::with_capacity(before.len());
+        let before = written.remove(rule).unwrap_or_default();
+        let mut now: HashMap<Str, u64> = HashMap::with_capacity(before.len());
         let mut changed: Vec<&Alert> = Vec::new();
         for a in alerts {
             let d = a.durable_digest();
@@ -273,28 +292,13 @@ impl Store {
             }
             now.insert(a.key.clone(), d);
         }
-        let gone: Vec<&String> = before.keys().filter(|k| !now.contains_key(*k)).collect();
+        let gone: Vec<&Str> = before.keys().filter(|k| !now.contains_key(*k)).collect();
         if changed.is_empty() && gone.is_empty() && !first {
+            written.insert(rule.to_string(), now);
             return Ok(());
         }
-        let mut conn = self.conn.lock().expect("store mutex");
-        let tx = conn.transaction()?;
-        if first {
-            tx.execute("DELETE FROM alerts WHERE rule = ?1", params![rule])?;
-        }
-        {
-            let mut del = tx.prepare_cached("DELETE FROM alerts WHERE rule = ?1 AND key = ?2")?;
-            for k in &gone {
-                del.execute(params![rule, k])?;
-            }
-            let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO alerts (rule, key, body) VALUES (?1, ?2, ?3)",
-            )?;
-            for a in &changed {
-                ins.execute(params![a.rule, a.key, serde_json::to_string(a)?])?;
-            }
-        }
-        tx.commit()?;
+        // On failure nothing is recorded as written: the next save tries the whole rule again.
+        self.write(rule, first, &changed, &gone)?;
         self.rows_written.fetch_add(
             (changed.len() + gone.len()) as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -303,9 +307,250 @@ impl Store {
         Ok(())
     }
 
+    fn write(
+        &self,
+        rule: &str,
+        first: bool,
+        changed: &[&Alert],
+        gone: &[&Str],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().expect("store mutex");
+        let tx = conn.transaction()?;
+        if first {
+            tx.execute("DELETE FROM alerts WHERE rule = ?1", params![rule])?;
+        }
+        {
+            let mut del = tx.prepare_cached("DELETE FROM alerts WHERE rule = ?1 AND key = ?2")?;
+            for k in gone {
+                del.execute(params![rule, &***k])?;
+            }
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO alerts (rule, key, state, active_at, starts_at, fired_at, \
+                 resolved_at, entered_at, last_seen, interval_secs, shared, labels, annotations) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            // The rule-wide labels once per distinct list, by content.
+            let mut set_ids: HashMap<*const (Str, Str), Option<i64>> = HashMap::new();
+            for a in changed {
+                let shared = a.labels.shared();
+                let id = match set_ids.get(&shared.as_ptr()) {
+                    Some(id) => *id,
+                    None => {
+                        let id = label_set_id(&tx, shared)?;
+                        set_ids.insert(shared.as_ptr(), id);
+                        id
+                    }
+                };
+                let own: BTreeMap<&str, &str> =
+                    a.labels.own().iter().map(|(k, v)| (&**k, &**v)).collect();
+                let annotations = match &a.notes {
+                    Notes::Fixed(m) => Some(serde_json::to_string(&**m)?),
+                    _ => None,
+                };
+                ins.execute(params![
+                    &*a.rule,
+                    &*a.key,
+                    state_code(a.state),
+                    nanos(a.active_at),
+                    nanos(a.starts_at),
+                    a.fired_at.map(nanos),
+                    a.resolved_at.map(nanos),
+                    a.entered_at.map(nanos),
+                    nanos(a.last_seen),
+                    a.interval_secs as i64,
+                    id,
+                    serde_json::to_string(&own)?,
+                    annotations,
+                ])?;
+            }
+        }
+        if !gone.is_empty() || first {
+            tx.execute(
+                "DELETE FROM label_sets WHERE id NOT IN \
+                 (SELECT shared FROM alerts WHERE shared IS NOT NULL)",
+                [],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Rows inserted, replaced or deleted since the store was opened.
     pub fn rows_written(&self) -> u64 {
         self.rows_written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The store's schema version (`PRAGMA user_version`): 0 was written by 0.1.0, 1 by the
+/// releases that kept one JSON body per alert, 2 is the compact form below.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Creates the tables, or brings an older store to [`SCHEMA_VERSION`] in place, in one
+/// transaction each step, nothing lost and nothing re-announced.
+///
+/// Version 2: one row per alert with its state and times as integers (nanoseconds since the
+/// epoch, exact), its own labels as a small JSON object and the labels every alert of its
+/// rule shares once in `label_sets`; annotations only where they are not rendered from the
+/// alert's data (see [`Notes`]).
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let has_v1 = conn
+        .query_row(
+            "SELECT 1 FROM pragma_table_info('alerts') WHERE name = 'body'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    if version < 1 && has_v1 {
+        conn.execute_batch(
+            "BEGIN;
+             -- Releases up to 0.1.0 named the internal rules `source-down` and `source-stale`,
+             -- outside the rule-name format; their alerts carry on under the new names (a row
+             -- already there under the new name wins).
+             UPDATE OR IGNORE alerts SET rule = 'source_down',
+                 body = json_set(body, '$.rule', 'source_down', '$.labels.rule', 'source_down')
+               WHERE rule = 'source-down';
+             UPDATE OR IGNORE alerts SET rule = 'source_stale',
+                 body = json_set(body, '$.rule', 'source_stale', '$.labels.rule', 'source_stale')
+               WHERE rule = 'source-stale';
+             DELETE FROM alerts WHERE rule IN ('source-down', 'source-stale');
+             -- ... and had no `path` label: restored alerts carry it before their rule
+             -- evaluates again (an alert frozen on a down source is pushed as it is stored).
+             UPDATE alerts SET body = json_set(body, '$.labels.path', 'orderwatch')
+               WHERE json_extract(body, '$.labels.path') IS NULL;
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    let tx = conn.transaction()?;
+    let old: Vec<String> = if has_v1 {
+        let mut stmt = tx.prepare("SELECT body FROM alerts")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let bodies = rows.collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        tx.execute_batch("DROP TABLE alerts;")?;
+        bodies
+    } else {
+        Vec::new()
+    };
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS label_sets (
+             id     INTEGER PRIMARY KEY,
+             labels TEXT NOT NULL UNIQUE
+         );
+         CREATE TABLE IF NOT EXISTS alerts (
+             rule          TEXT NOT NULL,
+             key           TEXT NOT NULL,
+             state         INTEGER NOT NULL,
+             active_at     INTEGER NOT NULL,
+             starts_at     INTEGER NOT NULL,
+             fired_at      INTEGER,
+             resolved_at   INTEGER,
+             entered_at    INTEGER,
+             last_seen     INTEGER NOT NULL,
+             interval_secs INTEGER NOT NULL,
+             shared        INTEGER REFERENCES label_sets (id),
+             labels        TEXT NOT NULL,
+             annotations   TEXT,
+             PRIMARY KEY (rule, key)
+         );",
+    )?;
+    {
+        // A version-1 body: the whole alert as JSON, every label and annotation in it. Its
+        // annotations are kept as they were until the rule evaluates again.
+        #[derive(serde::Deserialize)]
+        struct V1 {
+            rule: String,
+            key: String,
+            labels: BTreeMap<String, String>,
+            annotations: BTreeMap<String, String>,
+            state: AlertState,
+            active_at: DateTime<Utc>,
+            starts_at: DateTime<Utc>,
+            fired_at: Option<DateTime<Utc>>,
+            last_seen: DateTime<Utc>,
+            resolved_at: Option<DateTime<Utc>>,
+            entered_at: Option<DateTime<Utc>>,
+            interval_secs: u64,
+        }
+        let mut ins = tx.prepare(
+            "INSERT OR REPLACE INTO alerts (rule, key, state, active_at, starts_at, fired_at, \
+             resolved_at, entered_at, last_seen, interval_secs, shared, labels, annotations) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12)",
+        )?;
+        for body in &old {
+            let a: V1 = serde_json::from_str(body)?;
+            ins.execute(params![
+                a.rule,
+                a.key,
+                state_code(a.state),
+                nanos(a.active_at),
+                nanos(a.starts_at),
+                a.fired_at.map(nanos),
+                a.resolved_at.map(nanos),
+                a.entered_at.map(nanos),
+                nanos(a.last_seen),
+                a.interval_secs as i64,
+                serde_json::to_string(&a.labels)?,
+                serde_json::to_string(&a.annotations)?,
+            ])?;
+        }
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
+    tx.commit()?;
+    if has_v1 {
+        // The JSON bodies' pages back to the file system.
+        conn.execute_batch("VACUUM;")?;
+    }
+    Ok(())
+}
+
+/// The id of the label set `shared` (none for an empty one), added when new.
+fn label_set_id(
+    tx: &rusqlite::Transaction<'_>,
+    shared: &[(Str, Str)],
+) -> Result<Option<i64>, StoreError> {
+    if shared.is_empty() {
+        return Ok(None);
+    }
+    let map: BTreeMap<&str, &str> = shared.iter().map(|(k, v)| (&**k, &**v)).collect();
+    let json = serde_json::to_string(&map)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO label_sets (labels) VALUES (?1)",
+        params![json],
+    )?;
+    Ok(Some(tx.query_row(
+        "SELECT id FROM label_sets WHERE labels = ?1",
+        params![json],
+        |r| r.get(0),
+    )?))
+}
+
+fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+fn time(n: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(n)
+}
+
+fn state_code(s: AlertState) -> i64 {
+    match s {
+        AlertState::Pending => 0,
+        AlertState::Firing => 1,
+        AlertState::Resolved => 2,
+    }
+}
+
+fn state_from(n: i64) -> AlertState {
+    match n {
+        0 => AlertState::Pending,
+        1 => AlertState::Firing,
+        _ => AlertState::Resolved,
     }
 }
 
@@ -353,10 +598,10 @@ mod tests {
             .iter()
             .map(|a| {
                 (
-                    a.rule.clone(),
-                    a.key.clone(),
-                    a.labels["rule"].clone(),
-                    a.labels["path"].clone(),
+                    a.rule.to_string(),
+                    a.key.to_string(),
+                    a.labels["rule"].to_string(),
+                    a.labels["path"].to_string(),
                 )
             })
             .collect();
@@ -383,6 +628,194 @@ mod tests {
         );
     }
 
+    /// A store written by the release before the compact form (schema 1, one JSON body per
+    /// alert): `tests/fixtures/state-v1.sqlite3`, the demo's state after half an hour (stuck
+    /// and lost orders firing and resolved, a 5xx alert, both sources down), written by that
+    /// release's binary. The first open migrates it in place: every alert back with the same
+    /// state, times, labels and annotations; the same observations announce nothing; the
+    /// schema version is recorded; and the file shrinks once the alerts are written again.
+    #[test]
+    fn a_store_from_schema_1_is_migrated_with_nothing_lost_or_re_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-v1.sqlite3");
+        std::fs::copy(&fixture, dir.path().join(FILE)).unwrap();
+        let old: Vec<serde_json::Value> = {
+            let conn = Connection::open(&fixture).unwrap();
+            let v: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, 1, "the fixture is a schema-1 store");
+            let mut stmt = conn
+                .prepare("SELECT body FROM alerts ORDER BY rule, key")
+                .unwrap();
+            stmt.query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(|b| serde_json::from_str(&b.unwrap()).unwrap())
+                .collect()
+        };
+        assert!(old.len() > 200, "{}", old.len());
+        let states = |s: &str| old.iter().filter(|b| b["state"] == s).count();
+        assert!(states("firing") > 50 && states("resolved") > 10);
+        assert!(old.iter().any(|b| b["rule"] == "source_down"));
+        assert!(
+            old.iter()
+                .any(|b| b["entered_at"].is_null() && b["rule"] == "http_5xx_high")
+        );
+
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let restored = store.load_alerts().unwrap();
+        assert_eq!(restored.len(), old.len());
+        let time = |v: &serde_json::Value| -> Option<DateTime<Utc>> {
+            v.as_str().map(|s| s.parse().unwrap())
+        };
+        for (a, b) in restored.iter().zip(&old) {
+            let what = format!("{}/{}", a.rule, a.key);
+            assert_eq!(*a.rule, *b["rule"].as_str().unwrap(), "{what}");
+            assert_eq!(*a.key, *b["key"].as_str().unwrap(), "{what}");
+            assert_eq!(a.state.as_str(), b["state"].as_str().unwrap(), "{what}");
+            assert_eq!(Some(a.active_at), time(&b["active_at"]), "{what}");
+            assert_eq!(Some(a.starts_at), time(&b["starts_at"]), "{what}");
+            assert_eq!(a.fired_at, time(&b["fired_at"]), "{what}");
+            assert_eq!(a.resolved_at, time(&b["resolved_at"]), "{what}");
+            assert_eq!(a.entered_at, time(&b["entered_at"]), "{what}");
+            assert_eq!(Some(a.last_seen), time(&b["last_seen"]), "{what}");
+            assert_eq!(
+                a.interval_secs,
+                b["interval_secs"].as_u64().unwrap(),
+                "{what}"
+            );
+            assert_eq!(
+                serde_json::to_value(&a.labels).unwrap(),
+                b["labels"],
+                "{what}"
+            );
+            assert_eq!(
+                serde_json::to_value(a.annotations()).unwrap(),
+                b["annotations"],
+                "{what}"
+            );
+        }
+        let conn = store.conn.lock().unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        drop(conn);
+
+        // The same findings again: nothing fires anew, nothing resolves.
+        let mut book = AlertBook::from_alerts(restored.clone());
+        let now = Utc::now();
+        let mut rules: Vec<&str> = restored.iter().map(|a| &*a.rule).collect();
+        rules.dedup();
+        for rule in rules {
+            let active: Vec<Observation> = restored
+                .iter()
+                .filter(|a| &*a.rule == rule && a.state != AlertState::Resolved)
+                .map(|a| Observation {
+                    key: a.key.clone(),
+                    labels: a.labels.clone(),
+                    notes: a.notes.clone(),
+                    starts_at: a.starts_at,
+                    entered_at: a.entered_at,
+                    may_create: true,
+                })
+                .collect();
+            let timing = RuleTiming {
+                for_: Duration::from_secs(120),
+                keep_firing_for: Duration::ZERO,
+                interval: Duration::from_secs(30),
+            };
+            let changes = book.apply(rule, timing, now, active, Coverage::All);
+            assert!(
+                changes.iter().all(|t| t.alert.state == AlertState::Firing
+                    && t.kind == crate::engine::TransitionKind::Firing
+                    && restored.iter().any(|a| a.rule == t.alert.rule
+                        && a.key == t.alert.key
+                        && a.state == AlertState::Pending)),
+                "{rule}: only a pending alert may fire: {changes:?}"
+            );
+        }
+        // A reopened migrated store writes nothing for what it loaded.
+        drop(store);
+        let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+        let migrated = size(&dir.path().join(FILE));
+        assert!(migrated <= size(&fixture), "{migrated} bytes");
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let again = store.load_alerts().unwrap();
+        assert_eq!(again, restored);
+        let mut by_rule: BTreeMap<&str, Vec<&Alert>> = BTreeMap::new();
+        for a in &again {
+            by_rule.entry(&a.rule).or_default().push(a);
+        }
+        for (rule, alerts) in &by_rule {
+            store.save_rule(rule, alerts.iter().copied()).unwrap();
+        }
+        assert_eq!(store.rows_written(), 0);
+        // Their rules evaluate again: an order's annotations are rendered from then on and
+        // leave the file, and the labels its rule gives every alert are written once.
+        let now = Utc::now();
+        for (rule, alerts) in &by_rule {
+            let own = [
+                "order_id",
+                "status",
+                "other_status",
+                "alertname",
+                "order_type",
+            ];
+            let shared = Labels::shared_list(
+                alerts[0]
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| !own.contains(k))
+                    .map(|(k, v)| (intern(k), intern(v))),
+            );
+            let rendered: Vec<Alert> = alerts
+                .iter()
+                .map(|a| {
+                    let mut a = (*a).clone();
+                    if a.entered_at.is_some() {
+                        a.notes = Notes::Rendered(Arc::new(Age(now)));
+                        a.labels = Labels::new(
+                            shared.clone(),
+                            a.labels
+                                .iter()
+                                .filter(|(k, _)| own.contains(k))
+                                .map(|(k, v)| (intern(k), intern(v)))
+                                .collect(),
+                        );
+                    }
+                    a
+                })
+                .collect();
+            store.save_rule(rule, rendered.iter()).unwrap();
+        }
+        // Bytes an order's row holds (a 5xx or source-down alert keeps its annotations).
+        let row: f64 = store
+            .with(|c| {
+                c.query_row(
+                    "SELECT avg(length(rule) + length(key) + length(labels) + 8 * 9) \
+                     FROM alerts WHERE annotations IS NULL",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert!(row < 250.0, "{row} bytes a row");
+        store.with(|c| c.execute_batch("VACUUM")).unwrap();
+        drop(store);
+        let compact = size(&dir.path().join(FILE));
+        assert!(compact * 2 < size(&fixture), "{compact} bytes");
+    }
+
+    /// Annotations rendered from the alert: its age.
+    struct Age(DateTime<Utc>);
+
+    impl crate::engine::Annotate for Age {
+        fn annotations(&self, _: &Alert, now: DateTime<Utc>) -> BTreeMap<String, String> {
+            BTreeMap::from([("age".into(), (now - self.0).num_seconds().to_string())])
+        }
+    }
+
     /// Writes follow changes: an evaluation that changes nothing durable (only `last_seen`
     /// and the age in the annotations) writes nothing; a state change writes that alert; a
     /// forgotten alert is deleted; a reopen restores exactly what was written last.
@@ -395,10 +828,13 @@ mod tests {
             keep_firing_for: Duration::ZERO,
             interval: Duration::from_secs(30),
         };
-        let obs = |key: &str, at: chrono::DateTime<Utc>| Observation {
+        let obs = |key: &str, _at: chrono::DateTime<Utc>| Observation {
             key: key.into(),
-            labels: BTreeMap::from([("rule".into(), "r".into()), ("order_id".into(), key.into())]),
-            annotations: BTreeMap::from([("age".into(), format!("{}", (at - t0).num_seconds()))]),
+            labels: crate::labels::Labels::from(BTreeMap::from([
+                ("rule".into(), "r".into()),
+                ("order_id".into(), key.into()),
+            ])),
+            notes: Notes::Rendered(Arc::new(Age(t0))),
             starts_at: t0,
             entered_at: Some(t0),
             may_create: true,
@@ -441,8 +877,7 @@ mod tests {
         let (store, _) = Store::open(dir.path()).unwrap();
         let mut restored = store.load_alerts().unwrap();
         restored.sort_by(|a, b| a.key.cmp(&b.key));
-        let states: Vec<(&str, AlertState)> =
-            restored.iter().map(|a| (a.key.as_str(), a.state)).collect();
+        let states: Vec<(&str, AlertState)> = restored.iter().map(|a| (&*a.key, a.state)).collect();
         assert_eq!(
             states,
             [("JW-1", AlertState::Firing), ("JW-2", AlertState::Resolved)]
@@ -451,7 +886,7 @@ mod tests {
         store.save_rule("r", restored.iter()).unwrap();
         assert_eq!(store.rows_written(), 0);
         store
-            .save_rule("r", restored.iter().filter(|a| a.key == "JW-1"))
+            .save_rule("r", restored.iter().filter(|a| &*a.key == "JW-1"))
             .unwrap();
         assert_eq!(store.rows_written(), 1, "JW-2 forgotten: deleted");
         assert_eq!(store.load_alerts().unwrap().len(), 1);
@@ -469,8 +904,8 @@ mod tests {
         };
         let o = Observation {
             key: "JW-1".into(),
-            labels: BTreeMap::from([("rule".into(), "r".into())]),
-            annotations: BTreeMap::new(),
+            labels: crate::labels::Labels::from(BTreeMap::from([("rule".into(), "r".into())])),
+            notes: Notes::None,
             starts_at: now,
             entered_at: Some(now),
             may_create: true,

@@ -92,7 +92,7 @@ async fn alerts(
         let mut list = Vec::new();
         for a in book
             .all_after(after.as_ref())
-            .filter(|a| q.get("rule").is_none_or(|r| &a.rule == r))
+            .filter(|a| q.get("rule").is_none_or(|r| *a.rule == **r))
             .filter(|a| q.get("state").is_none_or(|st| a.state.as_str() == st))
         {
             if list.len() == limit {
@@ -104,7 +104,7 @@ async fn alerts(
             list.push(json!({
                 "fingerprint": crate::notify::dispatch::fingerprint(a),
                 "rule": a.rule, "key": a.key, "state": a.state.as_str(), "labels": a.labels,
-                "annotations": a.annotations, "activeAt": a.active_at, "startsAt": a.starts_at,
+                "annotations": a.annotations(), "activeAt": a.active_at, "startsAt": a.starts_at,
                 "firedAt": a.fired_at, "lastSeen": a.last_seen, "resolvedAt": a.resolved_at,
             }));
         }

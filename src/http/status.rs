@@ -162,10 +162,10 @@ pub fn render_view(view: &View, now: DateTime<Utc>) -> String {
     let active = |a: &&&Alert| a.state != AlertState::Resolved;
     let mut grouped: BTreeMap<&str, Vec<&Alert>> = BTreeMap::new();
     for a in view.alerts.iter().filter(active) {
-        grouped.entry(a.rule.as_str()).or_default().push(a);
+        grouped.entry(&*a.rule).or_default().push(a);
     }
     // Most severe first, then the rule whose oldest alert is oldest.
-    let rank = |sev: Option<&String>| match sev.map(String::as_str) {
+    let rank = |sev: Option<&str>| match sev {
         Some("critical") => 0,
         Some("warning") => 1,
         Some("info") => 2,
@@ -330,28 +330,41 @@ fn rule_section(
     let overflow: Vec<&Alert> = alerts
         .iter()
         .copied()
-        .filter(|a| a.key == OVERFLOW_KEY)
+        .filter(|a| &*a.key == OVERFLOW_KEY)
         .collect();
-    alerts.retain(|a| a.key != OVERFLOW_KEY);
+    alerts.retain(|a| &*a.key != OVERFLOW_KEY);
     // Firing first, then the oldest.
     alerts.sort_by_key(|a| {
         (
             a.state != AlertState::Firing,
             a.entered_at.unwrap_or(a.starts_at),
-            a.key.as_str(),
+            a.key.clone(),
         )
     });
     let first = alerts.first().or(overflow.first()).copied();
-    let label =
-        |a: Option<&Alert>, k: &str| a.and_then(|a| a.labels.get(k)).cloned().unwrap_or_default();
+    let label = |a: Option<&Alert>, k: &str| {
+        a.and_then(|a| a.labels.get(k))
+            .unwrap_or_default()
+            .to_string()
+    };
     let severity = label(first, "severity");
     // What every alert of the rule shares is said once, in the heading.
-    let shared = |get: &dyn Fn(&Alert) -> Option<&String>| -> Option<String> {
-        let v = get(first?)?;
-        alerts.iter().all(|a| get(a) == Some(v)).then(|| v.clone())
+    // Annotations of the alerts shown, rendered once each (an order's are made when asked).
+    let notes: Vec<BTreeMap<String, String>> = alerts
+        .iter()
+        .take(MAX_PER_RULE)
+        .map(|a| a.annotations_at(now))
+        .collect();
+    let status = {
+        let v = first.and_then(|a| a.labels.get("status"));
+        v.filter(|v| !v.is_empty() && alerts.iter().all(|a| a.labels.get("status") == Some(v)))
+            .map(str::to_string)
     };
-    let status = shared(&|a| a.labels.get("status")).filter(|s| !s.is_empty());
-    let runbook = shared(&|a| a.annotations.get("runbook_url"));
+    let runbook = {
+        let v = notes.first().and_then(|n| n.get("runbook_url"));
+        v.filter(|v| notes.iter().all(|n| n.get("runbook_url") == Some(v)))
+            .cloned()
+    };
 
     let n = |s: AlertState| alerts.iter().filter(|a| a.state == s).count();
     let _ = write!(h, "<section id=\"rule-{}\"><h2>{}", esc(rule), esc(rule));
@@ -387,7 +400,7 @@ fn rule_section(
     h.push_str("</div><ul class=\"orders\">");
 
     let more = alerts.len().saturating_sub(MAX_PER_RULE);
-    for a in alerts.into_iter().take(MAX_PER_RULE) {
+    for (a, notes) in alerts.into_iter().zip(&notes).take(MAX_PER_RULE) {
         let id = a.labels.get("order_id").unwrap_or(&a.key);
         let since = a.entered_at.unwrap_or(a.starts_at);
         let quiet = muted(a);
@@ -412,7 +425,7 @@ fn rule_section(
         {
             let _ = write!(h, "<span class=\"muted\">{}</span>", esc(st));
         }
-        for (k, v) in a.annotations.iter().filter(|(k, _)| k.ends_with("_url")) {
+        for (k, v) in notes.iter().filter(|(k, _)| k.ends_with("_url")) {
             if k == "runbook_url" && runbook.is_some() {
                 continue;
             }
@@ -424,11 +437,7 @@ fn rule_section(
             since.format("%Y-%m-%d %H:%M UTC"),
             age(now, since)
         );
-        if let Some(text) = a
-            .annotations
-            .get("summary")
-            .or_else(|| a.annotations.get("description"))
-        {
+        if let Some(text) = notes.get("summary").or_else(|| notes.get("description")) {
             let _ = write!(h, "<div class=\"desc\">{}</div>", esc(text));
         }
         h.push_str("</li>");
@@ -442,11 +451,9 @@ fn rule_section(
     }
     for a in overflow {
         let text = a
-            .annotations
-            .get("summary")
-            .map(String::as_str)
-            .unwrap_or("more orders than are alerted individually");
-        let _ = write!(h, "<li class=\"muted\">{}</li>", esc(text));
+            .annotation("summary")
+            .unwrap_or_else(|| "more orders than are alerted individually".into());
+        let _ = write!(h, "<li class=\"muted\">{}</li>", esc(&text));
     }
     h.push_str("</ul></section>");
 }
@@ -508,6 +515,7 @@ fn health(h: &mut String, view: &View, now: DateTime<Utc>) {
 mod tests {
     use super::*;
     use crate::config::RuleKind;
+    use crate::engine::Notes;
     use chrono::TimeZone;
 
     fn now() -> DateTime<Utc> {
@@ -519,13 +527,16 @@ mod tests {
         Alert {
             rule: rule.into(),
             key: id.into(),
-            labels: BTreeMap::from([
+            labels: crate::labels::Labels::from(BTreeMap::from([
                 ("rule".into(), rule.into()),
                 ("order_id".into(), id.into()),
                 ("status".into(), "SUBMITTED".into()),
                 ("severity".into(), "warning".into()),
-            ]),
-            annotations: BTreeMap::from([("summary".into(), format!("Order {id} waits"))]),
+            ])),
+            notes: Notes::fixed(BTreeMap::from([(
+                "summary".into(),
+                format!("Order {id} waits"),
+            )])),
             state,
             active_at: entered,
             starts_at: entered,
@@ -592,7 +603,7 @@ mod tests {
     #[test]
     fn rules_by_severity_then_age_and_inhibited_alerts_marked() {
         let mut crit = alert("price_calculation_slow", "JW-1", AlertState::Firing, 30);
-        crit.labels.insert("severity".into(), "critical".into());
+        crit.labels.insert("severity", "critical");
         let alerts = [
             // The oldest rule, but only a warning.
             alert("submitted_over_1h", "JW-1", AlertState::Firing, 300),
@@ -619,23 +630,20 @@ mod tests {
     fn escapes_database_text_and_links_only_http() {
         let mut a = alert("submitted_over_1h", "JW-1", AlertState::Firing, 192);
         a.labels
-            .insert("status".into(), "<script>alert(1)</script>".into());
-        a.annotations
-            .insert("summary".into(), "<img src=x onerror=alert(1)>".into());
-        a.annotations
-            .insert("evil_url".into(), "javascript:alert(1)".into());
-        a.annotations
-            .insert("data_url".into(), " data:text/html,<b>x</b>".into());
-        a.annotations.insert(
-            "trace_url".into(),
-            "https://jaeger/search?a=1&b=\"><script>".into(),
+            .insert("status", "<script>alert(1)</script>");
+        a.set_annotation("summary", "<img src=x onerror=alert(1)>");
+        a.set_annotation("evil_url", "javascript:alert(1)");
+        a.set_annotation("data_url", " data:text/html,<b>x</b>");
+        a.set_annotation(
+            "trace_url",
+            "https://jaeger/search?a=1&b=\"><script>",
         );
         a.labels
-            .insert("severity".into(), "<script>sev</script>".into());
+            .insert("severity", "<script>sev</script>");
         // A second order in another status: statuses are then shown per order.
         let b = alert("submitted_over_1h", "JW-<b>2", AlertState::Firing, 61);
         let mut c = alert("packaging_over_1d", "JW-3", AlertState::Firing, 61);
-        c.labels.insert("status".into(), "<i>PACKAGING".into());
+        c.labels.insert("status", "<i>PACKAGING");
         let html = page(&[a, b, c], &[], &[("shop", true)]);
         assert!(
             html.contains("<span>in &lt;i&gt;PACKAGING</span>"),
@@ -699,9 +707,9 @@ mod tests {
             alert("submitted_over_1h", "JW-2", AlertState::Firing, 80),
         ];
         for a in &mut alerts {
-            a.annotations.insert(
-                "runbook_url".into(),
-                "https://wiki/runbooks/submitted".into(),
+            a.set_annotation(
+                "runbook_url",
+                "https://wiki/runbooks/submitted",
             );
         }
         let silence = Silence::new(
@@ -728,9 +736,9 @@ mod tests {
     fn a_down_source_is_said_first_and_the_overflow_alert_is_a_line() {
         let mut over = alert("submitted_over_1h", OVERFLOW_KEY, AlertState::Firing, 61);
         over.entered_at = None;
-        over.annotations.insert(
-            "summary".into(),
-            "40 more orders match rule submitted_over_1h".into(),
+        over.set_annotation(
+            "summary",
+            "40 more orders match rule submitted_over_1h",
         );
         let alerts = [
             alert("submitted_over_1h", "JW-1", AlertState::Firing, 90),

@@ -24,7 +24,7 @@ const NAME: &str = "alertmanager";
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PostableAlert {
     /// Identifying labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: crate::labels::Labels,
     /// Annotations.
     pub annotations: BTreeMap<String, String>,
     /// When the condition began.
@@ -58,7 +58,7 @@ pub fn to_postable(
     };
     PostableAlert {
         labels: a.labels.clone(),
-        annotations: a.annotations.clone(),
+        annotations: a.annotations_at(now),
         starts_at: ts(a.starts_at),
         ends_at: ts(ends_at),
         generator_url: format!(
@@ -214,7 +214,11 @@ impl AlertmanagerNotifier {
                 }
                 let body = (!batch.is_empty())
                     .then(|| serde_json::to_vec(&batch).expect("alerts serialize"));
-                (body, ids, last.map(|a| (a.rule.clone(), a.key.clone())))
+                (
+                    body,
+                    ids,
+                    last.map(|a| (a.rule.to_string(), a.key.to_string())),
+                )
             });
             let Some(body) = body else {
                 break;
@@ -310,6 +314,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Notes;
     use chrono::TimeZone;
 
     #[test]
@@ -318,8 +323,11 @@ mod tests {
         let mut a = Alert {
             rule: "r".into(),
             key: "JW-1".into(),
-            labels: BTreeMap::from([("alertname".into(), "StuckOrder".into())]),
-            annotations: BTreeMap::new(),
+            labels: crate::labels::Labels::from(BTreeMap::from([(
+                "alertname".into(),
+                "StuckOrder".into(),
+            )])),
+            notes: Notes::None,
             state: AlertState::Firing,
             active_at: now,
             starts_at: Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap(),

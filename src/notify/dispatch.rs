@@ -70,8 +70,8 @@ fn to_notified(a: &Alert, external_url: &str) -> NotifiedAlert {
         } else {
             NotifyStatus::Firing
         },
-        labels: a.labels.clone(),
-        annotations: a.annotations.clone(),
+        labels: a.labels.to_map(),
+        annotations: a.annotations(),
         starts_at: a.starts_at,
         ends_at: if resolved {
             a.resolved_at.unwrap_or_else(Utc::now)
@@ -133,11 +133,11 @@ impl Dispatcher {
             for route in self.root.match_labels(&a.labels) {
                 let s = &route.settings;
                 let labels: BTreeMap<String, String> = if s.group_by.iter().any(|g| g == "...") {
-                    a.labels.clone()
+                    a.labels.to_map()
                 } else {
                     s.group_by
                         .iter()
-                        .map(|k| (k.clone(), a.labels.get(k).cloned().unwrap_or_default()))
+                        .map(|k| (k.clone(), a.labels.get(k).unwrap_or_default().to_string()))
                         .collect()
                 };
                 let key = format!(
@@ -297,6 +297,7 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Notes;
     use crate::notify::route::RouteConfig;
     use chrono::TimeZone;
 
@@ -309,13 +310,13 @@ mod tests {
         Alert {
             rule: rule.into(),
             key: key.into(),
-            labels: BTreeMap::from([
+            labels: crate::labels::Labels::from(BTreeMap::from([
                 ("alertname".into(), "StuckOrder".into()),
                 ("rule".into(), rule.into()),
                 ("order_id".into(), key.into()),
                 ("severity".into(), severity.into()),
-            ]),
-            annotations: BTreeMap::new(),
+            ])),
+            notes: Notes::None,
             state,
             active_at: t(-100),
             starts_at: t(-100),

@@ -10,7 +10,7 @@
 //!
 //! Alerts are still pushed to Alertmanager whole; it applies its own inhibit rules.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use serde_saphyr::Spanned;
 
 use super::route::Matcher;
 use crate::engine::{Alert, AlertState};
+use crate::labels::LabelSet;
 
 /// An inhibit rule as configured (Alertmanager's format).
 #[derive(Debug, Clone, Deserialize)]
@@ -41,7 +42,7 @@ pub struct InhibitRule {
     equal: Vec<String>,
 }
 
-fn all(ms: &[Matcher], labels: &BTreeMap<String, String>) -> bool {
+fn all(ms: &[Matcher], labels: &impl LabelSet) -> bool {
     ms.iter().all(|m| m.matches(labels))
 }
 
@@ -66,10 +67,15 @@ impl InhibitRule {
     }
 
     /// The values of the `equal` labels, if all are present.
-    fn key(&self, labels: &BTreeMap<String, String>) -> Option<Vec<String>> {
+    fn key(&self, labels: &impl LabelSet) -> Option<Vec<String>> {
         self.equal
             .iter()
-            .map(|n| labels.get(n).filter(|v| !v.is_empty()).cloned())
+            .map(|n| {
+                labels
+                    .label(n)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+            })
             .collect()
     }
 }
@@ -81,7 +87,7 @@ pub struct Inhibitor {
 }
 
 /// Which alerts are muted now, by (rule, key).
-pub type Inhibited = HashSet<(String, String)>;
+pub type Inhibited = HashSet<(crate::labels::Str, crate::labels::Str)>;
 
 impl Inhibitor {
     /// From the config's `inhibit_rules` (validated at load).
@@ -144,6 +150,7 @@ impl Inhibitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Notes;
     use chrono::Utc;
 
     fn alert(rule: &str, key: &str, state: AlertState, labels: &[(&str, &str)]) -> Alert {
@@ -155,7 +162,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            annotations: BTreeMap::new(),
+            notes: Notes::None,
             state,
             active_at: now,
             starts_at: now,
@@ -214,10 +221,7 @@ mod tests {
             ),
         ];
         let got = inh.inhibited(alerts.iter());
-        assert_eq!(
-            got,
-            HashSet::from([("submitted_1h".to_string(), "JW-1".to_string())])
-        );
+        assert_eq!(got, HashSet::from([("submitted_1h".into(), "JW-1".into())]));
     }
 
     #[test]

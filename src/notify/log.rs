@@ -37,12 +37,8 @@ impl LogNotifier {
                 if silenced {
                     continue;
                 }
-                let summary = a
-                    .annotations
-                    .get("summary")
-                    .map(String::as_str)
-                    .unwrap_or("");
-                let status = a.labels.get("status").map(String::as_str).unwrap_or("");
+                let summary = a.annotation("summary").unwrap_or_default();
+                let status = a.labels.get("status").unwrap_or("");
                 match t.kind {
                     TransitionKind::Pending => tracing::debug!(
                         target: "orderwatch::alert", rule = %a.rule, key = %a.key, status, "alert pending: {summary}"

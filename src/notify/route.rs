@@ -3,7 +3,6 @@
 //! the next sibling match too. Each route says which receiver gets the alert and how alerts
 //! are grouped and repeated. Mute windows (`time_intervals`) keep a route quiet at set times.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::config::Dur;
+use crate::labels::LabelSet;
 
 /// A label matcher: `name="value"`, `name!="value"`, `name=~"regex"`, `name!~"regex"`
 /// (regexes are anchored, as in Alertmanager).
@@ -34,8 +34,8 @@ enum MatchOp {
 
 impl Matcher {
     /// Whether `labels` satisfy the matcher (a missing label is the empty string).
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let v = labels.get(&self.name).map(String::as_str).unwrap_or("");
+    pub fn matches(&self, labels: &impl LabelSet) -> bool {
+        let v = labels.label(&self.name).unwrap_or("");
         match self.op {
             MatchOp::Eq => v == self.value,
             MatchOp::Ne => v != self.value,
@@ -358,7 +358,7 @@ impl Route {
     }
 
     /// The routes that take an alert with `labels` (the root always matches).
-    pub fn match_labels(&self, labels: &BTreeMap<String, String>) -> Vec<&Route> {
+    pub fn match_labels(&self, labels: &impl LabelSet) -> Vec<&Route> {
         if !self.matchers.iter().all(|m| m.matches(labels)) {
             return Vec::new();
         }
@@ -391,6 +391,7 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -3,8 +3,6 @@
 //! silences; alerts are still pushed to it, so it never mistakes a silence for a recovery.)
 //! Persisted in the state store.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -199,7 +197,7 @@ impl Silence {
     }
 
     /// Whether the labels match every matcher.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn matches(&self, labels: &impl crate::labels::LabelSet) -> bool {
         !self.matchers.is_empty() && self.matchers.iter().all(|m| m.matches(labels))
     }
 }
@@ -207,6 +205,7 @@ impl Silence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn any_accepted_silence_loads_again() {

@@ -1,0 +1,564 @@
+//! From an evaluation's findings to observations for the alert book: labels (the rule-wide
+//! part shared, see [`Labels`]) and where annotations come from (an order's rendered when a
+//! message is made, see [`OrderNotes`]; a signal's kept as made).
+//!
+//! Past `max_alerts` a finding is counted, not built, unless it keeps an existing alert alive;
+//! an order whose alert is active and unchanged is only touched ([`unchanged`]): a steady
+//! evaluation of 100 000 stuck orders builds nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::alerts::{Alert, Annotate, Notes, Observation};
+use crate::labels::{Labels, Str, intern};
+use crate::rule::{
+    Check, Finding, Outcome, Rule, Signal, default_alertname, key_label, template::human_duration,
+};
+
+/// The key of the alert that counts the orders past `max_alerts`.
+pub const OVERFLOW_KEY: &str = "_overflow";
+
+/// The label every alert orderwatch raises carries, so Alertmanager's inhibit rules and the
+/// runbooks can tell its alerts from the Prometheus rules' (`path="prometheus"`).
+pub const PATH_LABEL: (&str, &str) = ("path", "orderwatch");
+
+/// The alertname of a `missing` rule's finding whose order the other database has in a
+/// status that disagrees.
+const MISMATCH: &str = "StatusMismatch";
+
+/// Labels that an order's alert holds itself (never taken from the shared part).
+const ORDER_OWN: [&str; 3] = ["status", "order_id", "other_status"];
+
+/// What every order alert of one rule shares, built once per rule and configuration
+/// generation: the same [`Arc`]s in every alert, so an unchanged alert is told by pointer.
+pub struct RuleParts {
+    /// The rule.
+    pub rule: Arc<Rule>,
+    /// Labels every order alert of the rule carries: the rule's `labels`, `alertname`,
+    /// `rule`, `source`, `severity`, `other_source`, `path`.
+    pub shared: Arc<[(Str, Str)]>,
+    /// Renders an order alert's annotations.
+    pub notes: Notes,
+    /// This daemon's runbooks page.
+    pub runbooks: String,
+}
+
+impl RuleParts {
+    /// The parts of `rule`, its alerts linking to `runbooks`.
+    pub fn new(rule: Arc<Rule>, runbooks: String) -> RuleParts {
+        let mut pairs: Vec<(Str, Str)> = rule
+            .labels
+            .iter()
+            .map(|(k, v)| (intern(k), intern(v)))
+            .collect();
+        pairs.push((intern("alertname"), intern(&rule.alertname)));
+        pairs.push((intern("rule"), intern(&rule.name)));
+        pairs.push((intern("source"), intern(&rule.source)));
+        pairs.push((intern("severity"), intern(rule.severity.as_str())));
+        if let Some(other) = rule.other_source() {
+            pairs.push((intern("other_source"), intern(other)));
+        }
+        pairs.push((intern(PATH_LABEL.0), intern(PATH_LABEL.1)));
+        let shared = Labels::shared_list(
+            pairs
+                .into_iter()
+                .filter(|(k, _)| !ORDER_OWN.contains(&k.as_ref())),
+        );
+        let notes = Notes::Rendered(Arc::new(OrderNotes {
+            rule: rule.clone(),
+            runbooks: runbooks.clone(),
+        }));
+        RuleParts {
+            rule,
+            shared,
+            notes,
+            runbooks,
+        }
+    }
+
+    fn in_shared(&self, name: &str) -> bool {
+        self.shared
+            .binary_search_by(|(k, _)| k.as_ref().cmp(name))
+            .is_ok()
+    }
+
+    /// The alertname of finding `f` when it differs from the rule's.
+    fn own_alertname(&self, f: &Finding) -> Option<&'static str> {
+        let rule = &self.rule;
+        match (&rule.check, &f.other_status) {
+            (Check::Missing(_), Some(_)) if rule.alertname == default_alertname(rule.kind) => {
+                Some(MISMATCH)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Renders an order alert's annotations from its data (order id, status, when it entered
+/// it, allow-listed labels) and its rule's templates, when a message is made: the age is the
+/// age then, and no alert keeps a copy.
+pub struct OrderNotes {
+    rule: Arc<Rule>,
+    runbooks: String,
+}
+
+impl Annotate for OrderNotes {
+    fn annotations(&self, a: &Alert, now: DateTime<Utc>) -> BTreeMap<String, String> {
+        let rule = &*self.rule;
+        let status = a.labels.get("status").unwrap_or_default();
+        let other_status = a.labels.get("other_status");
+        let entered_at = a.entered_at.unwrap_or(a.starts_at);
+        let age_seconds = (now - entered_at).num_milliseconds().max(0) as f64 / 1000.0;
+        let age = human_duration(Duration::from_secs_f64(age_seconds));
+        let older_than = rule.older_than();
+        let other = rule.other_source().unwrap_or_default();
+        // The allow-listed columns: the alert's own labels but the order's identity.
+        let labels: BTreeMap<&str, &str> = a
+            .labels
+            .own()
+            .iter()
+            .filter(|(k, _)| !ORDER_OWN.contains(&k.as_ref()) && k.as_ref() != "alertname")
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+            .collect();
+        let ctx = minijinja::context! {
+            order_id => a.key, status => status, age => age,
+            age_seconds => age_seconds.round() as i64,
+            entered_at => entered_at.to_rfc3339(), older_than => human_duration(older_than),
+            rule => rule.name, source => rule.source, severity => rule.severity.as_str(),
+            labels => labels, other_source => other, other_status => other_status,
+        };
+        let mut annotations = rule.annotations.render(&ctx);
+        annotations
+            .entry("summary".into())
+            .or_insert_with(|| match (&rule.check, other_status) {
+                (Check::Missing(_), None) => format!(
+                    "Order {} is {status} in {} for {age} but {other} does not have it",
+                    a.key, rule.source
+                ),
+                (Check::Missing(_), Some(o)) => format!(
+                    "Order {} is {status} in {} for {age} but {o} in {other}",
+                    a.key, rule.source
+                ),
+                _ => format!(
+                    "Order {} has been {status} for {age} (threshold {})",
+                    a.key,
+                    human_duration(older_than)
+                ),
+            });
+        annotations.insert("age".into(), age);
+        annotations.insert("entered_at".into(), entered_at.to_rfc3339());
+        annotations
+            .entry("runbook_url".into())
+            .or_insert_with(|| runbook_url(&self.runbooks, &a.labels, rule.kind));
+        annotations
+    }
+}
+
+/// The runbook an alert links to: this daemon's `/runbooks` page at the alert's section (its
+/// alertname's, else its kind's).
+fn runbook_url(
+    runbooks: &str,
+    labels: &impl crate::labels::LabelSet,
+    kind: crate::config::RuleKind,
+) -> String {
+    let sections = crate::http::runbooks::sections();
+    let anchor = labels
+        .label("alertname")
+        .map(|a| a.to_ascii_lowercase())
+        .filter(|a| sections.contains(a))
+        .unwrap_or_else(|| default_alertname(kind).to_ascii_lowercase());
+    format!("{runbooks}#{anchor}")
+}
+
+/// An observation whose annotations are kept as made: the last touches every alert of
+/// orderwatch gets, `path="orderwatch"` and a `runbook_url` (the alert's own, else this
+/// daemon's `/runbooks` page at its section; `fallback`, an alertname, when its own
+/// alertname has none).
+pub fn fixed_observation(
+    key: &str,
+    mut labels: BTreeMap<String, String>,
+    mut annotations: BTreeMap<String, String>,
+    runbooks: &str,
+    fallback: &str,
+    starts_at: DateTime<Utc>,
+    may_create: bool,
+) -> Observation {
+    labels.insert(PATH_LABEL.0.into(), PATH_LABEL.1.into());
+    let sections = crate::http::runbooks::sections();
+    let anchor = labels
+        .get("alertname")
+        .map(|a| a.to_ascii_lowercase())
+        .filter(|a| sections.contains(a))
+        .unwrap_or_else(|| fallback.to_ascii_lowercase());
+    annotations
+        .entry("runbook_url".into())
+        .or_insert_with(|| format!("{runbooks}#{anchor}"));
+    Observation {
+        key: Str::from(key),
+        labels: Labels::from_map(&labels),
+        notes: Notes::fixed(annotations),
+        starts_at,
+        entered_at: None,
+        may_create,
+    }
+}
+
+/// The observation of a finding that is not an order (a slow query, a custom SQL row). Its
+/// labels identify it and stay the same between evaluations; what describes it (a pid, the
+/// query text, the previous ratio) goes to the annotations.
+fn signal_observation(parts: &RuleParts, sig: &Signal, may_create: bool) -> Observation {
+    let rule = &*parts.rule;
+    let key_label = key_label(rule.kind);
+    let mut labels = rule.labels.clone();
+    for (k, v) in &sig.labels {
+        labels.insert(k.clone(), v.clone());
+    }
+    labels.insert("alertname".into(), rule.alertname.clone());
+    labels.insert("rule".into(), rule.name.clone());
+    labels.insert("source".into(), rule.source.clone());
+    labels.insert("severity".into(), rule.severity.as_str().into());
+    if !sig.labels.contains_key(key_label) {
+        labels.insert(key_label.into(), sig.key.clone());
+    }
+    // A share (5xx) needs more digits than seconds do.
+    let value = match rule.check {
+        Check::HttpErrors(_) => sig.value.map(|v| format!("{v:.4}")),
+        _ => sig.value.map(|v| format!("{v:.1}")),
+    }
+    .unwrap_or_default();
+    // Templates see both as `labels` (rule files written before the split keep working).
+    let mut all = sig.labels.clone();
+    all.extend(sig.details.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let ctx = minijinja::context! {
+        key => sig.key, value => sig.value, labels => all, details => sig.details, rule => rule.name,
+        source => rule.source, severity => rule.severity.as_str(),
+        older_than => human_duration(rule.older_than()),
+    };
+    let mut annotations = rule.annotations.render(&ctx);
+    let detail = |k: &str| sig.details.get(k).map_or("", String::as_str);
+    annotations
+        .entry("summary".into())
+        .or_insert_with(|| match rule.check {
+            Check::SlowQueries(_) => format!(
+                "Query {} of {} on {} {} {value}s: {}",
+                sig.labels.get("queryid").map_or("?", String::as_str),
+                sig.labels.get("user").map_or("?", String::as_str),
+                rule.source,
+                if detail("pid").is_empty() {
+                    "took on average"
+                } else {
+                    "has run for"
+                },
+                detail("query")
+            ),
+            Check::HttpErrors(_) => format!(
+                "{:.1}% of {}'s answers are 5xx over the last {}{}",
+                sig.value.unwrap_or_default() * 100.0,
+                sig.key,
+                detail("window"),
+                detail("previous_ratio")
+                    .parse::<f64>()
+                    .ok()
+                    .map(|p| format!(" (was {:.1}% the window before)", p * 100.0))
+                    .unwrap_or_default()
+            ),
+            _ => format!("{}: {} = {value}", rule.name, sig.key),
+        });
+    for (k, v) in &sig.details {
+        annotations.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if !value.is_empty() {
+        annotations.insert("value".into(), value);
+    }
+    fixed_observation(
+        &sig.key,
+        labels,
+        annotations,
+        &parts.runbooks,
+        default_alertname(rule.kind),
+        sig.since.unwrap_or_else(Utc::now),
+        may_create,
+    )
+}
+
+/// The observation of stuck (or lost) order `f`.
+fn order_observation(parts: &RuleParts, f: &Finding, may_create: bool) -> Observation {
+    let older = chrono::Duration::from_std(parts.rule.older_than()).unwrap_or_default();
+    let key = Str::from(f.order_id.as_str());
+    let mut own: Vec<(Str, Str)> = Vec::with_capacity(f.labels.len() + 4);
+    for (k, v) in &f.labels {
+        // The rule's labels and orderwatch's own win over a column of the same name.
+        if !parts.in_shared(k) {
+            own.push((intern(k), intern(v)));
+        }
+    }
+    own.push((intern("status"), intern(&f.status)));
+    own.push((intern("order_id"), key.clone()));
+    if let Some(o) = &f.other_status {
+        own.push((intern("other_status"), intern(o)));
+    }
+    if let Some(name) = parts.own_alertname(f) {
+        own.push((intern("alertname"), intern(name)));
+    }
+    Observation {
+        key,
+        labels: Labels::new(parts.shared.clone(), own),
+        notes: parts.notes.clone(),
+        starts_at: f.entered_at + older,
+        entered_at: Some(f.entered_at),
+        may_create,
+    }
+}
+
+/// Whether the alert `a` already says what an observation of `f` would: same rule-wide
+/// labels (by pointer: same rule, same generation), same entry time, same own labels.
+pub fn unchanged(parts: &RuleParts, a: &Alert, f: &Finding) -> bool {
+    if !Arc::ptr_eq(a.labels.shared(), &parts.shared) || a.entered_at != Some(f.entered_at) {
+        return false;
+    }
+    let own = a.labels.own();
+    let get = |name: &str| {
+        own.binary_search_by(|(k, _)| k.as_ref().cmp(name))
+            .ok()
+            .map(|i| own[i].1.as_ref())
+    };
+    let mut expected = 2;
+    if get("status") != Some(f.status.as_str())
+        || get("order_id") != Some(f.order_id.as_str())
+        || get("other_status") != f.other_status.as_deref()
+        || get("alertname") != parts.own_alertname(f)
+    {
+        return false;
+    }
+    expected +=
+        usize::from(f.other_status.is_some()) + usize::from(parts.own_alertname(f).is_some());
+    for (k, v) in &f.labels {
+        if parts.in_shared(k) {
+            continue;
+        }
+        if get(k) != Some(v.as_str()) {
+            return false;
+        }
+        expected += 1;
+    }
+    own.len() == expected
+}
+
+/// Item `i` of an outcome (findings first, then signals): its identity (alert key) and its
+/// position among its own kind (findings and signals are capped each by their own position).
+pub fn item(outcome: &Outcome, i: usize) -> (&str, usize) {
+    match outcome.findings.get(i) {
+        Some(f) => (&f.order_id, i),
+        None => {
+            let pos = i - outcome.findings.len();
+            (&outcome.signals[pos].key, pos)
+        }
+    }
+}
+
+/// The observation of item `i` of `outcome` (findings first, then signals); past
+/// `max_alerts` it may only keep an existing alert alive.
+pub fn observation(parts: &RuleParts, outcome: &Outcome, i: usize) -> Observation {
+    let (_, pos) = item(outcome, i);
+    let may_create = pos < parts.rule.max_alerts;
+    match outcome.findings.get(i) {
+        Some(f) => order_observation(parts, f, may_create),
+        None => signal_observation(parts, &outcome.signals[pos], may_create),
+    }
+}
+
+/// The overflow alert's observation, when more matched than get an alert.
+pub fn overflow_observation(parts: &RuleParts, outcome: &Outcome) -> Option<Observation> {
+    let rule = &*parts.rule;
+    let older = chrono::Duration::from_std(rule.older_than()).unwrap_or_default();
+    if outcome.count <= rule.max_alerts as u64 {
+        return None;
+    }
+    let more = outcome.count - rule.max_alerts as u64;
+    let mut labels: BTreeMap<String, String> = rule.labels.clone();
+    labels.insert("alertname".into(), rule.alertname.clone());
+    labels.insert("rule".into(), rule.name.clone());
+    labels.insert("source".into(), rule.source.clone());
+    labels.insert("status".into(), rule.statuses().join(","));
+    labels.insert("severity".into(), rule.severity.as_str().into());
+    labels.insert("order_id".into(), OVERFLOW_KEY.into());
+    let annotations = BTreeMap::from([
+        (
+            "summary".to_string(),
+            format!(
+                "{more} more orders match rule {} beyond the {} alerted individually ({} in total)",
+                rule.name, rule.max_alerts, outcome.count
+            ),
+        ),
+        ("count".to_string(), outcome.count.to_string()),
+        ("more".to_string(), more.to_string()),
+    ]);
+    let starts_at = outcome
+        .findings
+        .get(rule.max_alerts)
+        .map_or_else(Utc::now, |f| f.entered_at + older);
+    Some(fixed_observation(
+        OVERFLOW_KEY,
+        labels,
+        annotations,
+        &parts.runbooks,
+        default_alertname(rule.kind),
+        starts_at,
+        true,
+    ))
+}
+
+/// One observation per fetched order among the oldest `max_alerts`, and per fetched order
+/// past them that `alerted` (it has an active alert, kept alive), plus the overflow alert when
+/// more orders matched than get an alert. The other findings are counted, not built.
+#[cfg(test)]
+fn observations(
+    parts: &RuleParts,
+    outcome: &Outcome,
+    alerted: impl Fn(&str) -> bool,
+) -> Vec<Observation> {
+    let items = outcome.findings.len() + outcome.signals.len();
+    let mut out: Vec<Observation> = (0..items)
+        .filter(|&i| {
+            let (key, pos) = item(outcome, i);
+            pos < parts.rule.max_alerts || alerted(key)
+        })
+        .map(|i| observation(parts, outcome, i))
+        .collect();
+    out.extend(overflow_observation(parts, outcome));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::alerts::{AlertBook, Coverage, RuleTiming};
+
+    /// A `stuck` rule with `max_alerts: 3` on a source that is never connected to.
+    fn parts(annotations: &str) -> (tempfile::TempDir, RuleParts) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("rules.yaml"),
+            format!("rules:\n  - name: r\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    max_findings: 1000\n    max_alerts: 3\n    labels: {{team: ops}}\n{annotations}"),
+        )
+        .unwrap();
+        let main = "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: postgres://orderwatch@127.0.0.1:1/shop\n    orders: {table: orders, id: id, status: status, entered_at: at}\n";
+        let loaded = crate::config::load_str(&dir.path().join("orderwatch.yaml"), main).unwrap();
+        let (_, mut rules) = crate::engine::build_parts(&loaded, false).unwrap();
+        let parts = RuleParts::new(rules.remove(0), "http://ow/runbooks".into());
+        (dir, parts)
+    }
+
+    fn outcome(n: usize) -> Outcome {
+        let now = Utc::now();
+        Outcome {
+            count: n as u64,
+            findings: (0..n)
+                .map(|i| Finding {
+                    order_id: format!("JW-{i}"),
+                    status: "SUBMITTED".into(),
+                    entered_at: now - chrono::Duration::hours(3)
+                        + chrono::Duration::seconds(i as i64),
+                    age_seconds: 10_800.0 - i as f64,
+                    labels: BTreeMap::from([("channel".into(), "web".into())]),
+                    other_status: None,
+                })
+                .collect(),
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn findings_past_max_alerts_build_no_observation() {
+        let (_dir, parts) = parts("");
+        let asked = std::cell::Cell::new(0);
+        let obs = observations(&parts, &outcome(1000), |_| {
+            asked.set(asked.get() + 1);
+            false
+        });
+        // The oldest 3 and the overflow alert; the other 997 are asked about, not built.
+        let keys: Vec<&str> = obs.iter().map(|o| o.key.as_ref()).collect();
+        assert_eq!(keys, ["JW-0", "JW-1", "JW-2", OVERFLOW_KEY]);
+        assert_eq!(asked.get(), 997);
+        let Notes::Fixed(overflow) = &obs.last().unwrap().notes else {
+            panic!("the overflow alert keeps its annotations");
+        };
+        assert_eq!(overflow["count"], "1000");
+        assert_eq!(overflow["more"], "997");
+    }
+
+    #[test]
+    fn an_alerted_finding_past_the_cap_is_kept_alive_not_created() {
+        let (_dir, parts) = parts("");
+        let obs = observations(&parts, &outcome(10), |key| key == "JW-7");
+        let past: Vec<&Observation> = obs.iter().filter(|o| &*o.key == "JW-7").collect();
+        assert_eq!(past.len(), 1);
+        assert!(!past[0].may_create, "past the cap it only keeps its alert");
+        assert_eq!(obs.len(), 5);
+    }
+
+    /// An order alert holds its own labels and shares the rule's; its annotations are made
+    /// when asked, with the age as of then, from the rule's templates.
+    #[test]
+    fn an_order_alert_shares_its_rule_labels_and_renders_annotations_when_asked() {
+        let (_dir, parts) = parts(
+            "    annotations:\n      description: \"{{ order_id }} via {{ labels.channel }}, {{ age }}\"\n",
+        );
+        let out = outcome(1);
+        let mut book = AlertBook::default();
+        let timing = RuleTiming {
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            interval: Duration::from_secs(30),
+        };
+        let now = Utc::now();
+        book.apply(
+            "r",
+            timing,
+            now,
+            vec![observation(&parts, &out, 0)],
+            Coverage::All,
+        );
+        let a = book.get("r", "JW-0").unwrap();
+        assert!(Arc::ptr_eq(a.labels.shared(), &parts.shared));
+        let own: Vec<&str> = a.labels.own().iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(own, ["channel", "order_id", "status"]);
+        assert_eq!(
+            a.labels.to_map(),
+            BTreeMap::from(
+                [
+                    ("alertname", "StuckOrder"),
+                    ("channel", "web"),
+                    ("order_id", "JW-0"),
+                    ("path", "orderwatch"),
+                    ("rule", "r"),
+                    ("severity", "warning"),
+                    ("source", "shop"),
+                    ("status", "SUBMITTED"),
+                    ("team", "ops"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+            )
+        );
+        assert!(unchanged(&parts, a, &out.findings[0]));
+        let later = out.findings[0].entered_at + chrono::Duration::hours(5);
+        let n = a.annotations_at(later);
+        assert_eq!(n["description"], "JW-0 via web, 5h 00m");
+        assert_eq!(n["age"], "5h 00m");
+        assert_eq!(
+            n["summary"],
+            "Order JW-0 has been SUBMITTED for 5h 00m (threshold 1h 00m)"
+        );
+        assert_eq!(n["runbook_url"], "http://ow/runbooks#stuckorder");
+        // Another status, or another column value: not the same alert any more.
+        let mut moved = out.findings[0].clone();
+        moved.labels.insert("channel".into(), "shop".into());
+        assert!(!unchanged(&parts, a, &moved));
+        moved = out.findings[0].clone();
+        moved.status = "APPROVED".into();
+        assert!(!unchanged(&parts, a, &moved));
+    }
+}
