@@ -178,6 +178,8 @@ struct Figures {
     sql_alone: Duration,
     count_only: Duration,
     peak_rss_mib: f64,
+    /// VmRSS at the end of the steady minute.
+    steady_rss_mib: f64,
     written_mb: f64,
     p99_metrics: Duration,
     p99_healthz: Duration,
@@ -296,6 +298,7 @@ async fn steady_minute(
             sql_alone: Duration::ZERO,
             count_only: Duration::ZERO,
             peak_rss_mib: peak,
+            steady_rss_mib: proc_field(d.pid(), "status", "VmRSS:") as f64 / 1024.0,
             written_mb: written as f64 / 1e6,
             p99_metrics: quantile(&mut m_times, 0.99),
             p99_healthz: quantile(&mut h_times, 0.99),
@@ -330,7 +333,9 @@ async fn sql_alone(config: &Path, shop: &str, table: &str, cap: i64) -> (Duratio
             .await
             .unwrap();
         if r.len() as i64 > cap {
-            c.query(&m.stuck_stats, &[&statuses, &secs]).await.unwrap();
+            c.query(&m.stuck_stats, &[&statuses, &secs, &vec![secs]])
+                .await
+                .unwrap();
         }
         alone.push(t.elapsed());
         let t = Instant::now();
@@ -433,8 +438,8 @@ fn print_figures(name: &str, f: &Figures) {
         ms(f.count_only)
     );
     println!(
-        "  daemon peak RSS                                  {:>9.1} MiB",
-        f.peak_rss_mib
+        "  daemon peak RSS, RSS after the steady minute     {:>9.1} MiB, {:.1} MiB",
+        f.peak_rss_mib, f.steady_rss_mib
     );
     println!(
         "  bytes written to disk in one steady minute       {:>9.3} MB",

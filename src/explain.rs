@@ -48,6 +48,10 @@ pub struct Verdict {
     /// The plan the daemon runs (its own settings, sequential scans allowed), one line:
     /// nodes outermost first, with their index or table and the planner's row estimate.
     pub runs: Option<String>,
+    /// The other rules this statement serves (same source, statuses and schedule: one
+    /// statement a cycle for all of them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
 }
 
 /// A table the plan reads whole.
@@ -67,6 +71,8 @@ struct Planned {
     sql: Stmt,
     params: Params,
     fix: Fix,
+    /// Other rules served by the statement.
+    shared_with: Vec<String>,
 }
 
 /// Which statement: one of the source's model, built once its columns are known, or a
@@ -89,7 +95,7 @@ enum Params {
     /// `$1` statuses, `$2` seconds, `$3` limit.
     Stuck(Vec<String>, f64, i64),
     /// `$1` statuses, `$2` seconds.
-    StuckStats(Vec<String>, f64),
+    StuckStats(Vec<String>, f64, Vec<f64>),
     /// `$1` status, `$2` seconds, `$3` cursor time, `$4` cursor id, `$5` has cursor, `$6` page.
     Candidates(String, f64, i64),
     /// `$1` ids of the id column's type.
@@ -131,6 +137,7 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                     sql: Stmt::LogRead,
                     params: Params::Floor,
                     fix: Fix::Time,
+                    shared_with: Vec::new(),
                 }));
                 planned.push(Ok(Planned {
                     rule: "status log".into(),
@@ -139,6 +146,7 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                     sql: Stmt::LogById,
                     params: Params::Lookup,
                     fix: Fix::Id,
+                    shared_with: Vec::new(),
                 }));
             } else if s.gauges {
                 planned.push(Ok(Planned {
@@ -148,14 +156,18 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                     sql: Stmt::Gauges,
                     params: Params::Terminal(s.to_db(&s.terminal_statuses)),
                     fix: Fix::StatusTime,
+                    shared_with: Vec::new(),
                 }));
             }
         }
     }
-    for rule in rules
+    // Rules that share their statements are planned once, under the first of them.
+    for group in crate::rule::share_groups(&rules)
         .iter()
-        .filter(|r| only.is_empty() || only.contains(&r.name))
+        .filter(|g| only.is_empty() || g.iter().any(|r| only.contains(&r.name)))
     {
+        let rule = &group[0];
+        let shared_with: Vec<String> = group[1..].iter().map(|r| r.name.clone()).collect();
         let cfg = loaded
             .rules
             .iter()
@@ -166,26 +178,38 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
         let source = sources.get(&rule.source);
         match (&rule.check, source) {
             (Check::Stuck(_), Some(s)) => {
+                // As the daemon runs them for the group: rows at the lowest threshold, one past
+                // the largest cap (to know whether it capped); totals for every threshold.
+                let checks: Vec<&crate::rule::StuckCheck> = group
+                    .iter()
+                    .filter_map(|r| match &r.check {
+                        Check::Stuck(c) => Some(c),
+                        _ => None,
+                    })
+                    .collect();
+                let mut thresholds: Vec<f64> =
+                    checks.iter().map(|c| c.older_than.as_secs_f64()).collect();
+                thresholds.sort_by(|a, b| b.total_cmp(a));
+                thresholds.dedup();
+                let lowest = thresholds.last().copied().unwrap_or(secs);
+                let cap = checks.iter().map(|c| c.max_findings).max().unwrap_or(0);
                 planned.push(Ok(Planned {
                     rule: rule.name.clone(),
                     source: s.clone(),
                     purpose: "stuck orders",
                     sql: Stmt::Stuck,
-                    // The daemon asks one row past the cap (to know whether it capped).
-                    params: Params::Stuck(
-                        s.to_db(&cfg.statuses()),
-                        secs,
-                        cfg.max_findings as i64 + 1,
-                    ),
+                    params: Params::Stuck(s.to_db(&cfg.statuses()), lowest, cap as i64 + 1),
                     fix: Fix::StatusTime,
+                    shared_with: shared_with.clone(),
                 }));
                 planned.push(Ok(Planned {
                     rule: rule.name.clone(),
                     source: s.clone(),
                     purpose: "exact totals (run only when the rows were capped)",
                     sql: Stmt::StuckStats,
-                    params: Params::StuckStats(s.to_db(&cfg.statuses()), secs),
+                    params: Params::StuckStats(s.to_db(&cfg.statuses()), lowest, thresholds),
                     fix: Fix::StatusTime,
+                    shared_with,
                 }));
             }
             (Check::Missing(c), Some(s)) => {
@@ -203,6 +227,7 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                         cfg.batch_size as i64,
                     ),
                     fix: Fix::StatusTime,
+                    shared_with: Vec::new(),
                 }));
                 if let Some(other) = sources.get(c.other_name()) {
                     planned.push(Ok(Planned {
@@ -212,6 +237,7 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                         sql: Stmt::Lookup,
                         params: Params::Lookup,
                         fix: Fix::Id,
+                        shared_with: Vec::new(),
                     }));
                 }
             }
@@ -222,6 +248,7 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                 sql: Stmt::Custom(c.sql.clone()),
                 params: Params::Limit(cfg.max_findings as i64),
                 fix: Fix::Custom,
+                shared_with: Vec::new(),
             })),
             _ => planned.push(Err(Verdict {
                 rule: rule.name.clone(),
@@ -238,6 +265,7 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                 note: "no table query".into(),
                 error: None,
                 runs: None,
+                shared_with: Vec::new(),
             })),
         }
     }
@@ -290,7 +318,9 @@ async fn plan(p: Planned) -> Verdict {
             let s = &p.source;
             match &p.params {
                 Params::Stuck(st, secs, limit) => s.explain(&sql, &[st, secs, limit], as_run).await,
-                Params::StuckStats(st, secs) => s.explain(&sql, &[st, secs], as_run).await,
+                Params::StuckStats(st, secs, thresholds) => {
+                    s.explain(&sql, &[st, secs, thresholds], as_run).await
+                }
                 Params::Candidates(status, secs, page) => {
                     let (id, after) = (String::new(), false);
                     s.explain(&sql, &[status, secs, &floor, &id, &after, page], as_run)
@@ -321,6 +351,7 @@ async fn plan(p: Planned) -> Verdict {
         note: String::new(),
         error: None,
         runs,
+        shared_with: p.shared_with.clone(),
     };
     let plan = match result {
         Ok(plan) => plan,
@@ -492,6 +523,12 @@ pub fn table(verdicts: &[Verdict]) -> String {
         }
         if let Some(r) = &v.runs {
             out.push_str(&format!("        runs: {r}\n"));
+        }
+        if !v.shared_with.is_empty() {
+            out.push_str(&format!(
+                "        shared with rules {} (one statement a cycle for all)\n",
+                v.shared_with.join(", ")
+            ));
         }
         for s in &v.seq_scans {
             match &s.filter {

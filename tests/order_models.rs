@@ -439,3 +439,173 @@ async fn statuses_outside_the_list_are_exported_as_other() {
     assert!(!m.contains("anna") && !m.contains("orderwatch_fake"), "{m}");
     d.stop().await;
 }
+
+/// Rules on the same source, statuses and schedule share their statements: one rows statement
+/// at the lowest threshold and, when one of them is capped, one aggregate for every
+/// threshold. Each rule still gets exactly its own answer: the same as evaluated alone, and
+/// what plain SQL says (its count per status, its oldest orders up to its own cap).
+#[tokio::test]
+async fn rules_on_the_same_statuses_share_one_scan_and_each_gets_its_own_exact_answer() {
+    let url = common::pg().fresh_db();
+    let admin = common::connect(&url).await;
+    admin
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+             CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL,
+               status_changed_at timestamptz NOT NULL);
+             CREATE INDEX ON orders (status, status_changed_at);
+             INSERT INTO orders
+               SELECT 'S-' || i, 'SUBMITTED', now() - make_interval(mins => i * 10 + 5)
+               FROM generate_series(1, 40) i;
+             INSERT INTO orders
+               SELECT 'P-' || i, 'PRICE_CALCULATED', now() - make_interval(mins => i * 70)
+               FROM generate_series(1, 6) i;",
+        )
+        .await
+        .unwrap();
+    let rule = |name: &str, status: &str, older: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    source: db\n    status: {status}\n    older_than: {older}\n    interval: 30s\n{extra}"
+        )
+    };
+    let rules = [
+        rule(
+            "a_1h",
+            "SUBMITTED",
+            "1h",
+            "    max_findings: 5\n    max_alerts: 5\n",
+        ),
+        rule("b_2h", "SUBMITTED", "2h", ""),
+        rule(
+            "c_3h",
+            "SUBMITTED",
+            "3h",
+            "    max_findings: 2\n    max_alerts: 2\n    severity: critical\n",
+        ),
+        // Another schedule: runs on its own.
+        rule("d_30m", "SUBMITTED", "30m", "    interval: 7s\n").replace(
+            "    interval: 30s\n    interval: 7s\n",
+            "    interval: 7s\n",
+        ),
+        rule(
+            "e_1h",
+            "[SUBMITTED, PRICE_CALCULATED]",
+            "1h",
+            "    max_findings: 3\n    max_alerts: 3\n",
+        ),
+        rule("f_4h", "[PRICE_CALCULATED, SUBMITTED]", "4h", ""),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = config(
+        dir.path(),
+        &url,
+        "{ table: orders, id: id, status: status, entered_at: status_changed_at }",
+        &format!("rules:\n{}", rules.concat()),
+    );
+    let stats = |like: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(
+                    "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements \
+                     WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                     AND query LIKE $1",
+                    &[&like],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    // Warm the model's discovery, then count what one evaluation of every rule runs.
+    evaluate_once(&loaded, &[]).await.unwrap();
+    admin
+        .batch_execute("SELECT pg_stat_statements_reset()")
+        .await
+        .unwrap();
+    let together = evaluate_once(&loaded, &[]).await.unwrap();
+    let rows_statements = stats("%LIMIT $3::int8%").await;
+    let totals_statements = stats("%width_bucket%").await;
+    // {a, b, c}, {d}, {e, f}: three rows statements; totals for the two groups that capped.
+    assert_eq!(rows_statements, 3, "rows statements run");
+    assert_eq!(totals_statements, 2, "totals statements run");
+
+    for (rule, shared) in &together {
+        let shared = shared.as_ref().unwrap();
+        let alone = evaluate_once(&loaded, std::slice::from_ref(&rule.name))
+            .await
+            .unwrap();
+        let alone = alone[0].1.as_ref().unwrap();
+        let ids = |o: &orderwatch::rule::Outcome| -> Vec<String> {
+            o.findings.iter().map(|f| f.order_id.clone()).collect()
+        };
+        let counts = |o: &orderwatch::rule::Outcome| -> Vec<(String, u64)> {
+            o.per_status
+                .iter()
+                .map(|(s, st)| (s.clone(), st.count))
+                .collect()
+        };
+        assert_eq!(shared.count, alone.count, "{}", rule.name);
+        assert_eq!(ids(shared), ids(alone), "{}", rule.name);
+        assert_eq!(counts(shared), counts(alone), "{}", rule.name);
+        // Plain SQL.
+        let orderwatch::rule::Check::Stuck(c) = &rule.check else {
+            unreachable!()
+        };
+        let truth = admin
+            .query(
+                "SELECT id, status FROM orders WHERE status = ANY($1) \
+                 AND status_changed_at < now() - make_interval(secs => $2) \
+                 ORDER BY status_changed_at, id",
+                &[&c.statuses, &c.older_than.as_secs_f64()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(shared.count, truth.len() as u64, "{}", rule.name);
+        let oldest: Vec<String> = truth
+            .iter()
+            .take(c.max_findings)
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(ids(shared), oldest, "{}", rule.name);
+        for (status, st) in &shared.per_status {
+            let n = truth
+                .iter()
+                .filter(|r| r.get::<_, &str>(1) == status)
+                .count();
+            assert_eq!(st.count, n as u64, "{} {status}", rule.name);
+            // The oldest of the status, as the database counts it.
+            let first = truth
+                .iter()
+                .position(|r| r.get::<_, &str>(1) == status)
+                .unwrap();
+            let want = shared
+                .findings
+                .iter()
+                .find(|f| &f.status == status)
+                .map(|f| f.age_seconds);
+            if first < c.max_findings {
+                assert!(
+                    (st.oldest_age_seconds - want.unwrap()).abs() < 1.0,
+                    "{}",
+                    rule.name
+                );
+            }
+        }
+        assert_eq!(
+            shared.truncated(),
+            truth.len() > c.max_findings,
+            "{}",
+            rule.name
+        );
+    }
+
+    // `explain` says which rules share.
+    let verdicts = orderwatch::explain::explain(&loaded, &[]).await.unwrap();
+    let text = orderwatch::explain::table(&verdicts);
+    assert!(
+        text.contains("shared with rules b_2h, c_3h") && text.contains("shared with rules f_4h"),
+        "{text}"
+    );
+    assert!(!text.contains("rule b_2h (db)"), "{text}");
+}

@@ -574,7 +574,7 @@ impl Generation {
             };
             direct.spawn(&mut tasks, shared_d, stop_rx.clone());
         }
-        for rule in shared.rules.clone() {
+        for rule in shared.rules.iter() {
             // Counters start at 0, so `rate()` and `increase()` see the first failure.
             let name = [rule.name.as_str()];
             shared.metrics.rule_evaluations.with_label_values(&name);
@@ -586,7 +586,10 @@ impl Generation {
                 .metrics
                 .rule_evaluation_failures
                 .with_label_values(&name);
-            tasks.spawn(rule_loop(shared.clone(), rule, stop_rx.clone()));
+        }
+        // Rules on the same source, statuses and schedule share one evaluation.
+        for group in crate::rule::share_groups(&shared.rules) {
+            tasks.spawn(rule_loop(shared.clone(), group, stop_rx.clone()));
         }
         for source in shared.sources.values().cloned() {
             shared
@@ -824,11 +827,21 @@ pub async fn evaluate_once(
         .into_iter()
         .filter(|r| only.is_empty() || only.contains(&r.name))
         .collect();
-    let futures = selected.into_iter().map(|r| async move {
-        let res = r.evaluate().await;
-        (r, res)
-    });
-    Ok(futures_join_all(futures).await)
+    // Rules that share their statements run them once.
+    let futures = crate::rule::share_groups(&selected)
+        .into_iter()
+        .map(|group| async move {
+            let results = Rule::evaluate_group(&group).await;
+            group.into_iter().zip(results).collect::<Vec<_>>()
+        });
+    let mut done: Vec<(Arc<Rule>, Result<Outcome, SourceError>)> = futures_join_all(futures)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    // In config order, as selected.
+    done.sort_by_key(|(r, _)| selected.iter().position(|s| Arc::ptr_eq(s, r)));
+    Ok(done)
 }
 
 async fn futures_join_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
@@ -844,7 +857,10 @@ where
     out
 }
 
-async fn rule_loop(shared: Arc<Shared>, rule: Arc<Rule>, mut stop: watch::Receiver<bool>) {
+/// Runs a group of rules that share their statements (one rule alone is a group) on their
+/// schedule until `stop`.
+async fn rule_loop(shared: Arc<Shared>, rules: Vec<Arc<Rule>>, mut stop: watch::Receiver<bool>) {
+    let rule = rules[0].clone();
     // Interval rules run at once (users want an answer on start); cron rules wait for their time.
     let mut next = match rule.schedule {
         super::Schedule::Every(_) => Utc::now(),
@@ -858,7 +874,7 @@ async fn rule_loop(shared: Arc<Shared>, rule: Arc<Rule>, mut stop: watch::Receiv
         }
         let started = Utc::now();
         // An evaluation in flight is finished even during shutdown: its state is then persisted.
-        shared.evaluate(&rule).await;
+        shared.evaluate_group(&rules).await;
         next = rule.schedule.next_after(started).max(Utc::now());
         if *stop.borrow() {
             return;
@@ -1077,27 +1093,62 @@ async fn source_down_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
 
 impl Shared {
     /// One evaluation of `rule`: query, metrics, alert state, persistence, notification.
-    #[tracing::instrument(name = "evaluate", skip_all, fields(rule = %rule.name,
-        source = %rule.source, kind = rule.kind.as_str(), count = tracing::field::Empty,
-        error = tracing::field::Empty))]
     pub async fn evaluate(&self, rule: &Arc<Rule>) {
+        self.evaluate_group(std::slice::from_ref(rule)).await
+    }
+
+    /// One evaluation of rules that share their statements (see `Rule::shares_with`; one
+    /// rule alone is a group): the statements once, then each rule's metrics, alert state,
+    /// persistence and notification. Each rule's evaluation time is the shared statements'.
+    #[tracing::instrument(name = "evaluate", skip_all, fields(
+        rule = %rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(","),
+        source = %rules[0].source, kind = rules[0].kind.as_str(), count = tracing::field::Empty,
+        error = tracing::field::Empty))]
+    pub async fn evaluate_group(&self, rules: &[Arc<Rule>]) {
         let now = Utc::now();
-        if let Some(why) = self.stale_reason(rule) {
-            // Stale data neither fires nor resolves: the rule waits for the standby.
-            let mut st = self.rule_status.write().expect("status lock");
-            if let Some(s) = st.get_mut(&rule.name) {
-                if s.error.as_deref() != Some(why.as_str()) {
-                    tracing::warn!(rule = %rule.name, reason = %why, "rule paused: its alerts are kept as they are");
+        let live: Vec<Arc<Rule>> = rules
+            .iter()
+            .filter(|rule| {
+                let Some(why) = self.stale_reason(rule) else {
+                    return true;
+                };
+                // Stale data neither fires nor resolves: the rule waits for the standby.
+                let mut st = self.rule_status.write().expect("status lock");
+                if let Some(s) = st.get_mut(&rule.name) {
+                    if s.error.as_deref() != Some(why.as_str()) {
+                        tracing::warn!(rule = %rule.name, reason = %why, "rule paused: its alerts are kept as they are");
+                    }
+                    s.health = "err";
+                    s.error = Some(why);
+                    s.last_evaluation = Some(now);
                 }
-                s.health = "err";
-                s.error = Some(why);
-                s.last_evaluation = Some(now);
-            }
+                false
+            })
+            .cloned()
+            .collect();
+        if live.is_empty() {
             return;
         }
         let started = Instant::now();
-        let result = rule.evaluate().await;
+        let results = Rule::evaluate_group(&live).await;
         let took = started.elapsed().as_secs_f64();
+        for (rule, result) in live.iter().zip(results) {
+            if let (Ok(o), 1) = (&result, live.len()) {
+                tracing::Span::current().record("count", o.count);
+            }
+            self.record(rule, result, now, took);
+        }
+    }
+
+    /// What one rule's evaluation found (`result`, at `now`, taking `took` seconds): metrics,
+    /// alert state, persistence, notification.
+    fn record(
+        &self,
+        rule: &Arc<Rule>,
+        result: Result<Outcome, SourceError>,
+        now: DateTime<Utc>,
+        took: f64,
+    ) {
         let m = &self.metrics;
         m.rule_evaluations.with_label_values(&[&rule.name]).inc();
         m.rule_evaluation_duration
@@ -1160,7 +1211,6 @@ impl Shared {
                 m.rule_findings_capped
                     .with_label_values(&[&rule.name])
                     .set(outcome.truncated() as i64);
-                tracing::Span::current().record("count", outcome.count);
                 status.count = Some(outcome.count);
                 status.capped = outcome.truncated();
                 // The book's bookkeeping and the store's writes grow with the alerts: off the

@@ -24,6 +24,17 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Whether `other` runs at the same times.
+    pub fn same(&self, other: &Schedule) -> bool {
+        match (self, other) {
+            (Schedule::Every(a), Schedule::Every(b)) => a == b,
+            (Schedule::Cron { .. }, Schedule::Cron { .. }) => {
+                format!("{self:?}") == format!("{other:?}")
+            }
+            _ => false,
+        }
+    }
+
     /// From the rule's config (already validated).
     pub fn from_config(cfg: &RuleConfig) -> Result<Schedule, String> {
         if let Some(s) = &cfg.schedule {

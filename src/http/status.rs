@@ -629,17 +629,12 @@ mod tests {
     #[test]
     fn escapes_database_text_and_links_only_http() {
         let mut a = alert("submitted_over_1h", "JW-1", AlertState::Firing, 192);
-        a.labels
-            .insert("status", "<script>alert(1)</script>");
+        a.labels.insert("status", "<script>alert(1)</script>");
         a.set_annotation("summary", "<img src=x onerror=alert(1)>");
         a.set_annotation("evil_url", "javascript:alert(1)");
         a.set_annotation("data_url", " data:text/html,<b>x</b>");
-        a.set_annotation(
-            "trace_url",
-            "https://jaeger/search?a=1&b=\"><script>",
-        );
-        a.labels
-            .insert("severity", "<script>sev</script>");
+        a.set_annotation("trace_url", "https://jaeger/search?a=1&b=\"><script>");
+        a.labels.insert("severity", "<script>sev</script>");
         // A second order in another status: statuses are then shown per order.
         let b = alert("submitted_over_1h", "JW-<b>2", AlertState::Firing, 61);
         let mut c = alert("packaging_over_1d", "JW-3", AlertState::Firing, 61);
@@ -707,10 +702,7 @@ mod tests {
             alert("submitted_over_1h", "JW-2", AlertState::Firing, 80),
         ];
         for a in &mut alerts {
-            a.set_annotation(
-                "runbook_url",
-                "https://wiki/runbooks/submitted",
-            );
+            a.set_annotation("runbook_url", "https://wiki/runbooks/submitted");
         }
         let silence = Silence::new(
             vec!["order_id=\"JW-2\"".parse().unwrap()],
@@ -736,10 +728,7 @@ mod tests {
     fn a_down_source_is_said_first_and_the_overflow_alert_is_a_line() {
         let mut over = alert("submitted_over_1h", OVERFLOW_KEY, AlertState::Firing, 61);
         over.entered_at = None;
-        over.set_annotation(
-            "summary",
-            "40 more orders match rule submitted_over_1h",
-        );
+        over.set_annotation("summary", "40 more orders match rule submitted_over_1h");
         let alerts = [
             alert("submitted_over_1h", "JW-1", AlertState::Firing, 90),
             over,

@@ -25,6 +25,19 @@ use crate::config::{RuleConfig, RuleKind, Severity};
 use crate::engine::Schedule;
 use crate::source::{Source, SourceError};
 
+/// `rules` in groups that share their statements (see [`Rule::shares_with`]), each group in
+/// config order, the groups in the order of their first rule.
+pub fn share_groups(rules: &[Arc<Rule>]) -> Vec<Vec<Arc<Rule>>> {
+    let mut groups: Vec<Vec<Arc<Rule>>> = Vec::new();
+    for r in rules {
+        match groups.iter_mut().find(|g| g[0].shares_with(r)) {
+            Some(g) => g.push(r.clone()),
+            None => groups.push(vec![r.clone()]),
+        }
+    }
+    groups
+}
+
 /// What a rule checks, per kind.
 #[derive(Debug)]
 pub enum Check {
@@ -129,6 +142,41 @@ impl Rule {
             max_alerts: cfg.max_alerts,
             check,
         })
+    }
+
+    /// Whether this rule and `other` share their statements (one evaluation serves both):
+    /// both `stuck` on the same source and statuses, on the same schedule. Their thresholds,
+    /// caps, severities and labels may differ.
+    pub fn shares_with(&self, other: &Rule) -> bool {
+        match (&self.check, &other.check) {
+            (Check::Stuck(a), Check::Stuck(b)) => {
+                a.shares_with(b) && self.schedule.same(&other.schedule)
+            }
+            _ => false,
+        }
+    }
+
+    /// Runs rules that share their statements (see [`Rule::shares_with`]) once; an outcome
+    /// per rule, in order. One rule alone runs as [`Rule::evaluate`].
+    pub async fn evaluate_group(rules: &[Arc<Rule>]) -> Vec<Result<Outcome, SourceError>> {
+        let checks: Vec<&StuckCheck> = rules
+            .iter()
+            .filter_map(|r| match &r.check {
+                Check::Stuck(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if rules.len() == 1 || checks.len() != rules.len() {
+            let mut out = Vec::with_capacity(rules.len());
+            for r in rules {
+                out.push(r.evaluate().await);
+            }
+            return out;
+        }
+        match StuckCheck::evaluate_shared(&checks).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) => rules.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     /// Runs the rule once against its source(s).

@@ -43,118 +43,230 @@ impl StuckCheck {
 
     /// Runs the query, or reads a status log's kept state; ages come from the database clock.
     pub async fn evaluate(&self) -> Result<Outcome, SourceError> {
+        Ok(Self::evaluate_shared(&[self]).await?.remove(0))
+    }
+
+    /// The outcome from a status log's kept state.
+    fn outcome_from_log(&self, h: &crate::source::History) -> Outcome {
         let source = &self.source;
-        let secs = self.older_than.as_secs_f64();
         let stored = source.to_db(&self.statuses);
-        if let Some(h) = source.history().await? {
-            let mut out = Outcome::default();
-            let orders = h.stuck(&stored, secs);
-            out.count = orders.len() as u64;
-            for o in &orders {
-                // Oldest first: the first of each status carries its oldest age.
-                let stat = out
-                    .per_status
-                    .entry(source.from_db(o.status.to_string()))
-                    .or_insert(StatusStat {
-                        count: 0,
-                        oldest_age_seconds: o.age_seconds,
-                    });
-                stat.count += 1;
-            }
-            out.findings = orders
-                .iter()
-                .take(self.max_findings)
-                .map(|o| Finding {
-                    order_id: o.id.to_string(),
-                    status: source.from_db(o.status.to_string()),
-                    entered_at: o.entered_at,
-                    age_seconds: o.age_seconds,
-                    labels: self
-                        .labels
-                        .iter()
-                        .zip(&o.labels)
-                        .filter_map(|(n, v)| v.map(|v| (n.clone(), v.to_string())))
-                        .collect(),
-                    other_status: None,
-                })
-                .collect();
-            return Ok(out);
+        let mut out = Outcome::default();
+        let orders = h.stuck(&stored, self.older_than.as_secs_f64());
+        out.count = orders.len() as u64;
+        for o in &orders {
+            // Oldest first: the first of each status carries its oldest age.
+            let stat = out
+                .per_status
+                .entry(source.from_db(o.status.to_string()))
+                .or_insert(StatusStat {
+                    count: 0,
+                    oldest_age_seconds: o.age_seconds,
+                });
+            stat.count += 1;
         }
+        out.findings = orders
+            .iter()
+            .take(self.max_findings)
+            .map(|o| Finding {
+                order_id: o.id.to_string(),
+                status: source.from_db(o.status.to_string()),
+                entered_at: o.entered_at,
+                age_seconds: o.age_seconds,
+                labels: self
+                    .labels
+                    .iter()
+                    .zip(&o.labels)
+                    .filter_map(|(n, v)| v.map(|v| (n.clone(), v.to_string())))
+                    .collect(),
+                other_status: None,
+            })
+            .collect();
+        out
+    }
+
+    /// Whether `other` can share this check's statements: same source, same statuses (one
+    /// scan serves every threshold, see [`StuckCheck::evaluate_shared`]).
+    pub fn shares_with(&self, other: &StuckCheck) -> bool {
+        Arc::ptr_eq(&self.source, &other.source) && {
+            let (mut a, mut b) = (self.statuses.clone(), other.statuses.clone());
+            a.sort();
+            b.sort();
+            a == b
+        }
+    }
+
+    /// Evaluates `checks` (same source and statuses, see [`StuckCheck::shares_with`]) with one
+    /// rows statement at the lowest threshold, one past the largest cap, oldest first: each
+    /// check's rows are a prefix of those (the rows older than its own threshold). Only when
+    /// some check has more rows than its cap are the exact totals asked for, every threshold's
+    /// from one aggregate over the same snapshot. The database's work follows the statuses
+    /// watched, not the rules.
+    pub async fn evaluate_shared(checks: &[&StuckCheck]) -> Result<Vec<Outcome>, SourceError> {
+        let first = checks.first().expect("at least one check");
+        let source = &first.source;
+        if let Some(h) = source.history().await? {
+            return Ok(checks.iter().map(|c| c.outcome_from_log(&h)).collect());
+        }
+        let stored = source.to_db(&first.statuses);
+        // Thresholds longest first (the order of the statistics' buckets), each once.
+        let mut thresholds: Vec<f64> = checks.iter().map(|c| c.older_than.as_secs_f64()).collect();
+        thresholds.sort_by(|a, b| b.total_cmp(a));
+        thresholds.dedup();
+        let lowest = *thresholds.last().expect("a threshold");
+        let cap = checks.iter().map(|c| c.max_findings).max().unwrap_or(0);
+        let limit = cap as i64 + 1;
         let sql = source.model_sql().await?;
-        // One row past the cap tells whether the rows are all: only then are the exact counts
-        // asked for, in the same snapshot.
-        let limit = self.max_findings as i64 + 1;
-        let cap = self.max_findings;
+        // A check whose rows (those older than its threshold) run past its own cap.
+        let capped = |rows: &[tokio_postgres::Row]| {
+            checks.iter().any(|c| {
+                let secs = c.older_than.as_secs_f64();
+                rows.iter()
+                    .take(c.max_findings + 1)
+                    .filter(|r| r.get::<_, f64>(3) > secs)
+                    .count()
+                    > c.max_findings
+            })
+        };
         let (rows, stats) = source
             .query_pair(
-                (sql.stuck_for(stored.len()), &[&stored, &secs, &limit]),
-                (&sql.stuck_stats, &[&stored, &secs]),
-                |rows| rows.len() > cap,
+                (sql.stuck_for(stored.len()), &[&stored, &lowest, &limit]),
+                (&sql.stuck_stats, &[&stored, &lowest, &thresholds]),
+                capped,
             )
             .await?;
         // Decoding 100 000 rows is CPU work: off the async workers.
         Ok(crate::blocking::off_worker(|| {
-            self.outcome(source, &rows, stats, cap)
+            let findings = first.findings(source, rows, cap);
+            let stats = stats.map(|s| StuckStats::read(source, &s));
+            let last = checks.len() - 1;
+            let mut findings = Some(findings);
+            checks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let secs = c.older_than.as_secs_f64();
+                    let mine = if i == last {
+                        findings.take().expect("taken once")
+                    } else {
+                        findings.as_ref().expect("kept").clone()
+                    };
+                    c.outcome(mine, secs, &thresholds, stats.as_ref())
+                })
+                .collect()
         }))
     }
 
-    /// The outcome of the rows (and the exact totals, when capped).
-    fn outcome(
+    /// Decodes the fetched rows, oldest first (at most `cap` plus the one past it).
+    fn findings(
         &self,
         source: &Source,
-        rows: &[tokio_postgres::Row],
-        stats: Option<Vec<tokio_postgres::Row>>,
+        rows: Vec<tokio_postgres::Row>,
         cap: usize,
-    ) -> Outcome {
-        let mut out = Outcome::default();
-        for row in rows.iter().take(cap) {
-            let status = source.from_db(row.get(1));
-            let age: f64 = row.get(3);
-            // Oldest first: the first row of a status carries its oldest age.
-            out.per_status
-                .entry(status.clone())
-                .or_insert(StatusStat {
-                    count: 0,
-                    oldest_age_seconds: age,
-                })
-                .count += 1;
+    ) -> Vec<Finding> {
+        let mut out = Vec::with_capacity(rows.len().min(cap + 1));
+        // Consumed: each row's buffer goes as soon as it is read.
+        for row in rows.into_iter().take(cap + 1) {
             let mut labels = BTreeMap::new();
             for (i, name) in self.labels.iter().enumerate() {
                 if let Some(v) = row.get::<_, Option<String>>(4 + i) {
                     labels.insert(name.clone(), v);
                 }
             }
-            out.findings.push(Finding {
+            out.push(Finding {
                 order_id: row.get(0),
-                status,
+                status: source.from_db(row.get(1)),
                 entered_at: row.get::<_, DateTime<Utc>>(2),
-                age_seconds: age,
+                age_seconds: row.get(3),
                 labels,
                 other_status: None,
             });
         }
-        out.count = out.findings.len() as u64;
-        if let Some(stats) = stats {
-            out.per_status.clear();
-            out.count = 0;
-            for row in stats {
-                let stat = StatusStat {
-                    count: row.get::<_, i64>(1) as u64,
-                    oldest_age_seconds: row.get(2),
-                };
-                out.count += stat.count;
-                // Two stored values may read as one status (a code map): their sum, the older.
-                let e = out
-                    .per_status
-                    .entry(source.from_db(row.get(0)))
-                    .or_insert(StatusStat {
-                        count: 0,
-                        oldest_age_seconds: stat.oldest_age_seconds,
-                    });
-                e.count += stat.count;
-                e.oldest_age_seconds = e.oldest_age_seconds.max(stat.oldest_age_seconds);
+        out
+    }
+
+    /// This check's outcome from the shared rows (oldest first; its own are those older than
+    /// its threshold `secs`) and, when some check was capped, the shared totals.
+    fn outcome(
+        &self,
+        mut rows: Vec<Finding>,
+        secs: f64,
+        thresholds: &[f64],
+        stats: Option<&StuckStats>,
+    ) -> Outcome {
+        let mine = rows.iter().take_while(|f| f.age_seconds > secs).count();
+        rows.truncate(mine);
+        let capped = mine > self.max_findings;
+        rows.truncate(self.max_findings);
+        let mut out = Outcome {
+            findings: rows,
+            ..Outcome::default()
+        };
+        match stats {
+            Some(stats) if capped => {
+                let j = thresholds
+                    .iter()
+                    .position(|t| *t == secs)
+                    .expect("every threshold asked for");
+                out.per_status = stats.passing(j);
+                out.count = out.per_status.values().map(|s| s.count).sum();
+            }
+            _ => {
+                for f in &out.findings {
+                    // Oldest first: the first of a status carries its oldest age.
+                    out.per_status
+                        .entry(f.status.clone())
+                        .or_insert(StatusStat {
+                            count: 0,
+                            oldest_age_seconds: f.age_seconds,
+                        })
+                        .count += 1;
+                }
+                out.count = out.findings.len() as u64;
             }
         }
         out
+    }
+}
+
+/// The exact totals of a shared scan: per status, per bucket of thresholds (see
+/// `ModelSql::stuck_stats`), the count and the oldest age.
+struct StuckStats(BTreeMap<String, BTreeMap<i32, StatusStat>>);
+
+impl StuckStats {
+    fn read(source: &Source, rows: &[tokio_postgres::Row]) -> StuckStats {
+        let mut by_status: BTreeMap<String, BTreeMap<i32, StatusStat>> = BTreeMap::new();
+        for row in rows {
+            // Two stored values may read as one status (a code map): their sum, the older.
+            let e = by_status
+                .entry(source.from_db(row.get(0)))
+                .or_default()
+                .entry(row.get(1))
+                .or_insert(StatusStat {
+                    count: 0,
+                    oldest_age_seconds: 0.0,
+                });
+            e.count += row.get::<_, i64>(2) as u64;
+            e.oldest_age_seconds = e.oldest_age_seconds.max(row.get(3));
+        }
+        StuckStats(by_status)
+    }
+
+    /// Per status, the rows that pass threshold `j` (longest first, from 0): those in the
+    /// buckets up to `j`.
+    fn passing(&self, j: usize) -> BTreeMap<String, StatusStat> {
+        self.0
+            .iter()
+            .filter_map(|(status, buckets)| {
+                let mut stat = StatusStat {
+                    count: 0,
+                    oldest_age_seconds: 0.0,
+                };
+                for (_, b) in buckets.range(..=j as i32) {
+                    stat.count += b.count;
+                    stat.oldest_age_seconds = stat.oldest_age_seconds.max(b.oldest_age_seconds);
+                }
+                (stat.count > 0).then(|| (status.clone(), stat))
+            })
+            .collect()
     }
 }

@@ -175,7 +175,8 @@ pub struct ModelSql {
     pub stuck: String,
     /// `stuck` for a single status (`$1` holds one): that status's range scan alone.
     pub stuck_one: String,
-    /// Exact count and oldest age per status (`$1`, `$2` as `stuck`).
+    /// Exact count and oldest age per status and bucket of thresholds (`$1`, `$2` as
+    /// `stuck`; `$3` the thresholds, seconds): see [`StuckStats`].
     pub stuck_stats: String,
     /// A `missing` rule's candidates, one keyset page.
     pub candidates: String,
@@ -397,11 +398,23 @@ impl OrderModel {
         } else {
             stuck.clone()
         };
+        // Exact counts and oldest ages per status for one threshold or several (rules on the
+        // same statuses share it): one scan of the rows older than the lowest threshold `$2`,
+        // each counted in the bucket of the thresholds `$3` (seconds) it passes, by
+        // `width_bucket` over their edges (computed once, ascending: the longest threshold
+        // first). A row passes threshold j (longest first, from 1) when its bucket is below j.
+        let operand = match time {
+            TimeKind::Epoch(_) => "o.entered_at::int8",
+            _ => "o.entered_at",
+        };
         let stuck_stats = format!(
-            "{with_any}SELECT o.status::text, count(*), EXTRACT(EPOCH FROM (now() - {oldest}))::float8 \
+            "{with_any}SELECT o.status::text, width_bucket({operand}, \
+             (SELECT ARRAY(SELECT {edge} FROM unnest($3::float8[]) AS s(secs) ORDER BY 1))), \
+             count(*), EXTRACT(EPOCH FROM (now() - {oldest}))::float8 \
              FROM {from_any} \
              WHERE o.status = ANY($1::text[]::{st}[]) AND o.entered_at < {below}{fin} \
-             GROUP BY o.status",
+             GROUP BY 1, 2",
+            edge = time.bound("now() - make_interval(secs => s.secs)"),
             oldest = out("min(o.entered_at)"),
             fin = time.finite("o.entered_at"),
         );

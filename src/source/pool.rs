@@ -22,7 +22,7 @@ use super::model::{Columns, HistorySql, ModelSql, OrderModel};
 use crate::config::{SourceConfig, StatusNames};
 
 /// A source failure: connecting or querying. Messages never contain the password.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
     /// The URL could not be turned into a pool.
     #[error("source {source_name}: bad configuration: {detail}")]
