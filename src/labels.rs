@@ -56,8 +56,9 @@ pub fn intern(s: &str) -> Str {
 pub const INTERN_LIMIT: usize = 10_000;
 
 /// The labels of one alert: a rule-wide shared list and the alert's own, each sorted by name
-/// and disjoint (the alert's own win where both name a label).
-#[derive(Clone, Default)]
+/// and disjoint (the alert's own win where both name a label). Also a finding's allow-listed
+/// columns (own only): one small allocation, not a map.
+#[derive(Clone)]
 pub struct Labels {
     shared: Arc<[(Str, Str)]>,
     own: Box<[(Str, Str)]>,
@@ -71,7 +72,30 @@ fn sorted(mut v: Vec<(Str, Str)>) -> Vec<(Str, Str)> {
     v
 }
 
+/// The empty shared list, allocated once.
+fn nothing_shared() -> Arc<[(Str, Str)]> {
+    static EMPTY: OnceLock<Arc<[(Str, Str)]>> = OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from(Vec::new())).clone()
+}
+
+impl Default for Labels {
+    fn default() -> Labels {
+        Labels {
+            shared: nothing_shared(),
+            own: Box::default(),
+        }
+    }
+}
+
 impl Labels {
+    /// Labels with nothing shared, from `pairs` (later pairs win).
+    pub fn own_only(pairs: Vec<(Str, Str)>) -> Labels {
+        Labels {
+            shared: nothing_shared(),
+            own: sorted(pairs).into_boxed_slice(),
+        }
+    }
+
     /// A rule-wide list, to share among its alerts (later pairs win over earlier ones).
     pub fn shared_list(pairs: impl IntoIterator<Item = (Str, Str)>) -> Arc<[(Str, Str)]> {
         sorted(pairs.into_iter().collect()).into()
@@ -89,7 +113,7 @@ impl Labels {
     /// Labels with nothing shared (a restored or hand-made alert).
     pub fn from_map(map: &BTreeMap<String, String>) -> Labels {
         Labels {
-            shared: Arc::from(Vec::new()),
+            shared: nothing_shared(),
             own: map.iter().map(|(k, v)| (intern(k), intern(v))).collect(),
         }
     }

@@ -110,9 +110,9 @@ fn needs_escape(c: char) -> bool {
         || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-fn labels_text(labels: &std::collections::BTreeMap<String, String>) -> String {
+fn labels_text<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     labels
-        .iter()
+        .into_iter()
         .map(|(k, v)| format!("{}={}", printable(k), printable(v)))
         .collect::<Vec<_>>()
         .join(" ")
@@ -158,7 +158,7 @@ pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                         out,
                         "    {:<16} {value:>9}  {}",
                         printable(&sig.key),
-                        labels_text(&shown)
+                        labels_text(shown.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                     );
                 }
                 for f in &o.findings {
@@ -172,7 +172,7 @@ pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                         printable(&f.status),
                         age,
                         f.entered_at.format("%Y-%m-%d %H:%M:%SZ"),
-                        labels_text(&f.labels)
+                        labels_text(f.labels.iter())
                     );
                 }
             }

@@ -58,10 +58,7 @@ async fn table_model_finds_exactly_the_stuck_orders_oldest_first_without_persona
     let ids: Vec<&str> = o.findings.iter().map(|f| f.order_id.as_str()).collect();
     assert_eq!(ids, ["JW-1", "JW-2"]);
     assert!((o.findings[0].age_seconds - 3.0 * 3600.0).abs() < 60.0);
-    assert_eq!(
-        o.findings[0].labels.get("order_type").map(String::as_str),
-        Some("ring")
-    );
+    assert_eq!(o.findings[0].labels.get("order_type"), Some("ring"));
     assert_eq!(o.per_status["SUBMITTED"].count, 2);
 
     let json = serde_json::to_string(&orderwatch::report::build(&results)).unwrap();
@@ -196,7 +193,7 @@ async fn query_model_wraps_a_custom_query() {
     let o = results[0].1.as_ref().unwrap();
     assert_eq!(o.count, 1);
     assert_eq!(o.findings[0].order_id, "1");
-    assert_eq!(o.findings[0].labels["kind"], "ring");
+    assert_eq!(&o.findings[0].labels["kind"], "ring");
 }
 
 #[tokio::test]

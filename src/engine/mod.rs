@@ -8,13 +8,14 @@ mod schedule;
 mod store;
 
 pub use alerts::{
-    Alert, AlertBook, AlertState, Annotate, Coverage, Notes, Observation, RuleTiming, Transition,
-    TransitionKind,
+    Alert, AlertBook, AlertState, Annotate, Coverage, Notes, Observation, Pass, RuleTiming,
+    Transition, TransitionKind,
 };
 pub use daemon::{
     Current, Daemon, OVERFLOW_KEY, RuleStatus, Shared, SourceStatus, StartError, Verdict,
     check_online, evaluate_once, run,
 };
 pub use daemon::{Parts, build_parts};
+pub use observe::{RuleParts, observation, unchanged};
 pub use schedule::Schedule;
 pub use store::{Store, StoreError};

@@ -289,10 +289,10 @@ fn order_observation(parts: &RuleParts, f: &Finding, may_create: bool) -> Observ
     let older = chrono::Duration::from_std(parts.rule.older_than()).unwrap_or_default();
     let key = Str::from(f.order_id.as_str());
     let mut own: Vec<(Str, Str)> = Vec::with_capacity(f.labels.len() + 4);
-    for (k, v) in &f.labels {
+    for (k, v) in f.labels.own() {
         // The rule's labels and orderwatch's own win over a column of the same name.
         if !parts.in_shared(k) {
-            own.push((intern(k), intern(v)));
+            own.push((k.clone(), v.clone()));
         }
     }
     own.push((intern("status"), intern(&f.status)));
@@ -335,11 +335,11 @@ pub fn unchanged(parts: &RuleParts, a: &Alert, f: &Finding) -> bool {
     }
     expected +=
         usize::from(f.other_status.is_some()) + usize::from(parts.own_alertname(f).is_some());
-    for (k, v) in &f.labels {
+    for (k, v) in f.labels.iter() {
         if parts.in_shared(k) {
             continue;
         }
-        if get(k) != Some(v.as_str()) {
+        if get(k) != Some(v) {
             return false;
         }
         expected += 1;
@@ -463,7 +463,7 @@ mod tests {
                     entered_at: now - chrono::Duration::hours(3)
                         + chrono::Duration::seconds(i as i64),
                     age_seconds: 10_800.0 - i as f64,
-                    labels: BTreeMap::from([("channel".into(), "web".into())]),
+                    labels: BTreeMap::from([("channel".to_string(), "web".to_string())]).into(),
                     other_status: None,
                 })
                 .collect(),
@@ -555,7 +555,7 @@ mod tests {
         assert_eq!(n["runbook_url"], "http://ow/runbooks#stuckorder");
         // Another status, or another column value: not the same alert any more.
         let mut moved = out.findings[0].clone();
-        moved.labels.insert("channel".into(), "shop".into());
+        moved.labels.insert("channel", "shop");
         assert!(!unchanged(&parts, a, &moved));
         moved = out.findings[0].clone();
         moved.status = "APPROVED".into();

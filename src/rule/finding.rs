@@ -16,8 +16,8 @@ pub struct Finding {
     pub entered_at: DateTime<Utc>,
     /// How long it has been there, by the database clock.
     pub age_seconds: f64,
-    /// Allow-listed label columns.
-    pub labels: BTreeMap<String, String>,
+    /// Allow-listed label columns (values shared where they repeat).
+    pub labels: crate::labels::Labels,
     /// `kind: missing` with `expect_status`: the disagreeing status in the other database
     /// (absent when the order is missing there altogether).
     #[serde(skip_serializing_if = "Option::is_none")]

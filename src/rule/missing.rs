@@ -7,7 +7,7 @@
 //! `id = ANY($1)` query on its primary key. Memory and round trips stay bounded however many
 //! candidates there are; the count stays exact while the findings kept are capped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ struct Candidate {
     status: String,
     entered_at: DateTime<Utc>,
     age_seconds: f64,
-    labels: BTreeMap<String, String>,
+    labels: crate::labels::Labels,
 }
 
 impl MissingCheck {
@@ -94,12 +94,17 @@ impl MissingCheck {
                             status: self.source.from_db(o.status.to_string()),
                             entered_at: o.entered_at,
                             age_seconds: o.age_seconds,
-                            labels: self
-                                .labels
-                                .iter()
-                                .zip(&o.labels)
-                                .filter_map(|(n, v)| v.map(|v| (n.clone(), v.to_string())))
-                                .collect(),
+                            labels: crate::labels::Labels::own_only(
+                                self.labels
+                                    .iter()
+                                    .zip(&o.labels)
+                                    .filter_map(|(n, v)| {
+                                        v.map(|v| {
+                                            (crate::labels::intern(n), crate::labels::intern(v))
+                                        })
+                                    })
+                                    .collect(),
+                            ),
                         })
                         .collect(),
                 )
@@ -193,20 +198,12 @@ impl MissingCheck {
             }
             let candidates: Vec<Candidate> = rows
                 .iter()
-                .map(|row| {
-                    let mut labels = BTreeMap::new();
-                    for (i, name) in self.labels.iter().enumerate() {
-                        if let Some(v) = row.get::<_, Option<String>>(4 + i) {
-                            labels.insert(name.clone(), v);
-                        }
-                    }
-                    Candidate {
-                        order_id: row.get(0),
-                        status: self.source.from_db(row.get(1)),
-                        entered_at: row.get(2),
-                        age_seconds: row.get(3),
-                        labels,
-                    }
+                .map(|row| Candidate {
+                    order_id: row.get(0),
+                    status: self.source.from_db(row.get(1)),
+                    entered_at: row.get(2),
+                    age_seconds: row.get(3),
+                    labels: super::stuck::label_columns(&self.labels, row, 4),
                 })
                 .collect();
             self.judge(&candidates, out).await?;

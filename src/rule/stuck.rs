@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::finding::{Finding, Outcome, StatusStat};
 use crate::config::RuleConfig;
+use crate::labels::{Labels, intern};
 use crate::source::{Source, SourceError};
 
 /// The compiled check: the statuses, the threshold and the source.
@@ -72,12 +73,13 @@ impl StuckCheck {
                 status: source.from_db(o.status.to_string()),
                 entered_at: o.entered_at,
                 age_seconds: o.age_seconds,
-                labels: self
-                    .labels
-                    .iter()
-                    .zip(&o.labels)
-                    .filter_map(|(n, v)| v.map(|v| (n.clone(), v.to_string())))
-                    .collect(),
+                labels: Labels::own_only(
+                    self.labels
+                        .iter()
+                        .zip(&o.labels)
+                        .filter_map(|(n, v)| v.map(|v| (intern(n), intern(v))))
+                        .collect(),
+                ),
                 other_status: None,
             })
             .collect();
@@ -117,26 +119,27 @@ impl StuckCheck {
         let limit = cap as i64 + 1;
         let sql = source.model_sql().await?;
         // A check whose rows (those older than its threshold) run past its own cap.
-        let capped = |rows: &[tokio_postgres::Row]| {
+        let capped = |rows: &[Finding]| {
             checks.iter().any(|c| {
                 let secs = c.older_than.as_secs_f64();
                 rows.iter()
                     .take(c.max_findings + 1)
-                    .filter(|r| r.get::<_, f64>(3) > secs)
+                    .filter(|f| f.age_seconds > secs)
                     .count()
                     > c.max_findings
             })
         };
-        let (rows, stats) = source
+        // Each row decoded as it arrives: the rows themselves are never all held.
+        let (findings, stats) = source
             .query_pair(
                 (sql.stuck_for(stored.len()), &[&stored, &lowest, &limit]),
                 (&sql.stuck_stats, &[&stored, &lowest, &thresholds]),
+                |row| first.finding(source, &row),
                 capped,
             )
             .await?;
-        // Decoding 100 000 rows is CPU work: off the async workers.
+        // Sharing out 100 000 findings is CPU work: off the async workers.
         Ok(crate::blocking::off_worker(|| {
-            let findings = first.findings(source, rows, cap);
             let stats = stats.map(|s| StuckStats::read(source, &s));
             let last = checks.len() - 1;
             let mut findings = Some(findings);
@@ -156,32 +159,16 @@ impl StuckCheck {
         }))
     }
 
-    /// Decodes the fetched rows, oldest first (at most `cap` plus the one past it).
-    fn findings(
-        &self,
-        source: &Source,
-        rows: Vec<tokio_postgres::Row>,
-        cap: usize,
-    ) -> Vec<Finding> {
-        let mut out = Vec::with_capacity(rows.len().min(cap + 1));
-        // Consumed: each row's buffer goes as soon as it is read.
-        for row in rows.into_iter().take(cap + 1) {
-            let mut labels = BTreeMap::new();
-            for (i, name) in self.labels.iter().enumerate() {
-                if let Some(v) = row.get::<_, Option<String>>(4 + i) {
-                    labels.insert(name.clone(), v);
-                }
-            }
-            out.push(Finding {
-                order_id: row.get(0),
-                status: source.from_db(row.get(1)),
-                entered_at: row.get::<_, DateTime<Utc>>(2),
-                age_seconds: row.get(3),
-                labels,
-                other_status: None,
-            });
+    /// One fetched row.
+    fn finding(&self, source: &Source, row: &tokio_postgres::Row) -> Finding {
+        Finding {
+            order_id: row.get(0),
+            status: source.from_db(row.get(1)),
+            entered_at: row.get::<_, DateTime<Utc>>(2),
+            age_seconds: row.get(3),
+            labels: label_columns(&self.labels, row, 4),
+            other_status: None,
         }
-        out
     }
 
     /// This check's outcome from the shared rows (oldest first; its own are those older than
@@ -226,6 +213,17 @@ impl StuckCheck {
         }
         out
     }
+}
+
+/// The allow-listed columns `names` of `row`, from column `first` on (NULLs left out).
+pub(crate) fn label_columns(names: &[String], row: &tokio_postgres::Row, first: usize) -> Labels {
+    let mut own = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        if let Some(v) = row.get::<_, Option<&str>>(first + i) {
+            own.push((intern(name), intern(v)));
+        }
+    }
+    Labels::own_only(own)
 }
 
 /// The exact totals of a shared scan: per status, per bucket of thresholds (see

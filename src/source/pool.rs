@@ -648,15 +648,16 @@ impl Source {
     #[tracing::instrument(name = "query", skip_all, fields(source = %self.name,
         otel.kind = "client", db.system = "postgresql", db.statement = %statement_head(first.0),
         rows = tracing::field::Empty, error = tracing::field::Empty))]
-    pub async fn query_pair(
+    pub async fn query_pair<T>(
         &self,
         first: (&str, &[&(dyn ToSql + Sync)]),
         second: (&str, &[&(dyn ToSql + Sync)]),
-        need_second: impl FnOnce(&[Row]) -> bool,
-    ) -> Result<(Vec<Row>, Option<Vec<Row>>), SourceError> {
+        decode: impl FnMut(Row) -> T,
+        need_second: impl FnOnce(&[T]) -> bool,
+    ) -> Result<(Vec<T>, Option<Vec<Row>>), SourceError> {
         let mut tx = self.begin_as(true, "").await?;
         let result = async {
-            let rows = self.run_in(&mut tx, first.0, first.1).await?;
+            let rows = self.run_each(&mut tx, first.0, first.1, decode).await?;
             let more = if need_second(&rows) {
                 Some(self.run_in(&mut tx, second.0, second.1).await?)
             } else {
@@ -670,6 +671,48 @@ impl Source {
             Ok((rows, _)) => tracing::Span::current().record("rows", rows.len()),
             Err(e) => tracing::Span::current().record("error", tracing::field::display(e)),
         };
+        result
+    }
+
+    /// `run_in`, each row turned by `decode` as it arrives: 100 000 rows are never held at
+    /// once as rows, only as what `decode` makes of them.
+    async fn run_each<T>(
+        &self,
+        tx: &mut ReadOnlyTx,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        mut decode: impl FnMut(Row) -> T,
+    ) -> Result<Vec<T>, SourceError> {
+        let result = async {
+            let typed = self.typed(tx, sql, params).await?;
+            let stream = tx
+                .client()
+                .query_typed_raw(sql, typed.iter().map(|(v, t)| (*v, t.clone())))
+                .await
+                .map_err(|e| self.query_error(&e))?;
+            let mut stream = std::pin::pin!(stream);
+            let mut out = Vec::new();
+            while let Some(row) = futures_util::TryStreamExt::try_next(&mut stream)
+                .await
+                .map_err(|e| self.query_error(&e))?
+            {
+                // As `run_in`: a type outside the built-in ones closes the connection after.
+                if out.is_empty()
+                    && row
+                        .columns()
+                        .iter()
+                        .any(|c| Type::from_oid(c.type_().oid()).is_none())
+                {
+                    tx.discard = true;
+                }
+                out.push(decode(row));
+            }
+            Ok(out)
+        }
+        .await;
+        if result.is_err() {
+            self.param_types.lock().expect("types lock").remove(sql);
+        }
         result
     }
 
