@@ -493,9 +493,9 @@ impl Pass {
         match alerts.get_mut(&o.key) {
             Some(a) if a.state != AlertState::Resolved => {
                 let m = Arc::make_mut(a);
-                if m.labels != o.labels {
-                    m.labels = o.labels;
-                }
+                // Always taken, even when equal: the observation's share the rule's list (a
+                // restored alert's do not), so the next evaluation finds it unchanged.
+                m.labels = o.labels;
                 if !m.notes.same(&o.notes) {
                     m.notes = o.notes;
                 }

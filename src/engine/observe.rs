@@ -560,5 +560,26 @@ mod tests {
         moved = out.findings[0].clone();
         moved.status = "APPROVED".into();
         assert!(!unchanged(&parts, a, &moved));
+
+        // Restored from the store, its labels are its own: rebuilt once, then only touched.
+        let mut restored = a.clone();
+        restored.labels = Labels::from_map(&a.labels.to_map());
+        let mut book = AlertBook::from_alerts([restored]);
+        let a = book.get("r", "JW-0").unwrap();
+        assert!(!unchanged(&parts, a, &out.findings[0]));
+        let later = now + chrono::Duration::seconds(30);
+        let changes = book.apply(
+            "r",
+            timing,
+            later,
+            vec![observation(&parts, &out, 0)],
+            Coverage::All,
+        );
+        assert!(changes.is_empty(), "{changes:?}");
+        assert!(unchanged(
+            &parts,
+            book.get("r", "JW-0").unwrap(),
+            &out.findings[0]
+        ));
     }
 }
