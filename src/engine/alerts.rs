@@ -169,6 +169,20 @@ impl Alert {
         self.notes = Notes::fixed(map);
     }
 
+    /// Resolved: its annotations stop moving (an order's age is the age it was last seen at),
+    /// and are kept from then on, so the resolution says what the alert said, restarts
+    /// included. An alert restored without any (its rule gone) gets a line that says so.
+    fn freeze_notes(&mut self) {
+        self.notes = match &self.notes {
+            Notes::Rendered(_) => Notes::fixed(self.annotations_at(self.last_seen)),
+            Notes::None => Notes::fixed(BTreeMap::from([(
+                "summary".to_string(),
+                format!("{}: rule {} is no longer configured", self.key, self.rule),
+            )])),
+            Notes::Fixed(m) => Notes::Fixed(m.clone()),
+        };
+    }
+
     /// One annotation, as of now.
     pub fn annotation(&self, name: &str) -> Option<String> {
         match &self.notes {
@@ -348,6 +362,7 @@ impl AlertBook {
                     let m = Arc::make_mut(a);
                     m.state = AlertState::Resolved;
                     m.resolved_at = Some(now);
+                    m.freeze_notes();
                     changes.push(Transition {
                         kind: TransitionKind::Resolved,
                         alert: a.clone(),
@@ -563,6 +578,7 @@ impl Pass {
                         let m = Arc::make_mut(a);
                         m.state = AlertState::Resolved;
                         m.resolved_at = Some(now);
+                        m.freeze_notes();
                         self.changes.push(Transition {
                             kind: TransitionKind::Resolved,
                             alert: a.clone(),

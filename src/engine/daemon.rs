@@ -11,10 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::alerts::{AlertBook, AlertState, Coverage, Observation, Pass, RuleTiming, Transition};
-use super::observe::{
-    RuleParts, fixed_observation, item, observation, overflow_observation, unchanged,
-};
+use super::alerts::{AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition};
+use super::observe::{RuleParts, apply_outcome, fixed_observation};
 use super::store::{Store, StoreError};
 use crate::config::{Loaded, RuleKind};
 use crate::metrics::Metrics;
@@ -1229,53 +1227,8 @@ impl Shared {
                         interval: rule.schedule.typical_interval(now),
                     };
                     let parts = self.rule_parts(rule);
-                    let mut pass = Pass::new(&rule.name, timing, now);
-                    let items = outcome.findings.len() + outcome.signals.len();
-                    // A chunk at a time. Sorted under the book's read lock: an order whose
-                    // active alert already says what it would is only touched; past
-                    // `max_alerts` only what keeps an existing alert alive is built (the rest
-                    // is counted). Built without the lock, applied under it.
-                    for from in (0..items).step_by(CHUNK) {
-                        let range = from..(from + CHUNK).min(items);
-                        let mut touch: Vec<usize> = Vec::new();
-                        let mut build: Vec<usize> = Vec::new();
-                        {
-                            let book = self.book.read().expect("book lock");
-                            for i in range {
-                                let (key, pos) = item(&outcome, i);
-                                let alert = book
-                                    .get(&rule.name, key)
-                                    .filter(|a| a.state != AlertState::Resolved);
-                                match (alert, outcome.findings.get(i)) {
-                                    (Some(a), Some(f)) if unchanged(&parts, a, f) => touch.push(i),
-                                    (Some(_), _) => build.push(i),
-                                    (None, _) if pos < rule.max_alerts => build.push(i),
-                                    _ => {}
-                                }
-                            }
-                        }
-                        let mut chunk: Vec<Observation> = build
-                            .iter()
-                            .map(|&i| observation(&parts, &outcome, i))
-                            .collect();
-                        let mut book = self.book.write().expect("book lock");
-                        for i in touch {
-                            if !pass.touch(&mut book, item(&outcome, i).0, &parts.notes) {
-                                chunk.push(observation(&parts, &outcome, i));
-                            }
-                        }
-                        for o in chunk {
-                            pass.observe(&mut book, o);
-                        }
-                    }
-                    let overflow = overflow_observation(&parts, &outcome);
-                    let changes = {
-                        let mut book = self.book.write().expect("book lock");
-                        if let Some(o) = overflow {
-                            pass.observe(&mut book, o);
-                        }
-                        pass.finish(&mut book, coverage)
-                    };
+                    let changes =
+                        apply_outcome(&self.book, &parts, &outcome, timing, now, coverage);
                     tracing::debug!(rule = %rule.name, source = %rule.source, count = outcome.count,
                         capped = outcome.truncated(), changes = changes.len(),
                         took_ms = (took * 1000.0).round() as u64, "rule evaluated");
@@ -1582,9 +1535,6 @@ impl Shared {
         }
     }
 }
-
-/// Observations built per chunk of an evaluation's findings (see `Pass`).
-const CHUNK: usize = 1024;
 
 /// One line of `check`'s online report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,13 +6,16 @@
 //! an order whose alert is active and unchanged is only touched ([`unchanged`]): a steady
 //! evaluation of 100 000 stuck orders builds nothing.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::alerts::{Alert, Annotate, Notes, Observation};
+use super::alerts::{
+    Alert, AlertBook, AlertState, Annotate, Coverage, Notes, Observation, Pass, RuleTiming,
+    Transition,
+};
 use crate::labels::{Labels, Str, intern};
 use crate::rule::{
     Check, Finding, Outcome, Rule, Signal, default_alertname, key_label, template::human_duration,
@@ -411,6 +414,72 @@ pub fn overflow_observation(parts: &RuleParts, outcome: &Outcome) -> Option<Obse
     ))
 }
 
+/// Observations built per chunk of an evaluation's findings (see `Pass`).
+const CHUNK: usize = 1024;
+
+/// Applies one evaluation's `outcome` of `parts`' rule to `book` at `now` and returns the
+/// state changes. A chunk at a time: sorted under the book's read lock (an order whose active
+/// alert already says what its row does is only touched; past `max_alerts` only what keeps an
+/// existing alert alive is built, the rest is counted), built without the lock, applied under
+/// it, in row order (a key a query model returns twice ends as its last row says, every
+/// evaluation alike). Then the overflow alert, then what was not seen settles by `coverage`.
+pub fn apply_outcome(
+    book: &RwLock<AlertBook>,
+    parts: &RuleParts,
+    outcome: &Outcome,
+    timing: RuleTiming,
+    now: DateTime<Utc>,
+    coverage: Coverage,
+) -> Vec<Transition> {
+    let rule = &*parts.rule;
+    let mut pass = Pass::new(&rule.name, timing, now);
+    let items = outcome.findings.len() + outcome.signals.len();
+    for from in (0..items).step_by(CHUNK) {
+        let range = from..(from + CHUNK).min(items);
+        // `true`: touch; `false`: build.
+        let plan: Vec<(usize, bool)> = {
+            let book = book.read().expect("book lock");
+            let mut keys: HashSet<&str> = HashSet::new();
+            range
+                .filter_map(|i| {
+                    let (key, pos) = item(outcome, i);
+                    let again = !keys.insert(key);
+                    let alert = book
+                        .get(&rule.name, key)
+                        .filter(|a| a.state != AlertState::Resolved);
+                    match (alert, outcome.findings.get(i)) {
+                        (Some(a), Some(f)) if !again && unchanged(parts, a, f) => Some((i, true)),
+                        (Some(_), _) => Some((i, false)),
+                        _ if pos < rule.max_alerts || again => Some((i, false)),
+                        _ => None,
+                    }
+                })
+                .collect()
+        };
+        let built: Vec<Option<Observation>> = plan
+            .iter()
+            .map(|&(i, touch)| (!touch).then(|| observation(parts, outcome, i)))
+            .collect();
+        let mut book = book.write().expect("book lock");
+        for (&(i, _), o) in plan.iter().zip(built) {
+            match o {
+                Some(o) => pass.observe(&mut book, o),
+                None => {
+                    if !pass.touch(&mut book, item(outcome, i).0, &parts.notes) {
+                        pass.observe(&mut book, observation(parts, outcome, i));
+                    }
+                }
+            }
+        }
+    }
+    let overflow = overflow_observation(parts, outcome);
+    let mut book = book.write().expect("book lock");
+    if let Some(o) = overflow {
+        pass.observe(&mut book, o);
+    }
+    pass.finish(&mut book, coverage)
+}
+
 /// One observation per fetched order among the oldest `max_alerts`, and per fetched order
 /// past them that `alerted` (it has an active alert, kept alive), plus the overflow alert when
 /// more orders matched than get an alert. The other findings are counted, not built.
@@ -581,5 +650,71 @@ mod tests {
             book.get("r", "JW-0").unwrap(),
             &out.findings[0]
         ));
+    }
+
+    /// A query model may return an order twice, with different columns: its alert ends as
+    /// the last row says, and says the same every evaluation (no label flip, no store write).
+    /// A duplicate past `max_alerts` keeps the alert its first row made alive.
+    #[test]
+    fn an_order_returned_twice_ends_as_its_last_row_says_every_time() {
+        let (_dir, parts) = parts("");
+        let mut out = outcome(6);
+        out.findings[1] = out.findings[0].clone();
+        out.findings[1].labels.insert("channel", "shop");
+        // Past the cap (3): a duplicate of JW-2.
+        out.findings[5] = out.findings[2].clone();
+        let book = RwLock::new(AlertBook::default());
+        let timing = RuleTiming {
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            interval: Duration::from_secs(30),
+        };
+        let now = Utc::now();
+        let mut digests = Vec::new();
+        for k in 0..4 {
+            let at = now + chrono::Duration::seconds(30 * k);
+            apply_outcome(&book, &parts, &out, timing, at, Coverage::All);
+            let b = book.read().unwrap();
+            let a = b.get("r", "JW-0").unwrap();
+            assert_eq!(a.labels.get("channel"), Some("shop"), "evaluation {k}");
+            digests.push(a.durable_digest());
+            assert_eq!(b.get("r", "JW-2").unwrap().last_seen, at, "kept alive");
+        }
+        assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    }
+
+    /// Resolved, an order's annotations stop moving: the age it was last seen at.
+    #[test]
+    fn a_resolved_order_keeps_the_annotations_it_was_last_seen_with() {
+        let (_dir, parts) = parts("");
+        let out = outcome(1);
+        let book = RwLock::new(AlertBook::default());
+        let timing = RuleTiming {
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            interval: Duration::from_secs(30),
+        };
+        let now = Utc::now();
+        apply_outcome(&book, &parts, &out, timing, now, Coverage::All);
+        let seen = book
+            .read()
+            .unwrap()
+            .get("r", "JW-0")
+            .unwrap()
+            .annotations_at(now);
+        let changes = apply_outcome(
+            &book,
+            &parts,
+            &Outcome::default(),
+            timing,
+            now + chrono::Duration::hours(2),
+            Coverage::All,
+        );
+        assert_eq!(changes.len(), 1);
+        let b = book.read().unwrap();
+        let a = b.get("r", "JW-0").unwrap();
+        assert_eq!(a.state, crate::engine::AlertState::Resolved);
+        assert_eq!(a.annotations_at(now + chrono::Duration::hours(5)), seen);
+        assert_eq!(changes[0].alert.annotations(), seen);
     }
 }

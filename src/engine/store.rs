@@ -243,12 +243,12 @@ impl Store {
                     None => Notes::None,
                 },
                 state: state_from(r.get(2)?),
-                active_at: time(r.get(3)?),
-                starts_at: time(r.get(4)?),
-                fired_at: r.get::<_, Option<i64>>(5)?.map(time),
-                resolved_at: r.get::<_, Option<i64>>(6)?.map(time),
-                entered_at: r.get::<_, Option<i64>>(7)?.map(time),
-                last_seen: time(r.get(8)?),
+                active_at: time(r.get(3)?)?,
+                starts_at: time(r.get(4)?)?,
+                fired_at: time_opt(r.get(5)?)?,
+                resolved_at: time_opt(r.get(6)?)?,
+                entered_at: time_opt(r.get(7)?)?,
+                last_seen: time(r.get(8)?)?,
                 interval_secs: r.get::<_, i64>(9)? as u64,
             });
         }
@@ -503,8 +503,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
     tx.commit()?;
     if has_v1 {
-        // The JSON bodies' pages back to the file system.
-        conn.execute_batch("VACUUM;")?;
+        // The JSON bodies' pages back to the file system; best effort (it needs the file's
+        // size free on the disk): the migration itself is done.
+        if let Err(e) = conn.execute_batch("VACUUM;") {
+            tracing::warn!(error = %e, "state store migrated; compacting the file failed (it stays larger until a later VACUUM)");
+        }
     }
     Ok(())
 }
@@ -530,12 +533,36 @@ fn label_set_id(
     )?))
 }
 
-fn nanos(t: DateTime<Utc>) -> i64 {
-    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+/// A time as stored: integer nanoseconds since the epoch (exact), or, outside the years
+/// 1677–2262 that those cover (a sentinel date in an order's column), RFC 3339 text.
+fn nanos(t: DateTime<Utc>) -> rusqlite::types::Value {
+    match t.timestamp_nanos_opt() {
+        Some(n) => rusqlite::types::Value::Integer(n),
+        None => rusqlite::types::Value::Text(t.to_rfc3339()),
+    }
 }
 
-fn time(n: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_nanos(n)
+/// A stored time (see [`nanos`]).
+fn time(v: rusqlite::types::Value) -> rusqlite::Result<DateTime<Utc>> {
+    match v {
+        rusqlite::types::Value::Integer(n) => Ok(DateTime::from_timestamp_nanos(n)),
+        rusqlite::types::Value::Text(s) => DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e))),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            0,
+            format!("{other:?}"),
+            rusqlite::types::Type::Integer,
+        )),
+    }
+}
+
+/// A stored optional time.
+fn time_opt(v: rusqlite::types::Value) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match v {
+        rusqlite::types::Value::Null => Ok(None),
+        v => time(v).map(Some),
+    }
 }
 
 fn state_code(s: AlertState) -> i64 {
@@ -910,7 +937,15 @@ mod tests {
             entered_at: Some(now),
             may_create: true,
         };
-        book.apply("r", timing, now, vec![o], Coverage::All);
+        // A sentinel date in an order's column, outside what nanoseconds cover.
+        let year_one: DateTime<Utc> = "0001-01-01T00:00:00Z".parse().unwrap();
+        let sentinel = Observation {
+            key: "JW-0".into(),
+            starts_at: year_one + chrono::Duration::hours(1),
+            entered_at: Some(year_one),
+            ..o.clone()
+        };
+        book.apply("r", timing, now, vec![o, sentinel], Coverage::All);
         {
             let (store, _) = Store::open(dir.path()).unwrap();
             store.save_rule("r", book.rule_alerts("r")).unwrap();

@@ -134,7 +134,7 @@ pub async fn dispatch_loop(
     let mut logged_groups = usize::MAX;
     loop {
         let now = clock.now();
-        {
+        let out = {
             let book = book.read().expect("book lock");
             let silences = silences.read().expect("silences lock");
             let inhibited = if inhibitor.is_empty() {
@@ -143,8 +143,8 @@ pub async fn dispatch_loop(
                 inhibitor.inhibited(book.all())
             };
             dispatcher.update(book.all(), &silences, &inhibited, now);
-        }
-        let out = dispatcher.flush_due(now);
+            dispatcher.flush_due(&book, now)
+        };
         if !out.is_empty() {
             match outbox.enqueue(&out, now) {
                 Ok(()) => {

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::message::{Notification, NotifiedAlert, NotifyStatus, zero_time};
 use super::route::{GroupSettings, Route, TimeWindow};
 use super::silence::Silence;
-use crate::engine::{Alert, AlertState};
+use crate::engine::{Alert, AlertBook, AlertState};
+use crate::labels::Str;
 
 /// What was last sent for a group: the basis of deduplication and repeats.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,8 +41,21 @@ pub struct Outgoing {
 struct Group {
     settings: GroupSettings,
     labels: BTreeMap<String, String>,
-    alerts: BTreeMap<String, NotifiedAlert>,
+    /// The group's alerts by (rule, key): what deduplication needs; a message is made from
+    /// the book's alert when the group flushes (its annotations rendered then, for it alone).
+    alerts: BTreeMap<(Str, Str), Member>,
     next_flush: DateTime<Utc>,
+}
+
+/// One alert of a group.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    status: NotifyStatus,
+    starts_at: DateTime<Utc>,
+}
+
+fn fingerprint_of((rule, key): &(Str, Str)) -> String {
+    format!("{rule}/{key}")
 }
 
 /// The dispatcher: routes, groups, notification log.
@@ -114,7 +128,7 @@ impl Dispatcher {
         inhibited: &super::inhibit::Inhibited,
         now: DateTime<Utc>,
     ) {
-        let mut seen: HashMap<String, BTreeMap<String, NotifiedAlert>> = HashMap::new();
+        let mut seen: HashMap<String, BTreeSet<(Str, Str)>> = HashMap::new();
         for a in alerts {
             if a.state == AlertState::Pending {
                 continue;
@@ -155,17 +169,23 @@ impl Dispatcher {
                     alerts: BTreeMap::new(),
                     next_flush: now + chrono(s.group_wait),
                 });
-                let n = to_notified(a, &self.external_url);
-                group.alerts.insert(n.fingerprint.clone(), n.clone());
-                seen.entry(key)
-                    .or_default()
-                    .insert(n.fingerprint.clone(), n);
+                let id = (a.rule.clone(), a.key.clone());
+                let member = Member {
+                    status: if a.state == AlertState::Resolved {
+                        NotifyStatus::Resolved
+                    } else {
+                        NotifyStatus::Firing
+                    },
+                    starts_at: a.starts_at,
+                };
+                group.alerts.insert(id.clone(), member);
+                seen.entry(key).or_default().insert(id);
             }
         }
         // Alerts gone from the book (forgotten after retention, silenced) leave their groups.
         for (key, g) in self.groups.iter_mut() {
             let now_in = seen.remove(key).unwrap_or_default();
-            g.alerts.retain(|fp, _| now_in.contains_key(fp));
+            g.alerts.retain(|id, _| now_in.contains(id));
         }
     }
 
@@ -182,8 +202,8 @@ impl Dispatcher {
         })
     }
 
-    /// Flushes every due group; returns the messages to send.
-    pub fn flush_due(&mut self, now: DateTime<Utc>) -> Vec<Outgoing> {
+    /// Flushes every due group; returns the messages to send, made from `book`'s alerts.
+    pub fn flush_due(&mut self, book: &AlertBook, now: DateTime<Utc>) -> Vec<Outgoing> {
         let mut out = Vec::new();
         let due: Vec<String> = self
             .groups
@@ -198,16 +218,16 @@ impl Dispatcher {
             let entry = self.log.get(&key).cloned().unwrap_or_default();
             let firing: BTreeSet<String> = g
                 .alerts
-                .values()
-                .filter(|a| a.status == NotifyStatus::Firing)
-                .map(|a| a.fingerprint.clone())
+                .iter()
+                .filter(|(_, m)| m.status == NotifyStatus::Firing)
+                .map(|(id, _)| fingerprint_of(id))
                 .collect();
             // Resolved alerts worth a word: announced as firing, not yet announced as resolved.
             let newly_resolved: BTreeSet<String> = g
                 .alerts
-                .values()
-                .filter(|a| a.status == NotifyStatus::Resolved)
-                .map(|a| a.fingerprint.clone())
+                .iter()
+                .filter(|(_, m)| m.status == NotifyStatus::Resolved)
+                .map(|(id, _)| fingerprint_of(id))
                 .filter(|fp| entry.firing.contains(fp) && !entry.resolved.contains(fp))
                 .collect();
             let new_firing = firing.difference(&entry.firing).next().is_some();
@@ -218,19 +238,24 @@ impl Dispatcher {
             let resolved_news = g.settings.send_resolved && !newly_resolved.is_empty();
             let notify = new_firing || repeat_due || resolved_news;
             if notify && !self.muted(&g.settings, now) {
-                let mut alerts: Vec<NotifiedAlert> = g
+                let made = |id: &(Str, Str)| {
+                    book.get(&id.0, &id.1)
+                        .map(|a| to_notified(a, &self.external_url))
+                };
+                let mut members: Vec<(&(Str, Str), &Member)> = g
                     .alerts
-                    .values()
-                    .filter(|a| a.status == NotifyStatus::Firing)
-                    .cloned()
+                    .iter()
+                    .filter(|(_, m)| m.status == NotifyStatus::Firing)
                     .collect();
-                alerts.sort_by_key(|a| a.starts_at);
+                members.sort_by_key(|(_, m)| m.starts_at);
+                let mut alerts: Vec<NotifiedAlert> =
+                    members.into_iter().filter_map(|(id, _)| made(id)).collect();
                 if g.settings.send_resolved {
                     alerts.extend(
                         g.alerts
-                            .values()
-                            .filter(|a| newly_resolved.contains(&a.fingerprint))
-                            .cloned(),
+                            .keys()
+                            .filter(|id| newly_resolved.contains(&fingerprint_of(id)))
+                            .filter_map(made),
                     );
                 }
                 let (common_labels, common_annotations) = Notification::common(&alerts);
@@ -275,10 +300,11 @@ impl Dispatcher {
             // A group with nothing firing and nothing left to announce is done.
             let entry = self.log.get(&key).cloned().unwrap_or_default();
             let pending_news = g.settings.send_resolved
-                && g.alerts.values().any(|a| {
-                    a.status == NotifyStatus::Resolved
-                        && entry.firing.contains(&a.fingerprint)
-                        && !entry.resolved.contains(&a.fingerprint)
+                && g.alerts.iter().any(|(id, m)| {
+                    let fp = fingerprint_of(id);
+                    m.status == NotifyStatus::Resolved
+                        && entry.firing.contains(&fp)
+                        && !entry.resolved.contains(&fp)
                 });
             if firing.is_empty() && !pending_news {
                 self.groups.remove(&key);
@@ -328,6 +354,11 @@ mod tests {
         }
     }
 
+    /// The book holding `alerts` (what a flush makes its messages from).
+    fn booked(alerts: &[Alert]) -> AlertBook {
+        AlertBook::from_alerts(alerts.iter().cloned())
+    }
+
     fn dispatcher(yaml: &str, windows: &str) -> Dispatcher {
         let c: RouteConfig = serde_saphyr::from_str(yaml).unwrap();
         let mut problems = Vec::new();
@@ -362,8 +393,8 @@ mod tests {
         ];
         book.push(alert("r2", "C", AlertState::Firing, "warning"));
         d.update(book.iter(), &[], &Default::default(), t(0));
-        assert!(d.flush_due(t(29)).is_empty(), "group_wait");
-        let out = d.flush_due(t(30));
+        assert!(d.flush_due(&booked(&book), t(29)).is_empty(), "group_wait");
+        let out = d.flush_due(&booked(&book), t(30));
         assert_eq!(out.len(), 2, "one message per rule");
         let r1 = out
             .iter()
@@ -376,17 +407,22 @@ mod tests {
         // A new order in r1: told at the next group_interval, not before.
         book.push(alert("r1", "D", AlertState::Firing, "warning"));
         d.update(book.iter(), &[], &Default::default(), t(60));
-        assert!(d.flush_due(t(60)).is_empty());
-        let out = d.flush_due(t(330));
+        assert!(d.flush_due(&booked(&book), t(60)).is_empty());
+        let out = d.flush_due(&booked(&book), t(330));
         assert_eq!(out.len(), 1);
         assert_eq!(ids(&out[0]).len(), 3);
 
         // Nothing new: r1 stays quiet until repeat_interval (4 h after its last message).
         let is_r1 = |o: &Outgoing| o.notification.group_labels["rule"] == "r1";
         for k in 1..48 {
-            assert!(!d.flush_due(t(330 + 300 * k)).iter().any(is_r1), "k={k}");
+            assert!(
+                !d.flush_due(&booked(&book), t(330 + 300 * k))
+                    .iter()
+                    .any(is_r1),
+                "k={k}"
+            );
         }
-        let out = d.flush_due(t(330 + 4 * 3600));
+        let out = d.flush_due(&booked(&book), t(330 + 4 * 3600));
         assert_eq!(out.iter().filter(|o| is_r1(o)).count(), 1, "repeat");
     }
 
@@ -398,11 +434,11 @@ mod tests {
             alert("r", "B", AlertState::Firing, "w"),
         ];
         d.update(book.iter(), &[], &Default::default(), t(0));
-        assert_eq!(d.flush_due(t(30)).len(), 1);
+        assert_eq!(d.flush_due(&booked(&book), t(30)).len(), 1);
         book[0].state = AlertState::Resolved;
         book[0].resolved_at = Some(t(100));
         d.update(book.iter(), &[], &Default::default(), t(100));
-        let out = d.flush_due(t(330));
+        let out = d.flush_due(&booked(&book), t(330));
         assert_eq!(
             ids(&out[0]),
             vec![
@@ -413,7 +449,7 @@ mod tests {
         assert_eq!(out[0].notification.status, NotifyStatus::Firing);
         book[1].state = AlertState::Resolved;
         d.update(book.iter(), &[], &Default::default(), t(400));
-        let out = d.flush_due(t(630));
+        let out = d.flush_due(&booked(&book), t(630));
         assert_eq!(out[0].notification.status, NotifyStatus::Resolved);
         assert_eq!(ids(&out[0]), vec![("B".into(), NotifyStatus::Resolved)]);
         assert!(d.next_due().is_none(), "group done");
@@ -424,10 +460,10 @@ mod tests {
         let mut d = dispatcher(&format!("{ROUTE}send_resolved: false\n"), "");
         let mut book = [alert("r", "A", AlertState::Firing, "w")];
         d.update(book.iter(), &[], &Default::default(), t(0));
-        assert_eq!(d.flush_due(t(30)).len(), 1);
+        assert_eq!(d.flush_due(&booked(&book), t(30)).len(), 1);
         book[0].state = AlertState::Resolved;
         d.update(book.iter(), &[], &Default::default(), t(60));
-        assert!(d.flush_due(t(330)).is_empty());
+        assert!(d.flush_due(&booked(&book), t(330)).is_empty());
         assert!(d.next_due().is_none());
     }
 
@@ -440,7 +476,7 @@ mod tests {
             alert("r", "B", AlertState::Firing, "warning"),
         ];
         d.update(book.iter(), &[], &Default::default(), t(0));
-        let out = d.flush_due(t(0));
+        let out = d.flush_due(&booked(&book), t(0));
         let by: BTreeMap<String, usize> = out
             .iter()
             .map(|o| (o.notification.receiver.clone(), o.notification.alerts.len()))
@@ -461,12 +497,15 @@ mod tests {
         let book = [alert("r", "A", AlertState::Firing, "warning")];
         let ten_pm = 10 * 3600; // t(0) is 12:00 UTC on a Tuesday
         d.update(book.iter(), &[], &Default::default(), t(ten_pm));
-        assert!(d.flush_due(t(ten_pm + 30)).is_empty(), "muted at 22:00");
+        assert!(
+            d.flush_due(&booked(&book), t(ten_pm + 30)).is_empty(),
+            "muted at 22:00"
+        );
         let mut sent = Vec::new();
         let mut now = ten_pm + 30;
         while sent.is_empty() {
             now += 300;
-            sent = d.flush_due(t(now));
+            sent = d.flush_due(&booked(&book), t(now));
         }
         assert!(now >= 12 * 3600, "sent only after midnight, at t+{now}");
     }
@@ -491,7 +530,7 @@ mod tests {
             &Default::default(),
             t(0),
         );
-        let out = d.flush_due(t(30));
+        let out = d.flush_due(&booked(&book), t(30));
         assert_eq!(ids(&out[0]), vec![("B".into(), NotifyStatus::Firing)]);
 
         // After a restart with the log restored, nothing is sent again before repeat_interval.
@@ -506,7 +545,7 @@ mod tests {
             &Default::default(),
             t(60),
         );
-        assert!(d2.flush_due(t(90)).is_empty());
-        assert_eq!(d2.flush_due(t(30 + 4 * 3600)).len(), 1);
+        assert!(d2.flush_due(&booked(&book), t(90)).is_empty());
+        assert_eq!(d2.flush_due(&booked(&book), t(30 + 4 * 3600)).len(), 1);
     }
 }

@@ -404,7 +404,9 @@ impl OrderModel {
         // `width_bucket` over their edges (computed once, ascending: the longest threshold
         // first). A row passes threshold j (longest first, from 1) when its bucket is below j.
         let operand = match time {
-            TimeKind::Epoch(_) => "o.entered_at::int8",
+            // floor: exact against the integer edges (`v < e` ⇔ `floor(v) < e`), where a cast
+            // would round a fractional epoch up past its edge.
+            TimeKind::Epoch(_) => "floor(o.entered_at)::int8",
             _ => "o.entered_at",
         };
         let stuck_stats = format!(
