@@ -187,18 +187,17 @@ pub async fn explain(loaded: &Loaded, only: &[String]) -> Result<Vec<Verdict>, S
                         _ => None,
                     })
                     .collect();
-                let mut thresholds: Vec<f64> =
-                    checks.iter().map(|c| c.older_than.as_secs_f64()).collect();
-                thresholds.sort_by(|a, b| b.total_cmp(a));
-                thresholds.dedup();
-                let lowest = thresholds.last().copied().unwrap_or(secs);
-                let cap = checks.iter().map(|c| c.max_findings).max().unwrap_or(0);
+                let crate::rule::SharedPlan {
+                    thresholds,
+                    lowest,
+                    limit,
+                } = crate::rule::SharedPlan::of(&checks);
                 planned.push(Ok(Planned {
                     rule: rule.name.clone(),
                     source: s.clone(),
                     purpose: "stuck orders",
                     sql: Stmt::Stuck,
-                    params: Params::Stuck(s.to_db(&cfg.statuses()), lowest, cap as i64 + 1),
+                    params: Params::Stuck(s.to_db(&cfg.statuses()), lowest, limit),
                     fix: Fix::StatusTime,
                     shared_with: shared_with.clone(),
                 }));

@@ -153,26 +153,22 @@ impl Annotate for OrderNotes {
             });
         annotations.insert("age".into(), age);
         annotations.insert("entered_at".into(), entered_at.to_rfc3339());
-        annotations
-            .entry("runbook_url".into())
-            .or_insert_with(|| runbook_url(&self.runbooks, &a.labels, rule.kind));
+        annotations.entry("runbook_url".into()).or_insert_with(|| {
+            runbook_url(&self.runbooks, &a.labels, default_alertname(rule.kind))
+        });
         annotations
     }
 }
 
 /// The runbook an alert links to: this daemon's `/runbooks` page at the alert's section (its
-/// alertname's, else its kind's).
-fn runbook_url(
-    runbooks: &str,
-    labels: &impl crate::labels::LabelSet,
-    kind: crate::config::RuleKind,
-) -> String {
+/// alertname's, else `fallback`'s, an alertname).
+fn runbook_url(runbooks: &str, labels: &impl crate::labels::LabelSet, fallback: &str) -> String {
     let sections = crate::http::runbooks::sections();
     let anchor = labels
         .label("alertname")
         .map(|a| a.to_ascii_lowercase())
         .filter(|a| sections.contains(a))
-        .unwrap_or_else(|| default_alertname(kind).to_ascii_lowercase());
+        .unwrap_or_else(|| fallback.to_ascii_lowercase());
     format!("{runbooks}#{anchor}")
 }
 
@@ -190,15 +186,9 @@ pub fn fixed_observation(
     may_create: bool,
 ) -> Observation {
     labels.insert(PATH_LABEL.0.into(), PATH_LABEL.1.into());
-    let sections = crate::http::runbooks::sections();
-    let anchor = labels
-        .get("alertname")
-        .map(|a| a.to_ascii_lowercase())
-        .filter(|a| sections.contains(a))
-        .unwrap_or_else(|| fallback.to_ascii_lowercase());
     annotations
         .entry("runbook_url".into())
-        .or_insert_with(|| format!("{runbooks}#{anchor}"));
+        .or_insert_with(|| runbook_url(runbooks, &labels, fallback));
     Observation {
         key: Str::from(key),
         labels: Labels::from_map(&labels),
@@ -521,6 +511,15 @@ mod tests {
         (dir, parts)
     }
 
+    /// Fires at once, resolves at once, every 30 s.
+    fn timing() -> RuleTiming {
+        RuleTiming {
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            interval: Duration::from_secs(30),
+        }
+    }
+
     fn outcome(n: usize) -> Outcome {
         let now = Utc::now();
         Outcome {
@@ -578,11 +577,7 @@ mod tests {
         );
         let out = outcome(1);
         let mut book = AlertBook::default();
-        let timing = RuleTiming {
-            for_: Duration::ZERO,
-            keep_firing_for: Duration::ZERO,
-            interval: Duration::from_secs(30),
-        };
+        let timing = timing();
         let now = Utc::now();
         book.apply(
             "r",
@@ -664,11 +659,7 @@ mod tests {
         // Past the cap (3): a duplicate of JW-2.
         out.findings[5] = out.findings[2].clone();
         let book = RwLock::new(AlertBook::default());
-        let timing = RuleTiming {
-            for_: Duration::ZERO,
-            keep_firing_for: Duration::ZERO,
-            interval: Duration::from_secs(30),
-        };
+        let timing = timing();
         let now = Utc::now();
         let mut digests = Vec::new();
         for k in 0..4 {
@@ -689,11 +680,7 @@ mod tests {
         let (_dir, parts) = parts("");
         let out = outcome(1);
         let book = RwLock::new(AlertBook::default());
-        let timing = RuleTiming {
-            for_: Duration::ZERO,
-            keep_firing_for: Duration::ZERO,
-            interval: Duration::from_secs(30),
-        };
+        let timing = timing();
         let now = Utc::now();
         apply_outcome(&book, &parts, &out, timing, now, Coverage::All);
         let seen = book

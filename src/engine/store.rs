@@ -324,44 +324,10 @@ impl Store {
             for k in gone {
                 del.execute(params![rule, &***k])?;
             }
-            let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO alerts (rule, key, state, active_at, starts_at, fired_at, \
-                 resolved_at, entered_at, last_seen, interval_secs, shared, labels, annotations) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?;
-            // The rule-wide labels once per distinct list, by content.
-            let mut set_ids: HashMap<*const (Str, Str), Option<i64>> = HashMap::new();
+            let mut ins = tx.prepare_cached(INSERT_ALERT)?;
+            let mut set_ids = HashMap::new();
             for a in changed {
-                let shared = a.labels.shared();
-                let id = match set_ids.get(&shared.as_ptr()) {
-                    Some(id) => *id,
-                    None => {
-                        let id = label_set_id(&tx, shared)?;
-                        set_ids.insert(shared.as_ptr(), id);
-                        id
-                    }
-                };
-                let own: BTreeMap<&str, &str> =
-                    a.labels.own().iter().map(|(k, v)| (&**k, &**v)).collect();
-                let annotations = match &a.notes {
-                    Notes::Fixed(m) => Some(serde_json::to_string(&**m)?),
-                    _ => None,
-                };
-                ins.execute(params![
-                    &*a.rule,
-                    &*a.key,
-                    state_code(a.state),
-                    nanos(a.active_at),
-                    nanos(a.starts_at),
-                    a.fired_at.map(nanos),
-                    a.resolved_at.map(nanos),
-                    a.entered_at.map(nanos),
-                    nanos(a.last_seen),
-                    a.interval_secs as i64,
-                    id,
-                    serde_json::to_string(&own)?,
-                    annotations,
-                ])?;
+                insert_alert(&tx, &mut ins, a, &mut set_ids)?;
             }
         }
         if !gone.is_empty() || first {
@@ -477,27 +443,30 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             entered_at: Option<DateTime<Utc>>,
             interval_secs: u64,
         }
-        let mut ins = tx.prepare(
-            "INSERT OR REPLACE INTO alerts (rule, key, state, active_at, starts_at, fired_at, \
-             resolved_at, entered_at, last_seen, interval_secs, shared, labels, annotations) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12)",
-        )?;
+        let mut ins = tx.prepare(INSERT_ALERT)?;
+        let mut set_ids = HashMap::new();
         for body in &old {
             let a: V1 = serde_json::from_str(body)?;
-            ins.execute(params![
-                a.rule,
-                a.key,
-                state_code(a.state),
-                nanos(a.active_at),
-                nanos(a.starts_at),
-                a.fired_at.map(nanos),
-                a.resolved_at.map(nanos),
-                a.entered_at.map(nanos),
-                nanos(a.last_seen),
-                a.interval_secs as i64,
-                serde_json::to_string(&a.labels)?,
-                serde_json::to_string(&a.annotations)?,
-            ])?;
+            let alert = Alert {
+                rule: Str::from(a.rule),
+                key: Str::from(a.key),
+                labels: Labels::own_only(
+                    a.labels
+                        .iter()
+                        .map(|(k, v)| (intern(k), Str::from(v.as_str())))
+                        .collect(),
+                ),
+                notes: Notes::fixed(a.annotations),
+                state: a.state,
+                active_at: a.active_at,
+                starts_at: a.starts_at,
+                fired_at: a.fired_at,
+                last_seen: a.last_seen,
+                resolved_at: a.resolved_at,
+                entered_at: a.entered_at,
+                interval_secs: a.interval_secs,
+            };
+            insert_alert(&tx, &mut ins, &alert, &mut set_ids)?;
         }
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
@@ -509,6 +478,52 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             tracing::warn!(error = %e, "state store migrated; compacting the file failed (it stays larger until a later VACUUM)");
         }
     }
+    Ok(())
+}
+
+/// Writes (or replaces) one alert's row; see [`migrate`] for the columns.
+const INSERT_ALERT: &str = "INSERT OR REPLACE INTO alerts (rule, key, state, active_at, \
+     starts_at, fired_at, resolved_at, entered_at, last_seen, interval_secs, shared, labels, \
+     annotations) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+/// Writes `a`'s row with `ins` ([`INSERT_ALERT`]): its own labels as JSON, its rule-wide
+/// labels by the id of their set (looked up or added once per list in `set_ids`, by pointer),
+/// its annotations where they are kept.
+fn insert_alert(
+    tx: &rusqlite::Transaction<'_>,
+    ins: &mut rusqlite::Statement<'_>,
+    a: &Alert,
+    set_ids: &mut HashMap<*const (Str, Str), Option<i64>>,
+) -> Result<(), StoreError> {
+    let shared = a.labels.shared();
+    let id = match set_ids.get(&shared.as_ptr()) {
+        Some(id) => *id,
+        None => {
+            let id = label_set_id(tx, shared)?;
+            set_ids.insert(shared.as_ptr(), id);
+            id
+        }
+    };
+    let own: BTreeMap<&str, &str> = a.labels.own().iter().map(|(k, v)| (&**k, &**v)).collect();
+    let annotations = match &a.notes {
+        Notes::Fixed(m) => Some(serde_json::to_string(&**m)?),
+        _ => None,
+    };
+    ins.execute(params![
+        &*a.rule,
+        &*a.key,
+        state_code(a.state),
+        nanos(a.active_at),
+        nanos(a.starts_at),
+        a.fired_at.map(nanos),
+        a.resolved_at.map(nanos),
+        a.entered_at.map(nanos),
+        nanos(a.last_seen),
+        a.interval_secs as i64,
+        id,
+        serde_json::to_string(&own)?,
+        annotations,
+    ])?;
     Ok(())
 }
 

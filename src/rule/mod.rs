@@ -14,7 +14,7 @@ pub use http_errors::HttpErrorsCheck;
 pub use missing::MissingCheck;
 pub use slow_queries::SlowQueriesCheck;
 pub use sql::SqlCheck;
-pub use stuck::StuckCheck;
+pub use stuck::{SharedPlan, StuckCheck};
 pub use template::Annotations;
 
 use std::collections::BTreeMap;

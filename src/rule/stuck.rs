@@ -110,13 +110,11 @@ impl StuckCheck {
             return Ok(checks.iter().map(|c| c.outcome_from_log(&h)).collect());
         }
         let stored = source.to_db(&first.statuses);
-        // Thresholds longest first (the order of the statistics' buckets), each once.
-        let mut thresholds: Vec<f64> = checks.iter().map(|c| c.older_than.as_secs_f64()).collect();
-        thresholds.sort_by(|a, b| b.total_cmp(a));
-        thresholds.dedup();
-        let lowest = *thresholds.last().expect("a threshold");
-        let cap = checks.iter().map(|c| c.max_findings).max().unwrap_or(0);
-        let limit = cap as i64 + 1;
+        let SharedPlan {
+            thresholds,
+            lowest,
+            limit,
+        } = SharedPlan::of(checks);
         let sql = source.model_sql().await?;
         // A check whose rows (those older than its threshold) run past its own cap.
         let capped = |rows: &[Finding]| {
@@ -212,6 +210,32 @@ impl StuckCheck {
             }
         }
         out
+    }
+}
+
+/// What the statements `checks` share are bound with (the daemon's and `explain`'s).
+pub struct SharedPlan {
+    /// Every threshold once, seconds, longest first (the order of the totals' buckets).
+    pub thresholds: Vec<f64>,
+    /// The lowest threshold: the rows statement's and the totals' scan.
+    pub lowest: f64,
+    /// Rows asked for: one past the largest cap, to tell whether a check is capped.
+    pub limit: i64,
+}
+
+impl SharedPlan {
+    /// The plan of `checks` (at least one).
+    pub fn of(checks: &[&StuckCheck]) -> SharedPlan {
+        let mut thresholds: Vec<f64> = checks.iter().map(|c| c.older_than.as_secs_f64()).collect();
+        thresholds.sort_by(|a, b| b.total_cmp(a));
+        thresholds.dedup();
+        let lowest = *thresholds.last().expect("a threshold");
+        let cap = checks.iter().map(|c| c.max_findings).max().unwrap_or(0);
+        SharedPlan {
+            thresholds,
+            lowest,
+            limit: cap as i64 + 1,
+        }
     }
 }
 
