@@ -16,7 +16,8 @@
 //! - **19 000 stuck in 5 000 000** (`BIG=1`, off by default: the load takes a few minutes).
 //!
 //! Run: `cargo bench --bench incident` (env `ORDERS`, `STUCK`, `SCENARIOS=incident,caps,wide,rules`,
-//! `BIG=1`). Needs PostgreSQL's server binaries and `prometheus-alertmanager`
+//! `BIG=1`, `DAEMON_WRAP` to run the daemon under a profiler, e.g.
+//! `DAEMON_WRAP=heaptrack cargo bench --features system-allocator --bench incident`). Needs PostgreSQL's server binaries and `prometheus-alertmanager`
 //! (`scripts/ensure-deps`).
 
 use std::path::{Path, PathBuf};
@@ -140,7 +141,23 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path, port: u16) -> Daemon {
-        let child = Command::new(BIN)
+        // `DAEMON_WRAP="heaptrack -o /tmp/ht-%n"`: the daemon under a profiler (the figures
+        // are then the profiler's process, not the daemon's; `%n` counts the starts).
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let wrap = std::env::var("DAEMON_WRAP")
+            .unwrap_or_default()
+            .replace("%n", &n.to_string());
+        let mut words = wrap.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args(["run", "-c"])
             .arg(config)
             .env("RUST_LOG", "warn")
@@ -159,6 +176,10 @@ impl Daemon {
     }
 
     fn stop(mut self) {
+        // Under a profiler, the daemon is its child.
+        let _ = Command::new("pkill")
+            .args(["-TERM", "-P", &self.child.id().to_string()])
+            .status();
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

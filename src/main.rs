@@ -246,6 +246,9 @@ fn load(
     Ok(loaded)
 }
 
+/// mimalloc, unless built with `--features system-allocator` (to profile the heap with
+/// heaptrack, which sees only the system allocator: `bench/incident.rs`, `DAEMON_WRAP`).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -259,6 +262,9 @@ const MI_OPTION_ARENA_PURGE_MULT: libmimalloc_sys::mi_option_t = 24;
 /// the daemon holds (incident bench: peak 164 → 133 MiB, steady 138 → 106 MiB, the same
 /// evaluation time). `MIMALLOC_PURGE_DELAY` in the environment still wins.
 fn tune_allocator() {
+    if cfg!(feature = "system-allocator") {
+        return;
+    }
     for (option, env) in [
         (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY"),
         (MI_OPTION_ARENA_PURGE_MULT, "MIMALLOC_ARENA_PURGE_MULT"),

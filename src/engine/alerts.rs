@@ -117,6 +117,10 @@ pub struct Alert {
     pub entered_at: Option<DateTime<Utc>>,
     /// The rule's evaluation interval, seconds (for `endsAt`).
     pub interval_secs: u64,
+    /// The book's version when this alert was made or its durable part last changed
+    /// ([`AlertBook::version`]; 0 when restored): a notifier re-sends what changed since it
+    /// last delivered by comparing versions, without a record per alert. Not stored.
+    pub version: u64,
 }
 
 impl PartialEq for Alert {
@@ -290,10 +294,55 @@ pub struct RuleTiming {
     pub interval: Duration,
 }
 
-/// All alerts, by rule, then key.
+/// All alerts, by rule, then key, and what changed in them since the store last saved.
 #[derive(Debug, Default, Clone)]
 pub struct AlertBook {
     rules: BTreeMap<Str, BTreeMap<Str, Arc<Alert>>>,
+    log: ChangeLog,
+}
+
+/// What changed durably in the book (an alert made, its state, times, labels or interval
+/// changed, an alert forgotten), in order: the store writes only these
+/// ([`AlertBook::take_unsaved`]), so a steady evaluation writes nothing and nobody keeps a
+/// digest per alert to find out.
+#[derive(Debug, Default, Clone)]
+struct ChangeLog {
+    /// Bumped at every change.
+    version: u64,
+    /// (rule, key) of every change since the last [`AlertBook::take_unsaved`].
+    unsaved: Vec<(Str, Str)>,
+}
+
+impl ChangeLog {
+    /// Alert `a` was made or changed durably: it gets the next version.
+    fn changed(&mut self, a: &mut Arc<Alert>) {
+        self.version += 1;
+        let m = Arc::make_mut(a);
+        m.version = self.version;
+        self.unsaved.push((m.rule.clone(), m.key.clone()));
+    }
+
+    /// Alert `a` left the book.
+    fn removed(&mut self, a: &Alert) {
+        self.version += 1;
+        self.unsaved.push((a.rule.clone(), a.key.clone()));
+    }
+}
+
+/// What the store must write to catch up with the book ([`AlertBook::take_unsaved`]).
+#[derive(Debug, Default)]
+pub struct Unsaved {
+    /// Alerts to write (insert or replace), as they are now.
+    pub upserts: Vec<Arc<Alert>>,
+    /// (rule, key) of alerts to delete.
+    pub deletes: Vec<(Str, Str)>,
+}
+
+impl Unsaved {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.deletes.is_empty()
+    }
 }
 
 fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
@@ -308,6 +357,39 @@ impl AlertBook {
             book.insert(a);
         }
         book
+    }
+
+    /// The version of the last change ([`Alert::version`]).
+    pub fn version(&self) -> u64 {
+        self.log.version
+    }
+
+    /// What changed since the last call, as the store must write it: each changed alert as it
+    /// is now (once, however often it changed), each forgotten one as a delete. After a
+    /// failed write, [`AlertBook::requeue`] puts it back.
+    pub fn take_unsaved(&mut self) -> Unsaved {
+        let mut keys = std::mem::take(&mut self.log.unsaved);
+        keys.sort_unstable();
+        keys.dedup();
+        let mut out = Unsaved::default();
+        for (rule, key) in keys {
+            match self.rules.get(&rule).and_then(|m| m.get(&key)) {
+                Some(a) => out.upserts.push(a.clone()),
+                None => out.deletes.push((rule, key)),
+            }
+        }
+        out
+    }
+
+    /// Marks what `unsaved` held unsaved again (its write failed): the next
+    /// [`AlertBook::take_unsaved`] gives it, as it is then.
+    pub fn requeue(&mut self, unsaved: Unsaved) {
+        let keys = unsaved
+            .upserts
+            .iter()
+            .map(|a| (a.rule.clone(), a.key.clone()))
+            .chain(unsaved.deletes);
+        self.log.unsaved.extend(keys);
     }
 
     fn insert(&mut self, a: Alert) {
@@ -352,17 +434,22 @@ impl AlertBook {
         now: DateTime<Utc>,
     ) -> Vec<Transition> {
         let mut changes = Vec::new();
+        let log = &mut self.log;
         for (rule, alerts) in self.rules.iter_mut() {
             if keep.contains(rule.as_ref()) {
                 continue;
             }
             alerts.retain(|_, a| match a.state {
-                AlertState::Pending => false,
+                AlertState::Pending => {
+                    log.removed(a);
+                    false
+                }
                 AlertState::Firing => {
                     let m = Arc::make_mut(a);
                     m.state = AlertState::Resolved;
                     m.resolved_at = Some(now);
                     m.freeze_notes();
+                    log.changed(a);
                     changes.push(Transition {
                         kind: TransitionKind::Resolved,
                         alert: a.clone(),
@@ -379,6 +466,7 @@ impl AlertBook {
     /// Forgets resolved alerts older than [`RESOLVED_RETENTION`]; returns the rules touched.
     pub fn gc(&mut self, now: DateTime<Utc>) -> HashSet<String> {
         let mut touched = HashSet::new();
+        let log = &mut self.log;
         for (rule, alerts) in self.rules.iter_mut() {
             alerts.retain(|_, a| {
                 let keep = a
@@ -386,6 +474,7 @@ impl AlertBook {
                     .is_none_or(|t| elapsed(t, now) < RESOLVED_RETENTION);
                 if !keep {
                     touched.insert(rule.to_string());
+                    log.removed(a);
                 }
                 keep
             });
@@ -480,20 +569,26 @@ impl Pass {
         }
         let m = Arc::make_mut(a);
         m.last_seen = self.now;
-        m.interval_secs = self.timing.interval.as_secs();
+        let interval = self.timing.interval.as_secs();
+        let moved = m.interval_secs != interval;
+        m.interval_secs = interval;
         if !m.notes.same(notes) {
             m.notes = notes.clone();
         }
-        self.settle(a);
+        if moved {
+            book.log.changed(a);
+        }
+        self.settle(&mut book.log, a);
         true
     }
 
     /// Pending long enough: fires.
-    fn settle(&mut self, a: &mut Arc<Alert>) {
+    fn settle(&mut self, log: &mut ChangeLog, a: &mut Arc<Alert>) {
         if a.state == AlertState::Pending && elapsed(a.active_at, self.now) >= self.timing.for_ {
             let m = Arc::make_mut(a);
             m.state = AlertState::Firing;
             m.fired_at = Some(self.now);
+            log.changed(a);
             self.changes.push(Transition {
                 kind: TransitionKind::Firing,
                 alert: a.clone(),
@@ -505,8 +600,10 @@ impl Pass {
     pub fn observe(&mut self, book: &mut AlertBook, o: Observation) {
         let (timing, now) = (self.timing, self.now);
         let alerts = book.rules.entry(self.rule.clone()).or_default();
+        let log = &mut book.log;
         match alerts.get_mut(&o.key) {
             Some(a) if a.state != AlertState::Resolved => {
+                let before = a.durable_digest();
                 let m = Arc::make_mut(a);
                 // Always taken, even when equal: the observation's share the rule's list (a
                 // restored alert's do not), so the next evaluation finds it unchanged.
@@ -517,13 +614,16 @@ impl Pass {
                 m.last_seen = now;
                 m.entered_at = o.entered_at;
                 m.interval_secs = timing.interval.as_secs();
-                self.settle(a);
+                if a.durable_digest() != before {
+                    log.changed(a);
+                }
+                self.settle(log, a);
             }
             _ if !o.may_create => {}
             _ => {
                 // New, or a recurrence of a resolved alert: a new episode.
                 let firing = timing.for_.is_zero();
-                let a = Arc::new(Alert {
+                let mut a = Arc::new(Alert {
                     rule: self.rule.clone(),
                     key: o.key.clone(),
                     labels: o.labels,
@@ -540,7 +640,9 @@ impl Pass {
                     resolved_at: None,
                     entered_at: o.entered_at,
                     interval_secs: timing.interval.as_secs(),
+                    version: 0,
                 });
+                log.changed(&mut a);
                 let kind = if firing {
                     TransitionKind::Firing
                 } else {
@@ -559,6 +661,7 @@ impl Pass {
     /// state change of the pass.
     pub fn finish(mut self, book: &mut AlertBook, coverage: Coverage) -> Vec<Transition> {
         let (timing, now) = (self.timing, self.now);
+        let log = &mut book.log;
         if let Some(alerts) = book.rules.get_mut(&self.rule) {
             alerts.retain(|_, a| {
                 if a.last_seen == now || a.state == AlertState::Resolved {
@@ -573,12 +676,16 @@ impl Pass {
                     return true;
                 }
                 match a.state {
-                    AlertState::Pending => false,
+                    AlertState::Pending => {
+                        log.removed(a);
+                        false
+                    }
                     AlertState::Firing if elapsed(a.last_seen, now) >= timing.keep_firing_for => {
                         let m = Arc::make_mut(a);
                         m.state = AlertState::Resolved;
                         m.resolved_at = Some(now);
                         m.freeze_notes();
+                        log.changed(a);
                         self.changes.push(Transition {
                             kind: TransitionKind::Resolved,
                             alert: a.clone(),

@@ -286,7 +286,7 @@ impl Daemon {
         let mut keep: HashSet<String> = rules.iter().map(|r| r.name.clone()).collect();
         keep.insert(SOURCE_DOWN_RULE.to_string());
         keep.insert(SOURCE_STALE_RULE.to_string());
-        let removed = book.resolve_rules_not_in(&keep, Utc::now());
+        book.resolve_rules_not_in(&keep, Utc::now());
         let metrics = Arc::new(Metrics::new());
         if opened.moved_aside.is_some() {
             metrics.state_store_recoveries.inc();
@@ -319,13 +319,7 @@ impl Daemon {
             inhibitor,
             parts: Default::default(),
         });
-        for rule in removed
-            .iter()
-            .map(|t| t.alert.rule.clone())
-            .collect::<HashSet<_>>()
-        {
-            shared.persist(&rule);
-        }
+        shared.persist();
         shared.refresh_alert_gauges();
         Ok(Daemon { shared, log_rx })
     }
@@ -728,9 +722,7 @@ impl Shared {
             parts: Default::default(),
         });
         self.forget_series(&next);
-        for old in self.rules.iter().filter(|r| !keep.contains(&r.name)) {
-            next.persist(&old.name);
-        }
+        next.persist();
         next.refresh_alert_gauges();
         next.hub.publish(removed);
         next
@@ -1232,7 +1224,7 @@ impl Shared {
                     tracing::debug!(rule = %rule.name, source = %rule.source, count = outcome.count,
                         capped = outcome.truncated(), changes = changes.len(),
                         took_ms = (took * 1000.0).round() as u64, "rule evaluated");
-                    self.after_change(&rule.name, changes, now);
+                    self.after_change(changes, now);
                 });
             }
             Err(e) => {
@@ -1294,20 +1286,18 @@ impl Shared {
     }
 
     /// Persists, updates gauges, forgets old resolved alerts, and tells the notifiers.
-    fn after_change(&self, rule: &str, changes: Vec<Transition>, now: DateTime<Utc>) {
-        let touched = self.book.write().expect("book lock").gc(now);
-        self.persist(rule);
-        for r in touched.iter().filter(|r| r.as_str() != rule) {
-            self.persist(r);
-        }
+    fn after_change(&self, changes: Vec<Transition>, now: DateTime<Utc>) {
+        self.book.write().expect("book lock").gc(now);
+        self.persist();
         self.refresh_alert_gauges();
         self.hub.publish(changes);
     }
 
-    fn persist(&self, rule: &str) {
-        let book = self.book.read().expect("book lock");
-        if let Err(e) = self.store.save_rule(rule, book.rule_alerts(rule)) {
-            tracing::error!(rule, error = %e, "cannot persist alert state");
+    /// Writes what changed in the book since the last write (nothing, in a steady state);
+    /// a failed write is retried with the next.
+    fn persist(&self) {
+        if let Err(e) = self.store.save_book(&self.book) {
+            tracing::error!(error = %e, "cannot persist alert state; will retry");
         }
     }
 
@@ -1487,7 +1477,7 @@ impl Shared {
             Coverage::All,
         );
         if !changes.is_empty() {
-            self.after_change(SOURCE_DOWN_RULE, changes, now);
+            self.after_change(changes, now);
         }
         let runbooks = self.runbooks_url();
         let stale: Vec<Observation> = statuses
@@ -1531,7 +1521,7 @@ impl Shared {
             Coverage::All,
         );
         if !changes.is_empty() {
-            self.after_change(SOURCE_STALE_RULE, changes, now);
+            self.after_change(changes, now);
         }
     }
 }

@@ -9,7 +9,7 @@ mod store;
 
 pub use alerts::{
     Alert, AlertBook, AlertState, Annotate, Coverage, Notes, Observation, Pass, RuleTiming,
-    Transition, TransitionKind,
+    Transition, TransitionKind, Unsaved,
 };
 pub use daemon::{
     Current, Daemon, OVERFLOW_KEY, RuleStatus, Shared, SourceStatus, StartError, Verdict,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::alerts::{Alert, AlertState, Notes};
+use super::alerts::{Alert, AlertBook, AlertState, Notes, Unsaved};
 use crate::labels::{Labels, Str, intern};
 
 /// A state store failure.
@@ -58,14 +58,11 @@ fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The store. Writes follow changes (a steady evaluation writes nothing) and run off the
+/// The store. Writes follow changes: it writes what the book's change log says changed
+/// ([`AlertBook::take_unsaved`]), so a steady evaluation writes nothing; they run off the
 /// async workers ([`crate::blocking::off_worker`]), behind a mutex.
 pub struct Store {
     conn: Mutex<Connection>,
-    /// Per rule, the durable digest of every alert as last written: a save writes only the
-    /// alerts whose digest changed and deletes those gone, so a steady evaluation writes
-    /// nothing.
-    written: Mutex<HashMap<String, HashMap<Str, u64>>>,
     /// Rows inserted, replaced or deleted since open (for tests and the benchmark).
     rows_written: std::sync::atomic::AtomicU64,
 }
@@ -175,6 +172,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
+        // Finds a label set's users at once, so dropping unused sets after a write costs the
+        // sets (one per rule and configuration), not the alerts.
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS alerts_by_label_set ON alerts (shared);")?;
         for suffix in ["-wal", "-shm"] {
             let side = path.with_file_name(format!("{FILE}{suffix}"));
             if side.exists() {
@@ -183,7 +183,6 @@ impl Store {
         }
         Ok(Store {
             conn: Mutex::new(conn),
-            written: Mutex::new(HashMap::new()),
             rows_written: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -250,93 +249,59 @@ impl Store {
                 entered_at: time_opt(r.get(7)?)?,
                 last_seen: time(r.get(8)?)?,
                 interval_secs: r.get::<_, i64>(9)? as u64,
+                version: 0,
             });
-        }
-        let mut written = self.written.lock().expect("written mutex");
-        written.clear();
-        for a in &out {
-            written
-                .entry(a.rule.to_string())
-                .or_default()
-                .insert(a.key.clone(), a.durable_digest());
         }
         Ok(out)
     }
 
-    /// Brings the stored alerts of `rule` in line with `alerts`, atomically: writes the
-    /// alerts whose durable part changed since they were last written, deletes those gone,
-    /// and touches nothing else.
-    pub fn save_rule<'a>(
-        &self,
-        rule: &str,
-        alerts: impl Iterator<Item = &'a Alert>,
-    ) -> Result<(), StoreError> {
-        crate::blocking::off_worker(|| self.save_rule_now(rule, alerts))
-    }
-
-    fn save_rule_now<'a>(
-        &self,
-        rule: &str,
-        alerts: impl Iterator<Item = &'a Alert>,
-    ) -> Result<(), StoreError> {
-        let mut written = self.written.lock().expect("written mutex");
-        // A rule not written (nor loaded) since open is replaced whole, once.
-        let first = !written.contains_key(rule);
-        let before = written.remove(rule).unwrap_or_default();
-        let mut now: HashMap<Str, u64> = HashMap::with_capacity(before.len());
-        let mut changed: Vec<&Alert> = Vec::new();
-        for a in alerts {
-            let d = a.durable_digest();
-            if before.get(&a.key) != Some(&d) {
-                changed.push(a);
-            }
-            now.insert(a.key.clone(), d);
-        }
-        let gone: Vec<&Str> = before.keys().filter(|k| !now.contains_key(*k)).collect();
-        if changed.is_empty() && gone.is_empty() && !first {
-            written.insert(rule.to_string(), now);
+    /// Writes what changed ([`AlertBook::take_unsaved`]) in one transaction: every changed
+    /// alert as it is now, every forgotten one deleted. On failure nothing is written and the
+    /// caller puts `unsaved` back in the book's log ([`AlertBook::requeue`]).
+    pub fn save(&self, unsaved: &Unsaved) -> Result<(), StoreError> {
+        if unsaved.is_empty() {
             return Ok(());
         }
-        // On failure nothing is recorded as written: the next save tries the whole rule again.
-        self.write(rule, first, &changed, &gone)?;
+        crate::blocking::off_worker(|| self.write(unsaved))?;
         self.rows_written.fetch_add(
-            (changed.len() + gone.len()) as u64,
+            (unsaved.upserts.len() + unsaved.deletes.len()) as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        written.insert(rule.to_string(), now);
         Ok(())
     }
 
-    fn write(
-        &self,
-        rule: &str,
-        first: bool,
-        changed: &[&Alert],
-        gone: &[&Str],
-    ) -> Result<(), StoreError> {
+    /// Catches the store up with `book`: takes what changed from its log, writes it without
+    /// holding `book`'s lock, and puts it back in the log if the write fails.
+    pub fn save_book(&self, book: &RwLock<AlertBook>) -> Result<(), StoreError> {
+        let unsaved = book.write().expect("book lock").take_unsaved();
+        let result = self.save(&unsaved);
+        if result.is_err() {
+            book.write().expect("book lock").requeue(unsaved);
+        }
+        result
+    }
+
+    fn write(&self, unsaved: &Unsaved) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().expect("store mutex");
         let tx = conn.transaction()?;
-        if first {
-            tx.execute("DELETE FROM alerts WHERE rule = ?1", params![rule])?;
-        }
         {
             let mut del = tx.prepare_cached("DELETE FROM alerts WHERE rule = ?1 AND key = ?2")?;
-            for k in gone {
-                del.execute(params![rule, &***k])?;
+            for (rule, key) in &unsaved.deletes {
+                del.execute(params![&**rule, &**key])?;
             }
             let mut ins = tx.prepare_cached(INSERT_ALERT)?;
             let mut set_ids = HashMap::new();
-            for a in changed {
+            for a in &unsaved.upserts {
                 insert_alert(&tx, &mut ins, a, &mut set_ids)?;
             }
         }
-        if !gone.is_empty() || first {
-            tx.execute(
-                "DELETE FROM label_sets WHERE id NOT IN \
-                 (SELECT shared FROM alerts WHERE shared IS NOT NULL)",
-                [],
-            )?;
-        }
+        // Label sets no alert uses any more (an alert rewritten with its rule's new labels,
+        // the last alert of a rule gone).
+        tx.execute(
+            "DELETE FROM label_sets \
+             WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE alerts.shared = label_sets.id)",
+            [],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -465,6 +430,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
                 resolved_at: a.resolved_at,
                 entered_at: a.entered_at,
                 interval_secs: a.interval_secs,
+                version: 0,
             };
             insert_alert(&tx, &mut ins, &alert, &mut set_ids)?;
         }
@@ -762,10 +728,15 @@ mod tests {
                     may_create: true,
                 })
                 .collect();
+            // The rule's interval as it was (another would be a change to write).
+            let interval = restored
+                .iter()
+                .find(|a| &*a.rule == rule)
+                .map_or(30, |a| a.interval_secs);
             let timing = RuleTiming {
                 for_: Duration::from_secs(120),
                 keep_firing_for: Duration::ZERO,
-                interval: Duration::from_secs(30),
+                interval: Duration::from_secs(interval),
             };
             let changes = book.apply(rule, timing, now, active, Coverage::All);
             assert!(
@@ -777,7 +748,21 @@ mod tests {
                 "{rule}: only a pending alert may fire: {changes:?}"
             );
         }
-        // A reopened migrated store writes nothing for what it loaded.
+        // What the store must write after that: only the alerts that fired.
+        let unsaved = book.take_unsaved();
+        assert!(unsaved.deletes.is_empty(), "{:?}", unsaved.deletes);
+        for a in &unsaved.upserts {
+            assert!(
+                a.state == AlertState::Firing
+                    && restored.iter().any(|r| r.rule == a.rule
+                        && r.key == a.key
+                        && r.state == AlertState::Pending),
+                "{}/{} written again",
+                a.rule,
+                a.key
+            );
+        }
+        // A reopened migrated store has nothing to write for what it loaded.
         drop(store);
         let size = |p: &Path| std::fs::metadata(p).unwrap().len();
         let migrated = size(&dir.path().join(FILE));
@@ -785,18 +770,19 @@ mod tests {
         let (store, _) = Store::open(dir.path()).unwrap();
         let again = store.load_alerts().unwrap();
         assert_eq!(again, restored);
+        assert!(
+            AlertBook::from_alerts(again.clone())
+                .take_unsaved()
+                .is_empty()
+        );
         let mut by_rule: BTreeMap<&str, Vec<&Alert>> = BTreeMap::new();
         for a in &again {
             by_rule.entry(&a.rule).or_default().push(a);
         }
-        for (rule, alerts) in &by_rule {
-            store.save_rule(rule, alerts.iter().copied()).unwrap();
-        }
-        assert_eq!(store.rows_written(), 0);
         // Their rules evaluate again: an order's annotations are rendered from then on and
         // leave the file, and the labels its rule gives every alert are written once.
         let now = Utc::now();
-        for (rule, alerts) in &by_rule {
+        for alerts in by_rule.values() {
             let own = [
                 "order_id",
                 "status",
@@ -811,7 +797,7 @@ mod tests {
                     .filter(|(k, _)| !own.contains(k))
                     .map(|(k, v)| (intern(k), intern(v))),
             );
-            let rendered: Vec<Alert> = alerts
+            let rendered: Vec<Arc<Alert>> = alerts
                 .iter()
                 .map(|a| {
                     let mut a = (*a).clone();
@@ -826,10 +812,15 @@ mod tests {
                                 .collect(),
                         );
                     }
-                    a
+                    Arc::new(a)
                 })
                 .collect();
-            store.save_rule(rule, rendered.iter()).unwrap();
+            store
+                .save(&Unsaved {
+                    upserts: rendered,
+                    deletes: Vec::new(),
+                })
+                .unwrap();
         }
         // Bytes an order's row holds (a 5xx or source-down alert keeps its annotations).
         let row: f64 = store
@@ -893,7 +884,7 @@ mod tests {
                 keys.iter().map(|k| obs(k, at)).collect(),
                 Coverage::All,
             );
-            store.save_rule("r", book.rule_alerts("r")).unwrap();
+            store.save(&book.take_unsaved()).unwrap();
             store.rows_written()
         };
         assert_eq!(
@@ -924,12 +915,11 @@ mod tests {
             states,
             [("JW-1", AlertState::Firing), ("JW-2", AlertState::Resolved)]
         );
-        // A reopened store writes nothing for what it loaded.
-        store.save_rule("r", restored.iter()).unwrap();
-        assert_eq!(store.rows_written(), 0);
-        store
-            .save_rule("r", restored.iter().filter(|a| &*a.key == "JW-1"))
-            .unwrap();
+        // A reopened store has nothing to write for what it loaded.
+        let mut book = AlertBook::from_alerts(restored);
+        assert!(book.take_unsaved().is_empty());
+        book.gc(t0 + chrono::Duration::seconds(600) + chrono::Duration::minutes(15));
+        store.save(&book.take_unsaved()).unwrap();
         assert_eq!(store.rows_written(), 1, "JW-2 forgotten: deleted");
         assert_eq!(store.load_alerts().unwrap().len(), 1);
     }
@@ -963,12 +953,20 @@ mod tests {
         book.apply("r", timing, now, vec![o, sentinel], Coverage::All);
         {
             let (store, _) = Store::open(dir.path()).unwrap();
-            store.save_rule("r", book.rule_alerts("r")).unwrap();
+            store.save(&book.take_unsaved()).unwrap();
         }
         let (store, _) = Store::open(dir.path()).unwrap();
         let restored = store.load_alerts().unwrap();
         assert_eq!(restored, book.all().cloned().collect::<Vec<_>>());
-        store.save_rule("r", std::iter::empty()).unwrap();
+        store
+            .save(&Unsaved {
+                upserts: Vec::new(),
+                deletes: restored
+                    .iter()
+                    .map(|a| (a.rule.clone(), a.key.clone()))
+                    .collect(),
+            })
+            .unwrap();
         assert!(store.load_alerts().unwrap().is_empty());
     }
 }

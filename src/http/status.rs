@@ -545,6 +545,7 @@ mod tests {
             resolved_at: None,
             entered_at: Some(entered),
             interval_secs: 30,
+            version: 0,
         }
     }
 

@@ -4,7 +4,7 @@
 //! batches hold at most 256 alerts; every URL gets every alert, and what a URL did not accept
 //! is retried with backoff until it does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -69,20 +69,15 @@ pub fn to_postable(
     }
 }
 
-/// Delivery bookkeeping of one Alertmanager URL: what it last accepted, per alert (by
-/// [`alert_id`]: 8 bytes a key, not a copy of the rule and the order id).
+/// Delivery bookkeeping of one Alertmanager URL, without a record per alert: it has every
+/// alert up to the book's version `delivered` ([`Alert::version`]), and everything as of
+/// `everything_at`. Due: what changed since, and everything once `resend_delay` has passed
+/// (Prometheus re-sends every active alert each `resendDelay` alike).
 #[derive(Default)]
 struct Delivery {
-    sent: HashMap<u64, (DateTime<Utc>, AlertState)>,
+    delivered: u64,
+    everything_at: Option<DateTime<Utc>>,
     failures: u32,
-}
-
-/// A 64-bit digest of an alert's identity (rule, key).
-fn alert_id(a: &Alert) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&a.rule, &a.key).hash(&mut h);
-    h.finish()
 }
 
 /// Pushes alerts to every configured Alertmanager.
@@ -173,20 +168,14 @@ impl AlertmanagerNotifier {
     async fn deliver(&self, url: &str, d: &mut Delivery, now: DateTime<Utc>) {
         let resend =
             chrono::Duration::from_std(self.resend).unwrap_or(chrono::Duration::minutes(1));
-        let is_due = |d: &Delivery, a: &Alert| {
-            a.state != AlertState::Pending
-                && match d.sent.get(&alert_id(a)) {
-                    None => true,
-                    Some((at, state)) => *state != a.state || now - *at >= resend,
-                }
-        };
-        // First, off the async workers: forget what left the book (a key that fires again is
-        // new to Alertmanager) and count what is due.
-        let mut queued = crate::blocking::off_worker(|| {
+        let everything = d.everything_at.is_none_or(|at| now - at >= resend);
+        let delivered = d.delivered;
+        let is_due =
+            |a: &Alert| a.state != AlertState::Pending && (everything || a.version > delivered);
+        // First, off the async workers: count what is due, as of which version.
+        let (mut queued, through) = crate::blocking::off_worker(|| {
             let book = self.book.read().expect("alert book lock");
-            let live: std::collections::HashSet<u64> = book.all().map(alert_id).collect();
-            d.sent.retain(|id, _| live.contains(id));
-            book.all().filter(|a| is_due(d, a)).count()
+            (book.all().filter(|a| is_due(a)).count(), book.version())
         });
         let queue = self
             .metrics
@@ -197,16 +186,14 @@ impl AlertmanagerNotifier {
         let (mut failed, mut sent_any) = (false, false);
         loop {
             // One batch: the next due alerts after the cursor, encoded.
-            let (body, ids, walked_to) = crate::blocking::off_worker(|| {
+            let (body, n, walked_to) = crate::blocking::off_worker(|| {
                 let book = self.book.read().expect("alert book lock");
                 let mut batch: Vec<PostableAlert> = Vec::new();
-                let mut ids = Vec::new();
                 let mut last = None;
                 for a in book.all_after(cursor.as_ref()) {
                     last = Some(a);
-                    if is_due(d, a) {
+                    if is_due(a) {
                         batch.push(to_postable(a, now, self.resend, &self.base_url));
-                        ids.push((alert_id(a), a.state));
                         if batch.len() == MAX_BATCH {
                             break;
                         }
@@ -216,14 +203,13 @@ impl AlertmanagerNotifier {
                     .then(|| serde_json::to_vec(&batch).expect("alerts serialize"));
                 (
                     body,
-                    ids,
+                    batch.len(),
                     last.map(|a| (a.rule.to_string(), a.key.to_string())),
                 )
             });
             let Some(body) = body else {
                 break;
             };
-            let n = ids.len();
             let span = tracing::info_span!(
                 "notify",
                 notifier = NAME,
@@ -260,9 +246,6 @@ impl AlertmanagerNotifier {
                         .notifications
                         .with_label_values(&[NAME, "sent"])
                         .inc_by(n as u64);
-                    for (id, state) in ids {
-                        d.sent.insert(id, (now, state));
-                    }
                     queued = queued.saturating_sub(n);
                     queue.set(queued as i64);
                     sent_any = true;
@@ -284,8 +267,14 @@ impl AlertmanagerNotifier {
             cursor = walked_to;
         }
         if failed {
+            // What changed is sent again from the start next time (Alertmanager takes an
+            // alert it already has as a refresh).
             d.failures = d.failures.saturating_add(1);
             return;
+        }
+        d.delivered = through;
+        if everything {
+            d.everything_at = Some(now);
         }
         if d.failures > 0 && sent_any {
             tracing::info!(
@@ -336,6 +325,7 @@ mod tests {
             resolved_at: None,
             entered_at: None,
             interval_secs: 30,
+            version: 0,
         };
         let p = to_postable(&a, now, Duration::from_secs(60), "http://h:1/");
         assert_eq!(p.starts_at, "2026-11-22T09:00:00.000Z");

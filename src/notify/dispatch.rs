@@ -351,6 +351,7 @@ mod tests {
             resolved_at: (state == AlertState::Resolved).then(|| t(0)),
             entered_at: None,
             interval_secs: 30,
+            version: 0,
         }
     }
 

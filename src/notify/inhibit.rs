@@ -171,6 +171,7 @@ mod tests {
             resolved_at: None,
             entered_at: None,
             interval_secs: 30,
+            version: 0,
         }
     }
 
