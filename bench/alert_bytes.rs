@@ -96,7 +96,9 @@ async fn main() {
         "submitted_over_1h",
         timing,
         now,
-        (0..n).map(|i| observation(&parts, &outcome, i)).collect(),
+        (0..n)
+            .map(|i| observation(&parts, &outcome.findings[i], i))
+            .collect(),
         Coverage::All,
     );
     let with_transitions = live() - before_book;

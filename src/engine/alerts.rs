@@ -657,6 +657,12 @@ impl Pass {
         }
     }
 
+    /// Ends the pass without settling anything (its evaluation failed part-way): returns the
+    /// state changes so far.
+    pub fn abandon(self) -> Vec<Transition> {
+        self.changes
+    }
+
     /// Settles the alerts of the rule the pass did not see (by `coverage`) and returns every
     /// state change of the pass.
     pub fn finish(mut self, book: &mut AlertBook, coverage: Coverage) -> Vec<Transition> {

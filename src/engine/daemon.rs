@@ -12,12 +12,12 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use super::alerts::{AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition};
-use super::observe::{RuleParts, apply_outcome, fixed_observation};
+use super::observe::{Applier, RuleParts, fixed_observation};
 use super::store::{Store, StoreError};
 use crate::config::{Loaded, RuleKind};
 use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerNotifier, Hub, LogNotifier};
-use crate::rule::{Check, Outcome, Rule, template::human_duration};
+use crate::rule::{Check, Finding, FindingSink, Outcome, Rule, template::human_duration};
 use crate::source::{ModelKind, Source, SourceError, Unjudgeable};
 
 pub use super::observe::OVERFLOW_KEY;
@@ -821,7 +821,7 @@ pub async fn evaluate_once(
     let futures = crate::rule::share_groups(&selected)
         .into_iter()
         .map(|group| async move {
-            let results = Rule::evaluate_group(&group).await;
+            let results = Rule::evaluate_group(&group, None).await;
             group.into_iter().zip(results).collect::<Vec<_>>()
         });
     let mut done: Vec<(Arc<Rule>, Result<Outcome, SourceError>)> = futures_join_all(futures)
@@ -849,6 +849,15 @@ where
 
 /// Runs a group of rules that share their statements (one rule alone is a group) on their
 /// schedule until `stop`.
+/// The findings of a group's rules, each to its rule's [`Applier`].
+struct Appliers<'a>(Vec<Applier<'a>>);
+
+impl FindingSink for Appliers<'_> {
+    fn findings(&mut self, rule: usize, chunk: &mut Vec<Finding>) {
+        self.0[rule].findings(chunk);
+    }
+}
+
 async fn rule_loop(shared: Arc<Shared>, rules: Vec<Arc<Rule>>, mut stop: watch::Receiver<bool>) {
     let rule = rules[0].clone();
     // Interval rules run at once (users want an answer on start); cron rules wait for their time.
@@ -1119,23 +1128,37 @@ impl Shared {
         if live.is_empty() {
             return;
         }
+        // Each rule's findings go to its alerts as they are decoded.
+        let mut sink = Appliers(
+            live.iter()
+                .map(|rule| {
+                    let timing = RuleTiming {
+                        for_: rule.for_,
+                        keep_firing_for: rule.keep_firing_for,
+                        interval: rule.schedule.typical_interval(now),
+                    };
+                    Applier::new(&self.book, self.rule_parts(rule), timing, now)
+                })
+                .collect(),
+        );
         let started = Instant::now();
-        let results = Rule::evaluate_group(&live).await;
+        let results = Rule::evaluate_group(&live, Some(&mut sink)).await;
         let took = started.elapsed().as_secs_f64();
-        for (rule, result) in live.iter().zip(results) {
+        for ((rule, result), applier) in live.iter().zip(results).zip(sink.0) {
             if let (Ok(o), 1) = (&result, live.len()) {
                 tracing::Span::current().record("count", o.count);
             }
-            self.record(rule, result, now, took);
+            self.record(rule, result, applier, now, took);
         }
     }
 
-    /// What one rule's evaluation found (`result`, at `now`, taking `took` seconds): metrics,
-    /// alert state, persistence, notification.
+    /// What one rule's evaluation found (`result`, at `now`, taking `took` seconds; its
+    /// findings so far applied by `applier`): metrics, alert state, persistence, notification.
     fn record(
         &self,
         rule: &Arc<Rule>,
         result: Result<Outcome, SourceError>,
+        applier: Applier<'_>,
         now: DateTime<Utc>,
         took: f64,
     ) {
@@ -1156,7 +1179,7 @@ impl Shared {
             capped: false,
         };
         match result {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
                 self.source_ok(&rule.source);
                 if let Some(other) = rule.other_source() {
                     self.source_ok(other);
@@ -1206,21 +1229,7 @@ impl Shared {
                 // The book's bookkeeping and the store's writes grow with the alerts: off the
                 // async workers, so HTTP answers do not wait behind them.
                 crate::blocking::off_worker(|| {
-                    let coverage = match outcome.findings.last() {
-                        _ if outcome.partial => Coverage::Seen,
-                        Some(last) if outcome.truncated() => {
-                            Coverage::EnteredBefore(last.entered_at)
-                        }
-                        _ => Coverage::All,
-                    };
-                    let timing = RuleTiming {
-                        for_: rule.for_,
-                        keep_firing_for: rule.keep_firing_for,
-                        interval: rule.schedule.typical_interval(now),
-                    };
-                    let parts = self.rule_parts(rule);
-                    let changes =
-                        apply_outcome(&self.book, &parts, &outcome, timing, now, coverage);
+                    let changes = applier.finish(&mut outcome);
                     tracing::debug!(rule = %rule.name, source = %rule.source, count = outcome.count,
                         capped = outcome.truncated(), changes = changes.len(),
                         took_ms = (took * 1000.0).round() as u64, "rule evaluated");
@@ -1228,6 +1237,11 @@ impl Shared {
                 });
             }
             Err(e) => {
+                // What it saw before failing stays; nothing resolves.
+                let changes = applier.abandon();
+                if !changes.is_empty() {
+                    crate::blocking::off_worker(|| self.after_change(changes, now));
+                }
                 m.rule_evaluation_failures
                     .with_label_values(&[&rule.name])
                     .inc();

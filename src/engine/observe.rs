@@ -340,37 +340,24 @@ pub fn unchanged(parts: &RuleParts, a: &Alert, f: &Finding) -> bool {
     own.len() == expected
 }
 
-/// Item `i` of an outcome (findings first, then signals): its identity (alert key) and its
-/// position among its own kind (findings and signals are capped each by their own position).
-pub fn item(outcome: &Outcome, i: usize) -> (&str, usize) {
-    match outcome.findings.get(i) {
-        Some(f) => (&f.order_id, i),
-        None => {
-            let pos = i - outcome.findings.len();
-            (&outcome.signals[pos].key, pos)
-        }
-    }
+/// The observation of finding `f` at `pos` among its rule's findings (past `max_alerts` it
+/// may only keep an existing alert alive).
+pub fn observation(parts: &RuleParts, f: &Finding, pos: usize) -> Observation {
+    order_observation(parts, f, pos < parts.rule.max_alerts)
 }
 
-/// The observation of item `i` of `outcome` (findings first, then signals); past
-/// `max_alerts` it may only keep an existing alert alive.
-pub fn observation(parts: &RuleParts, outcome: &Outcome, i: usize) -> Observation {
-    let (_, pos) = item(outcome, i);
-    let may_create = pos < parts.rule.max_alerts;
-    match outcome.findings.get(i) {
-        Some(f) => order_observation(parts, f, may_create),
-        None => signal_observation(parts, &outcome.signals[pos], may_create),
-    }
-}
-
-/// The overflow alert's observation, when more matched than get an alert.
-pub fn overflow_observation(parts: &RuleParts, outcome: &Outcome) -> Option<Observation> {
+/// The overflow alert's observation, when more matched (`count`) than get an alert;
+/// `first_over` is when the oldest order without an alert crossed the threshold.
+fn overflow_observation(
+    parts: &RuleParts,
+    count: u64,
+    first_over: Option<DateTime<Utc>>,
+) -> Option<Observation> {
     let rule = &*parts.rule;
-    let older = chrono::Duration::from_std(rule.older_than()).unwrap_or_default();
-    if outcome.count <= rule.max_alerts as u64 {
+    if count <= rule.max_alerts as u64 {
         return None;
     }
-    let more = outcome.count - rule.max_alerts as u64;
+    let more = count - rule.max_alerts as u64;
     let mut labels: BTreeMap<String, String> = rule.labels.clone();
     labels.insert("alertname".into(), rule.alertname.clone());
     labels.insert("rule".into(), rule.name.clone());
@@ -383,91 +370,197 @@ pub fn overflow_observation(parts: &RuleParts, outcome: &Outcome) -> Option<Obse
             "summary".to_string(),
             format!(
                 "{more} more orders match rule {} beyond the {} alerted individually ({} in total)",
-                rule.name, rule.max_alerts, outcome.count
+                rule.name, rule.max_alerts, count
             ),
         ),
-        ("count".to_string(), outcome.count.to_string()),
+        ("count".to_string(), count.to_string()),
         ("more".to_string(), more.to_string()),
     ]);
-    let starts_at = outcome
-        .findings
-        .get(rule.max_alerts)
-        .map_or_else(Utc::now, |f| f.entered_at + older);
     Some(fixed_observation(
         OVERFLOW_KEY,
         labels,
         annotations,
         &parts.runbooks,
         default_alertname(rule.kind),
-        starts_at,
+        first_over.unwrap_or_else(Utc::now),
         true,
     ))
 }
 
-/// Observations built per chunk of an evaluation's findings (see `Pass`).
-const CHUNK: usize = 1024;
+/// One evaluation of one rule applied to the alert book as its findings arrive, a chunk at
+/// a time ([`FindingSink`]): an evaluation of 100 000 orders holds one chunk, not 100 000
+/// findings. Each chunk is sorted under the book's read lock (an order whose active alert
+/// already says what its row does is only touched; past `max_alerts` only what keeps an
+/// existing alert alive is built, the rest is counted), built without the lock, applied
+/// under it, in row order (a key a query model returns twice ends as its last row says,
+/// every evaluation alike). [`Applier::finish`] then adds the signals and the overflow
+/// alert, and settles what was not seen.
+pub struct Applier<'a> {
+    book: &'a RwLock<AlertBook>,
+    parts: Arc<RuleParts>,
+    pass: Pass,
+    /// Findings applied so far (the next one's position).
+    applied: usize,
+    /// When the last finding applied entered its status.
+    last_entered: Option<DateTime<Utc>>,
+    /// When the finding at position `max_alerts` (the first without an alert) crossed the
+    /// threshold.
+    first_over: Option<DateTime<Utc>>,
+}
 
-/// Applies one evaluation's `outcome` of `parts`' rule to `book` at `now` and returns the
-/// state changes. A chunk at a time: sorted under the book's read lock (an order whose active
-/// alert already says what its row does is only touched; past `max_alerts` only what keeps an
-/// existing alert alive is built, the rest is counted), built without the lock, applied under
-/// it, in row order (a key a query model returns twice ends as its last row says, every
-/// evaluation alike). Then the overflow alert, then what was not seen settles by `coverage`.
-pub fn apply_outcome(
+impl<'a> Applier<'a> {
+    /// An evaluation of `parts`' rule at `now` about to be applied to `book`.
+    pub fn new(
+        book: &'a RwLock<AlertBook>,
+        parts: Arc<RuleParts>,
+        timing: RuleTiming,
+        now: DateTime<Utc>,
+    ) -> Applier<'a> {
+        let pass = Pass::new(&parts.rule.name, timing, now);
+        Applier {
+            book,
+            parts,
+            pass,
+            applied: 0,
+            last_entered: None,
+            first_over: None,
+        }
+    }
+
+    /// Applies the next findings, in order, and empties `chunk`.
+    pub fn findings(&mut self, chunk: &mut Vec<Finding>) {
+        let Some(last) = chunk.last() else {
+            return;
+        };
+        let start = self.applied;
+        self.applied += chunk.len();
+        self.last_entered = Some(last.entered_at);
+        let max = self.parts.rule.max_alerts;
+        if (start..self.applied).contains(&max) {
+            let older =
+                chrono::Duration::from_std(self.parts.rule.older_than()).unwrap_or_default();
+            self.first_over = Some(chunk[max - start].entered_at + older);
+        }
+        let parts = &*self.parts;
+        let chunk_ref = &*chunk;
+        crate::blocking::off_worker(|| {
+            apply_chunk(
+                self.book,
+                parts,
+                &mut self.pass,
+                chunk_ref.len(),
+                |j| (&chunk_ref[j].order_id, start + j, Some(&chunk_ref[j])),
+                |j| observation(parts, &chunk_ref[j], start + j),
+            )
+        });
+        chunk.clear();
+    }
+
+    /// Applies the rest of `outcome` (findings it kept, then signals), the overflow alert,
+    /// and settles the alerts not seen; returns every state change of the evaluation.
+    pub fn finish(mut self, outcome: &mut Outcome) -> Vec<Transition> {
+        let truncated = outcome.truncated();
+        let mut kept = std::mem::take(&mut outcome.findings);
+        outcome.streamed += kept.len();
+        self.findings(&mut kept);
+        let parts = &*self.parts;
+        let signals = &outcome.signals;
+        crate::blocking::off_worker(|| {
+            apply_chunk(
+                self.book,
+                parts,
+                &mut self.pass,
+                signals.len(),
+                |j| (&signals[j].key, j, None),
+                |j| signal_observation(parts, &signals[j], j < parts.rule.max_alerts),
+            );
+            let coverage = match self.last_entered {
+                _ if outcome.partial => Coverage::Seen,
+                Some(last) if truncated => Coverage::EnteredBefore(last),
+                _ => Coverage::All,
+            };
+            let overflow = overflow_observation(parts, outcome.count, self.first_over);
+            let mut book = self.book.write().expect("book lock");
+            if let Some(o) = overflow {
+                self.pass.observe(&mut book, o);
+            }
+            self.pass.finish(&mut book, coverage)
+        })
+    }
+
+    /// The evaluation failed part-way: what it applied stays (alerts it made, alerts it
+    /// saw), nothing resolves for not being seen; returns the state changes so far.
+    pub fn abandon(self) -> Vec<Transition> {
+        self.pass.abandon()
+    }
+}
+
+/// Applies `n` items to `book` through `pass`: `item(j)` is the j-th's key, its position
+/// among its kind (findings, signals) and, for an order, its finding; `build(j)` its
+/// observation.
+fn apply_chunk<'i>(
+    book: &RwLock<AlertBook>,
+    parts: &RuleParts,
+    pass: &mut Pass,
+    n: usize,
+    item: impl Fn(usize) -> (&'i str, usize, Option<&'i Finding>),
+    build: impl Fn(usize) -> Observation,
+) {
+    let rule = &*parts.rule;
+    // `true`: touch; `false`: build.
+    let plan: Vec<(usize, bool)> = {
+        let book = book.read().expect("book lock");
+        let mut keys: HashSet<&str> = HashSet::new();
+        (0..n)
+            .filter_map(|j| {
+                let (key, pos, finding) = item(j);
+                let again = !keys.insert(key);
+                let alert = book
+                    .get(&rule.name, key)
+                    .filter(|a| a.state != AlertState::Resolved);
+                match (alert, finding) {
+                    (Some(a), Some(f)) if !again && unchanged(parts, a, f) => Some((j, true)),
+                    (Some(_), _) => Some((j, false)),
+                    _ if pos < rule.max_alerts || again => Some((j, false)),
+                    _ => None,
+                }
+            })
+            .collect()
+    };
+    let built: Vec<Option<Observation>> = plan
+        .iter()
+        .map(|&(j, touch)| (!touch).then(|| build(j)))
+        .collect();
+    let mut book = book.write().expect("book lock");
+    for (&(j, _), o) in plan.iter().zip(built) {
+        match o {
+            Some(o) => pass.observe(&mut book, o),
+            None => {
+                if !pass.touch(&mut book, item(j).0, &parts.notes) {
+                    pass.observe(&mut book, build(j));
+                }
+            }
+        }
+    }
+}
+
+/// Applies a whole outcome of `parts`' rule (its findings kept in it) to `book` at `now`.
+#[cfg(test)]
+fn apply_outcome(
     book: &RwLock<AlertBook>,
     parts: &RuleParts,
     outcome: &Outcome,
     timing: RuleTiming,
     now: DateTime<Utc>,
-    coverage: Coverage,
 ) -> Vec<Transition> {
-    let rule = &*parts.rule;
-    let mut pass = Pass::new(&rule.name, timing, now);
-    let items = outcome.findings.len() + outcome.signals.len();
-    for from in (0..items).step_by(CHUNK) {
-        let range = from..(from + CHUNK).min(items);
-        // `true`: touch; `false`: build.
-        let plan: Vec<(usize, bool)> = {
-            let book = book.read().expect("book lock");
-            let mut keys: HashSet<&str> = HashSet::new();
-            range
-                .filter_map(|i| {
-                    let (key, pos) = item(outcome, i);
-                    let again = !keys.insert(key);
-                    let alert = book
-                        .get(&rule.name, key)
-                        .filter(|a| a.state != AlertState::Resolved);
-                    match (alert, outcome.findings.get(i)) {
-                        (Some(a), Some(f)) if !again && unchanged(parts, a, f) => Some((i, true)),
-                        (Some(_), _) => Some((i, false)),
-                        _ if pos < rule.max_alerts || again => Some((i, false)),
-                        _ => None,
-                    }
-                })
-                .collect()
-        };
-        let built: Vec<Option<Observation>> = plan
-            .iter()
-            .map(|&(i, touch)| (!touch).then(|| observation(parts, outcome, i)))
-            .collect();
-        let mut book = book.write().expect("book lock");
-        for (&(i, _), o) in plan.iter().zip(built) {
-            match o {
-                Some(o) => pass.observe(&mut book, o),
-                None => {
-                    if !pass.touch(&mut book, item(outcome, i).0, &parts.notes) {
-                        pass.observe(&mut book, observation(parts, outcome, i));
-                    }
-                }
-            }
-        }
-    }
-    let overflow = overflow_observation(parts, outcome);
-    let mut book = book.write().expect("book lock");
-    if let Some(o) = overflow {
-        pass.observe(&mut book, o);
-    }
-    pass.finish(&mut book, coverage)
+    let mut outcome = outcome.clone();
+    let parts = Arc::new(RuleParts {
+        rule: parts.rule.clone(),
+        shared: parts.shared.clone(),
+        notes: parts.notes.clone(),
+        runbooks: parts.runbooks.clone(),
+    });
+    Applier::new(book, parts, timing, now).finish(&mut outcome)
 }
 
 /// One observation per fetched order among the oldest `max_alerts`, and per fetched order
@@ -479,15 +572,17 @@ fn observations(
     outcome: &Outcome,
     alerted: impl Fn(&str) -> bool,
 ) -> Vec<Observation> {
-    let items = outcome.findings.len() + outcome.signals.len();
-    let mut out: Vec<Observation> = (0..items)
-        .filter(|&i| {
-            let (key, pos) = item(outcome, i);
-            pos < parts.rule.max_alerts || alerted(key)
-        })
-        .map(|i| observation(parts, outcome, i))
+    let max = parts.rule.max_alerts;
+    let older = chrono::Duration::from_std(parts.rule.older_than()).unwrap_or_default();
+    let mut out: Vec<Observation> = (outcome.findings.iter().enumerate())
+        .filter(|(i, f)| *i < max || alerted(&f.order_id))
+        .map(|(i, f)| observation(parts, f, i))
         .collect();
-    out.extend(overflow_observation(parts, outcome));
+    out.extend(overflow_observation(
+        parts,
+        outcome.count,
+        outcome.findings.get(max).map(|f| f.entered_at + older),
+    ));
     out
 }
 
@@ -583,7 +678,7 @@ mod tests {
             "r",
             timing,
             now,
-            vec![observation(&parts, &out, 0)],
+            vec![observation(&parts, &out.findings[0], 0)],
             Coverage::All,
         );
         let a = book.get("r", "JW-0").unwrap();
@@ -636,7 +731,7 @@ mod tests {
             "r",
             timing,
             later,
-            vec![observation(&parts, &out, 0)],
+            vec![observation(&parts, &out.findings[0], 0)],
             Coverage::All,
         );
         assert!(changes.is_empty(), "{changes:?}");
@@ -664,7 +759,7 @@ mod tests {
         let mut digests = Vec::new();
         for k in 0..4 {
             let at = now + chrono::Duration::seconds(30 * k);
-            apply_outcome(&book, &parts, &out, timing, at, Coverage::All);
+            apply_outcome(&book, &parts, &out, timing, at);
             let b = book.read().unwrap();
             let a = b.get("r", "JW-0").unwrap();
             assert_eq!(a.labels.get("channel"), Some("shop"), "evaluation {k}");
@@ -682,7 +777,7 @@ mod tests {
         let book = RwLock::new(AlertBook::default());
         let timing = timing();
         let now = Utc::now();
-        apply_outcome(&book, &parts, &out, timing, now, Coverage::All);
+        apply_outcome(&book, &parts, &out, timing, now);
         let seen = book
             .read()
             .unwrap()
@@ -695,7 +790,6 @@ mod tests {
             &Outcome::default(),
             timing,
             now + chrono::Duration::hours(2),
-            Coverage::All,
         );
         assert_eq!(changes.len(), 1);
         let b = book.read().unwrap();

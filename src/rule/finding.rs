@@ -58,8 +58,12 @@ pub struct StatusStat {
 pub struct Outcome {
     /// Exact number of matching orders.
     pub count: u64,
-    /// The matching orders, oldest first, at most the rule's `max_findings`.
+    /// The matching orders, oldest first, at most the rule's `max_findings` (none when they
+    /// went to a [`FindingSink`] as they were decoded: see `streamed`).
     pub findings: Vec<Finding>,
+    /// How many findings went to a [`FindingSink`] instead of `findings`.
+    #[serde(skip)]
+    pub streamed: usize,
     /// Per-status counts and oldest ages.
     pub per_status: BTreeMap<String, StatusStat>,
     /// Findings that are not orders (`slow_queries`, `sql`, `http_errors`).
@@ -77,6 +81,18 @@ pub struct Outcome {
 impl Outcome {
     /// Whether more orders matched than were fetched.
     pub fn truncated(&self) -> bool {
-        ((self.findings.len() + self.signals.len()) as u64) < self.count
+        ((self.findings.len() + self.streamed + self.signals.len()) as u64) < self.count
     }
 }
+
+/// Where an evaluation hands its findings as it decodes them (oldest first, a chunk at a
+/// time), so that 100 000 of them are never held at once: the daemon applies each chunk to
+/// the alert book. Without one, they are kept in [`Outcome::findings`].
+pub trait FindingSink: Send {
+    /// The next findings of rule `rule` (its place in the evaluated group), in order; the
+    /// sink takes them out of `chunk`.
+    fn findings(&mut self, rule: usize, chunk: &mut Vec<Finding>);
+}
+
+/// Findings of this many orders go to a [`FindingSink`] at a time.
+pub const CHUNK: usize = 1024;

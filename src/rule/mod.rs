@@ -9,7 +9,7 @@ mod sql;
 mod stuck;
 pub mod template;
 
-pub use finding::{Finding, Outcome, Signal, StatusStat};
+pub use finding::{CHUNK, Finding, FindingSink, Outcome, Signal, StatusStat};
 pub use http_errors::HttpErrorsCheck;
 pub use missing::MissingCheck;
 pub use slow_queries::SlowQueriesCheck;
@@ -157,8 +157,12 @@ impl Rule {
     }
 
     /// Runs rules that share their statements (see [`Rule::shares_with`]) once; an outcome
-    /// per rule, in order. One rule alone runs as [`Rule::evaluate`].
-    pub async fn evaluate_group(rules: &[Arc<Rule>]) -> Vec<Result<Outcome, SourceError>> {
+    /// per rule, in order. A `stuck` rule's findings go to `sink` as they are decoded (see
+    /// [`FindingSink`]); the other kinds' stay in their outcome.
+    pub async fn evaluate_group(
+        rules: &[Arc<Rule>],
+        sink: Option<&mut (dyn FindingSink + Send)>,
+    ) -> Vec<Result<Outcome, SourceError>> {
         let checks: Vec<&StuckCheck> = rules
             .iter()
             .filter_map(|r| match &r.check {
@@ -166,14 +170,14 @@ impl Rule {
                 _ => None,
             })
             .collect();
-        if rules.len() == 1 || checks.len() != rules.len() {
+        if checks.len() != rules.len() {
             let mut out = Vec::with_capacity(rules.len());
             for r in rules {
                 out.push(r.evaluate().await);
             }
             return out;
         }
-        match StuckCheck::evaluate_shared(&checks).await {
+        match StuckCheck::evaluate_shared(&checks, sink).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) => rules.iter().map(|_| Err(e.clone())).collect(),
         }

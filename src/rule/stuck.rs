@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::finding::{Finding, Outcome, StatusStat};
+use super::finding::{CHUNK, Finding, FindingSink, Outcome, StatusStat};
 use crate::config::RuleConfig;
 use crate::labels::{Labels, intern};
-use crate::source::{Source, SourceError};
+use crate::source::{RowSink, Source, SourceError};
 
 /// The compiled check: the statuses, the threshold and the source.
 #[derive(Debug)]
@@ -44,7 +44,7 @@ impl StuckCheck {
 
     /// Runs the query, or reads a status log's kept state; ages come from the database clock.
     pub async fn evaluate(&self) -> Result<Outcome, SourceError> {
-        Ok(Self::evaluate_shared(&[self]).await?.remove(0))
+        Ok(Self::evaluate_shared(&[self], None).await?.remove(0))
     }
 
     /// The outcome from a status log's kept state.
@@ -103,11 +103,32 @@ impl StuckCheck {
     /// some check has more rows than its cap are the exact totals asked for, every threshold's
     /// from one aggregate over the same snapshot. The database's work follows the statuses
     /// watched, not the rules.
-    pub async fn evaluate_shared(checks: &[&StuckCheck]) -> Result<Vec<Outcome>, SourceError> {
+    ///
+    /// Each check's findings go to `sink` as they are decoded, a chunk at a time (its place
+    /// in `checks` names it), so they are never all held; without a sink they are kept in
+    /// the outcomes.
+    pub async fn evaluate_shared(
+        checks: &[&StuckCheck],
+        sink: Option<&mut (dyn FindingSink + Send)>,
+    ) -> Result<Vec<Outcome>, SourceError> {
         let first = checks.first().expect("at least one check");
         let source = &first.source;
+        let mut kept = Keep(vec![Vec::new(); checks.len()]);
+        let keeping = sink.is_none();
+        let sink = sink.unwrap_or(&mut kept);
         if let Some(h) = source.history().await? {
-            return Ok(checks.iter().map(|c| c.outcome_from_log(&h)).collect());
+            return Ok(checks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut out = c.outcome_from_log(&h);
+                    if !keeping {
+                        out.streamed = out.findings.len();
+                        sink.findings(i, &mut out.findings);
+                    }
+                    out
+                })
+                .collect());
         }
         let stored = source.to_db(&first.statuses);
         let SharedPlan {
@@ -116,45 +137,62 @@ impl StuckCheck {
             limit,
         } = SharedPlan::of(checks);
         let sql = source.model_sql().await?;
-        // A check whose rows (those older than its threshold) run past its own cap.
-        let capped = |rows: &[Finding]| {
-            checks.iter().any(|c| {
-                let secs = c.older_than.as_secs_f64();
-                rows.iter()
-                    .take(c.max_findings + 1)
-                    .filter(|f| f.age_seconds > secs)
-                    .count()
-                    > c.max_findings
-            })
+        let mut rows = SharedRows {
+            first,
+            takers: checks
+                .iter()
+                .map(|c| Taker {
+                    secs: c.older_than.as_secs_f64(),
+                    cap: c.max_findings,
+                    taken: 0,
+                    over: false,
+                    chunk: Vec::new(),
+                    per_status: BTreeMap::new(),
+                })
+                .collect(),
+            sink,
         };
-        // Each row decoded as it arrives: the rows themselves are never all held.
-        let (findings, stats) = source
+        let (_, stats) = source
             .query_pair(
                 (sql.stuck_for(stored.len()), &[&stored, &lowest, &limit]),
                 (&sql.stuck_stats, &[&stored, &lowest, &thresholds]),
-                |row| first.finding(source, &row),
-                capped,
+                &mut rows,
             )
             .await?;
-        // Sharing out 100 000 findings is CPU work: off the async workers.
-        Ok(crate::blocking::off_worker(|| {
-            let stats = stats.map(|s| StuckStats::read(source, &s));
-            let last = checks.len() - 1;
-            let mut findings = Some(findings);
-            checks
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let secs = c.older_than.as_secs_f64();
-                    let mine = if i == last {
-                        findings.take().expect("taken once")
-                    } else {
-                        findings.as_ref().expect("kept").clone()
-                    };
-                    c.outcome(mine, secs, &thresholds, stats.as_ref())
-                })
-                .collect()
-        }))
+        rows.flush();
+        let stats = stats.map(|s| StuckStats::read(source, &s));
+        let mut outcomes: Vec<Outcome> = rows
+            .takers
+            .into_iter()
+            .map(|t| {
+                let mut out = Outcome {
+                    streamed: t.taken,
+                    ..Outcome::default()
+                };
+                match &stats {
+                    Some(stats) if t.over => {
+                        let j = thresholds
+                            .iter()
+                            .position(|x| *x == t.secs)
+                            .expect("every threshold asked for");
+                        out.per_status = stats.passing(j);
+                        out.count = out.per_status.values().map(|s| s.count).sum();
+                    }
+                    _ => {
+                        out.per_status = t.per_status;
+                        out.count = t.taken as u64;
+                    }
+                }
+                out
+            })
+            .collect();
+        if keeping {
+            for (out, findings) in outcomes.iter_mut().zip(kept.0) {
+                out.findings = findings;
+                out.streamed = 0;
+            }
+        }
+        Ok(outcomes)
     }
 
     /// One fetched row.
@@ -168,48 +206,90 @@ impl StuckCheck {
             other_status: None,
         }
     }
+}
 
-    /// This check's outcome from the shared rows (oldest first; its own are those older than
-    /// its threshold `secs`) and, when some check was capped, the shared totals.
-    fn outcome(
-        &self,
-        mut rows: Vec<Finding>,
-        secs: f64,
-        thresholds: &[f64],
-        stats: Option<&StuckStats>,
-    ) -> Outcome {
-        let mine = rows.iter().take_while(|f| f.age_seconds > secs).count();
-        rows.truncate(mine);
-        let capped = mine > self.max_findings;
-        rows.truncate(self.max_findings);
-        let mut out = Outcome {
-            findings: rows,
-            ..Outcome::default()
-        };
-        match stats {
-            Some(stats) if capped => {
-                let j = thresholds
-                    .iter()
-                    .position(|t| *t == secs)
-                    .expect("every threshold asked for");
-                out.per_status = stats.passing(j);
-                out.count = out.per_status.values().map(|s| s.count).sum();
-            }
-            _ => {
-                for f in &out.findings {
-                    // Oldest first: the first of a status carries its oldest age.
-                    out.per_status
-                        .entry(f.status.clone())
-                        .or_insert(StatusStat {
-                            count: 0,
-                            oldest_age_seconds: f.age_seconds,
-                        })
-                        .count += 1;
-                }
-                out.count = out.findings.len() as u64;
+/// Keeps the findings (no sink given).
+struct Keep(Vec<Vec<Finding>>);
+
+impl FindingSink for Keep {
+    fn findings(&mut self, rule: usize, chunk: &mut Vec<Finding>) {
+        self.0[rule].append(chunk);
+    }
+}
+
+/// One check's share of the rows: those older than its threshold, up to its cap.
+struct Taker {
+    /// Its threshold, seconds.
+    secs: f64,
+    cap: usize,
+    /// Rows taken so far.
+    taken: usize,
+    /// A row older than the threshold came past the cap: the exact totals are needed.
+    over: bool,
+    /// Taken, not yet handed to the sink.
+    chunk: Vec<Finding>,
+    /// Count and oldest age per status of the rows taken (the totals when not over).
+    per_status: BTreeMap<String, StatusStat>,
+}
+
+/// The shared rows statement's rows, shared out to the checks as they arrive.
+struct SharedRows<'a> {
+    first: &'a StuckCheck,
+    takers: Vec<Taker>,
+    sink: &'a mut (dyn FindingSink + Send),
+}
+
+impl SharedRows<'_> {
+    /// Hands what is left to the sink.
+    fn flush(&mut self) {
+        for (i, t) in self.takers.iter_mut().enumerate() {
+            if !t.chunk.is_empty() {
+                self.sink.findings(i, &mut t.chunk);
             }
         }
-        out
+    }
+}
+
+impl RowSink for SharedRows<'_> {
+    fn row(&mut self, row: tokio_postgres::Row) {
+        let f = self.first.finding(&self.first.source, &row);
+        // Oldest first: a check takes a prefix, the rows older than its threshold.
+        let last = self.takers.iter().rposition(|t| f.age_seconds > t.secs);
+        let Some(last) = last else {
+            return;
+        };
+        let mut f = Some(f);
+        for (i, t) in self.takers.iter_mut().enumerate().take(last + 1) {
+            if f.as_ref().is_none_or(|f| f.age_seconds <= t.secs) {
+                continue;
+            }
+            if t.taken == t.cap {
+                t.over = true;
+                continue;
+            }
+            let mine = if i == last {
+                f.take().expect("taken once")
+            } else {
+                f.as_ref().expect("kept").clone()
+            };
+            t.taken += 1;
+            // Oldest first: the first of a status carries its oldest age.
+            t.per_status
+                .entry(mine.status.clone())
+                .or_insert(StatusStat {
+                    count: 0,
+                    oldest_age_seconds: mine.age_seconds,
+                })
+                .count += 1;
+            t.chunk.push(mine);
+            if t.chunk.len() == CHUNK {
+                self.sink.findings(i, &mut t.chunk);
+            }
+        }
+    }
+
+    fn need_second(&self) -> bool {
+        self.takers.iter().any(|t| t.over)
     }
 }
 

@@ -75,6 +75,14 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     s
 }
 
+/// Takes the rows of [`Source::query_pair`]'s first statement as they arrive.
+pub trait RowSink {
+    /// The next row.
+    fn row(&mut self, row: Row);
+    /// Whether the second statement must run, after the last row.
+    fn need_second(&self) -> bool;
+}
+
 /// A configured database.
 pub struct Source {
     /// The source's name in the config.
@@ -642,47 +650,48 @@ impl Source {
         result
     }
 
-    /// Runs `first`, then `second` when `need_second` says so of the first's rows, both in
-    /// one `REPEATABLE READ READ ONLY` transaction: the two see one snapshot (the rows and the
-    /// exact counts of the same moment), and the second costs nothing when it is not needed.
+    /// Runs `first`, its rows handed to `rows` one by one as they arrive, then `second` when
+    /// `rows` says it is needed, both in one `REPEATABLE READ READ ONLY` transaction: the two
+    /// see one snapshot (the rows and the exact counts of the same moment), the second costs
+    /// nothing when it is not needed, and the first's rows are never all held. Returns how
+    /// many rows the first gave, and the second's rows.
     #[tracing::instrument(name = "query", skip_all, fields(source = %self.name,
         otel.kind = "client", db.system = "postgresql", db.statement = %statement_head(first.0),
         rows = tracing::field::Empty, error = tracing::field::Empty))]
-    pub async fn query_pair<T>(
+    pub async fn query_pair(
         &self,
         first: (&str, &[&(dyn ToSql + Sync)]),
         second: (&str, &[&(dyn ToSql + Sync)]),
-        decode: impl FnMut(Row) -> T,
-        need_second: impl FnOnce(&[T]) -> bool,
-    ) -> Result<(Vec<T>, Option<Vec<Row>>), SourceError> {
+        rows: &mut (dyn RowSink + Send),
+    ) -> Result<(usize, Option<Vec<Row>>), SourceError> {
         let mut tx = self.begin_as(true, "").await?;
         let result = async {
-            let rows = self.run_each(&mut tx, first.0, first.1, decode).await?;
-            let more = if need_second(&rows) {
+            let n = self.run_each(&mut tx, first.0, first.1, rows).await?;
+            let more = if rows.need_second() {
                 Some(self.run_in(&mut tx, second.0, second.1).await?)
             } else {
                 None
             };
-            Ok((rows, more))
+            Ok((n, more))
         }
         .await;
         tx.end().await;
         match &result {
-            Ok((rows, _)) => tracing::Span::current().record("rows", rows.len()),
+            Ok((n, _)) => tracing::Span::current().record("rows", *n),
             Err(e) => tracing::Span::current().record("error", tracing::field::display(e)),
         };
         result
     }
 
-    /// `run_in`, each row turned by `decode` as it arrives: 100 000 rows are never held at
-    /// once as rows, only as what `decode` makes of them.
-    async fn run_each<T>(
+    /// `run_in`, each row handed to `rows` as it arrives: 100 000 rows are never held at
+    /// once. Returns how many there were.
+    async fn run_each(
         &self,
         tx: &mut ReadOnlyTx,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-        mut decode: impl FnMut(Row) -> T,
-    ) -> Result<Vec<T>, SourceError> {
+        rows: &mut (dyn RowSink + Send),
+    ) -> Result<usize, SourceError> {
         let result = async {
             let typed = self.typed(tx, sql, params).await?;
             let stream = tx
@@ -691,13 +700,13 @@ impl Source {
                 .await
                 .map_err(|e| self.query_error(&e))?;
             let mut stream = std::pin::pin!(stream);
-            let mut out = Vec::new();
+            let mut n = 0;
             while let Some(row) = futures_util::TryStreamExt::try_next(&mut stream)
                 .await
                 .map_err(|e| self.query_error(&e))?
             {
                 // As `run_in`: a type outside the built-in ones closes the connection after.
-                if out.is_empty()
+                if n == 0
                     && row
                         .columns()
                         .iter()
@@ -705,9 +714,10 @@ impl Source {
                 {
                     tx.discard = true;
                 }
-                out.push(decode(row));
+                n += 1;
+                rows.row(row);
             }
-            Ok(out)
+            Ok(n)
         }
         .await;
         if result.is_err() {
