@@ -246,39 +246,8 @@ fn load(
     Ok(loaded)
 }
 
-/// mimalloc, unless built with `--features system-allocator` (to profile the heap with
-/// heaptrack, which sees only the system allocator: `bench/incident.rs`, `DAEMON_WRAP`).
-#[cfg(not(feature = "system-allocator"))]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `mi_option_purge_delay` and `mi_option_arena_purge_mult` (their places in
-/// `mi_option_e`, mimalloc v3's `mimalloc.h`; the sys crate names neither).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-const MI_OPTION_ARENA_PURGE_MULT: libmimalloc_sys::mi_option_t = 24;
-
-/// Freed memory goes back to the OS at once, not after 10 ms (100 ms for arenas): an
-/// incident's evaluation frees tens of MB at a time, and the RSS operators watch should be what
-/// the daemon holds (incident bench: peak 164 → 133 MiB, steady 138 → 106 MiB, the same
-/// evaluation time). `MIMALLOC_PURGE_DELAY` in the environment still wins.
-fn tune_allocator() {
-    if cfg!(feature = "system-allocator") {
-        return;
-    }
-    for (option, env) in [
-        (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY"),
-        (MI_OPTION_ARENA_PURGE_MULT, "MIMALLOC_ARENA_PURGE_MULT"),
-    ] {
-        if std::env::var_os(env).is_none() {
-            // SAFETY: sets a plain integer option; mimalloc reads it on its next purge.
-            unsafe { libmimalloc_sys::mi_option_set(option, 0) };
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
     let traces = init_logging(cli.log_format);
     match cli.command {

@@ -38,7 +38,7 @@ async fn once(loaded: &Loaded) -> Vec<(String, String, i64)> {
         .map(|f| {
             (
                 f.order_id.clone(),
-                f.status.clone(),
+                f.status.to_string(),
                 (f.age_seconds / 3600.0).round() as i64,
             )
         })
@@ -119,7 +119,7 @@ async fn integer_coded_statuses_speak_the_names_of_the_statuses_map() {
     let found: Vec<(String, String)> = results
         .iter()
         .flat_map(|(_, o)| o.as_ref().unwrap().findings.clone())
-        .map(|f| (f.order_id, f.status))
+        .map(|f| (f.order_id, f.status.to_string()))
         .collect();
     assert_eq!(
         found,
@@ -361,7 +361,7 @@ async fn char_statuses_and_uuid_ids_are_compared_in_their_own_types() {
                 .unwrap_or_else(|e| panic!("{e}"))
                 .findings
                 .iter()
-                .map(|f| (f.order_id.clone(), f.status.clone()))
+                .map(|f| (f.order_id.clone(), f.status.to_string()))
                 .collect()
         })
         .collect();

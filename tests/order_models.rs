@@ -579,7 +579,7 @@ async fn rules_on_the_same_statuses_share_one_scan_and_each_gets_its_own_exact_a
             let want = shared
                 .findings
                 .iter()
-                .find(|f| &f.status == status)
+                .find(|f| *f.status == **status)
                 .map(|f| f.age_seconds);
             if first < c.max_findings {
                 assert!(

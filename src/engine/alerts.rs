@@ -535,6 +535,17 @@ impl AlertBook {
     }
 }
 
+/// What [`Pass::touch_if`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    /// Marked seen: nothing else to do.
+    Touched,
+    /// Active, but its row says something else, or the pass saw it already: observe it.
+    Differs,
+    /// No active alert.
+    Absent,
+}
+
 /// One evaluation of one rule applied to the book piece by piece: observations go in as they
 /// are built, in chunks, so an evaluation of 100 000 orders never holds them all at once (nor
 /// the book's lock while building them); [`Pass::finish`] then settles what was not seen.
@@ -559,13 +570,23 @@ impl Pass {
     }
 
     /// Marks the active alert of `key` seen, unchanged but for `notes` (its rule's renderer
-    /// now); returns false when there is none (the caller observes it in full).
-    pub fn touch(&mut self, book: &mut AlertBook, key: &str, notes: &Notes) -> bool {
+    /// now), when `same` says its row says what it does and the pass has not seen it yet;
+    /// otherwise says why not (the caller then observes the row in full, or not at all).
+    pub fn touch_if(
+        &mut self,
+        book: &mut AlertBook,
+        key: &str,
+        notes: &Notes,
+        same: impl FnOnce(&Alert) -> bool,
+    ) -> Touch {
         let Some(a) = book.rules.get_mut(&self.rule).and_then(|m| m.get_mut(key)) else {
-            return false;
+            return Touch::Absent;
         };
         if a.state == AlertState::Resolved {
-            return false;
+            return Touch::Absent;
+        }
+        if a.last_seen == self.now || !same(a) {
+            return Touch::Differs;
         }
         let m = Arc::make_mut(a);
         m.last_seen = self.now;
@@ -579,7 +600,7 @@ impl Pass {
             book.log.changed(a);
         }
         self.settle(&mut book.log, a);
-        true
+        Touch::Touched
     }
 
     /// Pending long enough: fires.

@@ -16,6 +16,6 @@ pub use daemon::{
     check_online, evaluate_once, run,
 };
 pub use daemon::{Parts, build_parts};
-pub use observe::{RuleParts, observation, unchanged};
+pub use observe::{Applier, RuleParts, observation, unchanged};
 pub use schedule::Schedule;
 pub use store::{Store, StoreError};

@@ -13,8 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::alerts::{
-    Alert, AlertBook, AlertState, Annotate, Coverage, Notes, Observation, Pass, RuleTiming,
-    Transition,
+    Alert, AlertBook, Annotate, Coverage, Notes, Observation, Pass, RuleTiming, Touch, Transition,
 };
 use crate::labels::{Labels, Str, intern};
 use crate::rule::{
@@ -319,7 +318,7 @@ pub fn unchanged(parts: &RuleParts, a: &Alert, f: &Finding) -> bool {
             .map(|i| own[i].1.as_ref())
     };
     let mut expected = 2;
-    if get("status") != Some(f.status.as_str())
+    if get("status") != Some(&*f.status)
         || get("order_id") != Some(f.order_id.as_str())
         || get("other_status") != f.other_status.as_deref()
         || get("alertname") != parts.own_alertname(f)
@@ -497,7 +496,9 @@ impl<'a> Applier<'a> {
 
 /// Applies `n` items to `book` through `pass`: `item(j)` is the j-th's key, its position
 /// among its kind (findings, signals) and, for an order, its finding; `build(j)` its
-/// observation.
+/// observation. One pass under the write lock touches what is unchanged (one lookup an item,
+/// nothing built) and notes what to build; those are built without the lock, then applied
+/// under it, in row order.
 fn apply_chunk<'i>(
     book: &RwLock<AlertBook>,
     parts: &RuleParts,
@@ -507,40 +508,40 @@ fn apply_chunk<'i>(
     build: impl Fn(usize) -> Observation,
 ) {
     let rule = &*parts.rule;
-    // `true`: touch; `false`: build.
-    let plan: Vec<(usize, bool)> = {
-        let book = book.read().expect("book lock");
-        let mut keys: HashSet<&str> = HashSet::new();
-        (0..n)
-            .filter_map(|j| {
-                let (key, pos, finding) = item(j);
-                let again = !keys.insert(key);
-                let alert = book
-                    .get(&rule.name, key)
-                    .filter(|a| a.state != AlertState::Resolved);
-                match (alert, finding) {
-                    (Some(a), Some(f)) if !again && unchanged(parts, a, f) => Some((j, true)),
-                    (Some(_), _) => Some((j, false)),
-                    _ if pos < rule.max_alerts || again => Some((j, false)),
-                    _ => None,
+    let mut to_build: Vec<usize> = Vec::new();
+    {
+        // Keys to build in this chunk: a later row of one is built too, after it.
+        let mut building: HashSet<&str> = HashSet::new();
+        let mut book = book.write().expect("book lock");
+        for j in 0..n {
+            let (key, pos, finding) = item(j);
+            if !building.is_empty() && building.contains(key) {
+                to_build.push(j);
+                continue;
+            }
+            let same = |a: &Alert| finding.is_some_and(|f| unchanged(parts, a, f));
+            match pass.touch_if(&mut book, key, &parts.notes, same) {
+                Touch::Touched => {}
+                Touch::Differs => {
+                    building.insert(key);
+                    to_build.push(j);
                 }
-            })
-            .collect()
-    };
-    let built: Vec<Option<Observation>> = plan
-        .iter()
-        .map(|&(j, touch)| (!touch).then(|| build(j)))
-        .collect();
-    let mut book = book.write().expect("book lock");
-    for (&(j, _), o) in plan.iter().zip(built) {
-        match o {
-            Some(o) => pass.observe(&mut book, o),
-            None => {
-                if !pass.touch(&mut book, item(j).0, &parts.notes) {
-                    pass.observe(&mut book, build(j));
+                // Past `max_alerts`, an order without an alert is counted, not built.
+                Touch::Absent if pos < rule.max_alerts => {
+                    building.insert(key);
+                    to_build.push(j);
                 }
+                Touch::Absent => {}
             }
         }
+    }
+    if to_build.is_empty() {
+        return;
+    }
+    let built: Vec<Observation> = to_build.iter().map(|&j| build(j)).collect();
+    let mut book = book.write().expect("book lock");
+    for o in built {
+        pass.observe(&mut book, o);
     }
 }
 
@@ -767,6 +768,58 @@ mod tests {
             assert_eq!(b.get("r", "JW-2").unwrap().last_seen, at, "kept alive");
         }
         assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    }
+
+    /// Findings applied as they arrive, chunk by chunk, end as one outcome would; an
+    /// evaluation that fails part-way keeps what it applied and resolves nothing.
+    #[test]
+    fn findings_applied_chunk_by_chunk_and_a_failed_evaluation_resolves_nothing() {
+        let (_dir, parts) = parts("");
+        let parts = Arc::new(parts);
+        let out = outcome(5);
+        let book = RwLock::new(AlertBook::default());
+        let now = Utc::now();
+        let mut a = Applier::new(&book, parts.clone(), timing(), now);
+        for chunk in out.findings.chunks(2) {
+            let mut chunk = chunk.to_vec();
+            a.findings(&mut chunk);
+            assert!(chunk.is_empty(), "the applier takes the chunk");
+        }
+        let mut streamed = Outcome {
+            count: 5,
+            streamed: 5,
+            ..Outcome::default()
+        };
+        let changes = a.finish(&mut streamed);
+        // `max_alerts` 3: three orders and the overflow alert, starting when JW-3 did.
+        let keys: Vec<&str> = changes.iter().map(|t| &*t.alert.key).collect();
+        assert_eq!(keys, ["JW-0", "JW-1", "JW-2", OVERFLOW_KEY]);
+        let older = chrono::Duration::hours(1);
+        assert_eq!(
+            changes[3].alert.starts_at,
+            out.findings[3].entered_at + older
+        );
+        let one_go = RwLock::new(AlertBook::default());
+        apply_outcome(&one_go, &parts, &out, timing(), now);
+        assert_eq!(
+            book.read().unwrap().all().cloned().collect::<Vec<_>>(),
+            one_go.read().unwrap().all().cloned().collect::<Vec<_>>()
+        );
+
+        // Later, the query fails after one order: JW-0 is seen, nothing resolves.
+        let later = now + chrono::Duration::seconds(30);
+        let mut a = Applier::new(&book, parts.clone(), timing(), later);
+        a.findings(&mut vec![out.findings[0].clone()]);
+        assert!(a.abandon().is_empty());
+        let b = book.read().unwrap();
+        assert_eq!(b.get("r", "JW-0").unwrap().last_seen, later);
+        for key in ["JW-1", "JW-2", OVERFLOW_KEY] {
+            assert_eq!(
+                b.get("r", key).unwrap().state,
+                crate::engine::AlertState::Firing,
+                "{key}"
+            );
+        }
     }
 
     /// Resolved, an order's annotations stop moving: the age it was last seen at.

@@ -10,8 +10,8 @@ use serde::Serialize;
 pub struct Finding {
     /// The order id.
     pub order_id: String,
-    /// Its current status.
-    pub status: String,
+    /// Its current status (shared: a status repeats in every finding).
+    pub status: crate::labels::Str,
     /// When it entered the status (database clock).
     pub entered_at: DateTime<Utc>,
     /// How long it has been there, by the database clock.

@@ -160,7 +160,7 @@ impl MissingCheck {
             if out.findings.len() < self.max_findings * self.statuses.len().max(1) {
                 out.findings.push(Finding {
                     order_id: c.order_id.clone(),
-                    status: c.status.clone(),
+                    status: crate::labels::intern(&c.status),
                     entered_at: c.entered_at,
                     age_seconds: c.age_seconds,
                     labels: c.labels.clone(),

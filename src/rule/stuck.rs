@@ -70,7 +70,7 @@ impl StuckCheck {
             .take(self.max_findings)
             .map(|o| Finding {
                 order_id: o.id.to_string(),
-                status: source.from_db(o.status.to_string()),
+                status: source.status_of(&o.status),
                 entered_at: o.entered_at,
                 age_seconds: o.age_seconds,
                 labels: Labels::own_only(
@@ -199,7 +199,7 @@ impl StuckCheck {
     fn finding(&self, source: &Source, row: &tokio_postgres::Row) -> Finding {
         Finding {
             order_id: row.get(0),
-            status: source.from_db(row.get(1)),
+            status: source.status_of(row.get::<_, &str>(1)),
             entered_at: row.get::<_, DateTime<Utc>>(2),
             age_seconds: row.get(3),
             labels: label_columns(&self.labels, row, 4),
@@ -274,13 +274,18 @@ impl RowSink for SharedRows<'_> {
             };
             t.taken += 1;
             // Oldest first: the first of a status carries its oldest age.
-            t.per_status
-                .entry(mine.status.clone())
-                .or_insert(StatusStat {
-                    count: 0,
-                    oldest_age_seconds: mine.age_seconds,
-                })
-                .count += 1;
+            match t.per_status.get_mut(&*mine.status) {
+                Some(s) => s.count += 1,
+                None => {
+                    t.per_status.insert(
+                        mine.status.to_string(),
+                        StatusStat {
+                            count: 1,
+                            oldest_age_seconds: mine.age_seconds,
+                        },
+                    );
+                }
+            }
             t.chunk.push(mine);
             if t.chunk.len() == CHUNK {
                 self.sink.findings(i, &mut t.chunk);

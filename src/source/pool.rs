@@ -262,6 +262,17 @@ impl Source {
     }
 
     /// A stored status as its name (a code outside the map stays as it is).
+    pub fn status_of(&self, raw: &str) -> crate::labels::Str {
+        match &self.codes {
+            Some(codes) => match raw.parse::<i64>().ok().and_then(|c| codes.get(&c)) {
+                Some(name) => crate::labels::intern(name),
+                None => crate::labels::intern(raw),
+            },
+            None => crate::labels::intern(raw),
+        }
+    }
+
+    /// [`Source::from_db`] of a value as read, owned.
     pub fn from_db(&self, raw: String) -> String {
         match &self.codes {
             Some(codes) => raw
