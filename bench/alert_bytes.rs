@@ -105,6 +105,8 @@ async fn main() {
     );
     let with_transitions = live() - before_book;
     drop(changes);
+    // What the store writes after the evaluation (the daemon takes it at once).
+    drop(book.take_unsaved());
     let book_bytes = live() - before_book;
 
     // A steady evaluation as the daemon applies it (`Applier`, a chunk at a time): every

@@ -75,6 +75,11 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     s
 }
 
+/// Batches of rows received ahead of their decoding (see `Source::run_each`).
+const PIPELINE: usize = 4;
+/// Rows in one such batch.
+const PIPELINE_BATCH: usize = 256;
+
 /// Takes the rows of [`Source::query_pair`]'s first statement as they arrive.
 pub trait RowSink {
     /// The next row.
@@ -710,23 +715,56 @@ impl Source {
                 .query_typed_raw(sql, typed.iter().map(|(v, t)| (*v, t.clone())))
                 .await
                 .map_err(|e| self.query_error(&e))?;
-            let mut stream = std::pin::pin!(stream);
-            let mut n = 0;
-            while let Some(row) = futures_util::TryStreamExt::try_next(&mut stream)
-                .await
-                .map_err(|e| self.query_error(&e))?
-            {
-                // As `run_in`: a type outside the built-in ones closes the connection after.
-                if n == 0
-                    && row
-                        .columns()
-                        .iter()
-                        .any(|c| Type::from_oid(c.type_().oid()).is_none())
-                {
-                    tx.discard = true;
+            // Rows are received on a task of their own while `rows` works through the ones
+            // before, so the server sends and this process decodes at the same time; at most
+            // `PIPELINE` batches of `PIPELINE_BATCH` rows wait in between.
+            let (send, mut batches) = tokio::sync::mpsc::channel(PIPELINE);
+            tokio::spawn(async move {
+                let mut stream = std::pin::pin!(stream);
+                let mut batch = Vec::with_capacity(PIPELINE_BATCH);
+                loop {
+                    let next = futures_util::TryStreamExt::try_next(&mut stream).await;
+                    let full = match next {
+                        Ok(Some(row)) => {
+                            batch.push(row);
+                            if batch.len() < PIPELINE_BATCH {
+                                continue;
+                            }
+                            Ok(std::mem::replace(
+                                &mut batch,
+                                Vec::with_capacity(PIPELINE_BATCH),
+                            ))
+                        }
+                        Ok(None) => {
+                            if !batch.is_empty() {
+                                let _ = send.send(Ok(batch)).await;
+                            }
+                            return;
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let failed = full.is_err();
+                    if send.send(full).await.is_err() || failed {
+                        return;
+                    }
                 }
-                n += 1;
-                rows.row(row);
+            });
+            let mut n = 0;
+            while let Some(batch) = batches.recv().await {
+                for row in batch.map_err(|e| self.query_error(&e))? {
+                    // As `run_in`: a type outside the built-in ones closes the connection
+                    // after.
+                    if n == 0
+                        && row
+                            .columns()
+                            .iter()
+                            .any(|c| Type::from_oid(c.type_().oid()).is_none())
+                    {
+                        tx.discard = true;
+                    }
+                    n += 1;
+                    rows.row(row);
+                }
             }
             Ok(n)
         }
