@@ -302,16 +302,27 @@ pub struct AlertBook {
 }
 
 /// What changed durably in the book (an alert made, its state, times, labels or interval
-/// changed, an alert forgotten), in order: the store writes only these
-/// ([`AlertBook::take_unsaved`]), so a steady evaluation writes nothing and nobody keeps a
-/// digest per alert to find out.
+/// changed, an alert forgotten) since the store last took it ([`AlertBook::take_unsaved`]):
+/// the store writes only these, so a steady evaluation writes nothing and nobody keeps a
+/// digest per alert to find out. Past [`LOG_LIMIT`] changed alerts (an incident's first
+/// evaluation) the keys are no longer listed: the store then takes every alert whose
+/// version is newer than what it saved, found by one walk of the book.
 #[derive(Debug, Default, Clone)]
 struct ChangeLog {
     /// Bumped at every change.
     version: u64,
-    /// (rule, key) of every change since the last [`AlertBook::take_unsaved`].
-    unsaved: Vec<(Str, Str)>,
+    /// The version the store has (as of its last take).
+    saved: u64,
+    /// (rule, key) of the alerts changed since, unless `rescan`.
+    changed: Vec<(Str, Str)>,
+    /// Too many changed to list: find them by version.
+    rescan: bool,
+    /// (rule, key) of the alerts forgotten since.
+    removed: Vec<(Str, Str)>,
 }
+
+/// Changed alerts listed by key before the store finds them by version instead.
+const LOG_LIMIT: usize = 4096;
 
 impl ChangeLog {
     /// Alert `a` was made or changed durably: it gets the next version.
@@ -319,13 +330,21 @@ impl ChangeLog {
         self.version += 1;
         let m = Arc::make_mut(a);
         m.version = self.version;
-        self.unsaved.push((m.rule.clone(), m.key.clone()));
+        if self.rescan {
+            return;
+        }
+        if self.changed.len() == LOG_LIMIT {
+            self.rescan = true;
+            self.changed = Vec::new();
+        } else {
+            self.changed.push((m.rule.clone(), m.key.clone()));
+        }
     }
 
     /// Alert `a` left the book.
     fn removed(&mut self, a: &Alert) {
         self.version += 1;
-        self.unsaved.push((a.rule.clone(), a.key.clone()));
+        self.removed.push((a.rule.clone(), a.key.clone()));
     }
 }
 
@@ -336,6 +355,8 @@ pub struct Unsaved {
     pub upserts: Vec<Arc<Alert>>,
     /// (rule, key) of alerts to delete.
     pub deletes: Vec<(Str, Str)>,
+    /// The book's version the store had before (for [`AlertBook::requeue`]).
+    pub since: u64,
 }
 
 impl Unsaved {
@@ -368,28 +389,46 @@ impl AlertBook {
     /// is now (once, however often it changed), each forgotten one as a delete. After a
     /// failed write, [`AlertBook::requeue`] puts it back.
     pub fn take_unsaved(&mut self) -> Unsaved {
-        let mut keys = std::mem::take(&mut self.log.unsaved);
-        keys.sort_unstable();
-        keys.dedup();
-        let mut out = Unsaved::default();
-        for (rule, key) in keys {
-            match self.rules.get(&rule).and_then(|m| m.get(&key)) {
-                Some(a) => out.upserts.push(a.clone()),
-                None => out.deletes.push((rule, key)),
-            }
+        let log = &mut self.log;
+        let since = std::mem::replace(&mut log.saved, log.version);
+        let mut out = Unsaved {
+            since,
+            ..Unsaved::default()
+        };
+        if std::mem::take(&mut log.rescan) {
+            out.upserts = (self.rules.values())
+                .flat_map(|alerts| alerts.values())
+                .filter(|a| a.version > since)
+                .cloned()
+                .collect();
+        } else {
+            let mut keys = std::mem::take(&mut log.changed);
+            keys.sort_unstable();
+            keys.dedup();
+            out.upserts = keys
+                .iter()
+                .filter_map(|(rule, key)| self.rules.get(rule)?.get(key).cloned())
+                .collect();
         }
+        let mut gone = std::mem::take(&mut log.removed);
+        gone.sort_unstable();
+        gone.dedup();
+        // A key forgotten and made again is written, not deleted.
+        out.deletes = gone
+            .into_iter()
+            .filter(|(rule, key)| self.get(rule, key).is_none())
+            .collect();
         out
     }
 
     /// Marks what `unsaved` held unsaved again (its write failed): the next
     /// [`AlertBook::take_unsaved`] gives it, as it is then.
     pub fn requeue(&mut self, unsaved: Unsaved) {
-        let keys = unsaved
-            .upserts
-            .iter()
-            .map(|a| (a.rule.clone(), a.key.clone()))
-            .chain(unsaved.deletes);
-        self.log.unsaved.extend(keys);
+        let log = &mut self.log;
+        log.saved = log.saved.min(unsaved.since);
+        log.rescan = true;
+        log.changed = Vec::new();
+        log.removed.extend(unsaved.deletes);
     }
 
     fn insert(&mut self, a: Alert) {
@@ -759,6 +798,47 @@ mod tests {
         ts.iter()
             .map(|t| (t.kind, t.alert.key.to_string()))
             .collect()
+    }
+
+    /// The store gets each change once, as the alert is then: listed by key, or past the
+    /// list's limit found by version; a failed write comes back with what changed since.
+    #[test]
+    fn the_store_gets_each_change_once_listed_or_found_by_version() {
+        let keys = |u: &Unsaved| {
+            let mut k: Vec<String> = u.upserts.iter().map(|a| a.key.to_string()).collect();
+            k.sort();
+            k
+        };
+        let mut b = AlertBook::default();
+        let all: Vec<Observation> = (0..LOG_LIMIT + 10)
+            .map(|i| obs(&format!("K{i:05}"), -7200))
+            .collect();
+        b.apply("r", timing(0, 0), t(0), all.clone(), Coverage::All);
+        let u = b.take_unsaved();
+        assert_eq!(u.upserts.len(), LOG_LIMIT + 10, "found by version");
+        assert!(u.deletes.is_empty());
+        b.apply("r", timing(0, 0), t(30), all.clone(), Coverage::All);
+        assert!(b.take_unsaved().is_empty(), "steady: nothing");
+        // Two resolve; their write fails; one more is made: the three come back.
+        b.apply("r", timing(0, 0), t(60), all[2..].to_vec(), Coverage::All);
+        let u = b.take_unsaved();
+        assert_eq!(keys(&u), ["K00000", "K00001"]);
+        b.requeue(u);
+        let mut more = all[2..].to_vec();
+        more.push(obs("N", -7200));
+        b.apply("r", timing(0, 0), t(90), more, Coverage::All);
+        let u = b.take_unsaved();
+        assert_eq!(keys(&u), ["K00000", "K00001", "N"]);
+        assert_eq!(u.upserts[0].state, AlertState::Resolved);
+        assert!(b.take_unsaved().is_empty());
+        // Forgotten: deleted.
+        b.gc(t(60 + 15 * 60));
+        let u = b.take_unsaved();
+        assert!(u.upserts.is_empty());
+        assert_eq!(
+            u.deletes,
+            [("r".into(), "K00000".into()), ("r".into(), "K00001".into())]
+        );
     }
 
     #[test]

@@ -818,7 +818,7 @@ mod tests {
             store
                 .save(&Unsaved {
                     upserts: rendered,
-                    deletes: Vec::new(),
+                    ..Unsaved::default()
                 })
                 .unwrap();
         }
@@ -960,11 +960,11 @@ mod tests {
         assert_eq!(restored, book.all().cloned().collect::<Vec<_>>());
         store
             .save(&Unsaved {
-                upserts: Vec::new(),
                 deletes: restored
                     .iter()
                     .map(|a| (a.rule.clone(), a.key.clone()))
                     .collect(),
+                ..Unsaved::default()
             })
             .unwrap();
         assert!(store.load_alerts().unwrap().is_empty());
