@@ -304,7 +304,7 @@ pub struct AlertBook {
 /// What changed durably in the book (an alert made, its state, times, labels or interval
 /// changed, an alert forgotten) since the store last took it ([`AlertBook::take_unsaved`]):
 /// the store writes only these, so a steady evaluation writes nothing and nobody keeps a
-/// digest per alert to find out. Past [`LOG_LIMIT`] changed alerts (an incident's first
+/// digest per alert to find out. Past [`LOG_LIMIT`] changes (an incident's first
 /// evaluation) the keys are no longer listed: the store then takes every alert whose
 /// version is newer than what it saved, found by one walk of the book.
 #[derive(Debug, Default, Clone)]
@@ -595,6 +595,10 @@ pub struct Pass {
     timing: RuleTiming,
     now: DateTime<Utc>,
     changes: Vec<Transition>,
+    /// Active alerts observed in full (not just touched), each with the digest of its
+    /// durable part before: whether it changed is settled once the pass has seen all its
+    /// rows, so a key returned twice that ends as it was writes nothing.
+    observed: Vec<(Str, u64)>,
 }
 
 impl Pass {
@@ -605,6 +609,25 @@ impl Pass {
             timing,
             now,
             changes: Vec::new(),
+            observed: Vec::new(),
+        }
+    }
+
+    /// Logs the alerts observed in full whose durable part ends other than it began.
+    fn log_observed(&mut self, book: &mut AlertBook) {
+        let mut observed = std::mem::take(&mut self.observed);
+        // The first digest of a key is the one from before the pass.
+        observed.sort_by(|a, b| a.0.cmp(&b.0));
+        observed.dedup_by(|later, first| later.0 == first.0);
+        let Some(alerts) = book.rules.get_mut(&self.rule) else {
+            return;
+        };
+        for (key, before) in observed {
+            if let Some(a) = alerts.get_mut(&key)
+                && a.durable_digest() != before
+            {
+                book.log.changed(a);
+            }
         }
     }
 
@@ -663,7 +686,7 @@ impl Pass {
         let log = &mut book.log;
         match alerts.get_mut(&o.key) {
             Some(a) if a.state != AlertState::Resolved => {
-                let before = a.durable_digest();
+                self.observed.push((o.key.clone(), a.durable_digest()));
                 let m = Arc::make_mut(a);
                 // Always taken, even when equal: the observation's share the rule's list (a
                 // restored alert's do not), so the next evaluation finds it unchanged.
@@ -674,9 +697,6 @@ impl Pass {
                 m.last_seen = now;
                 m.entered_at = o.entered_at;
                 m.interval_secs = timing.interval.as_secs();
-                if a.durable_digest() != before {
-                    log.changed(a);
-                }
                 self.settle(log, a);
             }
             _ if !o.may_create => {}
@@ -719,13 +739,15 @@ impl Pass {
 
     /// Ends the pass without settling anything (its evaluation failed part-way): returns the
     /// state changes so far.
-    pub fn abandon(self) -> Vec<Transition> {
+    pub fn abandon(mut self, book: &mut AlertBook) -> Vec<Transition> {
+        self.log_observed(book);
         self.changes
     }
 
     /// Settles the alerts of the rule the pass did not see (by `coverage`) and returns every
     /// state change of the pass.
     pub fn finish(mut self, book: &mut AlertBook, coverage: Coverage) -> Vec<Transition> {
+        self.log_observed(book);
         let (timing, now) = (self.timing, self.now);
         let log = &mut book.log;
         if let Some(alerts) = book.rules.get_mut(&self.rule) {

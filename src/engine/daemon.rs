@@ -847,8 +847,6 @@ where
     out
 }
 
-/// Runs a group of rules that share their statements (one rule alone is a group) on their
-/// schedule until `stop`.
 /// The findings of a group's rules, each to its rule's [`Applier`].
 struct Appliers<'a>(Vec<Applier<'a>>);
 
@@ -857,6 +855,9 @@ impl FindingSink for Appliers<'_> {
         self.0[rule].findings(chunk);
     }
 }
+
+/// Runs a group of rules that share their statements (one rule alone is a group) on their
+/// schedule until `stop`.
 
 async fn rule_loop(shared: Arc<Shared>, rules: Vec<Arc<Rule>>, mut stop: watch::Receiver<bool>) {
     let rule = rules[0].clone();

@@ -388,11 +388,12 @@ fn overflow_observation(
 
 /// One evaluation of one rule applied to the alert book as its findings arrive, a chunk at
 /// a time ([`FindingSink`]): an evaluation of 100 000 orders holds one chunk, not 100 000
-/// findings. Each chunk is sorted under the book's read lock (an order whose active alert
-/// already says what its row does is only touched; past `max_alerts` only what keeps an
-/// existing alert alive is built, the rest is counted), built without the lock, applied
-/// under it, in row order (a key a query model returns twice ends as its last row says,
-/// every evaluation alike). [`Applier::finish`] then adds the signals and the overflow
+/// findings. Each chunk goes through the book once under its write lock (an order whose
+/// active alert already says what its row does is only touched; past `max_alerts` only what
+/// keeps an existing alert alive is built, the rest is counted); what must be built is built
+/// without the lock and applied under it, each key's rows in row order (a key a query model
+/// returns twice ends as its last row says, every evaluation alike, and writes nothing when
+/// that is what it was). [`Applier::finish`] then adds the signals and the overflow
 /// alert, and settles what was not seen.
 pub struct Applier<'a> {
     book: &'a RwLock<AlertBook>,
@@ -488,7 +489,8 @@ impl<'a> Applier<'a> {
     /// The evaluation failed part-way: what it applied stays (alerts it made, alerts it
     /// saw), nothing resolves for not being seen; returns the state changes so far.
     pub fn abandon(self) -> Vec<Transition> {
-        self.pass.abandon()
+        let mut book = self.book.write().expect("book lock");
+        self.pass.abandon(&mut book)
     }
 }
 
@@ -763,6 +765,8 @@ mod tests {
         for k in 0..4 {
             let at = now + chrono::Duration::seconds(30 * k);
             apply_outcome(&book, &parts, &out, timing, at);
+            let unsaved = book.write().unwrap().take_unsaved();
+            assert_eq!(unsaved.is_empty(), k > 0, "evaluation {k}: {unsaved:?}");
             let b = book.read().unwrap();
             let a = b.get("r", "JW-0").unwrap();
             assert_eq!(a.labels.get("channel"), Some("shop"), "evaluation {k}");

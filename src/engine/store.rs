@@ -63,6 +63,8 @@ fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
 /// async workers ([`crate::blocking::off_worker`]), behind a mutex.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Held by [`Store::save_book`] from taking the changes to writing them.
+    saving: Mutex<()>,
     /// Rows inserted, replaced or deleted since open (for tests and the benchmark).
     rows_written: std::sync::atomic::AtomicU64,
 }
@@ -183,6 +185,7 @@ impl Store {
         }
         Ok(Store {
             conn: Mutex::new(conn),
+            saving: Mutex::new(()),
             rows_written: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -273,6 +276,9 @@ impl Store {
     /// Catches the store up with `book`: takes what changed from its log, writes it without
     /// holding `book`'s lock, and puts it back in the log if the write fails.
     pub fn save_book(&self, book: &RwLock<AlertBook>) -> Result<(), StoreError> {
+        // One save at a time, from taking to writing: two in flight could write in the
+        // other order (an alert forgotten, then made again, deleted last).
+        let _one = self.saving.lock().expect("saving mutex");
         let unsaved = book.write().expect("book lock").take_unsaved();
         let result = self.save(&unsaved);
         if result.is_err() {

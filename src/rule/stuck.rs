@@ -70,7 +70,7 @@ impl StuckCheck {
             .take(self.max_findings)
             .map(|o| Finding {
                 order_id: o.id.to_string(),
-                status: source.status_of(&o.status),
+                status: source.status_of(o.status),
                 entered_at: o.entered_at,
                 age_seconds: o.age_seconds,
                 labels: Labels::own_only(
@@ -116,19 +116,31 @@ impl StuckCheck {
         let mut kept = Keep(vec![Vec::new(); checks.len()]);
         let keeping = sink.is_none();
         let sink = sink.unwrap_or(&mut kept);
-        if let Some(h) = source.history().await? {
-            return Ok(checks
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let mut out = c.outcome_from_log(&h);
-                    if !keeping {
-                        out.streamed = out.findings.len();
-                        sink.findings(i, &mut out.findings);
+        let from_log = match source.history().await? {
+            Some(h) => Some(
+                checks
+                    .iter()
+                    .map(|c| c.outcome_from_log(&h))
+                    .collect::<Vec<_>>(),
+            ),
+            None => None,
+        };
+        if let Some(mut outcomes) = from_log {
+            // The log's lock is released: the findings go to the sink a chunk at a time.
+            if !keeping {
+                for (i, out) in outcomes.iter_mut().enumerate() {
+                    out.streamed = out.findings.len();
+                    let mut rest = std::mem::take(&mut out.findings).into_iter();
+                    loop {
+                        let mut chunk: Vec<Finding> = rest.by_ref().take(CHUNK).collect();
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        sink.findings(i, &mut chunk);
                     }
-                    out
-                })
-                .collect());
+                }
+            }
+            return Ok(outcomes);
         }
         let stored = source.to_db(&first.statuses);
         let SharedPlan {
