@@ -858,7 +858,6 @@ impl FindingSink for Appliers<'_> {
 
 /// Runs a group of rules that share their statements (one rule alone is a group) on their
 /// schedule until `stop`.
-
 async fn rule_loop(shared: Arc<Shared>, rules: Vec<Arc<Rule>>, mut stop: watch::Receiver<bool>) {
     let rule = rules[0].clone();
     // Interval rules run at once (users want an answer on start); cron rules wait for their time.

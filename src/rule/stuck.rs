@@ -116,15 +116,12 @@ impl StuckCheck {
         let mut kept = Keep(vec![Vec::new(); checks.len()]);
         let keeping = sink.is_none();
         let sink = sink.unwrap_or(&mut kept);
-        let from_log = match source.history().await? {
-            Some(h) => Some(
-                checks
-                    .iter()
-                    .map(|c| c.outcome_from_log(&h))
-                    .collect::<Vec<_>>(),
-            ),
-            None => None,
-        };
+        let from_log = source.history().await?.map(|h| {
+            checks
+                .iter()
+                .map(|c| c.outcome_from_log(&h))
+                .collect::<Vec<_>>()
+        });
         if let Some(mut outcomes) = from_log {
             // The log's lock is released: the findings go to the sink a chunk at a time.
             if !keeping {
