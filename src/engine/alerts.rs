@@ -52,7 +52,7 @@ pub trait Annotate: Send + Sync {
 #[derive(Clone, Default)]
 pub enum Notes {
     /// Rendered from the alert's data when asked (orders).
-    Rendered(Arc<dyn Annotate>),
+    Rendered(Arc<Box<dyn Annotate>>),
     /// Kept as they were made (slow queries, 5xx, custom SQL rows, the overflow alert, a
     /// source down): few alerts, with data that is not kept otherwise.
     Fixed(Arc<BTreeMap<String, String>>),
@@ -62,6 +62,12 @@ pub enum Notes {
 }
 
 impl Notes {
+    /// Annotations rendered by `r` (one per rule, shared by its alerts; a thin pointer, so an
+    /// alert's `Notes` is 16 bytes).
+    pub fn rendered(r: impl Annotate + 'static) -> Notes {
+        Notes::Rendered(Arc::new(Box::new(r)))
+    }
+
     /// Kept annotations.
     pub fn fixed(map: BTreeMap<String, String>) -> Notes {
         Notes::Fixed(Arc::new(map))
@@ -70,9 +76,7 @@ impl Notes {
     /// The same source (no need to replace one with the other).
     fn same(&self, other: &Notes) -> bool {
         match (self, other) {
-            (Notes::Rendered(a), Notes::Rendered(b)) => {
-                std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
-            }
+            (Notes::Rendered(a), Notes::Rendered(b)) => Arc::ptr_eq(a, b),
             (Notes::Fixed(a), Notes::Fixed(b)) => Arc::ptr_eq(a, b) || a == b,
             (Notes::None, Notes::None) => true,
             _ => false,

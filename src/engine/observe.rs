@@ -69,10 +69,10 @@ impl RuleParts {
                 .into_iter()
                 .filter(|(k, _)| !ORDER_OWN.contains(&k.as_ref())),
         );
-        let notes = Notes::Rendered(Arc::new(OrderNotes {
+        let notes = Notes::rendered(OrderNotes {
             rule: rule.clone(),
             runbooks: runbooks.clone(),
-        }));
+        });
         RuleParts {
             rule,
             shared,

@@ -808,7 +808,7 @@ mod tests {
                 .map(|a| {
                     let mut a = (*a).clone();
                     if a.entered_at.is_some() {
-                        a.notes = Notes::Rendered(Arc::new(Age(now)));
+                        a.notes = Notes::rendered(Age(now));
                         a.labels = Labels::new(
                             shared.clone(),
                             a.labels
@@ -873,7 +873,7 @@ mod tests {
                 ("rule".into(), "r".into()),
                 ("order_id".into(), key.into()),
             ])),
-            notes: Notes::Rendered(Arc::new(Age(t0))),
+            notes: Notes::rendered(Age(t0)),
             starts_at: t0,
             entered_at: Some(t0),
             may_create: true,
