@@ -172,6 +172,9 @@ impl Store {
         }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Writes follow changes and a start reads the alerts once, in order: a small page
+        // cache serves both (SQLite's default 2 MB was 2.4 MB of the incident's peak heap).
+        conn.pragma_update(None, "cache_size", -512)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
         // Finds a label set's users at once, so dropping unused sets after a write costs the
