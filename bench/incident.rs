@@ -5,10 +5,12 @@
 //! pushes to a real Alertmanager. Printed, in one run:
 //!
 //! - **incident** (`max_findings`/`max_alerts` 1 000 000, interval 10 s): the daemon's steady
-//!   evaluation against the same SQL alone (a plain connection, JIT off), peak RSS of the
-//!   daemon process, bytes it wrote to disk in one steady minute, `/metrics` and `/healthz`
-//!   p99 (one client) during that minute, the cost of a count-only query (what sql_exporter
-//!   runs), and a restart: time to `/readyz` 200 with every alert restored;
+//!   evaluation against the same SQL alone (a plain connection, JIT off) in a quiet minute
+//!   (scraped every 15 s, as Prometheus would; the daemon's CPU time in it), then a minute in
+//!   which one client polls `/metrics` and `/healthz` without pause: their p99, the
+//!   evaluations in it, the bytes the daemon wrote to disk; peak RSS of the daemon process,
+//!   the cost of a count-only query (what sql_exporter runs), and a restart: time to
+//!   `/readyz` 200 with every alert restored;
 //! - **default caps** (1 000 / 200): the same figures;
 //! - **wide** (`max_findings` 100 000, `max_alerts` 200): many rows fetched, few alerts built;
 //! - **60 rules** (6 statuses × 10 thresholds, 10 to 100 minutes) against one rule per status at
@@ -54,6 +56,21 @@ fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// CPU time the process `pid` has used (user + system), from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -196,10 +213,18 @@ fn metric(text: &str, prefix: &str) -> Option<f64> {
 }
 
 struct Figures {
-    /// Median of the steady minute's evaluations (each read from `/api/v1/rules`).
+    /// Median of a quiet steady minute's evaluations (each read from `/api/v1/rules`), the
+    /// daemon scraped every 15 s as Prometheus would.
     evaluation: Duration,
     /// Their mean (`orderwatch_rule_evaluation_duration_seconds`).
     evaluation_mean: Duration,
+    /// Each of them, in order.
+    evaluations: Vec<Duration>,
+    /// Median of the evaluations while one client polls `/metrics` and `/healthz` without
+    /// pause (the minute the HTTP figures come from).
+    evaluation_polled: Duration,
+    /// The daemon's CPU time in the quiet minute (evaluations, Alertmanager pushes, scrapes).
+    cpu_quiet: Duration,
     sql_alone: Duration,
     count_only: Duration,
     peak_rss_mib: f64,
@@ -297,16 +322,10 @@ async fn steady_minute(
             metric(m, "orderwatch_rule_evaluation_duration_seconds_count").unwrap_or(0.0),
         )
     };
-    let before = sum_count(&get("/metrics").await);
-    let written_before = proc_field(d.pid(), "io", "write_bytes:");
-    // One client, one steady minute: /metrics and /healthz in turn.
-    let (mut m_times, mut h_times) = (Vec::new(), Vec::new());
-    // Each evaluation of the minute, by its start: its duration.
-    let mut evaluations: std::collections::BTreeMap<String, f64> = Default::default();
-    let minute = Instant::now();
-    while minute.elapsed() < Duration::from_secs(60) {
-        let rules: serde_json::Value =
-            serde_json::from_str(&get("/api/v1/rules").await).unwrap_or_default();
+    // Each evaluation seen in `/api/v1/rules`, by rule and start: its duration.
+    type Seen = std::collections::BTreeMap<String, f64>;
+    let seen = |text: String, evaluations: &mut Seen| {
+        let rules: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         for r in rules["data"]["rules"].as_array().into_iter().flatten() {
             if let (Some(at), Some(took)) =
                 (r["lastEvaluation"].as_str(), r["evaluationTime"].as_f64())
@@ -314,6 +333,44 @@ async fn steady_minute(
                 evaluations.insert(format!("{}/{at}", r["name"]), took);
             }
         }
+    };
+    let durations = |evaluations: &Seen| -> Vec<Duration> {
+        (evaluations.values())
+            .map(|s| Duration::from_secs_f64(*s))
+            .collect()
+    };
+    // A quiet steady minute: scraped every 15 s, the rules' status read every 3 s.
+    let before = sum_count(&get("/metrics").await);
+    let cpu_before = cpu_time(d.pid());
+    let mut quiet = Seen::new();
+    let minute = Instant::now();
+    let mut scraped = Instant::now();
+    while minute.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        seen(get("/api/v1/rules").await, &mut quiet);
+        if scraped.elapsed() >= Duration::from_secs(15) {
+            get("/metrics").await;
+            scraped = Instant::now();
+        }
+    }
+    let cpu_quiet = cpu_time(d.pid()) - cpu_before;
+    let after = sum_count(&get("/metrics").await);
+    let evaluation_mean =
+        Duration::from_secs_f64((after.0 - before.0) / (after.1 - before.1).max(1.0));
+    let evaluations = durations(&quiet);
+    let evaluation = if evaluations.is_empty() {
+        evaluation_mean
+    } else {
+        median(evaluations.clone())
+    };
+
+    let written_before = proc_field(d.pid(), "io", "write_bytes:");
+    // One client, one steady minute: /metrics and /healthz in turn.
+    let (mut m_times, mut h_times) = (Vec::new(), Vec::new());
+    let mut polled = Seen::new();
+    let minute = Instant::now();
+    while minute.elapsed() < Duration::from_secs(60) {
+        seen(get("/api/v1/rules").await, &mut polled);
         for (path, times) in [("/metrics", &mut m_times), ("/healthz", &mut h_times)] {
             let t = Instant::now();
             let r = client.get(format!("{}{path}", d.url)).send().await;
@@ -325,24 +382,20 @@ async fn steady_minute(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let written = proc_field(d.pid(), "io", "write_bytes:") - written_before;
-    let after = sum_count(&get("/metrics").await);
-    let evaluation_mean =
-        Duration::from_secs_f64((after.0 - before.0) / (after.1 - before.1).max(1.0));
-    let evaluation = if evaluations.is_empty() {
-        evaluation_mean
+    let polled = durations(&polled);
+    let evaluation_polled = if polled.is_empty() {
+        Duration::ZERO
     } else {
-        median(
-            evaluations
-                .values()
-                .map(|s| Duration::from_secs_f64(*s))
-                .collect(),
-        )
+        median(polled)
     };
     let peak = proc_field(d.pid(), "status", "VmHWM:") as f64 / 1024.0;
     (
         Figures {
             evaluation,
             evaluation_mean,
+            evaluations,
+            evaluation_polled,
+            cpu_quiet,
             sql_alone: Duration::ZERO,
             count_only: Duration::ZERO,
             peak_rss_mib: peak,
@@ -473,9 +526,22 @@ fn stuck_rule(name: &str, status: &str, older: &str, caps: Option<u64>) -> Strin
 fn print_figures(name: &str, f: &Figures) {
     println!("\n{name}: {} alerts firing", f.alerts);
     println!(
-        "  steady evaluation (daemon, median; mean)         {:>9.1} ms; {:.1} ms",
+        "  steady evaluation (daemon, median; mean)         {:>9.1} ms; {:.1} ms (each: {})",
         ms(f.evaluation),
-        ms(f.evaluation_mean)
+        ms(f.evaluation_mean),
+        f.evaluations
+            .iter()
+            .map(|d| format!("{:.0}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "  daemon CPU in that minute                         {:>9.2} s",
+        f.cpu_quiet.as_secs_f64()
+    );
+    println!(
+        "  evaluation while polled without pause (median)   {:>9.1} ms",
+        ms(f.evaluation_polled)
     );
     println!(
         "  same SQL alone (psql-like, JIT off, median)      {:>9.1} ms   ratio {:.2}",
@@ -491,11 +557,11 @@ fn print_figures(name: &str, f: &Figures) {
         f.peak_rss_mib, f.steady_rss_mib
     );
     println!(
-        "  bytes written to disk in one steady minute       {:>9.3} MB",
+        "  bytes written to disk in the polled minute       {:>9.3} MB",
         f.written_mb
     );
     println!(
-        "  /metrics p99, /healthz p99 (one client)          {:>9.2} ms, {:.2} ms",
+        "  /metrics p99, /healthz p99 (one client, no pause){:>9.2} ms, {:.2} ms",
         ms(f.p99_metrics),
         ms(f.p99_healthz)
     );
@@ -638,15 +704,18 @@ async fn main() {
     }
 
     println!(
-        "\n| scenario | evaluation vs SQL alone | count-only | peak RSS | written/steady min | /metrics p99 | /healthz p99 | restart |"
+        "\n| scenario | evaluation vs SQL alone | polled | daemon CPU/min | count-only | peak RSS | written/steady min | /metrics p99 | /healthz p99 | restart |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (title, f, r) in &table {
         println!(
-            "| {title} | {:.1} ms vs {:.1} ms ({:.2}×) | {:.1} ms | {:.1} MiB | {:.3} MB | {:.2} ms | {:.2} ms | {} |",
+            "| {title} | {:.1} ms vs {:.1} ms ({:.2}×) | {:.1} ms ({:.2}×) | {:.2} s | {:.1} ms | {:.1} MiB | {:.3} MB | {:.2} ms | {:.2} ms | {} |",
             ms(f.evaluation),
             ms(f.sql_alone),
             f.evaluation.as_secs_f64() / f.sql_alone.as_secs_f64(),
+            ms(f.evaluation_polled),
+            f.evaluation_polled.as_secs_f64() / f.sql_alone.as_secs_f64(),
+            f.cpu_quiet.as_secs_f64(),
             ms(f.count_only),
             f.peak_rss_mib,
             f.written_mb,

@@ -55,6 +55,48 @@ pub fn intern(s: &str) -> Str {
 /// How many distinct strings [`intern`] keeps.
 pub const INTERN_LIMIT: usize = 10_000;
 
+/// Reads the allow-listed label columns of many rows (one evaluation's): names interned
+/// once, and each column's values found among the last few it gave, so the few values such a
+/// column repeats (an order type, a channel) cost a comparison, not the shared table's lock.
+pub struct LabelColumns {
+    names: Vec<Str>,
+    recent: Vec<Vec<Str>>,
+}
+
+/// Values of one column remembered by [`LabelColumns`].
+const RECENT_VALUES: usize = 8;
+
+impl LabelColumns {
+    /// For the columns `names`, in the order the rows give them.
+    pub fn new(names: &[String]) -> LabelColumns {
+        LabelColumns {
+            names: names.iter().map(|n| intern(n)).collect(),
+            recent: vec![Vec::new(); names.len()],
+        }
+    }
+
+    /// The labels of one row whose i-th column gives `value(i)` (NULLs left out).
+    pub fn labels<'v>(&mut self, value: impl Fn(usize) -> Option<&'v str>) -> Labels {
+        let mut own = Vec::with_capacity(self.names.len());
+        for (i, (name, recent)) in self.names.iter().zip(&mut self.recent).enumerate() {
+            let Some(v) = value(i) else { continue };
+            let value = match recent.iter().position(|r| &**r == v) {
+                Some(i) => recent[i].clone(),
+                None => {
+                    let new = intern(v);
+                    if recent.len() == RECENT_VALUES {
+                        recent.remove(0);
+                    }
+                    recent.push(new.clone());
+                    new
+                }
+            };
+            own.push((name.clone(), value));
+        }
+        Labels::own_only(own)
+    }
+}
+
 /// The labels of one alert: a rule-wide shared list and the alert's own, each sorted by name
 /// and disjoint (the alert's own win where both name a label). Also a finding's allow-listed
 /// columns (own only): one small allocation, not a map.
@@ -263,6 +305,32 @@ mod tests {
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(Str, Str)> {
         v.iter().map(|(k, v)| (intern(k), intern(v))).collect()
+    }
+
+    #[test]
+    fn label_columns_share_repeated_values_and_leave_nulls_out() {
+        let mut columns = LabelColumns::new(&["order_type".into(), "channel".into()]);
+        let mut rows = Vec::new();
+        // More distinct values than a column remembers, then the first again.
+        for i in 0..(RECENT_VALUES + 3) {
+            let v = format!("type{i}");
+            rows.push(columns.labels(|c| [Some(v.as_str()), None][c]));
+        }
+        let again = columns.labels(|c| [Some("type0"), Some("web")][c]);
+        assert_eq!(again.get("order_type"), Some("type0"));
+        assert_eq!(again.get("channel"), Some("web"));
+        assert_eq!(rows[0].get("channel"), None, "NULL left out");
+        assert_eq!(
+            rows[3].iter().collect::<Vec<_>>(),
+            [("order_type", "type3")]
+        );
+        // Own labels sort by name: channel, then order_type.
+        assert!(
+            Arc::ptr_eq(&rows[0].own()[0].1, &again.own()[1].1),
+            "one shared string, found again after it left the recent values"
+        );
+        let same = columns.labels(|c| [Some("type0"), Some("web")][c]);
+        assert!(Arc::ptr_eq(&same.own()[0].1, &again.own()[0].1));
     }
 
     #[test]

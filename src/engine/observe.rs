@@ -808,8 +808,17 @@ mod tests {
         let one_go = RwLock::new(AlertBook::default());
         apply_outcome(&one_go, &parts, &out, timing(), now);
         assert_eq!(
-            book.read().unwrap().all().cloned().collect::<Vec<_>>(),
-            one_go.read().unwrap().all().cloned().collect::<Vec<_>>()
+            book.read()
+                .unwrap()
+                .all_after(None)
+                .cloned()
+                .collect::<Vec<_>>(),
+            one_go
+                .read()
+                .unwrap()
+                .all_after(None)
+                .cloned()
+                .collect::<Vec<_>>()
         );
 
         // Later, the query fails after one order: JW-0 is seen, nothing resolves.

@@ -196,6 +196,7 @@ impl MissingCheck {
             if rows.is_empty() {
                 break;
             }
+            let mut columns = crate::labels::LabelColumns::new(&self.labels);
             let candidates: Vec<Candidate> = rows
                 .iter()
                 .map(|row| Candidate {
@@ -203,7 +204,7 @@ impl MissingCheck {
                     status: self.source.from_db(row.get(1)),
                     entered_at: row.get(2),
                     age_seconds: row.get(3),
-                    labels: super::stuck::label_columns(&self.labels, row, 4),
+                    labels: super::stuck::label_columns(&mut columns, row, 4),
                 })
                 .collect();
             self.judge(&candidates, out).await?;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::finding::{CHUNK, Finding, FindingSink, Outcome, StatusStat};
 use crate::config::RuleConfig;
-use crate::labels::{Labels, intern};
+use crate::labels::{LabelColumns, Labels, intern};
 use crate::source::{RowSink, Source, SourceError};
 
 /// The compiled check: the statuses, the threshold and the source.
@@ -148,6 +148,7 @@ impl StuckCheck {
         let sql = source.model_sql().await?;
         let mut rows = SharedRows {
             first,
+            columns: LabelColumns::new(&first.labels),
             takers: checks
                 .iter()
                 .map(|c| Taker {
@@ -204,14 +205,14 @@ impl StuckCheck {
         Ok(outcomes)
     }
 
-    /// One fetched row.
-    fn finding(&self, source: &Source, row: &tokio_postgres::Row) -> Finding {
+    /// One fetched row, its label columns read by `columns`.
+    fn finding(source: &Source, columns: &mut LabelColumns, row: &tokio_postgres::Row) -> Finding {
         Finding {
             order_id: row.get(0),
             status: source.status_of(row.get::<_, &str>(1)),
             entered_at: row.get::<_, DateTime<Utc>>(2),
             age_seconds: row.get(3),
-            labels: label_columns(&self.labels, row, 4),
+            labels: label_columns(columns, row, 4),
             other_status: None,
         }
     }
@@ -244,6 +245,7 @@ struct Taker {
 /// The shared rows statement's rows, shared out to the checks as they arrive.
 struct SharedRows<'a> {
     first: &'a StuckCheck,
+    columns: LabelColumns,
     takers: Vec<Taker>,
     sink: &'a mut (dyn FindingSink + Send),
 }
@@ -261,7 +263,7 @@ impl SharedRows<'_> {
 
 impl RowSink for SharedRows<'_> {
     fn row(&mut self, row: tokio_postgres::Row) {
-        let f = self.first.finding(&self.first.source, &row);
+        let f = StuckCheck::finding(&self.first.source, &mut self.columns, &row);
         // Oldest first: a check takes a prefix, the rows older than its threshold.
         let last = self.takers.iter().rposition(|t| f.age_seconds > t.secs);
         let Some(last) = last else {
@@ -333,15 +335,13 @@ impl SharedPlan {
     }
 }
 
-/// The allow-listed columns `names` of `row`, from column `first` on (NULLs left out).
-pub(crate) fn label_columns(names: &[String], row: &tokio_postgres::Row, first: usize) -> Labels {
-    let mut own = Vec::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
-        if let Some(v) = row.get::<_, Option<&str>>(first + i) {
-            own.push((intern(name), intern(v)));
-        }
-    }
-    Labels::own_only(own)
+/// The allow-listed columns of `row` that `columns` reads, from column `first` on.
+pub(crate) fn label_columns(
+    columns: &mut LabelColumns,
+    row: &tokio_postgres::Row,
+    first: usize,
+) -> Labels {
+    columns.labels(|i| row.get::<_, Option<&str>>(first + i))
 }
 
 /// The exact totals of a shared scan: per status, per bucket of thresholds (see
