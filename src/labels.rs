@@ -61,6 +61,10 @@ pub const INTERN_LIMIT: usize = 10_000;
 pub struct LabelColumns {
     names: Vec<Str>,
     recent: Vec<Vec<Str>>,
+    /// The columns in label order (by name; of equal names, the last column), by position.
+    by_name: Vec<usize>,
+    /// The row being read, in label order.
+    row: Vec<(Str, Str)>,
 }
 
 /// Values of one column remembered by [`LabelColumns`].
@@ -69,19 +73,31 @@ const RECENT_VALUES: usize = 8;
 impl LabelColumns {
     /// For the columns `names`, in the order the rows give them.
     pub fn new(names: &[String]) -> LabelColumns {
+        let mut by_name: Vec<usize> = (0..names.len()).rev().collect();
+        by_name.sort_by(|a, b| names[*a].cmp(&names[*b]));
+        by_name.dedup_by(|later, first| names[*later] == names[*first]);
         LabelColumns {
             names: names.iter().map(|n| intern(n)).collect(),
             recent: vec![Vec::new(); names.len()],
+            by_name,
+            row: Vec::with_capacity(names.len()),
         }
     }
 
     /// The labels of one row whose i-th column gives `value(i)` (NULLs left out).
     pub fn labels<'v>(&mut self, value: impl Fn(usize) -> Option<&'v str>) -> Labels {
-        let mut own = Vec::with_capacity(self.names.len());
-        for (i, (name, recent)) in self.names.iter().zip(&mut self.recent).enumerate() {
+        let mut labels = Labels::default();
+        self.read_into(&mut labels, value);
+        labels
+    }
+
+    /// [`LabelColumns::labels`] into `labels`, in place when it holds as many.
+    pub fn read_into<'v>(&mut self, labels: &mut Labels, value: impl Fn(usize) -> Option<&'v str>) {
+        for &i in &self.by_name {
             let Some(v) = value(i) else { continue };
+            let recent = &mut self.recent[i];
             let value = match recent.iter().position(|r| &**r == v) {
-                Some(i) => recent[i].clone(),
+                Some(j) => recent[j].clone(),
                 None => {
                     let new = intern(v);
                     if recent.len() == RECENT_VALUES {
@@ -91,19 +107,41 @@ impl LabelColumns {
                     new
                 }
             };
-            own.push((name.clone(), value));
+            self.row.push((self.names[i].clone(), value));
         }
-        Labels::own_only(own)
+        if !labels.shared.is_empty() {
+            labels.shared = nothing_shared();
+        }
+        if labels.own.len() == self.row.len() {
+            labels.own.clone_from_slice(&self.row);
+        } else {
+            labels.own = self.row.as_slice().into();
+        }
+        self.row.clear();
     }
 }
 
 /// The labels of one alert: a rule-wide shared list and the alert's own, each sorted by name
 /// and disjoint (the alert's own win where both name a label). Also a finding's allow-listed
 /// columns (own only): one small allocation, not a map.
-#[derive(Clone)]
 pub struct Labels {
     shared: Arc<[(Str, Str)]>,
     own: Box<[(Str, Str)]>,
+}
+
+impl Clone for Labels {
+    fn clone(&self) -> Labels {
+        Labels {
+            shared: self.shared.clone(),
+            own: self.own.clone(),
+        }
+    }
+
+    /// In place when the own lists are as long (no allocation).
+    fn clone_from(&mut self, source: &Labels) {
+        self.shared.clone_from(&source.shared);
+        self.own.clone_from(&source.own);
+    }
 }
 
 /// Sorts by name, the last of equal names winning.

@@ -627,6 +627,21 @@ impl AlertBook {
             .flat_map(|alerts| alerts.values().map(|a| &**a))
     }
 
+    /// Per rule with alerts: how many are pending and how many firing.
+    pub fn active_counts(&self) -> impl Iterator<Item = (&str, usize, usize)> {
+        self.rules.iter().map(|(rule, alerts)| {
+            let (mut pending, mut firing) = (0, 0);
+            for a in alerts.values() {
+                match a.state {
+                    AlertState::Pending => pending += 1,
+                    AlertState::Firing => firing += 1,
+                    AlertState::Resolved => {}
+                }
+            }
+            (&**rule, pending, firing)
+        })
+    }
+
     /// How many alerts.
     pub fn len(&self) -> usize {
         self.rules.values().map(RuleAlerts::len).sum()

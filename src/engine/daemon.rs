@@ -851,7 +851,7 @@ where
 struct Appliers<'a>(Vec<Applier<'a>>);
 
 impl FindingSink for Appliers<'_> {
-    fn findings(&mut self, rule: usize, chunk: &mut Vec<Finding>) {
+    fn findings(&mut self, rule: usize, chunk: &[Finding]) {
         self.0[rule].findings(chunk);
     }
 }
@@ -1327,9 +1327,11 @@ impl Shared {
             counts.insert((r, "pending"), 0);
             counts.insert((r, "firing"), 0);
         }
-        for a in book.all() {
-            if a.state != AlertState::Resolved {
-                *counts.entry((&*a.rule, a.state.as_str())).or_default() += 1;
+        for (rule, pending, firing) in book.active_counts() {
+            for (state, n) in [("pending", pending), ("firing", firing)] {
+                if n > 0 {
+                    counts.insert((rule, state), n as i64);
+                }
             }
         }
         for ((rule, state), n) in counts {

@@ -427,8 +427,8 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Applies the next findings, in order, and empties `chunk`.
-    pub fn findings(&mut self, chunk: &mut Vec<Finding>) {
+    /// Applies the next findings, in order.
+    pub fn findings(&mut self, chunk: &[Finding]) {
         let Some(last) = chunk.last() else {
             return;
         };
@@ -442,7 +442,7 @@ impl<'a> Applier<'a> {
             self.first_over = Some(chunk[max - start].entered_at + older);
         }
         let parts = &*self.parts;
-        let chunk_ref = &*chunk;
+        let chunk_ref = chunk;
         apply_chunk(
             self.book,
             parts,
@@ -451,16 +451,15 @@ impl<'a> Applier<'a> {
             |j| (&chunk_ref[j].order_id, start + j, Some(&chunk_ref[j])),
             |j| observation(parts, &chunk_ref[j], start + j),
         );
-        chunk.clear();
     }
 
     /// Applies the rest of `outcome` (findings it kept, then signals), the overflow alert,
     /// and settles the alerts not seen; returns every state change of the evaluation.
     pub fn finish(mut self, outcome: &mut Outcome) -> Vec<Transition> {
         let truncated = outcome.truncated();
-        let mut kept = std::mem::take(&mut outcome.findings);
+        let kept = std::mem::take(&mut outcome.findings);
         outcome.streamed += kept.len();
-        self.findings(&mut kept);
+        self.findings(&kept);
         let parts = &*self.parts;
         let signals = &outcome.signals;
         crate::blocking::off_worker(|| {
@@ -787,9 +786,7 @@ mod tests {
         let now = Utc::now();
         let mut a = Applier::new(&book, parts.clone(), timing(), now);
         for chunk in out.findings.chunks(2) {
-            let mut chunk = chunk.to_vec();
-            a.findings(&mut chunk);
-            assert!(chunk.is_empty(), "the applier takes the chunk");
+            a.findings(chunk);
         }
         let mut streamed = Outcome {
             count: 5,
@@ -824,7 +821,7 @@ mod tests {
         // Later, the query fails after one order: JW-0 is seen, nothing resolves.
         let later = now + chrono::Duration::seconds(30);
         let mut a = Applier::new(&book, parts.clone(), timing(), later);
-        a.findings(&mut vec![out.findings[0].clone()]);
+        a.findings(&[out.findings[0].clone()]);
         assert!(a.abandon().is_empty());
         let b = book.read().unwrap();
         assert_eq!(b.get("r", "JW-0").unwrap().last_seen, later);

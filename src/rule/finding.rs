@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// One stuck (or lost) order. Carries only the id, status, times and allow-listed labels.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, PartialEq, Serialize)]
 pub struct Finding {
     /// The order id.
     pub order_id: String,
@@ -22,6 +22,30 @@ pub struct Finding {
     /// (absent when the order is missing there altogether).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_status: Option<String>,
+}
+
+impl Clone for Finding {
+    fn clone(&self) -> Finding {
+        Finding {
+            order_id: self.order_id.clone(),
+            status: self.status.clone(),
+            entered_at: self.entered_at,
+            age_seconds: self.age_seconds,
+            labels: self.labels.clone(),
+            other_status: self.other_status.clone(),
+        }
+    }
+
+    /// In place: the id's and the labels' room is reused (a streamed evaluation refills the
+    /// same findings chunk after chunk, allocating nothing per row).
+    fn clone_from(&mut self, source: &Finding) {
+        self.order_id.clone_from(&source.order_id);
+        self.status.clone_from(&source.status);
+        self.entered_at = source.entered_at;
+        self.age_seconds = source.age_seconds;
+        self.labels.clone_from(&source.labels);
+        self.other_status.clone_from(&source.other_status);
+    }
 }
 
 /// A finding that is not an order: a slow query, a row of a custom query.
@@ -89,9 +113,9 @@ impl Outcome {
 /// time), so that 100 000 of them are never held at once: the daemon applies each chunk to
 /// the alert book. Without one, they are kept in [`Outcome::findings`].
 pub trait FindingSink: Send {
-    /// The next findings of rule `rule` (its place in the evaluated group), in order; the
-    /// sink takes them out of `chunk`.
-    fn findings(&mut self, rule: usize, chunk: &mut Vec<Finding>);
+    /// The next findings of rule `rule` (its place in the evaluated group), in order. The
+    /// caller keeps them, to refill with the next rows.
+    fn findings(&mut self, rule: usize, chunk: &[Finding]);
 }
 
 /// Findings of this many orders go to a [`FindingSink`] at a time.

@@ -129,11 +129,11 @@ impl StuckCheck {
                     out.streamed = out.findings.len();
                     let mut rest = std::mem::take(&mut out.findings).into_iter();
                     loop {
-                        let mut chunk: Vec<Finding> = rest.by_ref().take(CHUNK).collect();
+                        let chunk: Vec<Finding> = rest.by_ref().take(CHUNK).collect();
                         if chunk.is_empty() {
                             break;
                         }
-                        sink.findings(i, &mut chunk);
+                        sink.findings(i, &chunk);
                     }
                 }
             }
@@ -149,6 +149,14 @@ impl StuckCheck {
         let mut rows = SharedRows {
             first,
             columns: LabelColumns::new(&first.labels),
+            row: Finding {
+                order_id: String::new(),
+                status: intern(""),
+                entered_at: DateTime::<Utc>::UNIX_EPOCH,
+                age_seconds: 0.0,
+                labels: Labels::default(),
+                other_status: None,
+            },
             takers: checks
                 .iter()
                 .map(|c| Taker {
@@ -157,6 +165,7 @@ impl StuckCheck {
                     taken: 0,
                     over: false,
                     chunk: Vec::new(),
+                    used: 0,
                     per_status: BTreeMap::new(),
                 })
                 .collect(),
@@ -205,16 +214,20 @@ impl StuckCheck {
         Ok(outcomes)
     }
 
-    /// One fetched row, its label columns read by `columns`.
-    fn finding(source: &Source, columns: &mut LabelColumns, row: &tokio_postgres::Row) -> Finding {
-        Finding {
-            order_id: row.get(0),
-            status: source.status_of(row.get::<_, &str>(1)),
-            entered_at: row.get::<_, DateTime<Utc>>(2),
-            age_seconds: row.get(3),
-            labels: label_columns(columns, row, 4),
-            other_status: None,
-        }
+    /// One fetched row into `f` (its room reused), its label columns read by `columns`.
+    fn read_finding(
+        f: &mut Finding,
+        source: &Source,
+        columns: &mut LabelColumns,
+        row: &tokio_postgres::Row,
+    ) {
+        f.order_id.clear();
+        f.order_id.push_str(row.get::<_, &str>(0));
+        f.status = source.status_of(row.get::<_, &str>(1));
+        f.entered_at = row.get::<_, DateTime<Utc>>(2);
+        f.age_seconds = row.get(3);
+        columns.read_into(&mut f.labels, |i| row.get::<_, Option<&str>>(4 + i));
+        f.other_status = None;
     }
 }
 
@@ -222,8 +235,8 @@ impl StuckCheck {
 struct Keep(Vec<Vec<Finding>>);
 
 impl FindingSink for Keep {
-    fn findings(&mut self, rule: usize, chunk: &mut Vec<Finding>) {
-        self.0[rule].append(chunk);
+    fn findings(&mut self, rule: usize, chunk: &[Finding]) {
+        self.0[rule].extend_from_slice(chunk);
     }
 }
 
@@ -236,16 +249,30 @@ struct Taker {
     taken: usize,
     /// A row older than the threshold came past the cap: the exact totals are needed.
     over: bool,
-    /// Taken, not yet handed to the sink.
+    /// Taken, not yet handed to the sink: the first `used` (the rest is room to reuse).
     chunk: Vec<Finding>,
+    used: usize,
     /// Count and oldest age per status of the rows taken (the totals when not over).
     per_status: BTreeMap<String, StatusStat>,
+}
+
+impl Taker {
+    /// Takes a copy of `f`, into the room of a finding handed on before when there is one.
+    fn take(&mut self, f: &Finding) {
+        match self.chunk.get_mut(self.used) {
+            Some(slot) => slot.clone_from(f),
+            None => self.chunk.push(f.clone()),
+        }
+        self.used += 1;
+    }
 }
 
 /// The shared rows statement's rows, shared out to the checks as they arrive.
 struct SharedRows<'a> {
     first: &'a StuckCheck,
     columns: LabelColumns,
+    /// The row being shared out.
+    row: Finding,
     takers: Vec<Taker>,
     sink: &'a mut (dyn FindingSink + Send),
 }
@@ -254,8 +281,9 @@ impl SharedRows<'_> {
     /// Hands what is left to the sink.
     fn flush(&mut self) {
         for (i, t) in self.takers.iter_mut().enumerate() {
-            if !t.chunk.is_empty() {
-                self.sink.findings(i, &mut t.chunk);
+            if t.used > 0 {
+                self.sink.findings(i, &t.chunk[..t.used]);
+                t.used = 0;
             }
         }
     }
@@ -263,43 +291,39 @@ impl SharedRows<'_> {
 
 impl RowSink for SharedRows<'_> {
     fn row(&mut self, row: tokio_postgres::Row) {
-        let f = StuckCheck::finding(&self.first.source, &mut self.columns, &row);
         // Oldest first: a check takes a prefix, the rows older than its threshold.
-        let last = self.takers.iter().rposition(|t| f.age_seconds > t.secs);
-        let Some(last) = last else {
+        let age: f64 = row.get(3);
+        if !self.takers.iter().any(|t| age > t.secs) {
             return;
-        };
-        let mut f = Some(f);
-        for (i, t) in self.takers.iter_mut().enumerate().take(last + 1) {
-            if f.as_ref().is_none_or(|f| f.age_seconds <= t.secs) {
+        }
+        let f = &mut self.row;
+        StuckCheck::read_finding(f, &self.first.source, &mut self.columns, &row);
+        for (i, t) in self.takers.iter_mut().enumerate() {
+            if f.age_seconds <= t.secs {
                 continue;
             }
             if t.taken == t.cap {
                 t.over = true;
                 continue;
             }
-            let mine = if i == last {
-                f.take().expect("taken once")
-            } else {
-                f.as_ref().expect("kept").clone()
-            };
             t.taken += 1;
             // Oldest first: the first of a status carries its oldest age.
-            match t.per_status.get_mut(&*mine.status) {
+            match t.per_status.get_mut(&*f.status) {
                 Some(s) => s.count += 1,
                 None => {
                     t.per_status.insert(
-                        mine.status.to_string(),
+                        f.status.to_string(),
                         StatusStat {
                             count: 1,
-                            oldest_age_seconds: mine.age_seconds,
+                            oldest_age_seconds: f.age_seconds,
                         },
                     );
                 }
             }
-            t.chunk.push(mine);
-            if t.chunk.len() == CHUNK {
-                self.sink.findings(i, &mut t.chunk);
+            t.take(f);
+            if t.used == CHUNK {
+                self.sink.findings(i, &t.chunk[..t.used]);
+                t.used = 0;
             }
         }
     }
