@@ -6,11 +6,12 @@
 //! order's annotations are not kept but rendered when a message is made ([`Notes`]), from the
 //! alert's own data and its rule's templates.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 pub use crate::labels::{Labels, Str};
@@ -305,15 +306,18 @@ pub struct AlertBook {
     log: ChangeLog,
 }
 
-/// The alerts of one rule by key. An evaluation looks up every order it fetched, so they
-/// are found by hashing (at 100 000 alerts a sorted map's search cost more than the row's
-/// decoding); walks in key order (API pages, Alertmanager batches) follow a list of the
-/// keys, sorted when first asked for after keys came or went, so a steady evaluation, which
-/// adds and removes none, never sorts.
+/// The alerts of one rule by key, in the order evaluations first met them (a new one
+/// last). An evaluation looks up every order it fetched: rows come in the order of the
+/// evaluation before (oldest first), so the next alert in that order is tried first and
+/// met in sequence, memory read ahead; only an order out of that sequence is found by
+/// hashing (at 100 000 alerts a sorted map's search, a pointer chased per key compared,
+/// cost more than decoding the row). Walks in key order (API pages, Alertmanager batches)
+/// follow a list of the positions sorted by key, made when first asked for after keys came
+/// or went, so a steady evaluation, which adds and removes none, never sorts.
 #[derive(Debug, Default, Clone)]
 struct RuleAlerts {
-    by_key: HashMap<Str, Arc<Alert>>,
-    order: OnceLock<Box<[Str]>>,
+    by_key: IndexMap<Str, Arc<Alert>>,
+    order: OnceLock<Box<[u32]>>,
 }
 
 impl RuleAlerts {
@@ -323,6 +327,14 @@ impl RuleAlerts {
 
     fn get_mut(&mut self, key: &str) -> Option<&mut Arc<Alert>> {
         self.by_key.get_mut(key)
+    }
+
+    /// The alert of `key` and its position, trying position `next` first.
+    fn find_from(&mut self, next: usize, key: &str) -> Option<(usize, &mut Arc<Alert>)> {
+        if self.by_key.get_index(next).is_some_and(|(k, _)| **k == *key) {
+            return self.by_key.get_index_mut(next).map(|(_, a)| (next, a));
+        }
+        self.by_key.get_full_mut(key).map(|(i, _, a)| (i, a))
     }
 
     fn insert(&mut self, a: Arc<Alert>) {
@@ -359,13 +371,14 @@ impl RuleAlerts {
 
     /// The alerts whose key sorts after `after` (all when `None`), in key order.
     fn after<'a>(&'a self, after: Option<&str>) -> impl Iterator<Item = &'a Alert> + 'a {
-        let keys = self.order.get_or_init(|| {
-            let mut keys: Vec<Str> = self.by_key.keys().cloned().collect();
-            keys.sort_unstable();
-            keys.into()
+        let key = |i: u32| &**self.by_key.get_index(i as usize).expect("a position").0;
+        let order = self.order.get_or_init(|| {
+            let mut order: Vec<u32> = (0..self.by_key.len() as u32).collect();
+            order.sort_unstable_by(|a, b| key(*a).cmp(key(*b)));
+            order.into()
         });
-        let start = after.map_or(0, |k| keys.partition_point(|x| &**x <= k));
-        keys[start..].iter().map(|k| &*self.by_key[k])
+        let start = after.map_or(0, |k| order.partition_point(|i| key(*i) <= k));
+        (order[start..].iter()).map(|i| &**self.by_key.get_index(*i as usize).expect("a position").1)
     }
 }
 
@@ -683,6 +696,9 @@ pub struct Pass {
     /// durable part before: whether it changed is settled once the pass has seen all its
     /// rows, so a key returned twice that ends as it was writes nothing.
     observed: Vec<(Str, u64)>,
+    /// The position in the rule's alerts after the last one looked up: where the next row's
+    /// alert is, when rows come in the order they came before.
+    next: usize,
 }
 
 impl Pass {
@@ -694,6 +710,7 @@ impl Pass {
             now,
             changes: Vec::new(),
             observed: Vec::new(),
+            next: 0,
         }
     }
 
@@ -725,9 +742,11 @@ impl Pass {
         notes: &Notes,
         same: impl FnOnce(&Alert) -> bool,
     ) -> Touch {
-        let Some(a) = book.rules.get_mut(&self.rule).and_then(|m| m.get_mut(key)) else {
+        let found = (book.rules.get_mut(&self.rule)).and_then(|m| m.find_from(self.next, key));
+        let Some((at, a)) = found else {
             return Touch::Absent;
         };
+        self.next = at + 1;
         if a.state == AlertState::Resolved {
             return Touch::Absent;
         }
