@@ -113,7 +113,7 @@ impl LabelColumns {
             labels.shared = nothing_shared();
         }
         if labels.own.len() == self.row.len() {
-            labels.own.clone_from_slice(&self.row);
+            labels.own.swap_with_slice(&mut self.row);
         } else {
             labels.own = self.row.as_slice().into();
         }

@@ -331,7 +331,11 @@ impl RuleAlerts {
 
     /// The alert of `key` and its position, trying position `next` first.
     fn find_from(&mut self, next: usize, key: &str) -> Option<(usize, &mut Arc<Alert>)> {
-        if self.by_key.get_index(next).is_some_and(|(k, _)| **k == *key) {
+        if self
+            .by_key
+            .get_index(next)
+            .is_some_and(|(k, _)| **k == *key)
+        {
             return self.by_key.get_index_mut(next).map(|(_, a)| (next, a));
         }
         self.by_key.get_full_mut(key).map(|(i, _, a)| (i, a))
@@ -378,7 +382,8 @@ impl RuleAlerts {
             order.into()
         });
         let start = after.map_or(0, |k| order.partition_point(|i| key(*i) <= k));
-        (order[start..].iter()).map(|i| &**self.by_key.get_index(*i as usize).expect("a position").1)
+        (order[start..].iter())
+            .map(|i| &**self.by_key.get_index(*i as usize).expect("a position").1)
     }
 }
 

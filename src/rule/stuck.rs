@@ -157,6 +157,8 @@ impl StuckCheck {
                 labels: Labels::default(),
                 other_status: None,
             },
+            // No status is stored as "\0": the first row's is looked up.
+            raw_status: "\0".into(),
             takers: checks
                 .iter()
                 .map(|c| Taker {
@@ -214,16 +216,23 @@ impl StuckCheck {
         Ok(outcomes)
     }
 
-    /// One fetched row into `f` (its room reused), its label columns read by `columns`.
+    /// One fetched row into `f` (its room reused), its label columns read by `columns`;
+    /// `raw_status` is the status as `f` was last read with (the next row's is most often the
+    /// same: its name is then not looked up again).
     fn read_finding(
         f: &mut Finding,
+        raw_status: &mut String,
         source: &Source,
         columns: &mut LabelColumns,
         row: &tokio_postgres::Row,
     ) {
         f.order_id.clear();
         f.order_id.push_str(row.get::<_, &str>(0));
-        f.status = source.status_of(row.get::<_, &str>(1));
+        let raw = row.get::<_, &str>(1);
+        if *raw_status != raw {
+            f.status = source.status_of(raw);
+            raw.clone_into(raw_status);
+        }
         f.entered_at = row.get::<_, DateTime<Utc>>(2);
         f.age_seconds = row.get(3);
         columns.read_into(&mut f.labels, |i| row.get::<_, Option<&str>>(4 + i));
@@ -273,6 +282,8 @@ struct SharedRows<'a> {
     columns: LabelColumns,
     /// The row being shared out.
     row: Finding,
+    /// Its status as stored.
+    raw_status: String,
     takers: Vec<Taker>,
     sink: &'a mut (dyn FindingSink + Send),
 }
@@ -297,7 +308,13 @@ impl RowSink for SharedRows<'_> {
             return;
         }
         let f = &mut self.row;
-        StuckCheck::read_finding(f, &self.first.source, &mut self.columns, &row);
+        StuckCheck::read_finding(
+            f,
+            &mut self.raw_status,
+            &self.first.source,
+            &mut self.columns,
+            &row,
+        );
         for (i, t) in self.takers.iter_mut().enumerate() {
             if f.age_seconds <= t.secs {
                 continue;
