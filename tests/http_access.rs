@@ -237,10 +237,18 @@ async fn silences_and_bodies_are_bounded() {
     let many: Vec<String> = (0..80_000)
         .map(|i| format!("order_id=~\"JW-{i}.*\""))
         .collect();
-    let r = post(json!({"matchers": many, "duration": "1h"}))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+    match post(json!({"matchers": many, "duration": "1h"})).await {
+        Ok(r) => assert_eq!(r.status(), 413),
+        // Refused while the client was still sending: the server answered 413 and closed the
+        // connection, and the client's write of the rest failed first.
+        Err(e) => {
+            let why = format!("{e:?}");
+            assert!(
+                why.contains("BrokenPipe") || why.contains("ConnectionReset"),
+                "neither 413 nor a connection closed mid-body: {why}"
+            );
+        }
+    }
     let many: Vec<String> = (0..101).map(|i| format!("order_id=\"JW-{i}\"")).collect();
     let r = post(json!({"matchers": many, "duration": "1h"}))
         .await
