@@ -21,6 +21,7 @@
 //! - [`notify`]: notifiers; they read alert state, never databases; routing, silences and
 //!   inhibition for the direct channels.
 //! - [`labels`]: alert labels that share their rule-wide part; the matchers' view of labels.
+//! - [`human`]: durations as people on call read them ("3h 05m").
 //! - [`metrics`]: the registry and every exported metric.
 //! - [`http`]: axum routes: metrics, health, the API, the status page, the runbooks.
 //! - [`report`]: `once` output (table and JSON).
@@ -38,6 +39,7 @@ pub mod demo;
 pub mod engine;
 pub mod explain;
 pub mod http;
+pub mod human;
 pub mod labels;
 pub mod metrics;
 pub mod notify;

@@ -162,9 +162,9 @@ pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                     );
                 }
                 for f in &o.findings {
-                    let age = crate::rule::template::human_duration(
-                        std::time::Duration::from_secs_f64(f.age_seconds.max(0.0)),
-                    );
+                    let age = crate::human::human_duration(std::time::Duration::from_secs_f64(
+                        f.age_seconds.max(0.0),
+                    ));
                     let _ = writeln!(
                         out,
                         "    {:<16} {:<24} {:>9}  since {}  {}",

@@ -15,9 +15,10 @@ use super::alerts::{AlertBook, AlertState, Coverage, Observation, RuleTiming, Tr
 use super::observe::{Applier, RuleParts, fixed_observation};
 use super::store::{Store, StoreError};
 use crate::config::{Loaded, RuleKind};
+use crate::human::human_duration;
 use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerNotifier, Hub, LogNotifier};
-use crate::rule::{Check, Finding, FindingSink, Outcome, Rule, template::human_duration};
+use crate::rule::{Check, Finding, FindingSink, Outcome, Rule};
 use crate::source::{ModelKind, Source, SourceError, Unjudgeable};
 
 pub use super::observe::OVERFLOW_KEY;

@@ -15,10 +15,9 @@ use chrono::{DateTime, Utc};
 use super::alerts::{
     Alert, AlertBook, Annotate, Coverage, Notes, Observation, Pass, RuleTiming, Touch, Transition,
 };
+use crate::human::human_duration;
 use crate::labels::{Labels, Str, intern};
-use crate::rule::{
-    Check, Finding, Outcome, Rule, Signal, default_alertname, key_label, template::human_duration,
-};
+use crate::rule::{Check, Finding, Outcome, Rule, Signal, default_alertname, key_label};
 
 /// The key of the alert that counts the orders past `max_alerts`.
 pub const OVERFLOW_KEY: &str = "_overflow";

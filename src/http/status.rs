@@ -19,9 +19,9 @@ use chrono::{DateTime, Utc};
 // A rule's overflow alert ("N more orders") is shown as a line, not as an order.
 use crate::engine::OVERFLOW_KEY;
 use crate::engine::{Alert, AlertState, RuleStatus, Shared, SourceStatus};
+use crate::human::human_duration;
 use crate::notify::silence::Silence;
 use crate::notify::template::escape_html as esc;
-use crate::rule::template::human_duration;
 
 /// How often the page reloads itself, in seconds.
 const REFRESH_SECS: u32 = 30;

@@ -11,7 +11,7 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use super::message::{Notification, NotifiedAlert, NotifyStatus};
-use crate::rule::template::human_duration;
+use crate::human::human_duration;
 
 /// Labels shown as the order's own fields or the group's, not repeated per order.
 const NOT_ORDER_LABELS: &[&str] = &[
