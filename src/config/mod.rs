@@ -1,20 +1,23 @@
 //! Configuration: the main YAML file and the rule files it names.
 //!
 //! `model` holds the serde types (what users write), `load` reads files, expands secrets and
-//! turns every problem into a [`ConfigError`] that names file, line and column, and
-//! `validate` checks what serde cannot (references between files, identifiers, durations).
+//! turns every problem into a [`ConfigError`] that names file, line and column (`problem`, which
+//! `validate` and `web` report through too), and `validate` checks what serde cannot
+//! (references between files, identifiers, durations).
 
 mod load;
 mod model;
 mod pgurl;
+mod problem;
 mod secret;
 mod sql;
 mod validate;
 mod web;
 
-pub use load::{ConfigError, Loaded, default_config_path, load, load_str};
+pub use load::{Loaded, default_config_path, load, load_str};
 pub use model::*;
 pub use pgurl::{PgTls, RootCert, SslMode, split_tls};
+pub use problem::ConfigError;
 pub use secret::{expand_secrets, expand_url_secrets, redact_urls};
 pub use sql::{check_read_only_select, without_trailing_semicolon};
 pub use validate::parse_network;

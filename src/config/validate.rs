@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::load::{ConfigError, Problem};
 use super::model::{Config, RuleConfig};
+use super::problem::{ConfigError, Problem};
 use super::secret::expand_url_secrets;
 
 /// Labels the daemon sets itself; a rule's own labels may not override them.

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::load::{ConfigError, Problem};
+use super::problem::{ConfigError, Problem};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -141,7 +141,7 @@ pub fn load_web(path: &Path) -> Result<Web, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| one(format!("cannot read the web config file: {e}")))?;
     let file: WebConfig =
-        super::load::parse(path, &text).map_err(|p| ConfigError { problems: vec![p] })?;
+        super::problem::parse(path, &text).map_err(|p| ConfigError { problems: vec![p] })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut problems = Vec::new();
     let at = |loc: &serde_saphyr::Location, m: String| ConfigError::at(path, loc, m);
