@@ -863,7 +863,7 @@ async fn rule_loop(shared: Arc<Shared>, rules: Vec<Arc<Rule>>, mut stop: watch::
     let rule = rules[0].clone();
     // Interval rules run at once (users want an answer on start); cron rules wait for their time.
     let mut next = match rule.schedule {
-        super::Schedule::Every(_) => Utc::now(),
+        crate::rule::Schedule::Every(_) => Utc::now(),
         _ => rule.schedule.next_after(Utc::now()),
     };
     loop {

@@ -1,10 +1,9 @@
-//! The engine: schedules rules, runs evaluations, keeps the alert state machine and persists
+//! The engine: runs rules on their schedules (`rule::Schedule`), runs evaluations, keeps the alert state machine and persists
 //! it in the state store.
 
 mod alerts;
 mod daemon;
 mod observe;
-mod schedule;
 mod store;
 
 pub use alerts::{
@@ -17,5 +16,4 @@ pub use daemon::{
 };
 pub use daemon::{Parts, build_parts};
 pub use observe::{Applier, RuleParts, observation, unchanged};
-pub use schedule::Schedule;
 pub use store::{Store, StoreError};

@@ -4,6 +4,7 @@
 mod finding;
 pub mod http_errors;
 mod missing;
+mod schedule;
 pub mod slow_queries;
 mod sql;
 mod stuck;
@@ -12,6 +13,7 @@ pub mod template;
 pub use finding::{CHUNK, Finding, FindingSink, Outcome, Signal, StatusStat};
 pub use http_errors::HttpErrorsCheck;
 pub use missing::MissingCheck;
+pub use schedule::Schedule;
 pub use slow_queries::SlowQueriesCheck;
 pub use sql::SqlCheck;
 pub use stuck::{SharedPlan, StuckCheck};
@@ -22,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{RuleConfig, RuleKind, Severity};
-use crate::engine::Schedule;
 use crate::source::{Source, SourceError};
 
 /// `rules` in groups that share their statements (see [`Rule::shares_with`]), each group in
