@@ -182,6 +182,7 @@ impl MissingCheck {
         let page = self.batch_size.max(1) as i64;
         // Keyset cursor: (entered_at, order_id) of the last candidate seen.
         let mut after: Option<(DateTime<Utc>, String)> = None;
+        let mut columns = crate::labels::LabelColumns::new(&self.labels);
         loop {
             // Before any real timestamp, inside PostgreSQL's range.
             let floor = DateTime::<Utc>::from_timestamp(-2_208_988_800, 0).expect("1900-01-01");
@@ -196,7 +197,6 @@ impl MissingCheck {
             if rows.is_empty() {
                 break;
             }
-            let mut columns = crate::labels::LabelColumns::new(&self.labels);
             let candidates: Vec<Candidate> = rows
                 .iter()
                 .map(|row| Candidate {
@@ -204,7 +204,7 @@ impl MissingCheck {
                     status: self.source.from_db(row.get(1)),
                     entered_at: row.get(2),
                     age_seconds: row.get(3),
-                    labels: super::stuck::label_columns(&mut columns, row, 4),
+                    labels: columns.labels(|i| row.get::<_, Option<&str>>(4 + i)),
                 })
                 .collect();
             self.judge(&candidates, out).await?;

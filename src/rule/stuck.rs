@@ -376,15 +376,6 @@ impl SharedPlan {
     }
 }
 
-/// The allow-listed columns of `row` that `columns` reads, from column `first` on.
-pub(crate) fn label_columns(
-    columns: &mut LabelColumns,
-    row: &tokio_postgres::Row,
-    first: usize,
-) -> Labels {
-    columns.labels(|i| row.get::<_, Option<&str>>(first + i))
-}
-
 /// The exact totals of a shared scan: per status, per bucket of thresholds (see
 /// `ModelSql::stuck_stats`), the count and the oldest age.
 struct StuckStats(BTreeMap<String, BTreeMap<i32, StatusStat>>);
