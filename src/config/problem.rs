@@ -2,8 +2,7 @@
 //! parse that makes them. Below `load`, `validate` and `web`, which all report through it.
 
 use std::fmt;
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde_saphyr::Location;

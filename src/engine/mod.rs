@@ -1,5 +1,5 @@
-//! The engine: runs rules on their schedules (`rule::Schedule`), runs evaluations, keeps the alert state machine and persists
-//! it in the state store.
+//! The engine: runs rules on their schedules (`rule::Schedule`), runs evaluations, keeps the
+//! alert state machine and persists it in the state store.
 
 mod alerts;
 mod daemon;

@@ -274,6 +274,12 @@ impl Taker {
         }
         self.used += 1;
     }
+
+    /// Hands what it took to `sink` as check `i`'s, keeping the room.
+    fn hand_on(&mut self, i: usize, sink: &mut (dyn FindingSink + Send)) {
+        sink.findings(i, &self.chunk[..self.used]);
+        self.used = 0;
+    }
 }
 
 /// The shared rows statement's rows, shared out to the checks as they arrive.
@@ -293,8 +299,7 @@ impl SharedRows<'_> {
     fn flush(&mut self) {
         for (i, t) in self.takers.iter_mut().enumerate() {
             if t.used > 0 {
-                self.sink.findings(i, &t.chunk[..t.used]);
-                t.used = 0;
+                t.hand_on(i, self.sink);
             }
         }
     }
@@ -339,8 +344,7 @@ impl RowSink for SharedRows<'_> {
             }
             t.take(f);
             if t.used == CHUNK {
-                self.sink.findings(i, &t.chunk[..t.used]);
-                t.used = 0;
+                t.hand_on(i, self.sink);
             }
         }
     }
