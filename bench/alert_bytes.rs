@@ -13,9 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use orderwatch::engine::{
-    AlertBook, Applier, Coverage, RuleParts, RuleTiming, observation, unchanged,
-};
+use orderwatch::alert::{AlertBook, Coverage, RuleTiming};
+use orderwatch::rule::observe::{Applier, RuleParts, observation, unchanged};
 use orderwatch::rule::{Finding, Outcome};
 
 /// The system allocator, counting the bytes live and allocated.

@@ -33,6 +33,7 @@
 //! - [`systemd`]: readiness, reload, stopping and watchdog notifications to the service manager.
 //! - [`tls`]: TLS client configurations (PostgreSQL's sslmode family, Alertmanager's tls_config).
 
+pub mod alert;
 pub mod blocking;
 pub mod config;
 pub mod demo;
@@ -47,6 +48,7 @@ pub mod otlp;
 pub mod pg_sandbox;
 pub mod report;
 pub mod rule;
+pub mod runbooks;
 pub mod source;
 pub mod systemd;
 pub mod tls;

@@ -203,7 +203,7 @@ fn every_runbook_url_has_its_section() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/orderwatch.yml"),
     )
     .unwrap();
-    let page = orderwatch::http::runbooks::render(orderwatch::http::runbooks::RUNBOOKS_MD);
+    let page = orderwatch::http::runbooks::render(orderwatch::runbooks::RUNBOOKS_MD);
     let re = regex::Regex::new(r"runbooks#([a-z0-9]+)").unwrap();
     let anchors: Vec<String> = re.captures_iter(&rules).map(|c| c[1].to_string()).collect();
     assert!(anchors.len() >= 12, "{anchors:?}");

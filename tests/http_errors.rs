@@ -148,8 +148,8 @@ async fn shipped_http_rule_fires_within_five_minutes_of_the_reference_burst() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    use orderwatch::alert::{AlertBook, AlertState, Coverage, Observation, RuleTiming};
     use orderwatch::demo::services::{demo_traffic, exposition};
-    use orderwatch::engine::{AlertBook, AlertState, Coverage, Observation, RuleTiming};
 
     // Simulated seconds since the services started.
     let clock = Arc::new(AtomicU64::new(0));

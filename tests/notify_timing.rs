@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use orderwatch::engine::{AlertBook, Coverage, Observation, RuleTiming, Store};
+use orderwatch::alert::{AlertBook, Coverage, Observation, RuleTiming, Store};
 use orderwatch::metrics::Metrics;
 use orderwatch::notify::clock::{Clock, TokioClock};
 use orderwatch::notify::direct::{DispatchShared, dispatch_loop};

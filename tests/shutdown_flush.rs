@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use orderwatch::engine::Store;
+use orderwatch::alert::Store;
 use orderwatch::metrics::Metrics;
 use orderwatch::notify::clock::{Clock, TokioClock};
 use orderwatch::notify::dispatch::{LogEntry, Outgoing};

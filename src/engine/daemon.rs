@@ -11,17 +11,18 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::alerts::{AlertBook, AlertState, Coverage, Observation, RuleTiming, Transition};
-use super::observe::{Applier, RuleParts, fixed_observation};
-use super::store::{Store, StoreError};
+use crate::alert::{
+    AlertBook, AlertState, Coverage, Observation, RuleTiming, Store, StoreError, Transition,
+};
 use crate::config::{Loaded, RuleKind};
 use crate::human::human_duration;
 use crate::metrics::Metrics;
 use crate::notify::{AlertmanagerNotifier, Hub, LogNotifier};
+use crate::rule::observe::{Applier, RuleParts, fixed_observation};
 use crate::rule::{Check, Finding, FindingSink, Outcome, Rule};
 use crate::source::{ModelKind, Source, SourceError, Unjudgeable};
 
-pub use super::observe::OVERFLOW_KEY;
+pub use crate::rule::observe::OVERFLOW_KEY;
 
 /// The pseudo-rule under which `SourceDown` alerts live (in the rule-name format, and
 /// reserved: no user rule may take it).

@@ -9,21 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::notify::template::escape_html as esc;
 
-/// The runbooks, as shipped.
-pub const RUNBOOKS_MD: &str = include_str!("../../docs/runbooks.md");
-
-/// The sections' anchors (alert names, lower case).
-pub fn sections() -> &'static std::collections::HashSet<String> {
-    static SECTIONS: std::sync::LazyLock<std::collections::HashSet<String>> =
-        std::sync::LazyLock::new(|| {
-            RUNBOOKS_MD
-                .lines()
-                .filter_map(|l| l.strip_prefix("## "))
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect()
-        });
-    &SECTIONS
-}
+use crate::runbooks::RUNBOOKS_MD;
 
 /// Inline spans of one escaped line: `code` and **bold**.
 fn inline(text: &str) -> String {

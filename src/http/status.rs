@@ -17,8 +17,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
 // A rule's overflow alert ("N more orders") is shown as a line, not as an order.
+use crate::alert::{Alert, AlertState};
 use crate::engine::OVERFLOW_KEY;
-use crate::engine::{Alert, AlertState, RuleStatus, Shared, SourceStatus};
+use crate::engine::{RuleStatus, Shared, SourceStatus};
 use crate::human::human_duration;
 use crate::notify::silence::Silence;
 use crate::notify::template::escape_html as esc;
@@ -514,8 +515,8 @@ fn health(h: &mut String, view: &View, now: DateTime<Utc>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::Notes;
     use crate::config::RuleKind;
-    use crate::engine::Notes;
     use chrono::TimeZone;
 
     fn now() -> DateTime<Utc> {

@@ -12,8 +12,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::alert::{Alert, AlertBook, AlertState};
 use crate::config::AlertmanagerConfig;
-use crate::engine::{Alert, AlertBook, AlertState};
 use crate::metrics::Metrics;
 
 /// Maximum alerts per POST (Prometheus's `maxBatchSize`).
@@ -303,7 +303,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Notes;
+    use crate::alert::Notes;
     use chrono::TimeZone;
 
     #[test]

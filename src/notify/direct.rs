@@ -13,8 +13,8 @@ use super::outbox::{DeliveryContext, Outbox, RetryPolicy, deliver_loop};
 use super::receiver::Channel;
 use super::route::{Route, TimeWindow};
 use super::silence::Silence;
+use crate::alert::AlertBook;
 use crate::config::Config;
-use crate::engine::AlertBook;
 use crate::metrics::Metrics;
 
 /// How often groups are looked at even when no alert changed (timers: group_wait, repeats).

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::message::{Notification, NotifiedAlert, NotifyStatus, zero_time};
 use super::route::{GroupSettings, Route, TimeWindow};
 use super::silence::Silence;
-use crate::engine::{Alert, AlertBook, AlertState};
+use crate::alert::{Alert, AlertBook, AlertState};
 use crate::labels::Str;
 
 /// What was last sent for a group: the basis of deduplication and repeats.
@@ -323,7 +323,7 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Notes;
+    use crate::alert::Notes;
     use crate::notify::route::RouteConfig;
     use chrono::TimeZone;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::engine::Transition;
+use crate::alert::Transition;
 
 /// The engine's side of the notifier channels.
 #[derive(Clone)]

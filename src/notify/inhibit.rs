@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::route::Matcher;
-use crate::engine::{Alert, AlertState};
+use crate::alert::{Alert, AlertState};
 use crate::labels::LabelSet;
 
 /// An inhibit rule as configured (Alertmanager's format).
@@ -150,7 +150,7 @@ impl Inhibitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Notes;
+    use crate::alert::Notes;
     use chrono::Utc;
 
     fn alert(rule: &str, key: &str, state: AlertState, labels: &[(&str, &str)]) -> Alert {

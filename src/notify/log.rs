@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
 use super::silence::Silence;
-use crate::engine::{Transition, TransitionKind};
+use crate::alert::{Transition, TransitionKind};
 
 /// Prints alert changes (not the silenced ones).
 pub struct LogNotifier {

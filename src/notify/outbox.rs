@@ -20,7 +20,7 @@ use super::clock::Clock;
 use super::dispatch::{LogEntry, Outgoing};
 use super::message::Notification;
 use super::silence::Silence;
-use crate::engine::{Store, StoreError};
+use crate::alert::{Store, StoreError};
 use crate::metrics::Metrics;
 
 /// One queued message.

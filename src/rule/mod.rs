@@ -1,9 +1,11 @@
-//! Rules: each kind turns a source into findings (one per stuck or lost order). A rule never
-//! talks to a notifier; the engine turns findings into alert state.
+//! Rules: each kind turns a source into findings (one per stuck or lost order), and
+//! [`observe`] turns findings into observations for the alert book. A rule never talks to a
+//! notifier; the engine runs rules and hands their observations to the book.
 
 mod finding;
 pub mod http_errors;
 mod missing;
+pub mod observe;
 mod schedule;
 pub mod slow_queries;
 mod sql;

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::alerts::{
+use super::{Check, Finding, Outcome, Rule, Signal, default_alertname, key_label};
+use crate::alert::{
     Alert, AlertBook, Annotate, Coverage, Notes, Observation, Pass, RuleTiming, Touch, Transition,
 };
 use crate::human::human_duration;
 use crate::labels::{Labels, Str, intern};
-use crate::rule::{Check, Finding, Outcome, Rule, Signal, default_alertname, key_label};
 
 /// The key of the alert that counts the orders past `max_alerts`.
 pub const OVERFLOW_KEY: &str = "_overflow";
@@ -161,7 +161,7 @@ impl Annotate for OrderNotes {
 /// The runbook an alert links to: this daemon's `/runbooks` page at the alert's section (its
 /// alertname's, else `fallback`'s, an alertname).
 fn runbook_url(runbooks: &str, labels: &impl crate::labels::LabelSet, fallback: &str) -> String {
-    let sections = crate::http::runbooks::sections();
+    let sections = crate::runbooks::sections();
     let anchor = labels
         .label("alertname")
         .map(|a| a.to_ascii_lowercase())
@@ -589,7 +589,7 @@ fn observations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::alerts::{AlertBook, Coverage, RuleTiming};
+    use crate::alert::{AlertBook, Coverage, RuleTiming};
 
     /// A `stuck` rule with `max_alerts: 3` on a source that is never connected to.
     fn parts(annotations: &str) -> (tempfile::TempDir, RuleParts) {
@@ -601,8 +601,13 @@ mod tests {
         .unwrap();
         let main = "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: postgres://orderwatch@127.0.0.1:1/shop\n    orders: {table: orders, id: id, status: status, entered_at: at}\n";
         let loaded = crate::config::load_str(&dir.path().join("orderwatch.yaml"), main).unwrap();
-        let (_, mut rules) = crate::engine::build_parts(&loaded, false).unwrap();
-        let parts = RuleParts::new(rules.remove(0), "http://ow/runbooks".into());
+        let shop = &loaded.config.sources["shop"].value;
+        let sources = std::collections::BTreeMap::from([(
+            "shop".to_string(),
+            Arc::new(crate::source::Source::build("shop", shop, false).unwrap()),
+        )]);
+        let rule = Rule::build(&loaded.rules[0].1, &sources).unwrap();
+        let parts = RuleParts::new(Arc::new(rule), "http://ow/runbooks".into());
         (dir, parts)
     }
 
@@ -824,7 +829,7 @@ mod tests {
         for key in ["JW-1", "JW-2", OVERFLOW_KEY] {
             assert_eq!(
                 b.get("r", key).unwrap().state,
-                crate::engine::AlertState::Firing,
+                crate::alert::AlertState::Firing,
                 "{key}"
             );
         }
@@ -855,7 +860,7 @@ mod tests {
         assert_eq!(changes.len(), 1);
         let b = book.read().unwrap();
         let a = b.get("r", "JW-0").unwrap();
-        assert_eq!(a.state, crate::engine::AlertState::Resolved);
+        assert_eq!(a.state, crate::alert::AlertState::Resolved);
         assert_eq!(a.annotations_at(now + chrono::Duration::hours(5)), seen);
         assert_eq!(changes[0].alert.annotations(), seen);
     }

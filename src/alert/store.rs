@@ -12,7 +12,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::alerts::{Alert, AlertBook, AlertState, Notes, Unsaved};
+use super::book::{AlertBook, Unsaved};
+use super::state::{Alert, AlertState, Notes};
 use crate::labels::{Labels, Str, intern};
 
 /// A state store failure.
@@ -574,8 +575,8 @@ fn state_from(n: i64) -> AlertState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::AlertState;
-    use crate::engine::alerts::{AlertBook, Coverage, Observation, RuleTiming};
+    use crate::alert::AlertState;
+    use crate::alert::{AlertBook, Coverage, Observation, RuleTiming};
     use chrono::Utc;
     use std::collections::BTreeMap;
     use std::time::Duration;
@@ -641,7 +642,7 @@ mod tests {
         assert!(
             alerts
                 .iter()
-                .all(|a| a.state == crate::engine::AlertState::Firing)
+                .all(|a| a.state == crate::alert::AlertState::Firing)
         );
     }
 
@@ -750,7 +751,7 @@ mod tests {
             let changes = book.apply(rule, timing, now, active, Coverage::All);
             assert!(
                 changes.iter().all(|t| t.alert.state == AlertState::Firing
-                    && t.kind == crate::engine::TransitionKind::Firing
+                    && t.kind == crate::alert::TransitionKind::Firing
                     && restored.iter().any(|a| a.rule == t.alert.rule
                         && a.key == t.alert.key
                         && a.state == AlertState::Pending)),
@@ -852,7 +853,7 @@ mod tests {
     /// Annotations rendered from the alert: its age.
     struct Age(DateTime<Utc>);
 
-    impl crate::engine::Annotate for Age {
+    impl crate::alert::Annotate for Age {
         fn annotations(&self, _: &Alert, now: DateTime<Utc>) -> BTreeMap<String, String> {
             BTreeMap::from([("age".into(), (now - self.0).num_seconds().to_string())])
         }
