@@ -45,10 +45,42 @@ pub mod labels;
 pub mod metrics;
 pub mod notify;
 pub mod otlp;
+pub mod outbound;
 pub mod pg_sandbox;
 pub mod report;
 pub mod rule;
 pub mod runbooks;
+pub mod serve;
 pub mod source;
 pub mod systemd;
 pub mod tls;
+
+/// The layers, lowest first. A module may use modules of its own layer and of the layers
+/// below, never one above (`tests/architecture.rs` reads every `crate::` and `super::` path
+/// and holds the tree to this list). `main.rs` sits above them all.
+pub const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "plain helpers",
+        &[
+            "blocking",
+            "human",
+            "labels",
+            "metrics",
+            "otlp",
+            "outbound",
+            "pg_sandbox",
+            "runbooks",
+            "systemd",
+            "tls",
+        ],
+    ),
+    ("configuration", &["config"]),
+    ("what is read and what is known", &["source", "alert"]),
+    ("delivery", &["notify"]),
+    ("rules", &["rule"]),
+    ("output of one-off runs", &["report"]),
+    ("orchestration", &["engine"]),
+    ("front ends", &["http", "explain"]),
+    ("the daemon put together", &["serve"]),
+    ("the demo", &["demo"]),
+];

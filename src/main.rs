@@ -265,9 +265,7 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let result = daemon
-                .run_with_reload(shutdown_signal(), Some(reload))
-                .await;
+            let result = orderwatch::serve::listen(daemon, shutdown_signal(), Some(reload)).await;
             if let Some(t) = &traces {
                 t.shutdown(std::time::Duration::from_secs(2)).await;
             }

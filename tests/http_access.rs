@@ -39,16 +39,16 @@ impl Daemon {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (hup, hups) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(async move {
-            daemon
-                .serve_with_reload(
-                    listener,
-                    async move {
-                        let _ = rx.await;
-                    },
-                    Some(hups),
-                )
-                .await
-                .unwrap();
+            orderwatch::serve::serve(
+                daemon,
+                listener,
+                async move {
+                    let _ = rx.await;
+                },
+                Some(hups),
+            )
+            .await
+            .unwrap();
         });
         (
             Daemon {

@@ -125,7 +125,7 @@ proptest! {
         use_ends in any::<bool>(),
     ) {
         let now = chrono::Utc::now();
-        let req = orderwatch::notify::silence::SilenceRequest {
+        let req = orderwatch::notify::mute::silence::SilenceRequest {
             matchers,
             starts_at: None,
             ends_at: if use_ends { ends.parse().ok() } else { None },
@@ -135,13 +135,13 @@ proptest! {
         };
         if let Ok(s) = req.build(now) {
             prop_assert!(s.ends_at > s.starts_at);
-            prop_assert!(s.ends_at - s.starts_at <= orderwatch::notify::silence::MAX_DURATION);
+            prop_assert!(s.ends_at - s.starts_at <= orderwatch::notify::mute::silence::MAX_DURATION);
         }
     }
 
     #[test]
     fn matchers_never_panic(m in "[ -~]{0,80}") {
-        let _ = m.parse::<orderwatch::notify::route::Matcher>();
+        let _ = m.parse::<orderwatch::notify::routing::route::Matcher>();
     }
 }
 

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use orderwatch::notify::mattermost::{Mattermost, MattermostConfig};
-use orderwatch::notify::slack::{Slack, SlackConfig};
-use orderwatch::notify::telegram::{Telegram, TelegramConfig};
-use orderwatch::notify::webhook::{Webhook, WebhookConfig};
+use orderwatch::notify::channels::mattermost::{Mattermost, MattermostConfig};
+use orderwatch::notify::channels::slack::{Slack, SlackConfig};
+use orderwatch::notify::channels::telegram::{Telegram, TelegramConfig};
+use orderwatch::notify::channels::webhook::{Webhook, WebhookConfig};
 use orderwatch::notify::{Deliver, DeliveryError, Notification, NotifyStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};

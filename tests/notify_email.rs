@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
-use orderwatch::notify::email::{Email, EmailConfig};
+use orderwatch::notify::channels::email::{Email, EmailConfig};
 use orderwatch::notify::{Deliver, DeliveryError, Notification};
 use serde_json::Value;
 

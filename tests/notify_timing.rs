@@ -12,9 +12,9 @@ use orderwatch::metrics::Metrics;
 use orderwatch::notify::clock::{Clock, TokioClock};
 use orderwatch::notify::direct::{DispatchShared, dispatch_loop};
 use orderwatch::notify::dispatch::Dispatcher;
+use orderwatch::notify::mute::silence::Silence;
 use orderwatch::notify::outbox::{DeliveryContext, Outbox, RetryPolicy, deliver_loop};
-use orderwatch::notify::route::{Route, RouteConfig, TimeIntervalConfig, TimeWindow};
-use orderwatch::notify::silence::Silence;
+use orderwatch::notify::routing::route::{Route, RouteConfig, TimeIntervalConfig, TimeWindow};
 use orderwatch::notify::{Deliver, DeliveryError, Notification};
 use tokio::sync::{Notify, watch};
 

@@ -511,16 +511,16 @@ async fn a_reload_keeps_the_status_log_state() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (hup, hups) = tokio::sync::mpsc::channel(1);
     let task = tokio::spawn(async move {
-        daemon
-            .serve_with_reload(
-                listener,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                Some(hups),
-            )
-            .await
-            .unwrap();
+        orderwatch::serve::serve(
+            daemon,
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+            Some(hups),
+        )
+        .await
+        .unwrap();
     });
     let readyz = || async {
         common::http_client()

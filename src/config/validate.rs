@@ -399,13 +399,13 @@ fn notify(file: &Path, base: &Path, config: &mut Config, p: &mut Vec<Problem>) {
     }
     for (name, w) in &config.time_intervals {
         for c in &w.value {
-            if let Err(e) = crate::notify::route::TimeWindow::new(c) {
+            if let Err(e) = crate::notify::routing::route::TimeWindow::new(c) {
                 p.push(at(&w.referenced, format!("time interval {name}: {e}")));
             }
         }
     }
     for r in &config.inhibit_rules {
-        if let Err((l, m)) = crate::notify::inhibit::InhibitRule::compile(r) {
+        if let Err((l, m)) = crate::notify::mute::inhibit::InhibitRule::compile(r) {
             p.push(at(&l, m));
         }
     }
@@ -422,7 +422,7 @@ fn notify(file: &Path, base: &Path, config: &mut Config, p: &mut Vec<Problem>) {
         return;
     };
     let mut problems = Vec::new();
-    crate::notify::route::Route::build(route, None, "0".into(), &mut problems);
+    crate::notify::routing::route::Route::build(route, None, "0".into(), &mut problems);
     for (l, m) in problems {
         p.push(at(&l, m));
     }
@@ -439,7 +439,7 @@ fn notify(file: &Path, base: &Path, config: &mut Config, p: &mut Vec<Problem>) {
 
 fn check_route_names(
     file: &Path,
-    r: &crate::notify::route::RouteConfig,
+    r: &crate::notify::routing::route::RouteConfig,
     config: &Config,
     p: &mut Vec<Problem>,
 ) {

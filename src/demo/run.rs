@@ -221,7 +221,7 @@ pub async fn run(
         },
     ));
     let mut daemon_stop = stop_rx;
-    let daemon = crate::engine::run(loaded, async move {
+    let daemon = crate::serve::run(loaded, async move {
         let _ = daemon_stop.wait_for(|s| *s).await;
     });
     let daemon = tokio::spawn(daemon);

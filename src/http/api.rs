@@ -12,7 +12,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::engine::{Current, Shared};
-use crate::notify::silence::{MAX_ACTIVE, RETENTION, SilenceRequest};
+use crate::notify::mute::silence::{MAX_ACTIVE, RETENTION, SilenceRequest};
 
 /// Handlers take `State<Arc<Shared>>`: the generation running at the time of the request
 /// (a reload swaps it).

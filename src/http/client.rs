@@ -138,7 +138,7 @@ async fn answer(r: Result<reqwest::Response, reqwest::Error>) -> Result<Value, S
     let r = r.map_err(|e| {
         format!(
             "cannot reach orderwatch: {}",
-            crate::notify::channel::error_text(e)
+            crate::outbound::error_text(e)
         )
     })?;
     let status = r.status();

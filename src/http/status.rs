@@ -18,11 +18,11 @@ use chrono::{DateTime, Utc};
 
 // A rule's overflow alert ("N more orders") is shown as a line, not as an order.
 use crate::alert::{Alert, AlertState};
-use crate::engine::OVERFLOW_KEY;
 use crate::engine::{RuleStatus, Shared, SourceStatus};
 use crate::human::human_duration;
-use crate::notify::silence::Silence;
+use crate::notify::mute::silence::Silence;
 use crate::notify::template::escape_html as esc;
+use crate::rule::observe::OVERFLOW_KEY;
 
 /// How often the page reloads itself, in seconds.
 const REFRESH_SECS: u32 = 30;
@@ -48,7 +48,7 @@ pub struct View<'a> {
     /// Silences (only those active at `now` mark alerts).
     pub silences: &'a [Silence],
     /// Alerts muted by the config's `inhibit_rules`, by (rule, key).
-    pub inhibited: &'a crate::notify::inhibit::Inhibited,
+    pub inhibited: &'a crate::notify::mute::inhibit::Inhibited,
     /// Source health by name.
     pub sources: &'a BTreeMap<String, SourceStatus>,
     /// Rule health by name.
@@ -585,11 +585,12 @@ mod tests {
             "submitted_over_1h".into(),
             rule_status("submitted_over_1h", None),
         )]);
-        let inhibit: Vec<crate::notify::inhibit::InhibitRuleConfig> = serde_saphyr::from_str(
+        let inhibit: Vec<crate::notify::mute::inhibit::InhibitRuleConfig> = serde_saphyr::from_str(
             "- source_matchers: ['severity=\"critical\"']\n  target_matchers: ['severity=\"warning\"']\n  equal: [order_id]\n",
         )
         .unwrap();
-        let inhibited = crate::notify::inhibit::Inhibitor::new(&inhibit).inhibited(alerts.iter());
+        let inhibited =
+            crate::notify::mute::inhibit::Inhibitor::new(&inhibit).inhibited(alerts.iter());
         render_view(
             &View {
                 alerts: alerts.iter().collect(),

@@ -68,20 +68,7 @@ pub fn transport_error(e: reqwest::Error) -> DeliveryError {
     DeliveryError::Retry(error_text(e))
 }
 
-/// A reqwest error's text with its causes but without its URL (which may carry a token).
-pub fn error_text(e: reqwest::Error) -> String {
-    super::alertmanager::error_chain(&e.without_url())
-}
-
-/// An HTTP client for the channels: rustls, a timeout, our user agent.
-pub fn http_client(timeout: Duration) -> reqwest::Client {
-    crate::tls::ensure_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("HTTP client with a crypto provider installed")
-}
+pub use crate::outbound::{error_text, http_client};
 
 /// What every channel can be asked to do.
 pub trait Deliver {

@@ -9,10 +9,10 @@ use tokio::sync::{Notify, watch};
 
 use super::clock::Clock;
 use super::dispatch::Dispatcher;
+use super::mute::silence::Silence;
 use super::outbox::{DeliveryContext, Outbox, RetryPolicy, deliver_loop};
-use super::receiver::Channel;
-use super::route::{Route, TimeWindow};
-use super::silence::Silence;
+use super::routing::receiver::Channel;
+use super::routing::route::{Route, TimeWindow};
 use crate::alert::AlertBook;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -103,7 +103,7 @@ pub struct DispatchShared {
     /// Silences (read).
     pub silences: Arc<RwLock<Vec<Silence>>>,
     /// The config's `inhibit_rules`.
-    pub inhibitor: Arc<super::inhibit::Inhibitor>,
+    pub inhibitor: Arc<super::mute::inhibit::Inhibitor>,
     /// Where messages go.
     pub outbox: Arc<Outbox>,
     /// Metrics.

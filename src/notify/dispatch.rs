@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::message::{Notification, NotifiedAlert, NotifyStatus, zero_time};
-use super::route::{GroupSettings, Route, TimeWindow};
-use super::silence::Silence;
+use super::mute::silence::Silence;
+use super::routing::route::{GroupSettings, Route, TimeWindow};
 use crate::alert::{Alert, AlertBook, AlertState};
 use crate::labels::Str;
 
@@ -125,7 +125,7 @@ impl Dispatcher {
         &mut self,
         alerts: impl Iterator<Item = &'a Alert>,
         silences: &[Silence],
-        inhibited: &super::inhibit::Inhibited,
+        inhibited: &super::mute::inhibit::Inhibited,
         now: DateTime<Utc>,
     ) {
         let mut seen: HashMap<String, BTreeSet<(Str, Str)>> = HashMap::new();
@@ -324,7 +324,7 @@ impl Dispatcher {
 mod tests {
     use super::*;
     use crate::alert::Notes;
-    use crate::notify::route::RouteConfig;
+    use crate::notify::routing::route::RouteConfig;
     use chrono::TimeZone;
 
     fn t(secs: i64) -> DateTime<Utc> {
@@ -367,7 +367,7 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let mut w = HashMap::new();
         if !windows.is_empty() {
-            let cfg: crate::notify::route::TimeIntervalConfig =
+            let cfg: crate::notify::routing::route::TimeIntervalConfig =
                 serde_saphyr::from_str(windows).unwrap();
             w.insert("night".to_string(), vec![TimeWindow::new(&cfg).unwrap()]);
         }

@@ -1,32 +1,31 @@
 //! Notifiers: where alert state goes. The engine publishes state changes to a [`Hub`]; each
-//! notifier runs as its own task and never queries a database.
+//! notifier runs as its own task and never queries a database. Laid out as Alertmanager's
+//! `notify/` is:
 //!
-//! Alertmanager is the first-class path ([`alertmanager`]). Direct channels (email, Slack,
-//! Mattermost, Telegram, webhook) deliver one [`Notification`] per alert group through the
-//! one [`Deliver`] interface; [`template`] gives them a shared message context.
+//! - the delivery pipeline at the root: [`hub`] (state changes to notifiers), [`dispatch`]
+//!   (alerts grouped by route, group_wait/group_interval/repeat_interval), [`outbox`] (what
+//!   is due, durable across restarts), [`direct`] (the direct channels' tasks), [`clock`];
+//!   [`message`] and [`template`] build what a channel sends; [`channel`] is the one
+//!   [`Deliver`] interface a channel implements;
+//! - [`channels`]: one file per integration (email, Slack, Mattermost, Telegram, webhook),
+//!   their shared chat helper, the Alertmanager push (the first-class path) and the log;
+//! - [`routing`]: the route tree, receivers, time intervals;
+//! - [`mute`]: silences and inhibition.
 
-mod alertmanager;
 pub mod channel;
+pub mod channels;
 pub mod clock;
 pub mod direct;
 pub mod dispatch;
-pub mod email;
 mod hub;
-pub mod inhibit;
-mod log;
-pub mod mattermost;
 pub mod message;
+pub mod mute;
 pub mod outbox;
-pub mod receiver;
-pub mod route;
-pub mod silence;
-pub mod slack;
-pub mod telegram;
+pub mod routing;
 pub mod template;
-pub mod webhook;
 
-pub use alertmanager::{AlertmanagerNotifier, PostableAlert, to_postable};
 pub use channel::{Deliver, DeliveryError};
+pub use channels::alertmanager::{AlertmanagerNotifier, PostableAlert, to_postable};
+pub use channels::log::LogNotifier;
 pub use hub::Hub;
-pub use log::LogNotifier;
 pub use message::{Notification, NotifiedAlert, NotifyStatus};

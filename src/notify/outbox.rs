@@ -19,7 +19,7 @@ use super::channel::{Deliver, DeliveryError};
 use super::clock::Clock;
 use super::dispatch::{LogEntry, Outgoing};
 use super::message::Notification;
-use super::silence::Silence;
+use super::mute::silence::Silence;
 use crate::alert::{Store, StoreError};
 use crate::metrics::Metrics;
 
@@ -235,8 +235,8 @@ impl Outbox {
                 .map(str::len)
                 .max()
                 .unwrap_or(0);
-            if matchers > super::silence::MAX_MATCHERS
-                || longest > 2 * super::silence::MAX_MATCHER_BYTES + 8
+            if matchers > super::mute::silence::MAX_MATCHERS
+                || longest > 2 * super::mute::silence::MAX_MATCHER_BYTES + 8
             {
                 tracing::warn!(
                     silence = v["id"].as_str().unwrap_or("?"),
@@ -255,7 +255,7 @@ impl Outbox {
             };
             if !silence.within_bounds() {
                 tracing::warn!(silence = %silence.id, "stored silence is beyond the bounds (at most 1 year); dropped");
-            } else if silence.ends_at < chrono::Utc::now() - super::silence::RETENTION {
+            } else if silence.ends_at < chrono::Utc::now() - super::mute::silence::RETENTION {
                 // Expired for longer than the retention: deleted, as Alertmanager does.
                 let _ = self.delete_silence(&silence.id);
             } else {

@@ -105,7 +105,7 @@ impl HttpErrorsCheck {
             window: cfg.window.0,
             threshold: cfg.threshold,
             growth: cfg.growth,
-            client: crate::notify::channel::http_client(Duration::from_secs(10)),
+            client: crate::outbound::http_client(Duration::from_secs(10)),
             source_label,
         }
     }
@@ -191,7 +191,7 @@ impl HttpErrorsCheck {
             .map_err(|e| SourceError::Connect {
                 source_name: self.source_label.clone(),
                 target: crate::config::redact_urls(url),
-                detail: crate::notify::channel::error_text(e),
+                detail: crate::outbound::error_text(e),
             })?;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.map_err(|e| {
@@ -243,17 +243,11 @@ impl HttpErrorsCheck {
                 .map_err(|e| SourceError::Connect {
                     source_name: self.source_label.clone(),
                     target: service.clone(),
-                    detail: crate::notify::channel::error_text(e),
+                    detail: crate::outbound::error_text(e),
                 })?
                 .text()
                 .await
-                .map_err(|e| {
-                    err(
-                        &self.source_label,
-                        service,
-                        crate::notify::channel::error_text(e),
-                    )
-                })?;
+                .map_err(|e| err(&self.source_label, service, crate::outbound::error_text(e)))?;
             let scrape =
                 prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
                     .map_err(|e| err(&self.source_label, service, format!("bad /metrics: {e}")))?;

@@ -644,12 +644,16 @@ impl Running {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            daemon
-                .serve(listener, async move {
+            orderwatch::serve::serve(
+                daemon,
+                listener,
+                async move {
                     let _ = rx.await;
-                })
-                .await
-                .unwrap();
+                },
+                None,
+            )
+            .await
+            .unwrap();
         });
         Running {
             url,

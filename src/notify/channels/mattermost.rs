@@ -14,11 +14,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use serde_saphyr::{Location, Spanned};
 
-use super::channel::{Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json};
-use super::message::Notification;
-use super::template::{escaping_environment, render_fitting, render_sample};
+use super::chat;
 use crate::config::Dur;
 use crate::config::expand_secrets;
+use crate::notify::channel::{
+    Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json,
+};
+use crate::notify::message::Notification;
+use crate::notify::template::{escaping_environment, render_sample};
 
 /// Mattermost's limit on a post's message, in characters.
 pub const MAX_POST_CHARS: usize = 16383;
@@ -62,18 +65,11 @@ pub struct MattermostConfig {
     pub text: Option<Spanned<String>>,
     /// Orders listed per message (fewer when the post limit needs it); the rest are counted
     /// as "and K more".
-    #[serde(default = "default_max_orders")]
+    #[serde(default = "chat::default_max_orders")]
     pub max_orders: usize,
     /// HTTP timeout per request.
-    #[serde(default = "default_timeout")]
+    #[serde(default = "chat::default_timeout")]
     pub timeout: Dur,
-}
-
-fn default_max_orders() -> usize {
-    10
-}
-fn default_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
 }
 
 impl MattermostConfig {
@@ -92,14 +88,7 @@ impl MattermostConfig {
                 problems.push((icon.referenced, e));
             }
         }
-        if let Some(text) = &self.text
-            && let Err(e) = check_template(&text.value)
-        {
-            problems.push((text.referenced, format!("text: {e}")));
-        }
-        if self.timeout.0.is_zero() {
-            problems.push((Location::UNKNOWN, "timeout must be greater than 0".into()));
-        }
+        chat::check_text_and_timeout(&self.text, check_template, &self.timeout, &mut problems);
         problems
     }
 }
@@ -126,7 +115,7 @@ fn markdown_environment(source: &str) -> Result<Environment<'static>, String> {
 /// neutralised.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in super::template::no_mentions(s).chars() {
+    for c in crate::notify::template::no_mentions(s).chars() {
         match c {
             '\\' | '`' | '*' | '_' | '~' | '[' | ']' | '<' | '>' | '|' | '#' => {
                 out.push('\\');
@@ -194,32 +183,28 @@ impl Mattermost {
 
     /// The Markdown message for `n`, within the post limit.
     pub fn text(&self, n: &Notification) -> Result<String, String> {
-        let fits = |t: &str| t.chars().count() <= MAX_POST_CHARS;
-        let (text, fit) =
-            render_fitting(&self.env, TEMPLATE, n, self.max_orders, Utc::now(), fits)?;
-        let text = if fit {
-            text
-        } else {
-            cut(&text, MAX_POST_CHARS)
-        };
-        if text.trim().is_empty() {
-            return Err("the template rendered an empty message".into());
-        }
-        Ok(text)
+        chat::render_within(
+            &self.env,
+            TEMPLATE,
+            n,
+            self.max_orders,
+            Utc::now(),
+            |t| t.chars().count() <= MAX_POST_CHARS,
+            |t| cut(t, MAX_POST_CHARS),
+        )
     }
 
     /// The webhook's JSON body for `n`.
     pub fn payload(&self, n: &Notification) -> Result<Value, String> {
         let mut body = json!({"text": self.text(n)?});
-        for (key, value) in [
-            ("channel", &self.channel),
-            ("username", &self.username),
-            ("icon_url", &self.icon_url),
-        ] {
-            if let Some(v) = value {
-                body[key] = v.as_str().into();
-            }
-        }
+        chat::set_optional(
+            &mut body,
+            &[
+                ("channel", &self.channel),
+                ("username", &self.username),
+                ("icon_url", &self.icon_url),
+            ],
+        );
         Ok(body)
     }
 }
@@ -265,7 +250,7 @@ mod tests {
                 icon_url: None,
                 text: text.map(spanned),
                 max_orders: 10,
-                timeout: default_timeout(),
+                timeout: chat::default_timeout(),
             },
         )
         .unwrap()

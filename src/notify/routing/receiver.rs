@@ -7,13 +7,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Location;
 
-use super::channel::{Deliver, DeliveryError};
-use super::email::{Email, EmailConfig};
-use super::mattermost::{Mattermost, MattermostConfig};
-use super::message::Notification;
-use super::slack::{Slack, SlackConfig};
-use super::telegram::{Telegram, TelegramConfig};
-use super::webhook::{Webhook, WebhookConfig};
+use crate::notify::channel::{Deliver, DeliveryError};
+use crate::notify::channels::email::{Email, EmailConfig};
+use crate::notify::channels::mattermost::{Mattermost, MattermostConfig};
+use crate::notify::channels::slack::{Slack, SlackConfig};
+use crate::notify::channels::telegram::{Telegram, TelegramConfig};
+use crate::notify::channels::webhook::{Webhook, WebhookConfig};
+use crate::notify::message::Notification;
 
 /// A receiver as configured: `receivers: { NAME: { telegram: {...} } }`.
 #[derive(Debug, Clone, Deserialize)]

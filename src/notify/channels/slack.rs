@@ -16,12 +16,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use serde_saphyr::{Location, Spanned};
 
-use super::channel::{Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json};
-use super::message::Notification;
-use super::template::{
-    MessageContext, OrderLine, escaping_environment, render_fitting, render_sample,
-};
+use super::chat;
 use crate::config::Dur;
+use crate::notify::channel::{
+    Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json,
+};
+use crate::notify::message::Notification;
+use crate::notify::template::{MessageContext, OrderLine, escaping_environment, render_sample};
 
 /// Block Kit: at most this many blocks per message.
 pub const MAX_BLOCKS: usize = 50;
@@ -75,18 +76,11 @@ pub struct SlackConfig {
     #[serde(default)]
     pub text: Option<Spanned<String>>,
     /// Orders listed per message; the rest are counted as "and K more".
-    #[serde(default = "default_max_orders")]
+    #[serde(default = "chat::default_max_orders")]
     pub max_orders: usize,
     /// HTTP timeout per request.
-    #[serde(default = "default_timeout")]
+    #[serde(default = "chat::default_timeout")]
     pub timeout: Dur,
-}
-
-fn default_max_orders() -> usize {
-    10
-}
-fn default_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
 }
 
 impl SlackConfig {
@@ -95,14 +89,7 @@ impl SlackConfig {
     pub fn validate(&mut self, base: &Path) -> Vec<(Location, String)> {
         let mut problems = Vec::new();
         expand_http_url(&mut self.webhook_url, base, "webhook_url", &mut problems);
-        if let Some(text) = &self.text
-            && let Err(e) = check_template(&text.value)
-        {
-            problems.push((text.referenced, format!("text: {e}")));
-        }
-        if self.timeout.0.is_zero() {
-            problems.push((Location::UNKNOWN, "timeout must be greater than 0".into()));
-        }
+        chat::check_text_and_timeout(&self.text, check_template, &self.timeout, &mut problems);
         problems
     }
 }
@@ -124,7 +111,7 @@ fn mrkdwn_environment(source: &str) -> Result<Environment<'static>, String> {
 /// Escapes text for mrkdwn: Slack reads `&`, `<` and `>` as markup (so `<!channel>` and
 /// `<@U123>` stay text), and `@here`-style words get a word joiner.
 pub fn escape(s: &str) -> String {
-    super::template::no_mentions(s)
+    crate::notify::template::no_mentions(s)
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -220,26 +207,27 @@ impl Slack {
         } else {
             MAX_FALLBACK_CHARS
         };
-        let (text, fits) = render_fitting(&self.env, TEMPLATE, n, self.max_orders, now, |t| {
-            t.chars().count() <= limit
-        })?;
-        let text = if fits { text } else { cut(&text, limit) };
-        if text.trim().is_empty() {
-            return Err("the template rendered an empty message".into());
-        }
+        let text = chat::render_within(
+            &self.env,
+            TEMPLATE,
+            n,
+            self.max_orders,
+            now,
+            |t| t.chars().count() <= limit,
+            |t| cut(t, limit),
+        )?;
         let mut body = json!({"text": text, "unfurl_links": false, "unfurl_media": false});
         if !self.custom_text {
             body["blocks"] = blocks(&MessageContext::new(n, self.max_orders, now)).into();
         }
-        for (key, value) in [
-            ("channel", &self.channel),
-            ("username", &self.username),
-            ("icon_emoji", &self.icon_emoji),
-        ] {
-            if let Some(v) = value {
-                body[key] = v.as_str().into();
-            }
-        }
+        chat::set_optional(
+            &mut body,
+            &[
+                ("channel", &self.channel),
+                ("username", &self.username),
+                ("icon_emoji", &self.icon_emoji),
+            ],
+        );
         Ok(body)
     }
 }
@@ -405,7 +393,7 @@ mod tests {
                 icon_emoji: None,
                 text: text.map(spanned),
                 max_orders,
-                timeout: default_timeout(),
+                timeout: chat::default_timeout(),
             },
         )
         .unwrap()

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::alert::{Alert, AlertBook, AlertState};
 use crate::config::AlertmanagerConfig;
 use crate::metrics::Metrics;
+use crate::outbound::error_chain;
 
 /// Maximum alerts per POST (Prometheus's `maxBatchSize`).
 pub const MAX_BATCH: usize = 256;
@@ -286,18 +287,6 @@ impl AlertmanagerNotifier {
         d.failures = 0;
         queue.set(0);
     }
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -15,11 +15,14 @@ use minijinja::Environment;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
-use super::channel::{Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json};
-use super::message::Notification;
-use super::template::{escape_html, escaping_environment, render_fitting, render_sample};
+use super::chat;
 use crate::config::Dur;
 use crate::config::expand_secrets;
+use crate::notify::channel::{
+    Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json,
+};
+use crate::notify::message::Notification;
+use crate::notify::template::{escape_html, escaping_environment, render_sample};
 
 /// Telegram's limit on a message's text, in characters after entity parsing.
 pub const MAX_MESSAGE_CHARS: usize = 4096;
@@ -127,10 +130,10 @@ pub struct TelegramConfig {
     pub disable_notification: bool,
     /// Orders listed per message (fewer when the 4096-character limit needs it); the rest are
     /// counted as "and K more".
-    #[serde(default = "default_max_orders")]
+    #[serde(default = "chat::default_max_orders")]
     pub max_orders: usize,
     /// HTTP timeout per request.
-    #[serde(default = "default_timeout")]
+    #[serde(default = "chat::default_timeout")]
     pub timeout: Dur,
 }
 
@@ -140,12 +143,6 @@ fn default_api_url() -> Spanned<String> {
         Location::UNKNOWN,
         Location::UNKNOWN,
     )
-}
-fn default_max_orders() -> usize {
-    10
-}
-fn default_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
 }
 
 impl TelegramConfig {
@@ -187,14 +184,7 @@ impl TelegramConfig {
         {
             problems.push((t.referenced, "message_thread_id must be positive".into()));
         }
-        if let Some(text) = &self.text
-            && let Err(e) = check_template(&text.value)
-        {
-            problems.push((text.referenced, format!("text: {e}")));
-        }
-        if self.timeout.0.is_zero() {
-            problems.push((Location::UNKNOWN, "timeout must be greater than 0".into()));
-        }
+        chat::check_text_and_timeout(&self.text, check_template, &self.timeout, &mut problems);
         problems
     }
 }
@@ -225,7 +215,7 @@ const TEMPLATE: &str = "text.html";
 /// `/` as numeric entities, which would lengthen links and the counted text for nothing.
 fn html_environment(source: &str) -> Result<Environment<'static>, String> {
     escaping_environment(TEMPLATE, source, |s| {
-        escape_html(&super::template::no_mentions(s))
+        escape_html(&crate::notify::template::no_mentions(s))
     })
 }
 
@@ -432,19 +422,15 @@ impl Telegram {
 
     /// The message text (Telegram HTML) for `n`, within the 4096-character limit.
     pub fn text(&self, n: &Notification) -> Result<String, String> {
-        let (text, fits) =
-            render_fitting(&self.env, TEMPLATE, n, self.max_orders, Utc::now(), |t| {
-                visible_len(t) <= MAX_MESSAGE_CHARS
-            })?;
-        let text = if fits {
-            text
-        } else {
-            truncate_html(&text, MAX_MESSAGE_CHARS)
-        };
-        if text.trim().is_empty() {
-            return Err("the template rendered an empty message".into());
-        }
-        Ok(text)
+        chat::render_within(
+            &self.env,
+            TEMPLATE,
+            n,
+            self.max_orders,
+            Utc::now(),
+            |t| visible_len(t) <= MAX_MESSAGE_CHARS,
+            |t| truncate_html(t, MAX_MESSAGE_CHARS),
+        )
     }
 
     /// The `sendMessage` request body for `n`.

@@ -34,10 +34,10 @@ use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use super::channel::{Deliver, DeliveryError};
-use super::message::Notification;
-use super::template::{MessageContext, environment, render};
 use crate::config::{Dur, expand_secrets};
+use crate::notify::channel::{Deliver, DeliveryError};
+use crate::notify::message::Notification;
+use crate::notify::template::{MessageContext, environment, render};
 
 /// Config under `receivers: { NAME: { email: {...} } }`.
 #[derive(Clone, Deserialize)]
@@ -866,10 +866,10 @@ mod tests {
         assert!(r.html.contains("and 1 more"));
 
         let mut resolved = n.clone();
-        resolved.status = super::super::message::NotifyStatus::Resolved;
+        resolved.status = crate::notify::message::NotifyStatus::Resolved;
         resolved
             .alerts
-            .retain(|a| a.status == super::super::message::NotifyStatus::Resolved);
+            .retain(|a| a.status == crate::notify::message::NotifyStatus::Resolved);
         let r = render_all(&env, &resolved, 20, Utc::now()).unwrap();
         assert!(
             r.subject.starts_with("[RESOLVED] submitted_over_1h"),

@@ -12,12 +12,12 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use super::channel::{
-    Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json_bytes,
-};
-use super::message::Notification;
 use crate::config::Dur;
 use crate::config::expand_secrets;
+use crate::notify::channel::{
+    Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json_bytes,
+};
+use crate::notify::message::Notification;
 
 /// Headers our JSON body depends on; a configured value would contradict it.
 const RESERVED_HEADERS: &[&str] = &["content-type", "content-length", "host"];

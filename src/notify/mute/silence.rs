@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::route::Matcher;
+use crate::notify::routing::route::Matcher;
 
 /// A silence.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,8 +4,8 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc;
 
-use super::silence::Silence;
 use crate::alert::{Transition, TransitionKind};
+use crate::notify::mute::silence::Silence;
 
 /// Prints alert changes (not the silenced ones).
 pub struct LogNotifier {

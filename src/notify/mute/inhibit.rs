@@ -16,9 +16,9 @@ use std::str::FromStr;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::route::Matcher;
 use crate::alert::{Alert, AlertState};
 use crate::labels::LabelSet;
+use crate::notify::routing::route::Matcher;
 
 /// An inhibit rule as configured (Alertmanager's format).
 #[derive(Debug, Clone, Deserialize)]

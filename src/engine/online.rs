@@ -1,0 +1,220 @@
+//! `check`'s online half: each source reached with the daemon's own session settings, its
+//! order model checked against the columns PostgreSQL reports.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::health::{null_rows, null_time_counts, read_gauges};
+use super::shared::{StartError, build_parts};
+use crate::config::Loaded;
+use crate::human::human_duration;
+use crate::source::{ModelKind, Source, Unjudgeable};
+
+/// One line of `check`'s online report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Works.
+    Ok,
+    /// Works, but should be changed (e.g. the role may write).
+    Warn,
+    /// Does not work.
+    Fail,
+}
+
+/// `check`'s lines about one source's order model: the columns as PostgreSQL types them,
+/// statuses outside `statuses`, a `timestamp` column that looks like another zone's wall
+/// clock, orders that cannot be judged, and whether the statements prepare.
+async fn check_model(name: &str, s: &Source) -> Vec<(Verdict, String)> {
+    let mut lines = Vec::new();
+    let sql = match s.model_sql().await {
+        Ok(sql) => sql,
+        Err(e) => return vec![(Verdict::Fail, e.to_string())],
+    };
+    if let Some(known) = &s.statuses {
+        match s.query(&sql.distinct_statuses, &[]).await {
+            Ok(rows) => {
+                let unknown: Vec<String> = rows
+                    .iter()
+                    .map(|r| s.from_db(r.get::<_, String>(0)))
+                    .filter(|v| !known.contains(v))
+                    .collect();
+                if !unknown.is_empty() {
+                    lines.push((
+                        Verdict::Warn,
+                        format!(
+                            "source {name}: the orders hold statuses not in `statuses`: {} \
+                             (exported as status=\"other\")",
+                            unknown
+                                .iter()
+                                .map(|v| format!("{:?}", crate::report::printable(v)))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            }
+            Err(e) => lines.push((Verdict::Fail, format!("source {name}: statuses: {e}"))),
+        }
+    }
+    if sql.time == crate::source::TimeKind::Local && s.time_zone.is_none() {
+        match s.query(&sql.newest, &[]).await {
+            Ok(rows) => {
+                let newest: Option<DateTime<Utc>> = rows.first().and_then(|r| r.get(0));
+                let db_now = Utc::now();
+                if let Some(ahead) = newest.map(|n| (n - db_now).num_seconds())
+                    && ahead >= 20 * 60
+                {
+                    // The newest row is at most "now" in its own zone, so the zone is at
+                    // least that far ahead; most offsets are whole hours.
+                    let q = (ahead + 3599) / 3600 * 3600;
+                    lines.push((
+                        Verdict::Warn,
+                        format!(
+                            "source {name}: {} is a timestamp without time zone read as UTC, and its \
+                             newest value lies {} ahead of now: it looks like wall-clock time at \
+                             UTC+{:02}:{:02} or so. Set time_zone under sources.{name} (e.g. \
+                             time_zone: Europe/Moscow), or every age is off by that much",
+                            s.model.entered_at,
+                            human_duration(Duration::from_secs(ahead as u64)),
+                            q / 3600,
+                            q % 3600 / 60
+                        ),
+                    ));
+                }
+            }
+            Err(e) => lines.push((Verdict::Fail, format!("source {name}: newest time: {e}"))),
+        }
+    }
+    let mut unjudgeable: Vec<(String, Unjudgeable, i64)> = Vec::new();
+    match &sql.history {
+        Some(hs) => {
+            for (what, stmt) in [("incremental read", &hs.read), ("read by id", &hs.refetch)] {
+                if let Err(e) = s.prepare(stmt).await {
+                    lines.push((
+                        Verdict::Fail,
+                        format!("source {name}: status log {what}: {e}"),
+                    ));
+                }
+            }
+            // What the daemon's start-up read will keep, read now.
+            let nulls = null_rows(s, hs).await;
+            match (s.read_history().await, nulls) {
+                (Ok(h), Ok((nulls, timed))) => {
+                    lines.push((
+                        Verdict::Ok,
+                        format!(
+                            "source {name}: status log read: {} orders not in a terminal status",
+                            h.len()
+                        ),
+                    ));
+                    unjudgeable.extend(h.unjudgeable());
+                    unjudgeable.extend(null_time_counts(&nulls, |id| {
+                        h.contains(id) || !timed.contains(id)
+                    }));
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    lines.push((Verdict::Fail, format!("source {name}: status log: {e}")))
+                }
+            }
+        }
+        None => {
+            if sql.gauges.is_some() {
+                match read_gauges(s).await {
+                    Ok(g) => {
+                        lines.push((
+                            Verdict::Ok,
+                            format!("source {name}: per-status gauge query ran"),
+                        ));
+                        unjudgeable.extend(g.unjudgeable);
+                    }
+                    Err(e) => {
+                        lines.push((Verdict::Fail, format!("source {name}: gauge query: {e}")))
+                    }
+                }
+            }
+        }
+    }
+    for (status, why, n) in unjudgeable {
+        let what = match why {
+            Unjudgeable::NullTime => format!("no {}", s.model.entered_at),
+            Unjudgeable::FutureTime => format!("a {} in the future", s.model.entered_at),
+            Unjudgeable::Tie => {
+                "latest rows at the same time with different statuses (set orders.tiebreak)"
+                    .to_string()
+            }
+        };
+        lines.push((
+            Verdict::Warn,
+            format!(
+                "source {name}: {n} orders in {:?} have {what}: no rule can judge them \
+                 (orderwatch_orders_unjudgeable{{reason=\"{}\"}})",
+                crate::report::printable(&s.from_db(status)),
+                why.as_str()
+            ),
+        ));
+    }
+    lines
+}
+
+/// `check` without `--offline`: reaches every source and prepares every rule's SQL, so missing
+/// tables, columns or permissions show up before the daemon runs. One line per check.
+pub async fn check_online(loaded: &Loaded) -> Result<Vec<(Verdict, String)>, StartError> {
+    let (sources, rules) = build_parts(loaded, false)?;
+    let mut lines = Vec::new();
+    let verdict = |ok: bool| if ok { Verdict::Ok } else { Verdict::Fail };
+    for (name, s) in &sources {
+        match s.query("SELECT 1", &[]).await {
+            Ok(_) => lines.push((
+                Verdict::Ok,
+                format!(
+                    "source {name} ({}) reachable, statements run read-only",
+                    s.target()
+                ),
+            )),
+            Err(e) => {
+                lines.push((Verdict::Fail, e.to_string()));
+                continue;
+            }
+        }
+        let tables = match &s.model.kind {
+            ModelKind::Table(t) => vec![t.clone()],
+            ModelKind::History { table, .. } => vec![table.clone()],
+            ModelKind::Query(_) => vec![],
+        };
+        for t in tables {
+            match s.may_write(&t).await {
+                Ok(true) => lines.push((
+                    Verdict::Warn,
+                    format!(
+                        "source {name}: the role may write {t} (INSERT/UPDATE/DELETE/TRUNCATE); \
+                         orderwatch needs SELECT only (README: a least-privilege role)"
+                    ),
+                )),
+                Ok(false) => {}
+                Err(e) => lines.push((Verdict::Fail, format!("source {name}: {e}"))),
+            }
+        }
+        lines.extend(check_model(name, s).await);
+    }
+    for r in &rules {
+        let Some(source) = sources.get(&r.source) else {
+            // http_errors reads Prometheus or the services, not a database.
+            let what = r.sql().await.unwrap_or_default();
+            lines.push((Verdict::Ok, format!("rule {}: reads {what}", r.name)));
+            continue;
+        };
+        let result = match r.sql().await {
+            Ok(sql) => source.prepare(&sql).await,
+            Err(e) => Err(e),
+        };
+        lines.push((
+            verdict(result.is_ok()),
+            match result {
+                Ok(()) => format!("rule {}: SQL prepared on {}", r.name, r.source),
+                Err(e) => format!("rule {}: {e}", r.name),
+            },
+        ));
+    }
+    Ok(lines)
+}
