@@ -1,6 +1,6 @@
 //! What the chat channels (Slack, Mattermost, Telegram) share: their config defaults, the
 //! checks of a custom `text` template and of the timeout, a message rendered within the
-//! service's limit, and the optional sender fields of a webhook body.
+//! service's limit, posting it ([`Poster`]), and the optional sender fields of a webhook body.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
 use crate::config::Dur;
+use crate::notify::channel::{DeliveryError, post_json};
 use crate::notify::message::Notification;
 use crate::notify::template::render_fitting;
 
@@ -66,5 +67,73 @@ pub fn set_optional(body: &mut Value, fields: &[(&str, &Option<String>)]) {
         if let Some(v) = value {
             body[*key] = v.as_str().into();
         }
+    }
+}
+
+/// What a chat channel holds besides its own options: its name in the config, the URL it
+/// posts to (a credential: never formatted), its message template and order cap, and the
+/// HTTP client.
+pub struct Poster {
+    name: String,
+    url: reqwest::Url,
+    env: Environment<'static>,
+    max_orders: usize,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Poster {
+    /// Names the channel, never the URL.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poster")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Poster {
+    /// A poster to `url` with the template environment `env`; requests time out after
+    /// `timeout`.
+    pub fn new(
+        name: &str,
+        url: reqwest::Url,
+        env: Environment<'static>,
+        max_orders: usize,
+        timeout: &Dur,
+    ) -> Poster {
+        Poster {
+            name: name.to_string(),
+            url,
+            env,
+            max_orders,
+            client: crate::outbound::http_client(timeout.0),
+        }
+    }
+
+    /// The channel's name in the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Orders listed per message at most.
+    pub fn max_orders(&self) -> usize {
+        self.max_orders
+    }
+
+    /// The message for `n` from template `template` (see [`render_within`]).
+    pub fn render(
+        &self,
+        template: &str,
+        n: &Notification,
+        now: DateTime<Utc>,
+        fits: impl Fn(&str) -> bool,
+        cut: impl Fn(&str) -> String,
+    ) -> Result<String, String> {
+        render_within(&self.env, template, n, self.max_orders, now, fits, cut)
+    }
+
+    /// Posts `body` as JSON; returns the response body (see `channel::post_json` for how
+    /// failures are classified).
+    pub async fn post(&self, body: &Value) -> Result<String, DeliveryError> {
+        post_json(self.client.post(self.url.clone()), body).await
     }
 }

@@ -17,9 +17,7 @@ use serde_saphyr::{Location, Spanned};
 use super::chat;
 use crate::config::Dur;
 use crate::config::expand_secrets;
-use crate::notify::channel::{
-    Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json,
-};
+use crate::notify::channel::{Deliver, DeliveryError, expand_http_url, http_url};
 use crate::notify::message::Notification;
 use crate::notify::template::{escaping_environment, render_sample};
 
@@ -140,24 +138,12 @@ fn code(value: String) -> TemplateValue {
 }
 
 /// The runtime `mattermost` channel.
+#[derive(Debug)]
 pub struct Mattermost {
-    name: String,
-    url: reqwest::Url,
+    poster: chat::Poster,
     channel: Option<String>,
     username: Option<String>,
     icon_url: Option<String>,
-    env: Environment<'static>,
-    max_orders: usize,
-    client: reqwest::Client,
-}
-
-impl std::fmt::Debug for Mattermost {
-    /// Names the channel, never the URL (it is the credential).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mattermost")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Mattermost {
@@ -165,29 +151,29 @@ impl Mattermost {
     pub fn new(name: &str, cfg: &MattermostConfig) -> Result<Mattermost, String> {
         let source = cfg.text.as_ref().map_or(DEFAULT_TEXT, |t| t.value.as_str());
         Ok(Mattermost {
-            name: name.to_string(),
-            url: http_url(&cfg.webhook_url.value, "webhook_url")?,
+            poster: chat::Poster::new(
+                name,
+                http_url(&cfg.webhook_url.value, "webhook_url")?,
+                markdown_environment(source)?,
+                cfg.max_orders,
+                &cfg.timeout,
+            ),
             channel: cfg.channel.clone(),
             username: cfg.username.clone(),
             icon_url: cfg.icon_url.as_ref().map(|i| i.value.clone()),
-            env: markdown_environment(source)?,
-            max_orders: cfg.max_orders,
-            client: http_client(cfg.timeout.0),
         })
     }
 
     /// The channel's name in the config.
     pub fn name(&self) -> &str {
-        &self.name
+        self.poster.name()
     }
 
     /// The Markdown message for `n`, within the post limit.
     pub fn text(&self, n: &Notification) -> Result<String, String> {
-        chat::render_within(
-            &self.env,
+        self.poster.render(
             TEMPLATE,
             n,
-            self.max_orders,
             Utc::now(),
             |t| t.chars().count() <= MAX_POST_CHARS,
             |t| cut(t, MAX_POST_CHARS),
@@ -229,9 +215,7 @@ impl Deliver for Mattermost {
 
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         let body = self.payload(n).map_err(DeliveryError::Permanent)?;
-        post_json(self.client.post(self.url.clone()), &body)
-            .await
-            .map(drop)
+        self.poster.post(&body).await.map(drop)
     }
 }
 

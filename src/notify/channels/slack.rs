@@ -18,9 +18,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::chat;
 use crate::config::Dur;
-use crate::notify::channel::{
-    Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json,
-};
+use crate::notify::channel::{Deliver, DeliveryError, expand_http_url, http_url};
 use crate::notify::message::Notification;
 use crate::notify::template::{MessageContext, OrderLine, escaping_environment, render_sample};
 
@@ -153,25 +151,13 @@ pub fn cut(s: &str, max: usize) -> String {
 }
 
 /// The runtime `slack` channel.
+#[derive(Debug)]
 pub struct Slack {
-    name: String,
-    url: reqwest::Url,
+    poster: chat::Poster,
     channel: Option<String>,
     username: Option<String>,
     icon_emoji: Option<String>,
-    env: Environment<'static>,
     custom_text: bool,
-    max_orders: usize,
-    client: reqwest::Client,
-}
-
-impl std::fmt::Debug for Slack {
-    /// Names the channel, never the URL (it is the credential).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slack")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Slack {
@@ -179,21 +165,23 @@ impl Slack {
     pub fn new(name: &str, cfg: &SlackConfig) -> Result<Slack, String> {
         let source = cfg.text.as_ref().map_or(DEFAULT_TEXT, |t| t.value.as_str());
         Ok(Slack {
-            name: name.to_string(),
-            url: http_url(&cfg.webhook_url.value, "webhook_url")?,
+            poster: chat::Poster::new(
+                name,
+                http_url(&cfg.webhook_url.value, "webhook_url")?,
+                mrkdwn_environment(source)?,
+                cfg.max_orders,
+                &cfg.timeout,
+            ),
             channel: cfg.channel.clone(),
             username: cfg.username.clone(),
             icon_emoji: cfg.icon_emoji.clone(),
-            env: mrkdwn_environment(source)?,
             custom_text: cfg.text.is_some(),
-            max_orders: cfg.max_orders,
-            client: http_client(cfg.timeout.0),
         })
     }
 
     /// The channel's name in the config.
     pub fn name(&self) -> &str {
-        &self.name
+        self.poster.name()
     }
 
     /// The webhook's JSON body for `n`.
@@ -207,18 +195,16 @@ impl Slack {
         } else {
             MAX_FALLBACK_CHARS
         };
-        let text = chat::render_within(
-            &self.env,
+        let text = self.poster.render(
             TEMPLATE,
             n,
-            self.max_orders,
             now,
             |t| t.chars().count() <= limit,
             |t| cut(t, limit),
         )?;
         let mut body = json!({"text": text, "unfurl_links": false, "unfurl_media": false});
         if !self.custom_text {
-            body["blocks"] = blocks(&MessageContext::new(n, self.max_orders, now)).into();
+            body["blocks"] = blocks(&MessageContext::new(n, self.poster.max_orders(), now)).into();
         }
         chat::set_optional(
             &mut body,
@@ -371,9 +357,7 @@ impl Deliver for Slack {
 
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         let body = self.payload(n).map_err(DeliveryError::Permanent)?;
-        post_json(self.client.post(self.url.clone()), &body)
-            .await
-            .map(drop)
+        self.poster.post(&body).await.map(drop)
     }
 }
 

@@ -18,9 +18,7 @@ use serde_saphyr::{Location, Spanned};
 use super::chat;
 use crate::config::Dur;
 use crate::config::expand_secrets;
-use crate::notify::channel::{
-    Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json,
-};
+use crate::notify::channel::{Deliver, DeliveryError, expand_http_url, http_url};
 use crate::notify::message::Notification;
 use crate::notify::template::{escape_html, escaping_environment, render_sample};
 
@@ -365,26 +363,13 @@ pub fn truncate_html(s: &str, max: usize) -> String {
 }
 
 /// The runtime `telegram` channel.
+#[derive(Debug)]
 pub struct Telegram {
-    name: String,
-    /// `{api_url}/bot{token}/sendMessage`: a secret, never formatted.
-    url: reqwest::Url,
+    /// Posts to `{api_url}/bot{token}/sendMessage`: a secret, never formatted.
+    poster: chat::Poster,
     chat_id: ChatId,
     message_thread_id: Option<i64>,
     disable_notification: bool,
-    env: Environment<'static>,
-    max_orders: usize,
-    client: reqwest::Client,
-}
-
-impl std::fmt::Debug for Telegram {
-    /// Names the chat, never the URL (it holds the bot token).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Telegram")
-            .field("name", &self.name)
-            .field("chat_id", &self.chat_id)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Telegram {
@@ -404,29 +389,29 @@ impl Telegram {
         )?;
         let source = cfg.text.as_ref().map_or(DEFAULT_TEXT, |t| t.value.as_str());
         Ok(Telegram {
-            name: name.to_string(),
-            url,
+            poster: chat::Poster::new(
+                name,
+                url,
+                html_environment(source)?,
+                cfg.max_orders,
+                &cfg.timeout,
+            ),
             chat_id: cfg.chat_id.value.clone(),
             message_thread_id: cfg.message_thread_id.as_ref().map(|t| t.value),
             disable_notification: cfg.disable_notification,
-            env: html_environment(source)?,
-            max_orders: cfg.max_orders,
-            client: http_client(cfg.timeout.0),
         })
     }
 
     /// The channel's name in the config.
     pub fn name(&self) -> &str {
-        &self.name
+        self.poster.name()
     }
 
     /// The message text (Telegram HTML) for `n`, within the 4096-character limit.
     pub fn text(&self, n: &Notification) -> Result<String, String> {
-        chat::render_within(
-            &self.env,
+        self.poster.render(
             TEMPLATE,
             n,
-            self.max_orders,
             Utc::now(),
             |t| visible_len(t) <= MAX_MESSAGE_CHARS,
             |t| truncate_html(t, MAX_MESSAGE_CHARS),
@@ -461,7 +446,7 @@ impl Deliver for Telegram {
 
     async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         let body = self.payload(n).map_err(DeliveryError::Permanent)?;
-        match post_json(self.client.post(self.url.clone()), &body).await {
+        match self.poster.post(&body).await {
             Ok(body) => match serde_json::from_str::<serde_json::Value>(&body) {
                 Ok(v) if v["ok"] == false => Err(DeliveryError::Permanent(format!(
                     "Telegram answered ok=false: {}",
