@@ -7,31 +7,39 @@
 //! ```text
 //! config files ─► config ─► source (read-only PostgreSQL pools, order model → SQL)
 //!                             │
-//!        engine (scheduler) ──┴─► rule (stuck, …) ─► findings
+//!        engine (scheduler) ──┴─► rule (stuck, …) ─► findings ─► rule::observe
+//!                                                                  │
+//!        alert (the book: pending → firing → resolved; the SQLite store) ◄┘
 //!                             │
-//!        engine (alert state machine, state store) ─► notify (alertmanager, log)
-//!                             │                     ─► metrics ─► http (/metrics, /api/v1/…)
+//!                             ├─► notify (Alertmanager, direct channels, log)
+//!                             └─► metrics ─► http (/metrics, /api/v1/…) ◄─ serve
 //! ```
 //!
+//! The modules, by layer from the bottom up ([`LAYERS`]; a module never uses one of a higher
+//! layer, `tests/architecture.rs` holds the tree to it):
+//!
+//! - plain helpers: [`blocking`] (heavy work off the async workers), [`human`] (durations as
+//!   people on call read them), [`labels`] (alert labels sharing their rule-wide part),
+//!   [`metrics`] (the registry and every exported metric), [`otlp`] (the daemon's own spans
+//!   over OTLP/HTTP JSON), [`outbound`] (the outgoing HTTP client and its error text),
+//!   [`pg_sandbox`] (throwaway PostgreSQL clusters), [`runbooks`] (the shipped runbooks),
+//!   [`systemd`] (readiness, reload, watchdog), [`tls`] (client TLS).
 //! - [`config`]: YAML loading, `${ENV}`/`${file:PATH}` secrets, validation with file:line:col.
 //! - [`source`]: one pool per database; sessions are read-only with a statement timeout; the
 //!   order model's SQL, built from the columns' types; a status log's kept state; standby lag.
-//! - [`rule`]: one file per rule kind; each turns a source into findings.
-//! - [`engine`]: scheduling, the pending → firing → resolved state machine, the SQLite store.
-//! - [`notify`]: notifiers; they read alert state, never databases; routing, silences and
-//!   inhibition for the direct channels.
-//! - [`labels`]: alert labels that share their rule-wide part; the matchers' view of labels.
-//! - [`human`]: durations as people on call read them ("3h 05m").
-//! - [`metrics`]: the registry and every exported metric.
-//! - [`http`]: axum routes: metrics, health, the API, the status page, the runbooks.
+//!   [`alert`]: the alert state machine and the state store; no I/O but the store's file.
+//! - [`notify`]: the delivery pipeline, one file per channel, routing, silences and
+//!   inhibition; notifiers read alert state, never databases.
+//! - [`rule`]: one file per rule kind, each turning a source into findings; findings into
+//!   observations for the alert book.
 //! - [`report`]: `once` output (table and JSON).
-//! - [`explain`]: `explain`: the plan of every rule's SQL, whole-table scans and their fix.
-//! - [`pg_sandbox`]: a throwaway PostgreSQL cluster for the demo, tests and benchmarks.
+//! - [`engine`]: orchestration: schedules, evaluations and their metrics, source health,
+//!   reloads.
+//! - [`http`]: axum routes: metrics, health, the API, the status page, the runbooks;
+//!   [`explain`]: the plan of every rule's SQL, whole-table scans and their fix.
+//! - [`serve`]: the daemon put together: engine, HTTP server, reloads, shutdown.
 //! - [`demo`]: `orderwatch demo`: sandbox, reference schema, realistic orders, a simulator,
 //!   simulated services with a 5xx burst.
-//! - [`otlp`]: optional export of the daemon's own spans over OTLP/HTTP (JSON).
-//! - [`systemd`]: readiness, reload, stopping and watchdog notifications to the service manager.
-//! - [`tls`]: TLS client configurations (PostgreSQL's sslmode family, Alertmanager's tls_config).
 
 pub mod alert;
 pub mod blocking;

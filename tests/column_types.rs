@@ -13,18 +13,13 @@ use orderwatch::engine::{Verdict, check_online, evaluate_once};
 /// Writes a main file with one source `db` (`source_extra` under it, order model `orders`)
 /// and `rules`.
 fn write(dir: &Path, url: &str, source_extra: &str, orders: &str, rules: &str) {
-    std::fs::write(
-        dir.join("orderwatch.yaml"),
-        format!(
+    common::write_config(
+        dir,
+        &format!(
             "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\ngauges_interval: 1s\nsources:\n  db:\n    url: \"{url}?sslmode=disable\"\n{source_extra}    orders: {orders}\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("rules.yaml"), rules).unwrap();
-}
-
-fn load(dir: &Path) -> Loaded {
-    orderwatch::config::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"))
+        &rules,
+    );
 }
 
 const SUBMITTED_1H: &str = "rules:\n  - name: submitted_over_1h\n    source: db\n    status: SUBMITTED\n    older_than: 1h\n";
@@ -78,7 +73,7 @@ async fn an_enum_status_is_compared_in_its_own_type_and_uses_the_index() {
         "{ table: orders, id: id, status: state, entered_at: since }",
         SUBMITTED_1H,
     );
-    let loaded = load(dir.path());
+    let loaded = common::load(dir.path());
     assert_eq!(once(&loaded).await, [("1".into(), "SUBMITTED".into(), 3)]);
     let p = plan(&loaded).await;
     assert!(
@@ -114,7 +109,7 @@ async fn integer_coded_statuses_speak_the_names_of_the_statuses_map() {
         "{ table: orders, id: id, status: status, entered_at: changed }",
         "rules:\n  - name: submitted_over_1h\n    source: db\n    status: SUBMITTED\n    older_than: 1h\n  - name: packaging_over_1h\n    source: db\n    status: PACKAGING\n    older_than: 1h\n",
     );
-    let loaded = load(dir.path());
+    let loaded = common::load(dir.path());
     let results = evaluate_once(&loaded, &[]).await.unwrap();
     let found: Vec<(String, String)> = results
         .iter()
@@ -184,14 +179,14 @@ async fn a_local_timestamp_is_read_in_the_named_zone_and_check_spots_one_without
         orders,
         SUBMITTED_1H,
     );
-    let loaded = load(dir.path());
+    let loaded = common::load(dir.path());
     assert_eq!(once(&loaded).await, [("M2".into(), "SUBMITTED".into(), 2)]);
     let p = plan(&loaded).await;
     assert!(p.contains("ok: true"), "{p}");
     // Without time_zone the same rows read as UTC: ahead of now, so nothing is stuck — and
     // `check` says why, naming the offset.
     write(dir.path(), &url, "", orders, SUBMITTED_1H);
-    let loaded = load(dir.path());
+    let loaded = common::load(dir.path());
     assert!(once(&loaded).await.is_empty());
     let lines = check_online(&loaded).await.unwrap();
     let warn = lines
@@ -230,7 +225,7 @@ async fn epoch_seconds_and_milliseconds_are_read_with_entered_at_unit() {
             "{{ table: orders, id: id, status: status, entered_at: {col}, entered_at_unit: {unit} }}"
         );
         write(dir.path(), &url, "", &orders, SUBMITTED_1H);
-        let loaded = load(dir.path());
+        let loaded = common::load(dir.path());
         assert_eq!(
             once(&loaded).await,
             [("E3".into(), "SUBMITTED".into(), 3)],
@@ -247,7 +242,7 @@ async fn epoch_seconds_and_milliseconds_are_read_with_entered_at_unit() {
         "{ table: orders, id: id, status: status, entered_at: at_s }",
         SUBMITTED_1H,
     );
-    let results = evaluate_once(&load(dir.path()), &[]).await.unwrap();
+    let results = evaluate_once(&common::load(dir.path()), &[]).await.unwrap();
     let err = results[0].1.as_ref().unwrap_err().to_string();
     assert!(err.contains("set entered_at_unit"), "{err}");
 }
@@ -309,7 +304,7 @@ async fn rows_that_cannot_be_judged_are_counted_not_hidden() {
         .collect();
     assert_eq!(ids, ["OK"], "{alerts:?}");
     running.stop().await;
-    let lines = check_online(&load(dir.path())).await.unwrap();
+    let lines = check_online(&common::load(dir.path())).await.unwrap();
     for want in [
         "2 orders in \"SUBMITTED\" have no changed",
         "1 orders in \"SHIPPED\" have latest rows at the same time",
@@ -353,7 +348,7 @@ async fn char_statuses_and_uuid_ids_are_compared_in_their_own_types() {
         "rules:\n  - name: approved_over_1h\n    source: shop\n    status: MANUFACTURING_APPROVED\n    older_than: 1h\n  - name: approved_missing_in_mes\n    kind: missing\n    source: shop\n    missing_in: mes\n    status: MANUFACTURING_APPROVED\n    older_than: 1h\n",
     )
     .unwrap();
-    let results = evaluate_once(&load(dir.path()), &[]).await.unwrap();
+    let results = evaluate_once(&common::load(dir.path()), &[]).await.unwrap();
     let found: Vec<Vec<(String, String)>> = results
         .iter()
         .map(|(_, o)| {

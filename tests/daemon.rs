@@ -32,22 +32,17 @@ const PERSONAL: &[&str] = &[
 
 fn write_config(dir: &Path, url: &str, am_urls: &[String], extra: &str) {
     let urls: Vec<String> = am_urls.iter().map(|u| format!("\"{u}\"")).collect();
-    std::fs::write(
-        dir.join("orderwatch.yaml"),
-        format!(
+    common::write_config(
+        dir,
+        &format!(
             "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\ngauges_interval: 1s\n{extra}\
              sources:\n  shop:\n    url: \"{url}?sslmode=disable&connect_timeout=2\"\n    connect_timeout: 2s\n\
              \x20   orders: {{ table: orders, id: id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n\
              notifiers:\n  log: {{}}\n  alertmanager:\n    urls: [{}]\n    resend_delay: 2s\n    timeout: 2s\n",
             urls.join(", ")
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("rules.yaml"),
         "rules:\n  - name: submitted_over_1h\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    severity: critical\n    interval: 1s\n    labels: { team: sales }\n    annotations:\n      summary: \"Order {{ order_id }} ({{ labels.order_type }}) waits for its price for {{ age }}\"\n",
-    )
-    .unwrap();
+    );
 }
 
 fn am_alert<'a>(alerts: &'a [Value], order: &str) -> Option<&'a Value> {

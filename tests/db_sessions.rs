@@ -67,19 +67,18 @@ fn as_user(url: &str, user: &str) -> String {
 }
 
 fn write_config(dir: &Path, shop: &str, mes: &str, extra_source: &str) -> Loaded {
-    std::fs::write(
-        dir.join("orderwatch.yaml"),
-        format!(
+    common::write_config(
+        dir,
+        &format!(
             "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n\
              \x20 shop:\n    url: \"{shop}\"\n    statement_timeout: 500ms\n{extra_source}\
              \x20   orders: {{ table: orders, id: id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n\
              \x20 mes:\n    url: \"{mes}\"\n    pool_size: 4\n\
              \x20   orders: {{ table: production_orders, id: order_id, status: status, entered_at: status_changed_at }}\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("rules.yaml"), RULES).unwrap();
-    orderwatch::config::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"))
+        &RULES,
+    );
+    common::load(dir)
 }
 
 async fn setup() -> (String, String) {

@@ -10,13 +10,12 @@ use orderwatch::engine::evaluate_once;
 
 fn config(dir: &Path, rule: &str) -> orderwatch::config::Loaded {
     // A database source is configured (every config has one) but http_errors does not use it.
-    std::fs::write(
-        dir.join("orderwatch.yaml"),
-        "state_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"postgres://nobody@127.0.0.1:9/none\"\n    orders: { table: orders }\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("rules.yaml"), format!("rules:\n{rule}")).unwrap();
-    orderwatch::config::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"))
+    common::write_config(
+        dir,
+        &"state_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"postgres://nobody@127.0.0.1:9/none\"\n    orders: { table: orders }\n",
+        &format!("rules:\n{rule}"),
+    );
+    common::load(dir)
 }
 
 /// Traffic for `secs` seconds: shop-api answers 20 % 5xx, crm-api 1 %, mes-api none.

@@ -133,24 +133,19 @@ INSERT INTO orders VALUES
 ";
 
 fn write_config(dir: &Path, db_url: &str, receivers: &str, route: &str) {
-    std::fs::write(
-        dir.join("orderwatch.yaml"),
-        format!(
+    common::write_config(
+        dir,
+        &format!(
             "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\n\
              sources:\n  shop:\n    url: \"{db_url}?sslmode=disable\"\n\
              \x20   orders: {{ table: orders, id: id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n\
              receivers:\n{receivers}\nroute:\n{route}\n\
              delivery: {{ initial_backoff: 1s, max_backoff: 20s, max_age: 1h }}\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("rules.yaml"),
         "rules:\n\
          \x20 - { name: submitted_over_1h, source: shop, status: SUBMITTED, older_than: 1h, interval: 1s, severity: critical }\n\
          \x20 - { name: packaging_over_1d, source: shop, status: PACKAGING, older_than: 1d, interval: 1s }\n",
-    )
-    .unwrap();
+    );
 }
 
 fn orders(body: &Value, status: &str) -> Vec<String> {

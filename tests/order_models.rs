@@ -10,15 +10,14 @@ use orderwatch::engine::evaluate_once;
 
 /// Writes a main file with one source `db` (order model `orders_yaml`) and `rules_yaml`.
 fn config(dir: &Path, url: &str, orders_yaml: &str, rules_yaml: &str) -> Loaded {
-    std::fs::write(
-        dir.join("orderwatch.yaml"),
-        format!(
+    common::write_config(
+        dir,
+        &format!(
             "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  db:\n    url: \"{url}?sslmode=disable\"\n    orders: {orders_yaml}\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("rules.yaml"), rules_yaml).unwrap();
-    orderwatch::config::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"))
+        rules_yaml,
+    );
+    common::load(dir)
 }
 
 /// A shop-like table holding personal data next to what orderwatch may read.

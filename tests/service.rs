@@ -8,7 +8,7 @@ mod common;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -148,55 +148,36 @@ impl NotifySocket {
     }
 }
 
-/// The daemon as systemd runs it: a child process, stderr collected; killed if the test fails.
+/// The daemon as systemd runs it (a [`common::Process`]) and its HTTP address.
 struct Service {
-    child: Child,
-    log: Arc<Mutex<String>>,
+    process: common::Process,
     url: String,
 }
 
 impl Service {
     fn start(config: &Path, notify: &NotifySocket, port: u16) -> Service {
-        let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "run", "-c"])
-            .arg(config)
-            .env("NOTIFY_SOCKET", &notify.path)
-            .env("WATCHDOG_USEC", "1000000")
-            .env("ORDERWATCH_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        let args = ["--log-format", "json", "run", "-c"].map(std::ffi::OsStr::new);
+        let notify_path = notify.path.display().to_string();
+        let process = common::Process::start(
+            &[&args[..], &[config.as_os_str()]].concat(),
+            &[
+                ("NOTIFY_SOCKET", notify_path.as_str()),
+                ("WATCHDOG_USEC", "1000000"),
+                ("ORDERWATCH_LOG", "debug"),
+            ],
+        );
         Service {
-            child,
-            log,
+            process,
             url: format!("http://127.0.0.1:{port}"),
         }
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
+        self.process.signal(sig);
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.process.log()
     }
 
     async fn get(&self, path: &str) -> String {
@@ -257,15 +238,6 @@ impl Service {
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -430,14 +402,7 @@ async fn sighup_reloads_keeps_old_rules_on_error_and_sigterm_exits_zero() {
     // SIGTERM: STOPPING=1, exit 0.
     let mut d = d;
     d.signal("-TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = d.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = d.process.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success(), "exit status {status}\n{}", d.log());
     notify.wait_count("STOPPING=1", 1).await;
 

@@ -18,15 +18,14 @@ fn config_with(
     source_keys: &str,
     rules: &str,
 ) -> orderwatch::config::Loaded {
-    std::fs::write(
-        dir.join("orderwatch.yaml"),
-        format!(
+    common::write_config(
+        dir,
+        &format!(
             "state_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"{url}\"\n    statement_timeout: 20s\n{source_keys}    orders: {{ table: orders }}\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("rules.yaml"), rules).unwrap();
-    orderwatch::config::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"))
+        rules,
+    );
+    common::load(dir)
 }
 
 /// A connection with `application_name`, running `sql` in the background.

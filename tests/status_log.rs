@@ -82,15 +82,14 @@ const RULES: &str = "rules:
 
 fn config(dir: &Path, url: &str, tiebreak: bool) -> Loaded {
     let tb = if tiebreak { ", tiebreak: id" } else { "" };
-    std::fs::write(
-        dir.join("orderwatch.yaml"),
-        format!(
+    common::write_config(
+        dir,
+        &format!(
             "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  log:\n    url: \"{url}?sslmode=disable\"\n    orders: {{ history_table: order_log, id: order_id, status: status, entered_at: changed_at{tb} }}\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("rules.yaml"), RULES).unwrap();
-    orderwatch::config::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"))
+        &RULES,
+    );
+    common::load(dir)
 }
 
 /// rule → order id → entered_at, from the ground truth at the database's `now()`.

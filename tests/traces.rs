@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_orderwatch");
 
 const SCHEMA: &str = "
 CREATE TABLE orders (id text PRIMARY KEY, customer_name text, customer_email text,
@@ -28,28 +25,16 @@ async fn run_daemon(
     collector: &common::WebhookReceiver,
     done: impl Fn(&[common::Received]) -> bool,
 ) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "-c"])
-        .arg(dir.join("orderwatch.yaml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
+    let args = ["run", "-c"].map(std::ffi::OsStr::new);
+    let config = dir.join("orderwatch.yaml");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut daemon = common::Process::start(&[&args[..], &[config.as_os_str()]].concat(), &env);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done(&collector.requests().await) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    daemon.signal("-TERM");
+    daemon.wait_exit(Duration::from_secs(30)).await;
 }
 
 fn posted(reqs: &[common::Received], path: &str) -> bool {

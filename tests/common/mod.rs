@@ -5,6 +5,10 @@
 //! and a local HTTP receiver that records what notifiers POST ([`WebhookReceiver`]). External
 //! programs are found with [`require_bin`], which fails loudly in CI and skips with an install
 //! hint elsewhere, so a test never passes in CI without having run.
+//!
+//! Fixtures: a config written and loaded ([`write_config`], [`load`]); the daemon served in
+//! this process ([`Running`], with [`Running::wait_ready`]) or run as the binary
+//! ([`Process`]); catchers for what it sends ([`WebhookReceiver`], [`Alertmanager`]).
 
 // Each test binary uses only some of these helpers.
 #![allow(dead_code)]
@@ -626,6 +630,92 @@ impl Drop for WebhookReceiver {
     }
 }
 
+/// Writes `main` as `dir/orderwatch.yaml` and `rules` as `dir/rules.yaml` (the main file
+/// names it in `rule_files`); returns the main file's path.
+pub fn write_config(dir: &Path, main: &str, rules: &str) -> PathBuf {
+    let path = dir.join("orderwatch.yaml");
+    std::fs::write(&path, main).unwrap();
+    std::fs::write(dir.join("rules.yaml"), rules).unwrap();
+    path
+}
+
+/// Loads `dir/orderwatch.yaml`; a config error fails the test with its message.
+pub fn load(dir: &Path) -> orderwatch::config::Loaded {
+    orderwatch::config::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `orderwatch` binary as a child process (`run`, as systemd starts it): stderr
+/// collected for failure messages, killed if the test ends without stopping it.
+pub struct Process {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Process {
+    /// Runs `orderwatch ARGS` with `env` added to this process's environment.
+    pub fn start(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Process {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderwatch"));
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Process { child, log }
+    }
+
+    /// Sends `sig` (`-HUP`, `-TERM`, …).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `timeout`) for it to exit; fails the test with its log otherwise.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within {timeout:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A running daemon on 127.0.0.1:0 (`orderwatch::engine::Daemon` served in this process); stops (gracefully) on drop of `stop`.
 pub struct Running {
     /// Base URL of its HTTP server.
@@ -637,9 +727,7 @@ pub struct Running {
 impl Running {
     /// Builds the daemon from `dir/orderwatch.yaml` and serves it on a random port.
     pub async fn start(dir: &Path) -> Running {
-        let loaded = orderwatch::config::load(&dir.join("orderwatch.yaml"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let daemon = orderwatch::engine::Daemon::build(loaded).unwrap();
+        let daemon = orderwatch::engine::Daemon::build(load(dir)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -659,6 +747,26 @@ impl Running {
             url,
             stop: Some(tx),
             task,
+        }
+    }
+
+    /// Waits (at most 30 s) until `/readyz` answers 200: every source reached.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = http_client()
+                .get(format!("{}/readyz", self.url))
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}/readyz: not ready in 30 s",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
