@@ -18,7 +18,7 @@ fn write(dir: &Path, url: &str, source_extra: &str, orders: &str, rules: &str) {
         &format!(
             "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\ngauges_interval: 1s\nsources:\n  db:\n    url: \"{url}?sslmode=disable\"\n{source_extra}    orders: {orders}\n"
         ),
-        &rules,
+        rules,
     );
 }
 

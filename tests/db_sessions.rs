@@ -76,7 +76,7 @@ fn write_config(dir: &Path, shop: &str, mes: &str, extra_source: &str) -> Loaded
              \x20 mes:\n    url: \"{mes}\"\n    pool_size: 4\n\
              \x20   orders: {{ table: production_orders, id: order_id, status: status, entered_at: status_changed_at }}\n"
         ),
-        &RULES,
+        RULES,
     );
     common::load(dir)
 }

@@ -12,7 +12,7 @@ fn config(dir: &Path, rule: &str) -> orderwatch::config::Loaded {
     // A database source is configured (every config has one) but http_errors does not use it.
     common::write_config(
         dir,
-        &"state_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"postgres://nobody@127.0.0.1:9/none\"\n    orders: { table: orders }\n",
+        "state_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: \"postgres://nobody@127.0.0.1:9/none\"\n    orders: { table: orders }\n",
         &format!("rules:\n{rule}"),
     );
     common::load(dir)

@@ -87,7 +87,7 @@ fn config(dir: &Path, url: &str, tiebreak: bool) -> Loaded {
         &format!(
             "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  log:\n    url: \"{url}?sslmode=disable\"\n    orders: {{ history_table: order_log, id: order_id, status: status, entered_at: changed_at{tb} }}\n"
         ),
-        &RULES,
+        RULES,
     );
     common::load(dir)
 }
