@@ -4,8 +4,9 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard variables; `OTEL_SERVICE_NAME` and
 //! `OTEL_EXPORTER_OTLP_HEADERS` are honoured too).
 //!
-//! Written here rather than taken from the OpenTelemetry SDK: it is a tracing layer, a bounded
-//! queue and one HTTP POST every two seconds. Only spans of orderwatch's own code are recorded
+//! Written here rather than taken from the OpenTelemetry SDK (`tracing-opentelemetry` and
+//! `opentelemetry-otlp`; ARCHITECTURE.md, "Traces", has the comparison): it is a tracing layer,
+//! a bounded queue and one HTTP POST every two seconds. Only spans of orderwatch's own code are recorded
 //! (never the HTTP client's, so the exporter does not trace itself), with the fields those spans
 //! carry: rule and source names, counts, outcomes, the first characters of the SQL text (never
 //! its parameters). A full queue drops spans; an unreachable collector never slows the daemon.
@@ -85,12 +86,7 @@ pub fn from_env() -> Option<(OtlpLayer, Exporter)> {
         kv("service.name", Value::String(service)),
         kv("service.version", Value::String(env!("CARGO_PKG_VERSION").into())),
     ]});
-    crate::tls::ensure_crypto_provider();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .user_agent(concat!("orderwatch/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .ok()?;
+    let client = crate::outbound::http_client(Duration::from_secs(5));
     let queue = Arc::new(Mutex::new(Queue::default()));
     Some((
         OtlpLayer {

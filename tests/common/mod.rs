@@ -8,10 +8,13 @@
 //!
 //! Fixtures: a config written and loaded ([`write_config`], [`load`]); the daemon served in
 //! this process ([`Running`], with [`Running::wait_ready`]) or run as the binary
-//! ([`Process`]); catchers for what it sends ([`WebhookReceiver`], [`Alertmanager`]).
+//! ([`Process`]); catchers for what it sends ([`WebhookReceiver`], [`Alertmanager`], an SMTP
+//! server in [`smtp`]).
 
 // Each test binary uses only some of these helpers.
 #![allow(dead_code)]
+
+pub mod smtp;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
