@@ -123,8 +123,9 @@ impl Daemon {
             })
         });
         let (current, _) = watch::channel(shared);
+        // `self` goes here: the running generation's state lives in `current` (and its tasks),
+        // so a reload frees the first generation's sources and rules.
         Ok(Running {
-            daemon: self,
             current,
             generation,
             local,
@@ -136,7 +137,6 @@ impl Daemon {
 
 /// A started daemon: the generation of tasks running now, and what the HTTP server reads.
 pub struct Running {
-    daemon: Daemon,
     current: watch::Sender<Arc<Shared>>,
     generation: Generation,
     local: SocketAddr,
@@ -192,7 +192,6 @@ impl Running {
             w.abort();
         }
         drop(self.current);
-        drop(self.daemon);
         if let Some(t) = self.log_task {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
