@@ -42,25 +42,6 @@ pub fn check_text_and_timeout(
     }
 }
 
-/// The message for `n`: template `name` of `env` with as many orders as `fits` allows (at
-/// most `max_orders`), else `cut` to the limit. A message with nothing to show is an error.
-pub fn render_within(
-    env: &Environment<'static>,
-    name: &str,
-    n: &Notification,
-    max_orders: usize,
-    now: DateTime<Utc>,
-    fits: impl Fn(&str) -> bool,
-    cut: impl Fn(&str) -> String,
-) -> Result<String, String> {
-    let (text, fit) = render_fitting(env, name, n, max_orders, now, fits)?;
-    let text = if fit { text } else { cut(&text) };
-    if text.trim().is_empty() {
-        return Err("the template rendered an empty message".into());
-    }
-    Ok(text)
-}
-
 /// Sets each optional field (channel, sender name, icon) of a webhook body that is given.
 pub fn set_optional(body: &mut Value, fields: &[(&str, &Option<String>)]) {
     for (key, value) in fields {
@@ -119,7 +100,9 @@ impl Poster {
         self.max_orders
     }
 
-    /// The message for `n` from template `template` (see [`render_within`]).
+    /// The message for `n`: template `template` with as many orders as `fits` allows (at
+    /// most the order cap), else `cut` to the limit. A message with nothing to show is an
+    /// error.
     pub fn render(
         &self,
         template: &str,
@@ -128,7 +111,12 @@ impl Poster {
         fits: impl Fn(&str) -> bool,
         cut: impl Fn(&str) -> String,
     ) -> Result<String, String> {
-        render_within(&self.env, template, n, self.max_orders, now, fits, cut)
+        let (text, fit) = render_fitting(&self.env, template, n, self.max_orders, now, fits)?;
+        let text = if fit { text } else { cut(&text) };
+        if text.trim().is_empty() {
+            return Err("the template rendered an empty message".into());
+        }
+        Ok(text)
     }
 
     /// Posts `body` as JSON; returns the response body (see `channel::post_json` for how
