@@ -61,7 +61,8 @@ async fn main() {
     )
     .unwrap();
     let main = "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: postgres://orderwatch@127.0.0.1:1/shop\n    orders: {table: orders, id: id, status: status, entered_at: at, labels: [order_type]}\n";
-    let loaded = orderwatch::config::load_str(&dir.path().join("orderwatch.yaml"), main).unwrap();
+    let loaded =
+        orderwatch::configure::load_str(&dir.path().join("orderwatch.yaml"), main).unwrap();
     let (_, mut rules) = orderwatch::engine::build_parts(&loaded, false).unwrap();
     let parts = RuleParts::new(rules.remove(0), "http://orderwatch/runbooks".into());
     let now = Utc::now();

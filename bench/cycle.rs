@@ -74,7 +74,7 @@ async fn main() {
 async fn measure(config: &str, shop_url: &str, mes_url: &str) {
     let orders = env_num("ORDERS", 1_000_000);
     let cycles = env_num("CYCLES", 10) as usize;
-    let loaded = orderwatch::config::load(std::path::Path::new(config)).expect("config");
+    let loaded = orderwatch::configure::load(std::path::Path::new(config)).expect("config");
     let daemon = orderwatch::engine::Daemon::build(loaded).expect("daemon");
     let shared = daemon.shared();
     let rules = shared.rules.clone();

@@ -222,7 +222,7 @@ async fn measure(url: &str) {
     println!("rows={rows}");
 
     // `once`: one statement, no state.
-    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    let loaded = orderwatch::configure::load(&dir.path().join("orderwatch.yaml")).unwrap();
     let t = Instant::now();
     let results = orderwatch::engine::evaluate_once(&loaded, &[])
         .await

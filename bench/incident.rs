@@ -414,7 +414,7 @@ async fn steady_minute(
 /// daemon runs them): the rows (one past the cap) and, when capped, the exact totals; median
 /// of 6. And the count-only query sql_exporter would run.
 async fn sql_alone(config: &Path, shop: &str, table: &str, cap: i64) -> (Duration, Duration) {
-    let loaded = orderwatch::config::load(config).expect("config");
+    let loaded = orderwatch::configure::load(config).expect("config");
     let (sources, _) = orderwatch::engine::build_parts(&loaded, false).expect("parts");
     let m = sources["shop"].model_sql().await.expect("statements");
     let (c, conn) = tokio_postgres::connect(shop, NoTls).await.unwrap();

@@ -24,12 +24,16 @@
 //!   over OTLP/HTTP JSON), [`outbound`] (the outgoing HTTP client and its error text),
 //!   [`pg_sandbox`] (throwaway PostgreSQL clusters), [`runbooks`] (the shipped runbooks),
 //!   [`systemd`] (readiness, reload, watchdog), [`tls`] (client TLS).
-//! - [`config`]: YAML loading, `${ENV}`/`${file:PATH}` secrets, validation with file:line:col.
+//! - [`config`]: every config struct (what users write), YAML reading, `${ENV}`/`${file:PATH}`
+//!   secrets, config's own checks with file:line:col.
 //! - [`source`]: one pool per database; sessions are read-only with a statement timeout; the
 //!   order model's SQL, built from the columns' types; a status log's kept state; standby lag.
 //!   [`alert`]: the alert state machine and the state store; no I/O but the store's file.
 //! - [`notify`]: the delivery pipeline, one file per channel, routing, silences and
-//!   inhibition; notifiers read alert state, never databases.
+//!   inhibition; notifiers read alert state, never databases; [`notify::check`], what only
+//!   notify can check of a config.
+//! - [`configure`]: loading a config the daemon may run: config's checks, then each
+//!   component's, all problems at once. Every command, the reload and the demo load here.
 //! - [`rule`]: one file per rule kind, each turning a source into findings; findings into
 //!   observations for the alert book.
 //! - [`report`]: `once` output (table and JSON).
@@ -44,6 +48,7 @@
 pub mod alert;
 pub mod blocking;
 pub mod config;
+pub mod configure;
 pub mod demo;
 pub mod engine;
 pub mod explain;
@@ -85,6 +90,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("configuration", &["config"]),
     ("what is read and what is known", &["source", "alert"]),
     ("delivery", &["notify"]),
+    ("loading a config with every check", &["configure"]),
     ("rules", &["rule"]),
     ("output of one-off runs", &["report"]),
     ("orchestration", &["engine"]),

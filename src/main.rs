@@ -236,7 +236,7 @@ fn load(
         eprintln!("{e}");
         ExitCode::from(2)
     };
-    let mut loaded = orderwatch::config::load(&path).map_err(fail)?;
+    let mut loaded = orderwatch::configure::load(&path).map_err(fail)?;
     if let Some(web) = web {
         loaded = loaded.with_web(web).map_err(fail)?;
     }
@@ -410,7 +410,7 @@ async fn main() -> ExitCode {
         } => {
             let loaded = || {
                 let path = orderwatch::config::default_config_path(cli.config.clone());
-                let loaded = orderwatch::config::load(&path).ok()?;
+                let loaded = orderwatch::configure::load(&path).ok()?;
                 match &cli.web_config_file {
                     Some(w) => loaded.with_web(w).ok(),
                     None => Some(loaded),

@@ -175,7 +175,7 @@ fn credentials_and_tls_settings_are_checked_at_load() {
             ),
         )
         .unwrap();
-        let err = orderwatch::config::load(&dir.path().join("orderwatch.yaml"))
+        let err = orderwatch::configure::load(&dir.path().join("orderwatch.yaml"))
             .unwrap_err()
             .to_string();
         assert!(err.contains(says), "{am}: {err}");

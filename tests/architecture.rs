@@ -6,20 +6,7 @@ use std::path::{Path, PathBuf};
 use orderwatch::LAYERS;
 
 /// Uses that cross the layers on purpose, each with its reason. Keep this list short.
-const ALLOWED: &[(&str, &str, &str)] = &[
-    (
-        "config/model.rs",
-        "notify",
-        "the main config holds receivers, routes, inhibit rules and time intervals as notify \
-         defines them (issue 14, step 4: not yet settled)",
-    ),
-    (
-        "config/validate.rs",
-        "notify",
-        "validation compiles routes, time intervals and inhibit rules with notify's code \
-         (issue 14, step 4: not yet settled)",
-    ),
-];
+const ALLOWED: &[(&str, &str, &str)] = &[];
 
 /// The layer of a top-level module.
 fn layer(module: &str) -> Option<usize> {

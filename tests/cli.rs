@@ -34,7 +34,7 @@ async fn env() -> DemoEnv {
 async fn ground_truth(env: &DemoEnv) -> Vec<(String, BTreeSet<String>)> {
     let shop = common::connect(&env.shop_url).await;
     let mes = common::connect(&env.mes_url).await;
-    let loaded = orderwatch::config::load(&env.config_path).unwrap();
+    let loaded = orderwatch::configure::load(&env.config_path).unwrap();
     let mut out = Vec::new();
     for (_, r) in &loaded.rules {
         if matches!(

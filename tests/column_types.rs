@@ -144,7 +144,7 @@ async fn integer_coded_statuses_speak_the_names_of_the_statuses_map() {
         "rules:\n  - name: r\n    source: db\n    status: SUBMITED\n    older_than: 1h\n",
     )
     .unwrap();
-    let Err(err) = orderwatch::config::load(&dir.path().join("orderwatch.yaml")) else {
+    let Err(err) = orderwatch::configure::load(&dir.path().join("orderwatch.yaml")) else {
         panic!("an unknown status name is an error");
     };
     let err = err.to_string();

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use orderwatch::config::{ConfigError, load};
+use orderwatch::config::ConfigError;
+use orderwatch::configure::load;
 
 const MAIN: &str = r#"listen: 127.0.0.1:0
 state_dir: state

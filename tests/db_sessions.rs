@@ -253,7 +253,7 @@ fn sql_statements_that_write_are_config_errors() {
             format!("rules:\n  - name: sneaky\n    kind: sql\n    source: shop\n    query: \"{query}\"\n"),
         )
         .unwrap();
-        let err = orderwatch::config::load(&dir.path().join("orderwatch.yaml"))
+        let err = orderwatch::configure::load(&dir.path().join("orderwatch.yaml"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("rules.yaml:5:12: query"), "{query}: {err}");

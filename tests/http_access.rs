@@ -31,7 +31,7 @@ impl Daemon {
         bind: &str,
         scheme: &str,
     ) -> (Daemon, tokio::sync::mpsc::Sender<()>) {
-        let loaded = orderwatch::config::load(&dir.join("orderwatch.yaml"))
+        let loaded = orderwatch::configure::load(&dir.join("orderwatch.yaml"))
             .unwrap_or_else(|e| panic!("{e}"));
         let daemon = orderwatch::engine::Daemon::build(loaded).unwrap();
         let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
@@ -495,7 +495,7 @@ fn a_broken_web_config_names_file_line_and_column() {
             "basic_auth_users:\n  prometheus: plain-password\nhttp_server_config:\n  headers:\n    Set-Cookie: x\n",
         ),
     );
-    let err = orderwatch::config::load(&dir.path().join("orderwatch.yaml"))
+    let err = orderwatch::configure::load(&dir.path().join("orderwatch.yaml"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -517,7 +517,7 @@ fn a_broken_web_config_names_file_line_and_column() {
             "tls_server_config:\n  cert_file: missing.pem\n  key_file: missing-key.pem\n  bogus: 1\n",
         ),
     );
-    let err = orderwatch::config::load(&dir.path().join("orderwatch.yaml"))
+    let err = orderwatch::configure::load(&dir.path().join("orderwatch.yaml"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("web.yml:4:3: unknown field `bogus`"), "{err}");

@@ -139,7 +139,7 @@ async fn check(shop: &str, mes: &str, n: i64, id_type: &str, expect: bool, max_f
         "    max_findings: 10\n    max_alerts: 5\n"
     };
     std::fs::write(dir.path().join("rules.yaml"), format!("{rules}{cap}")).unwrap();
-    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml"))
+    let loaded = orderwatch::configure::load(&dir.path().join("orderwatch.yaml"))
         .unwrap_or_else(|e| panic!("{e}"));
     let (lost, mismatched) = ground_truth(shop, mes, expect).await;
     assert!(!lost.is_empty());

@@ -75,7 +75,7 @@ fn config(source_kv: &str, top_kv: &str, route_kv: &str) -> String {
 fn try_everything(dir: &Path, main: &str, rules: &str) {
     std::fs::write(dir.join("rules.yaml"), rules).unwrap();
     let path = dir.join("orderwatch.yaml");
-    if let Ok(loaded) = orderwatch::config::load_str(&path, main) {
+    if let Ok(loaded) = orderwatch::configure::load_str(&path, main) {
         // What loads must build: a config `check --offline` accepts never fails `run`.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -152,7 +152,7 @@ fn the_base_config_loads_and_builds() {
     let main = config("pool_size: 4", "gauges_interval: 30s\n", "group_wait: 30s");
     let rules = "rules:\n  - name: r1\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    interval: 30s\n";
     std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
-    orderwatch::config::load_str(&dir.path().join("orderwatch.yaml"), &main)
+    orderwatch::configure::load_str(&dir.path().join("orderwatch.yaml"), &main)
         .unwrap_or_else(|e| panic!("{e}"));
     try_everything(dir.path(), &main, rules);
 }

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use orderwatch::notify::channels::mattermost::{Mattermost, MattermostConfig};
-use orderwatch::notify::channels::slack::{Slack, SlackConfig};
-use orderwatch::notify::channels::telegram::{Telegram, TelegramConfig};
-use orderwatch::notify::channels::webhook::{Webhook, WebhookConfig};
+use orderwatch::config::{MattermostConfig, SlackConfig, TelegramConfig, WebhookConfig};
+use orderwatch::notify::channels::mattermost::{self, Mattermost};
+use orderwatch::notify::channels::slack::{self, Slack};
+use orderwatch::notify::channels::telegram::{self, Telegram};
+use orderwatch::notify::channels::webhook::{self, Webhook};
 use orderwatch::notify::{Deliver, DeliveryError, Notification, NotifyStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -285,7 +286,7 @@ fn slack(base: &str, extra: &str) -> Slack {
     let mut cfg: SlackConfig = y.parse(&format!(
         "webhook_url: ${{file:secret}}\nchannel: '#ops'\nusername: orderwatch\nicon_emoji: ':rotating_light:'\n{extra}"
     ));
-    let problems = cfg.validate(y.dir.path());
+    let problems = slack::validate(&mut cfg, y.dir.path());
     assert!(problems.is_empty(), "{problems:?}");
     Slack::new("slack-ops", &cfg).unwrap()
 }
@@ -295,7 +296,7 @@ fn mattermost(base: &str, extra: &str) -> Mattermost {
     let mut cfg: MattermostConfig = y.parse(&format!(
         "webhook_url: ${{file:secret}}\nchannel: town-square\nusername: orderwatch\nicon_url: https://orderwatch.example/icon.png\n{extra}"
     ));
-    let problems = cfg.validate(y.dir.path());
+    let problems = mattermost::validate(&mut cfg, y.dir.path());
     assert!(problems.is_empty(), "{problems:?}");
     Mattermost::new("mm-ops", &cfg).unwrap()
 }
@@ -305,7 +306,7 @@ fn telegram(base: &str, extra: &str) -> Telegram {
     let mut cfg: TelegramConfig = y.parse(&format!(
         "bot_token: ${{file:secret}}\napi_url: {base}\n{extra}"
     ));
-    let problems = cfg.validate(y.dir.path());
+    let problems = telegram::validate(&mut cfg, y.dir.path());
     assert!(problems.is_empty(), "{problems:?}");
     Telegram::new("tg-ops", &cfg).unwrap()
 }
@@ -315,7 +316,7 @@ fn webhook(base: &str, extra: &str) -> Webhook {
     let mut cfg: WebhookConfig = y.parse(&format!(
         "url: {base}/alerts?token=${{file:secret}}\nheaders:\n  Authorization: Bearer ${{file:secret}}\n  X-Team: ops\n{extra}"
     ));
-    let problems = cfg.validate(y.dir.path());
+    let problems = webhook::validate(&mut cfg, y.dir.path());
     assert!(problems.is_empty(), "{problems:?}");
     Webhook::new("hook", &cfg).unwrap()
 }
@@ -1344,7 +1345,7 @@ fn validate_names_each_problem_at_its_line_without_the_secret() {
          text: '<h1>{{ title }}</h1>'\n\
          message_thread_id: 0\n",
     );
-    let problems = cfg.validate(y.dir.path());
+    let problems = telegram::validate(&mut cfg, y.dir.path());
     let lines: Vec<u64> = problems.iter().map(|(l, _)| l.line()).collect();
     assert_eq!(lines, [1, 3, 2, 5, 4], "{problems:?}");
     let text = format!("{problems:?}");
@@ -1357,7 +1358,7 @@ fn validate_names_each_problem_at_its_line_without_the_secret() {
         "webhook_url: ${OW_TEST_UNSET_SLACK_URL}\n\
          text: '{% if %}'\n",
     );
-    let problems = cfg.validate(y.dir.path());
+    let problems = slack::validate(&mut cfg, y.dir.path());
     let lines: Vec<u64> = problems.iter().map(|(l, _)| l.line()).collect();
     assert_eq!(lines, [1, 2], "{problems:?}");
     assert!(
@@ -1369,7 +1370,7 @@ fn validate_names_each_problem_at_its_line_without_the_secret() {
         "webhook_url: 'https://mm.example/hooks/${file:missing}'\n\
          icon_url: not-a-url\n",
     );
-    let problems = cfg.validate(y.dir.path());
+    let problems = mattermost::validate(&mut cfg, y.dir.path());
     let lines: Vec<u64> = problems.iter().map(|(l, _)| l.line()).collect();
     assert_eq!(lines, [1, 2], "{problems:?}");
 
@@ -1377,7 +1378,7 @@ fn validate_names_each_problem_at_its_line_without_the_secret() {
         "url: http://hook.example/x\n\
          headers:\n  Authorization: 'Bearer ${file:secret}'\n  Content-Type: text/plain\n",
     );
-    let problems = cfg.validate(y.dir.path());
+    let problems = webhook::validate(&mut cfg, y.dir.path());
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].0.line(), 4, "{problems:?}");
     assert_eq!(cfg.headers["Authorization"].value, "Bearer x");

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
-use orderwatch::notify::channels::email::{Email, EmailConfig};
+use orderwatch::config::EmailConfig;
+use orderwatch::notify::channels::email::{self, Email};
 use orderwatch::notify::{Deliver, DeliveryError, Notification};
 
 mod common;
@@ -40,7 +41,7 @@ const ADDRESSES: [&str; 3] = [
 fn config(yaml: &str, base: &Path) -> EmailConfig {
     let mut cfg: EmailConfig =
         serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    let problems = cfg.validate(base);
+    let problems = email::validate(&mut cfg, base);
     assert!(problems.is_empty(), "{problems:?}\n{yaml}");
     cfg
 }

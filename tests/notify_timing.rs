@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use orderwatch::alert::{AlertBook, Coverage, Observation, RuleTiming, Store};
+use orderwatch::config::{RouteConfig, TimeIntervalConfig};
 use orderwatch::metrics::Metrics;
 use orderwatch::notify::clock::{Clock, TokioClock};
 use orderwatch::notify::direct::{DispatchShared, dispatch_loop};
 use orderwatch::notify::dispatch::Dispatcher;
 use orderwatch::notify::mute::silence::Silence;
 use orderwatch::notify::outbox::{DeliveryContext, Outbox, RetryPolicy, deliver_loop};
-use orderwatch::notify::routing::route::{Route, RouteConfig, TimeIntervalConfig, TimeWindow};
+use orderwatch::notify::routing::route::{Route, TimeWindow};
 use orderwatch::notify::{Deliver, DeliveryError, Notification};
 use tokio::sync::{Notify, watch};
 

@@ -291,7 +291,7 @@ async fn shipped_rules_plan_index_range_scans_on_the_reference_schema() {
         ),
     )
     .unwrap();
-    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    let loaded = orderwatch::configure::load(&dir.path().join("orderwatch.yaml")).unwrap();
     assert!(loaded.rules.len() >= 11, "the shipped rules are loaded");
     for (_, rc) in &loaded.rules {
         let src = &loaded.config.sources[&rc.source.value].value;
@@ -415,7 +415,7 @@ async fn statuses_outside_the_list_are_exported_as_other() {
         ),
     )
     .unwrap();
-    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    let loaded = orderwatch::configure::load(&dir.path().join("orderwatch.yaml")).unwrap();
     let lines = orderwatch::engine::check_online(&loaded).await.unwrap();
     let warn = lines
         .iter()

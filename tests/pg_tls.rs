@@ -77,7 +77,7 @@ impl Env {
             "rules:\n  - name: submitted_over_1h\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n",
         )
         .unwrap();
-        orderwatch::config::load(&d.join("orderwatch.yaml")).map_err(|e| e.to_string())
+        orderwatch::configure::load(&d.join("orderwatch.yaml")).map_err(|e| e.to_string())
     }
 
     /// The rule's outcome over a connection with `params`: the count, or the error.
@@ -226,7 +226,7 @@ fn a_missing_or_broken_certificate_file_fails_check_offline() {
             format!("sources:\n  shop:\n    url: \"postgres://u@db/shop?{params}\"\n    orders: {{ table: orders }}\n"),
         )
         .unwrap();
-        let err = orderwatch::config::load(&dir.path().join("orderwatch.yaml"))
+        let err = orderwatch::configure::load(&dir.path().join("orderwatch.yaml"))
             .unwrap_err()
             .to_string();
         assert!(

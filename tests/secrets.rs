@@ -84,7 +84,7 @@ async fn a_file_password_with_url_characters_stays_a_password() {
          \x20 - name: mes_submitted\n    source: mes\n    status: SUBMITTED\n    older_than: 1h\n    interval: 1s\n",
     )
     .unwrap();
-    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    let loaded = orderwatch::configure::load(&dir.path().join("orderwatch.yaml")).unwrap();
     let results = orderwatch::engine::evaluate_once(&loaded, &[])
         .await
         .unwrap();

@@ -381,7 +381,7 @@ async fn missing_rules_read_a_status_log_on_either_side() {
         "rules:\n  - name: approved_missing_in_mes\n    kind: missing\n    source: shop\n    missing_in: mes\n    status: MANUFACTURING_APPROVED\n    older_than: 15m\n  - name: packaging_disagrees\n    kind: missing\n    source: mes\n    missing_in: shop\n    status: PACKAGING\n    older_than: 1h\n    expect_status: [PACKAGING, SHIPPED]\n",
     )
     .unwrap();
-    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    let loaded = orderwatch::configure::load(&dir.path().join("orderwatch.yaml")).unwrap();
     type Found = Vec<(String, Option<String>)>;
     let summary = |results: &[(String, Outcome)]| -> Vec<(String, Found)> {
         results
@@ -409,8 +409,9 @@ async fn missing_rules_read_a_status_log_on_either_side() {
     ];
     assert_eq!(summary(&once(&loaded).await), want, "once");
     assert_eq!(summary(&statements(&loaded).await), want, "statements");
-    let d = Daemon::build(orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap())
-        .unwrap();
+    let d =
+        Daemon::build(orderwatch::configure::load(&dir.path().join("orderwatch.yaml")).unwrap())
+            .unwrap();
     assert_eq!(summary(&daemon(&d).await), want, "daemon");
 }
 
@@ -442,14 +443,15 @@ async fn a_null_tiebreak_orders_first_everywhere() {
     )
     .unwrap();
     std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
-    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    let loaded = orderwatch::configure::load(&dir.path().join("orderwatch.yaml")).unwrap();
     let ids = |r: &[(String, Outcome)]| -> Vec<String> {
         r[0].1.findings.iter().map(|f| f.order_id.clone()).collect()
     };
     assert_eq!(ids(&once(&loaded).await), ["B", "C"], "once");
     assert_eq!(ids(&statements(&loaded).await), ["B", "C"], "statements");
-    let d = Daemon::build(orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap())
-        .unwrap();
+    let d =
+        Daemon::build(orderwatch::configure::load(&dir.path().join("orderwatch.yaml")).unwrap())
+            .unwrap();
     assert_eq!(ids(&daemon(&d).await), ["B", "C"], "daemon");
 }
 
@@ -503,7 +505,7 @@ async fn a_reload_keeps_the_status_log_state() {
     )
     .unwrap();
     std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
-    let loaded = orderwatch::config::load(&dir.path().join("orderwatch.yaml")).unwrap();
+    let loaded = orderwatch::configure::load(&dir.path().join("orderwatch.yaml")).unwrap();
     let daemon = Daemon::build(loaded).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -40,8 +40,23 @@ pub fn default_config_path(cli: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/etc/orderwatch/orderwatch.yaml"))
 }
 
-/// Loads and validates the main file at `path` and every rule file it names.
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+/// A configuration as config itself reads and checks it: the main file and every rule file it
+/// names parsed, config's own checks run. `problems` lists what those checks found;
+/// `configure::load` adds what the components check (notify's templates, matchers and route
+/// tree) and refuses the whole if either found anything. Only a main file that cannot be read
+/// or parsed stops here, with [`ConfigError`].
+#[derive(Debug)]
+pub struct Read {
+    /// The configuration (not yet valid while `problems` is not empty).
+    pub loaded: Loaded,
+    /// The folder relative paths in the main file are resolved against.
+    pub base: PathBuf,
+    /// Every problem config's own checks found, each with file, line and column.
+    pub problems: Vec<Problem>,
+}
+
+/// Reads the main file at `path` and every rule file it names, and runs config's own checks.
+pub fn read(path: &Path) -> Result<Read, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         problems: vec![Problem {
             file: path.to_path_buf(),
@@ -50,11 +65,11 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             message: format!("cannot read the config file: {e}"),
         }],
     })?;
-    load_str(path, &text)
+    read_str(path, &text)
 }
 
-/// Like [`load`], with the main file's text given (rule files are still read from disk).
-pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+/// Like [`read`], with the main file's text given (rule files are still read from disk).
+pub fn read_str(path: &Path, text: &str) -> Result<Read, ConfigError> {
     let one = |p: Problem| ConfigError { problems: vec![p] };
     let mut config: Config = parse(path, text).map_err(one)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -107,18 +122,18 @@ pub fn load_str(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             Err(e) => problems.extend(e.problems),
         }
     }
-    if problems.is_empty() {
-        Ok(Loaded {
+    Ok(Read {
+        loaded: Loaded {
             path: path.to_path_buf(),
             config,
             rules,
             warnings,
             web,
             web_override: None,
-        })
-    } else {
-        Err(ConfigError { problems })
-    }
+        },
+        base,
+        problems,
+    })
 }
 
 /// Expands `rule_files` globs relative to the main file; a pattern without wildcards must exist.

@@ -103,20 +103,19 @@ pub struct Config {
     pub notifiers: NotifiersConfig,
     /// Direct channels by name (email, slack, mattermost, telegram, webhook).
     #[serde(default)]
-    pub receivers: BTreeMap<String, Spanned<crate::notify::routing::receiver::ReceiverConfig>>,
+    pub receivers: BTreeMap<String, Spanned<super::receivers::ReceiverConfig>>,
     /// Which receiver gets which alerts, grouped how (Alertmanager's route tree). Required
     /// when `receivers` is set.
     #[serde(default)]
-    pub route: Option<crate::notify::routing::route::RouteConfig>,
+    pub route: Option<super::receivers::RouteConfig>,
     /// Alertmanager's `inhibit_rules` for the direct channels: a firing alert matching
     /// `source_matchers` mutes those matching `target_matchers` with the same `equal` labels
     /// (which must be present on both). Alertmanager applies its own to what it is pushed.
     #[serde(default)]
-    pub inhibit_rules: Vec<crate::notify::mute::inhibit::InhibitRuleConfig>,
+    pub inhibit_rules: Vec<super::receivers::InhibitRuleConfig>,
     /// Named mute windows for `mute_time_intervals`.
     #[serde(default)]
-    pub time_intervals:
-        BTreeMap<String, Spanned<Vec<crate::notify::routing::route::TimeIntervalConfig>>>,
+    pub time_intervals: BTreeMap<String, Spanned<Vec<super::receivers::TimeIntervalConfig>>>,
     /// Retries of the direct channels.
     #[serde(default)]
     pub delivery: DeliveryConfig,

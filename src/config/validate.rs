@@ -347,7 +347,7 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
         SECOND,
         365 * DAY,
     );
-    notify(file, base, config, &mut p);
+    notify(file, config, &mut p);
     if let Some(am) = &mut config.notifiers.alertmanager {
         within(
             &mut p,
@@ -388,27 +388,10 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
     p
 }
 
-/// Receivers (secrets expanded in place), the route tree and the mute windows.
-fn notify(file: &Path, base: &Path, config: &mut Config, p: &mut Vec<Problem>) {
-    let at = |loc: &Location, msg: String| ConfigError::at(file, loc, msg);
-    for (name, r) in config.receivers.iter_mut() {
-        let loc = r.referenced;
-        for (l, m) in r.value.validate(base) {
-            p.push(at(&l.unwrap_or(loc), format!("receiver {name}: {m}")));
-        }
-    }
-    for (name, w) in &config.time_intervals {
-        for c in &w.value {
-            if let Err(e) = crate::notify::routing::route::TimeWindow::new(c) {
-                p.push(at(&w.referenced, format!("time interval {name}: {e}")));
-            }
-        }
-    }
-    for r in &config.inhibit_rules {
-        if let Err((l, m)) = crate::notify::mute::inhibit::InhibitRule::compile(r) {
-            p.push(at(&l, m));
-        }
-    }
+/// What config alone can check of the direct channels: a route when there are receivers, a
+/// receiver at the root, and the names routes refer to. The rest (each channel's values and
+/// templates, matchers, mute windows, the route tree) is `notify::check`'s.
+fn notify(file: &Path, config: &Config, p: &mut Vec<Problem>) {
     let Some(route) = &config.route else {
         if !config.receivers.is_empty() {
             p.push(Problem {
@@ -421,11 +404,6 @@ fn notify(file: &Path, base: &Path, config: &mut Config, p: &mut Vec<Problem>) {
         }
         return;
     };
-    let mut problems = Vec::new();
-    crate::notify::routing::route::Route::build(route, None, "0".into(), &mut problems);
-    for (l, m) in problems {
-        p.push(at(&l, m));
-    }
     if route.receiver.is_none() {
         p.push(Problem {
             file: file.to_path_buf(),
@@ -439,7 +417,7 @@ fn notify(file: &Path, base: &Path, config: &mut Config, p: &mut Vec<Problem>) {
 
 fn check_route_names(
     file: &Path,
-    r: &crate::notify::routing::route::RouteConfig,
+    r: &super::receivers::RouteConfig,
     config: &Config,
     p: &mut Vec<Problem>,
 ) {

@@ -180,7 +180,7 @@ pub async fn run(
     eprintln!("orderwatch demo: starting a throwaway PostgreSQL and generating {orders} orders…");
     let env = start_env(listen, orders, alertmanager.as_deref()).await?;
     let s = &env.summary;
-    let loaded = crate::config::load(&env.config_path)?;
+    let loaded = crate::configure::load(&env.config_path)?;
     let cfg = env.config_path.display();
     eprintln!(
         "\norderwatch demo is running\n\

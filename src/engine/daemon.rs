@@ -311,7 +311,7 @@ async fn reload_config<T>(
 ) -> Result<(Arc<Shared>, T), String> {
     let path = current.config.path.clone();
     tracing::info!(path = %path.display(), "reloading configuration");
-    let mut loaded = crate::config::load(&path).map_err(|e| e.to_string())?;
+    let mut loaded = crate::configure::load(&path).map_err(|e| e.to_string())?;
     // `--web.config.file` keeps overriding the config's own web_config_file.
     if let Some(web) = &current.config.web_override {
         loaded = loaded.with_web(web).map_err(|e| e.to_string())?;

@@ -585,7 +585,7 @@ mod tests {
             "submitted_over_1h".into(),
             rule_status("submitted_over_1h", None),
         )]);
-        let inhibit: Vec<crate::notify::mute::inhibit::InhibitRuleConfig> = serde_saphyr::from_str(
+        let inhibit: Vec<crate::config::InhibitRuleConfig> = serde_saphyr::from_str(
             "- source_matchers: ['severity=\"critical\"']\n  target_matchers: ['severity=\"warning\"']\n  equal: [order_id]\n",
         )
         .unwrap();

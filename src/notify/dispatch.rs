@@ -324,7 +324,7 @@ impl Dispatcher {
 mod tests {
     use super::*;
     use crate::alert::Notes;
-    use crate::notify::routing::route::RouteConfig;
+    use crate::config::RouteConfig;
     use chrono::TimeZone;
 
     fn t(secs: i64) -> DateTime<Utc> {
@@ -367,8 +367,7 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let mut w = HashMap::new();
         if !windows.is_empty() {
-            let cfg: crate::notify::routing::route::TimeIntervalConfig =
-                serde_saphyr::from_str(windows).unwrap();
+            let cfg: crate::config::TimeIntervalConfig = serde_saphyr::from_str(windows).unwrap();
             w.insert("night".to_string(), vec![TimeWindow::new(&cfg).unwrap()]);
         }
         Dispatcher::new(root, w, HashMap::new(), "http://ow".into())

@@ -10,10 +10,13 @@
 //! - [`channels`]: one file per integration (email, Slack, Mattermost, Telegram, webhook),
 //!   their shared chat helper, the Alertmanager push (the first-class path) and the log;
 //! - [`routing`]: the route tree, receivers, time intervals;
-//! - [`mute`]: silences and inhibition.
+//! - [`mute`]: silences and inhibition;
+//! - [`check()`]: what only notify can check of a config (templates, matchers, the route
+//!   tree), run by `configure::load` after config's own checks.
 
 pub mod channel;
 pub mod channels;
+mod check;
 pub mod clock;
 pub mod direct;
 pub mod dispatch;
@@ -27,5 +30,6 @@ pub mod template;
 pub use channel::{Deliver, DeliveryError};
 pub use channels::alertmanager::{AlertmanagerNotifier, PostableAlert, to_postable};
 pub use channels::log::LogNotifier;
+pub use check::check;
 pub use hub::Hub;
 pub use message::{Notification, NotifiedAlert, NotifyStatus};

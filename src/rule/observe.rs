@@ -600,7 +600,7 @@ mod tests {
         )
         .unwrap();
         let main = "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\nsources:\n  shop:\n    url: postgres://orderwatch@127.0.0.1:1/shop\n    orders: {table: orders, id: id, status: status, entered_at: at}\n";
-        let loaded = crate::config::load_str(&dir.path().join("orderwatch.yaml"), main).unwrap();
+        let loaded = crate::configure::load_str(&dir.path().join("orderwatch.yaml"), main).unwrap();
         let shop = &loaded.config.sources["shop"].value;
         let sources = std::collections::BTreeMap::from([(
             "shop".to_string(),

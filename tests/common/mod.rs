@@ -644,7 +644,7 @@ pub fn write_config(dir: &Path, main: &str, rules: &str) -> PathBuf {
 
 /// Loads `dir/orderwatch.yaml`; a config error fails the test with its message.
 pub fn load(dir: &Path) -> orderwatch::config::Loaded {
-    orderwatch::config::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"))
+    orderwatch::configure::load(&dir.join("orderwatch.yaml")).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The `orderwatch` binary as a child process (`run`, as systemd starts it): stderr

@@ -1,8 +1,7 @@
-//! What the chat channels (Slack, Mattermost, Telegram) share: their config defaults, the
-//! checks of a custom `text` template and of the timeout, a message rendered within the
-//! service's limit, posting it ([`Poster`]), and the optional sender fields of a webhook body.
-
-use std::time::Duration;
+//! What the chat channels (Slack, Mattermost, Telegram) share: the checks of a custom `text`
+//! template and of the timeout, a message rendered within the service's limit, posting it
+//! ([`Poster`]), and the optional sender fields of a webhook body. Their config structs and
+//! defaults are config's (`config::SlackConfig`, …).
 
 use chrono::{DateTime, Utc};
 use minijinja::Environment;
@@ -13,16 +12,6 @@ use crate::config::Dur;
 use crate::notify::channel::{DeliveryError, post_json};
 use crate::notify::message::Notification;
 use crate::notify::template::render_fitting;
-
-/// Orders listed per message by default; the rest are counted as "and K more".
-pub fn default_max_orders() -> usize {
-    10
-}
-
-/// HTTP timeout per request by default.
-pub fn default_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
-}
 
 /// Checks a chat config's custom `text` template (`check` compiles it and renders the
 /// sample through it, so mistakes fail at start-up) and its timeout.

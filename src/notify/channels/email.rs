@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -31,109 +31,12 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::Environment;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use serde::Deserialize;
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Location;
 
-use crate::config::{Dur, expand_secrets};
+use crate::config::{Dur, EmailConfig, EmailTls, expand_secrets};
 use crate::notify::channel::{Deliver, DeliveryError};
 use crate::notify::message::Notification;
 use crate::notify::template::{MessageContext, environment, render};
-
-/// Config under `receivers: { NAME: { email: {...} } }`.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailConfig {
-    /// "host:port" of the SMTP server (relay), e.g. smtp.example.com:587.
-    pub smarthost: Spanned<String>,
-    /// `starttls` (default; port 587), `tls` (implicit TLS, port 465) or `none` (plain, for a
-    /// local relay).
-    #[serde(default)]
-    pub tls: EmailTls,
-    /// PEM file with extra trusted CA certificates (a corporate relay's own CA); relative to
-    /// the config file.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// SMTP AUTH user; `${ENV}` / `${file:PATH}` expanded.
-    #[serde(default)]
-    pub username: Option<Spanned<String>>,
-    /// SMTP AUTH password; `${ENV}` / `${file:PATH}` expanded; never logged.
-    #[serde(default)]
-    pub password: Option<Spanned<String>>,
-    /// Sender address (`ops@example.com` or `orderwatch <ops@example.com>`).
-    pub from: Spanned<String>,
-    /// Recipients (at least one); all go into `To`, one message for all of them.
-    pub to: Vec<Spanned<String>>,
-    /// Subject template (minijinja over the message context); default: the context's `title`.
-    #[serde(default)]
-    pub subject: Option<String>,
-    /// Plain-text body template; not escaped.
-    #[serde(default)]
-    pub text: Option<String>,
-    /// HTML body template; every `{{ value }}` is HTML-escaped.
-    #[serde(default)]
-    pub html: Option<String>,
-    /// Orders listed per message before "and K more".
-    #[serde(default = "default_max_orders")]
-    pub max_orders: usize,
-    /// Per-message timeout: connect, TLS, AUTH and the whole SMTP exchange.
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-}
-
-// Hand-written so that logging a config with `{:?}` cannot print the password.
-impl fmt::Debug for EmailConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EmailConfig")
-            .field("smarthost", &self.smarthost.value)
-            .field("tls", &self.tls)
-            .field("ca_file", &self.ca_file)
-            .field("username", &self.username.as_ref().map(|u| &u.value))
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("from", &self.from.value)
-            .field(
-                "to",
-                &self.to.iter().map(|t| t.value.as_str()).collect::<Vec<_>>(),
-            )
-            .field("subject", &self.subject)
-            .field("text", &self.text)
-            .field("html", &self.html)
-            .field("max_orders", &self.max_orders)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-/// How the connection to the smarthost is protected.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum EmailTls {
-    /// Plain connection upgraded with STARTTLS, which the server must offer (else nothing is
-    /// sent): the submission port, 587.
-    #[default]
-    Starttls,
-    /// TLS from the first byte: the submissions port, 465.
-    Tls,
-    /// No encryption: only for a relay on the same host or a trusted network. Credentials
-    /// are then accepted only for a loopback smarthost.
-    None,
-}
-
-impl EmailTls {
-    fn as_str(self) -> &'static str {
-        match self {
-            EmailTls::Starttls => "starttls",
-            EmailTls::Tls => "tls",
-            EmailTls::None => "none",
-        }
-    }
-}
-
-fn default_max_orders() -> usize {
-    20
-}
-fn default_timeout() -> Dur {
-    Dur(Duration::from_secs(30))
-}
 
 /// Template names; `.html` turns on escaping (see [`environment`]).
 const SUBJECT: &str = "subject";
@@ -351,98 +254,93 @@ fn render_all(
     })
 }
 
-impl EmailConfig {
-    /// Expands secrets in place (username, password) relative to `base`, resolves `ca_file`
-    /// relative to `base`, and checks the values (smarthost is host:port, addresses parse, at
-    /// least one recipient, templates compile and render the sample notification, the CA file
-    /// holds certificates); returns each problem with the location of the offending value.
-    /// Problems of fields that carry no location of their own (`to` empty, `ca_file`,
-    /// templates, `timeout`) are reported at `smarthost`, the block's one required key.
-    pub fn validate(&mut self, base: &Path) -> Vec<(Location, String)> {
-        let mut problems = Vec::new();
-        let block = self.smarthost.referenced;
-        let host = match parse_smarthost(&self.smarthost.value) {
-            Ok((host, _)) => Some(host),
-            Err(e) => {
-                problems.push((self.smarthost.referenced, e));
-                None
-            }
-        };
-        for (field, value) in [
-            ("username", &mut self.username),
-            ("password", &mut self.password),
-        ] {
-            if let Some(v) = value {
-                // expand_secrets names the variable or file, never the value.
-                match expand_secrets(&v.value, base) {
-                    Ok(expanded) => v.value = expanded,
-                    Err(e) => problems.push((v.referenced, format!("{field}: {e}"))),
-                }
+/// Expands secrets in place (username, password) relative to `base`, resolves `ca_file`
+/// relative to `base`, and checks the values (smarthost is host:port, addresses parse, at
+/// least one recipient, templates compile and render the sample notification, the CA file
+/// holds certificates); returns each problem with the location of the offending value.
+/// Problems of fields that carry no location of their own (`to` empty, `ca_file`,
+/// templates, `timeout`) are reported at `smarthost`, the block's one required key.
+pub fn validate(c: &mut EmailConfig, base: &Path) -> Vec<(Location, String)> {
+    let mut problems = Vec::new();
+    let block = c.smarthost.referenced;
+    let host = match parse_smarthost(&c.smarthost.value) {
+        Ok((host, _)) => Some(host),
+        Err(e) => {
+            problems.push((c.smarthost.referenced, e));
+            None
+        }
+    };
+    for (field, value) in [("username", &mut c.username), ("password", &mut c.password)] {
+        if let Some(v) = value {
+            // expand_secrets names the variable or file, never the value.
+            match expand_secrets(&v.value, base) {
+                Ok(expanded) => v.value = expanded,
+                Err(e) => problems.push((v.referenced, format!("{field}: {e}"))),
             }
         }
-        match (&self.username, &self.password) {
-            (Some(u), None) => problems.push((
-                u.referenced,
-                "username without password: set both for SMTP AUTH, or neither".into(),
-            )),
-            (None, Some(p)) => problems.push((
-                p.referenced,
-                "password without username: set both for SMTP AUTH, or neither".into(),
-            )),
-            (Some(u), Some(_)) => {
-                if self.tls == EmailTls::None && host.as_deref().is_some_and(|h| !is_loopback(h)) {
-                    problems.push((
-                        u.referenced,
-                        "tls: none would send the password in clear to a remote host; use \
-                         starttls or tls (tls: none with credentials is allowed for a loopback \
-                         smarthost only)"
-                            .into(),
-                    ));
-                }
-            }
-            (None, None) => {}
-        }
-        if let Err(e) = self.from.value.parse::<Mailbox>() {
-            problems.push((
-                self.from.referenced,
-                format!("from {:?} is not an email address: {e}", self.from.value),
-            ));
-        }
-        if self.to.is_empty() {
-            problems.push((block, "`to` needs at least one recipient".into()));
-        }
-        for to in &self.to {
-            if let Err(e) = to.value.parse::<Mailbox>() {
+    }
+    match (&c.username, &c.password) {
+        (Some(u), None) => problems.push((
+            u.referenced,
+            "username without password: set both for SMTP AUTH, or neither".into(),
+        )),
+        (None, Some(p)) => problems.push((
+            p.referenced,
+            "password without username: set both for SMTP AUTH, or neither".into(),
+        )),
+        (Some(u), Some(_)) => {
+            if c.tls == EmailTls::None && host.as_deref().is_some_and(|h| !is_loopback(h)) {
                 problems.push((
-                    to.referenced,
-                    format!("to {:?} is not an email address: {e}", to.value),
+                    u.referenced,
+                    "tls: none would send the password in clear to a remote host; use \
+                     starttls or tls (tls: none with credentials is allowed for a loopback \
+                     smarthost only)"
+                        .into(),
                 ));
             }
         }
-        if let Some(ca) = &mut self.ca_file {
-            if ca.is_relative() {
-                *ca = base.join(&*ca);
-            }
-            if let Err(e) = read_ca_file(ca) {
+        (None, None) => {}
+    }
+    if let Err(e) = c.from.value.parse::<Mailbox>() {
+        problems.push((
+            c.from.referenced,
+            format!("from {:?} is not an email address: {e}", c.from.value),
+        ));
+    }
+    if c.to.is_empty() {
+        problems.push((block, "`to` needs at least one recipient".into()));
+    }
+    for to in &c.to {
+        if let Err(e) = to.value.parse::<Mailbox>() {
+            problems.push((
+                to.referenced,
+                format!("to {:?} is not an email address: {e}", to.value),
+            ));
+        }
+    }
+    if let Some(ca) = &mut c.ca_file {
+        if ca.is_relative() {
+            *ca = base.join(&*ca);
+        }
+        if let Err(e) = read_ca_file(ca) {
+            problems.push((block, e));
+        }
+    }
+    // Compiling catches syntax errors; rendering the sample catches unknown filters and
+    // the like, which minijinja reports only at render time.
+    match templates(c) {
+        Ok(env) => {
+            let sample = Notification::sample("validate", "http://orderwatch.invalid");
+            if let Err(e) = render_all(&env, &sample, c.max_orders, Utc::now()) {
                 problems.push((block, e));
             }
         }
-        // Compiling catches syntax errors; rendering the sample catches unknown filters and
-        // the like, which minijinja reports only at render time.
-        match templates(self) {
-            Ok(env) => {
-                let sample = Notification::sample("validate", "http://orderwatch.invalid");
-                if let Err(e) = render_all(&env, &sample, self.max_orders, Utc::now()) {
-                    problems.push((block, e));
-                }
-            }
-            Err(e) => problems.push((block, e)),
-        }
-        if self.timeout.0.is_zero() {
-            problems.push((block, "timeout must be greater than 0".into()));
-        }
-        problems
+        Err(e) => problems.push((block, e)),
     }
+    if c.timeout.0.is_zero() {
+        problems.push((block, "timeout must be greater than 0".into()));
+    }
+    problems
 }
 
 /// The `email` channel, built from a validated [`EmailConfig`]: a transport (TLS settings and
@@ -472,7 +370,7 @@ impl fmt::Debug for Email {
 }
 
 impl Email {
-    /// Builds the channel `name` from a config that went through [`EmailConfig::validate`]
+    /// Builds the channel `name` from a config that went through [`validate`]
     /// (secrets expanded, `ca_file` resolved). Errors name the receiver and the field.
     pub fn new(name: &str, cfg: &EmailConfig) -> Result<Email, String> {
         let err = |e: String| format!("email receiver {name}: {e}");
@@ -682,7 +580,7 @@ mod tests {
     }
 
     fn problems(cfg: &mut EmailConfig) -> Vec<String> {
-        cfg.validate(Path::new("/"))
+        validate(cfg, Path::new("/"))
             .into_iter()
             .map(|(_, m)| m)
             .collect()
@@ -736,7 +634,7 @@ mod tests {
             "smarthost: smtp.example.com\nfrom: not an address\nto: [ok@example.com, 'bad@']\n\
              username: u\nsubject: '{{ title'\n",
         );
-        let got = cfg.validate(Path::new("/"));
+        let got = validate(&mut cfg, Path::new("/"));
         let msgs: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
         assert!(msgs.iter().any(|m| m.contains("host:port")), "{msgs:?}");
         assert!(msgs.iter().any(|m| m.starts_with("from")), "{msgs:?}");
@@ -785,7 +683,7 @@ mod tests {
         std::fs::write(dir.path().join("pw"), "hunter2\n").unwrap();
         let creds = "username: ow\npassword: ${file:pw}\n";
         let mut cfg = config(&format!("{MINIMAL}{creds}"));
-        assert!(cfg.validate(dir.path()).is_empty());
+        assert!(validate(&mut cfg, dir.path()).is_empty());
         assert_eq!(cfg.password.as_ref().unwrap().value, "hunter2");
         assert!(
             !format!("{cfg:?}").contains("hunter2"),
@@ -795,25 +693,19 @@ mod tests {
         assert!(!format!("{email:?}").contains("hunter2"));
 
         let mut plain = config(&format!("{MINIMAL}tls: none\n{creds}"));
-        let msgs: Vec<String> = plain
-            .validate(dir.path())
+        let msgs: Vec<String> = validate(&mut plain, dir.path())
             .into_iter()
             .map(|(_, m)| m)
             .collect();
         assert!(msgs.iter().any(|m| m.contains("in clear")), "{msgs:?}");
         let local =
             "smarthost: 127.0.0.1:25\nfrom: a@example.com\nto: [b@example.com]\ntls: none\n";
-        assert!(
-            config(&format!("{local}{creds}"))
-                .validate(dir.path())
-                .is_empty()
-        );
+        assert!(validate(&mut config(&format!("{local}{creds}")), dir.path()).is_empty());
 
         let mut missing = config(&format!(
             "{MINIMAL}username: ow\npassword: ${{file:nope}}\n"
         ));
-        let msgs: Vec<String> = missing
-            .validate(dir.path())
+        let msgs: Vec<String> = validate(&mut missing, dir.path())
             .into_iter()
             .map(|(_, m)| m)
             .collect();
@@ -886,7 +778,7 @@ mod tests {
         let mut cfg = config(&format!(
             "{MINIMAL}subject: \"{{{{ rule }}}}\\n  on {{{{ source }}}}\"\n"
         ));
-        assert!(cfg.validate(Path::new("/")).is_empty());
+        assert!(validate(&mut cfg, Path::new("/")).is_empty());
         let email = Email::new("ops", &cfg).unwrap();
         let n = Notification::sample("ops", "");
         let raw = String::from_utf8(email.compose(&n, Utc::now()).unwrap().formatted()).unwrap();

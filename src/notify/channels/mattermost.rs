@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use minijinja::{Environment, Value as TemplateValue};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Location;
 
 use super::chat;
-use crate::config::Dur;
+use crate::config::MattermostConfig;
 use crate::config::expand_secrets;
 use crate::notify::channel::{Deliver, DeliveryError, expand_http_url, http_url};
 use crate::notify::message::Notification;
@@ -41,54 +40,23 @@ pub const DEFAULT_TEXT: &str = r#"{% if status == "firing" %}:red_circle:{% else
 {% endif %}{% if external_url %}
 [Open orderwatch]({{ external_url }}){% endif %}"#;
 
-/// A Mattermost incoming webhook.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MattermostConfig {
-    /// The incoming-webhook URL (`https://mattermost.example/hooks/xxx`). The URL is the
-    /// credential: write it as `${ENV}` or `${file:PATH}`; it never appears in logs or errors.
-    pub webhook_url: Spanned<String>,
-    /// Channel override (`town-square` or `@username`), if the webhook allows it.
-    #[serde(default)]
-    pub channel: Option<String>,
-    /// Sender name override, if the server allows it.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Sender picture override (an http(s) URL), if the server allows it.
-    #[serde(default)]
-    pub icon_url: Option<Spanned<String>>,
-    /// A minijinja template (Markdown) replacing the default message; values are escaped for
-    /// Markdown, `{{ value|code }}` writes one as inline code.
-    #[serde(default)]
-    pub text: Option<Spanned<String>>,
-    /// Orders listed per message (fewer when the post limit needs it); the rest are counted
-    /// as "and K more".
-    #[serde(default = "chat::default_max_orders")]
-    pub max_orders: usize,
-    /// HTTP timeout per request.
-    #[serde(default = "chat::default_timeout")]
-    pub timeout: Dur,
-}
-
-impl MattermostConfig {
-    /// Expands `${ENV}`/`${file:PATH}` in `webhook_url` in place (relative to `base`) and
-    /// checks the values; returns each problem with the location of the offending value.
-    pub fn validate(&mut self, base: &Path) -> Vec<(Location, String)> {
-        let mut problems = Vec::new();
-        expand_http_url(&mut self.webhook_url, base, "webhook_url", &mut problems);
-        if let Some(icon) = &mut self.icon_url {
-            // Not a secret, but `${ENV}` is handy for a per-environment icon.
-            match expand_secrets(&icon.value, base) {
-                Ok(v) => icon.value = v,
-                Err(e) => problems.push((icon.referenced, format!("icon_url: {e}"))),
-            }
-            if let Err(e) = http_url(&icon.value, "icon_url") {
-                problems.push((icon.referenced, e));
-            }
+/// Expands `${ENV}`/`${file:PATH}` in `webhook_url` in place (relative to `base`) and
+/// checks the values; returns each problem with the location of the offending value.
+pub fn validate(c: &mut MattermostConfig, base: &Path) -> Vec<(Location, String)> {
+    let mut problems = Vec::new();
+    expand_http_url(&mut c.webhook_url, base, "webhook_url", &mut problems);
+    if let Some(icon) = &mut c.icon_url {
+        // Not a secret, but `${ENV}` is handy for a per-environment icon.
+        match expand_secrets(&icon.value, base) {
+            Ok(v) => icon.value = v,
+            Err(e) => problems.push((icon.referenced, format!("icon_url: {e}"))),
         }
-        chat::check_text_and_timeout(&self.text, check_template, &self.timeout, &mut problems);
-        problems
+        if let Err(e) = http_url(&icon.value, "icon_url") {
+            problems.push((icon.referenced, e));
+        }
     }
+    chat::check_text_and_timeout(&c.text, check_template, &c.timeout, &mut problems);
+    problems
 }
 
 /// Compiles a custom template and renders the sample through it, so mistakes fail at start-up.
@@ -222,6 +190,9 @@ impl Deliver for Mattermost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_saphyr::Spanned;
+
+    use crate::config::Dur;
 
     fn mattermost(text: Option<&str>) -> Mattermost {
         let spanned = |s: &str| Spanned::new(s.to_string(), Location::UNKNOWN, Location::UNKNOWN);
@@ -234,7 +205,7 @@ mod tests {
                 icon_url: None,
                 text: text.map(spanned),
                 max_orders: 10,
-                timeout: chat::default_timeout(),
+                timeout: Dur(Duration::from_secs(10)),
             },
         )
         .unwrap()

@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use minijinja::Environment;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Location;
 
 use super::chat;
-use crate::config::Dur;
+use crate::config::SlackConfig;
 use crate::notify::channel::{Deliver, DeliveryError, expand_http_url, http_url};
 use crate::notify::message::Notification;
 use crate::notify::template::{MessageContext, OrderLine, escaping_environment, render_sample};
@@ -51,45 +50,13 @@ pub const DEFAULT_TEXT: &str = r#"{% if status == "firing" %}:red_circle:{% else
 {% endif %}{% endif %}{% if description %}> {{ description }}
 {% endif %}{% if external_url %}<{{ external_url|slack_url }}|Open orderwatch>{% endif %}"#;
 
-/// A Slack incoming webhook.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlackConfig {
-    /// The incoming-webhook URL (`https://hooks.slack.com/services/…`). The URL is the
-    /// credential: write it as `${ENV}` or `${file:PATH}`; it never appears in logs or errors.
-    pub webhook_url: Spanned<String>,
-    /// Channel override (`#ops`); only legacy webhooks honour it, app webhooks post to the
-    /// channel they were created for.
-    #[serde(default)]
-    pub channel: Option<String>,
-    /// Sender name override (legacy webhooks only).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Sender icon as an emoji code, e.g. `:rotating_light:` (legacy webhooks only).
-    #[serde(default)]
-    pub icon_emoji: Option<String>,
-    /// A minijinja template (Slack mrkdwn) replacing the default message; values are escaped
-    /// for mrkdwn, `{{ url|slack_url }}` fits a URL into `<url|label>`. The message is then
-    /// this text alone, without the Block Kit layout.
-    #[serde(default)]
-    pub text: Option<Spanned<String>>,
-    /// Orders listed per message; the rest are counted as "and K more".
-    #[serde(default = "chat::default_max_orders")]
-    pub max_orders: usize,
-    /// HTTP timeout per request.
-    #[serde(default = "chat::default_timeout")]
-    pub timeout: Dur,
-}
-
-impl SlackConfig {
-    /// Expands `${ENV}`/`${file:PATH}` in `webhook_url` in place (relative to `base`) and
-    /// checks the values; returns each problem with the location of the offending value.
-    pub fn validate(&mut self, base: &Path) -> Vec<(Location, String)> {
-        let mut problems = Vec::new();
-        expand_http_url(&mut self.webhook_url, base, "webhook_url", &mut problems);
-        chat::check_text_and_timeout(&self.text, check_template, &self.timeout, &mut problems);
-        problems
-    }
+/// Expands `${ENV}`/`${file:PATH}` in `webhook_url` in place (relative to `base`) and
+/// checks the values; returns each problem with the location of the offending value.
+pub fn validate(c: &mut SlackConfig, base: &Path) -> Vec<(Location, String)> {
+    let mut problems = Vec::new();
+    expand_http_url(&mut c.webhook_url, base, "webhook_url", &mut problems);
+    chat::check_text_and_timeout(&c.text, check_template, &c.timeout, &mut problems);
+    problems
 }
 
 /// Compiles a custom template and renders the sample through it, so mistakes fail at start-up.
@@ -364,6 +331,9 @@ impl Deliver for Slack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_saphyr::Spanned;
+
+    use crate::config::Dur;
     use crate::notify::message::{NotifiedAlert, NotifyStatus};
 
     fn slack(max_orders: usize, text: Option<&str>) -> Slack {
@@ -377,7 +347,7 @@ mod tests {
                 icon_emoji: None,
                 text: text.map(spanned),
                 max_orders,
-                timeout: chat::default_timeout(),
+                timeout: Dur(Duration::from_secs(10)),
             },
         )
         .unwrap()

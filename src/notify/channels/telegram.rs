@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use minijinja::Environment;
-use serde::{Deserialize, Serialize};
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Location;
 
 use super::chat;
-use crate::config::Dur;
 use crate::config::expand_secrets;
+use crate::config::{ChatId, TelegramConfig};
 use crate::notify::channel::{Deliver, DeliveryError, expand_http_url, http_url};
 use crate::notify::message::Notification;
 use crate::notify::template::{escape_html, escaping_environment, render_sample};
@@ -59,132 +58,46 @@ pub const DEFAULT_TEXT: &str = r#"{% if status == "firing" %}🔴{% else %}✅{%
 {% endif %}{% endif %}{% if description %}<i>{{ description }}</i>
 {% endif %}{% if external_url %}<a href="{{ external_url }}">Open orderwatch</a>{% endif %}"#;
 
-/// A Telegram chat: a numeric id (`-1001234567890`) or a public `@channelusername`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum ChatId {
-    /// A numeric chat id (negative for groups and channels).
-    Id(i64),
-    /// `@channelusername`.
-    Username(String),
-}
-
-impl<'de> Deserialize<'de> for ChatId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = ChatId;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a numeric chat id or an @channelusername")
+/// Expands `${ENV}`/`${file:PATH}` in `bot_token` and `api_url` in place (relative to
+/// `base`) and checks every value; returns each problem with the location of the
+/// offending value. Messages never contain the token.
+pub fn validate(c: &mut TelegramConfig, base: &Path) -> Vec<(Location, String)> {
+    let mut problems = Vec::new();
+    let token = &mut c.bot_token;
+    match expand_secrets(&token.value, base) {
+        Ok(v) => {
+            if !is_bot_token(&v) {
+                problems.push((
+                    token.referenced,
+                    "bot_token does not look like a bot token (digits:letters, from @BotFather)"
+                        .into(),
+                ));
             }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ChatId, E> {
-                Ok(ChatId::Id(v))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ChatId, E> {
-                i64::try_from(v)
-                    .map(ChatId::Id)
-                    .map_err(|_| E::custom("chat id out of range"))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ChatId, E> {
-                let v = v.trim();
-                Ok(v.parse()
-                    .map_or_else(|_| ChatId::Username(v.to_string()), ChatId::Id))
-            }
+            token.value = v;
         }
-        d.deserialize_any(Visitor)
+        Err(e) => problems.push((token.referenced, format!("bot_token: {e}"))),
     }
-}
-
-impl std::fmt::Display for ChatId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ChatId::Id(id) => write!(f, "{id}"),
-            ChatId::Username(name) => f.write_str(name),
+    expand_http_url(&mut c.api_url, base, "api_url", &mut problems);
+    match &c.chat_id.value {
+        ChatId::Id(0) => problems.push((c.chat_id.referenced, "chat_id is 0".into())),
+        ChatId::Id(_) => {}
+        ChatId::Username(u) => {
+            let name = u.strip_prefix('@').unwrap_or_default();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                problems.push((
+                    c.chat_id.referenced,
+                    format!("chat_id {u:?} is neither a number nor an @channelusername"),
+                ));
+            }
         }
     }
-}
-
-/// A Telegram bot posting to one chat.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelegramConfig {
-    /// The bot token from @BotFather (`123456:ABC-…`); a secret: write `${ENV}` or
-    /// `${file:PATH}`. It never appears in logs or errors.
-    pub bot_token: Spanned<String>,
-    /// The chat: a numeric id (`-1001234567890`) or a public `@channelusername`.
-    pub chat_id: Spanned<ChatId>,
-    /// The topic of a forum supergroup to post in.
-    #[serde(default)]
-    pub message_thread_id: Option<Spanned<i64>>,
-    /// The Bot API base URL; change it for a self-hosted Bot API server (or a test receiver).
-    #[serde(default = "default_api_url")]
-    pub api_url: Spanned<String>,
-    /// A minijinja template (Telegram HTML: b, i, code, pre, a href) replacing the default
-    /// message; values are HTML-escaped automatically.
-    #[serde(default)]
-    pub text: Option<Spanned<String>>,
-    /// Sends the message silently (no sound on the phones), e.g. for a warnings-only chat.
-    #[serde(default)]
-    pub disable_notification: bool,
-    /// Orders listed per message (fewer when the 4096-character limit needs it); the rest are
-    /// counted as "and K more".
-    #[serde(default = "chat::default_max_orders")]
-    pub max_orders: usize,
-    /// HTTP timeout per request.
-    #[serde(default = "chat::default_timeout")]
-    pub timeout: Dur,
-}
-
-fn default_api_url() -> Spanned<String> {
-    Spanned::new(
-        "https://api.telegram.org".to_string(),
-        Location::UNKNOWN,
-        Location::UNKNOWN,
-    )
-}
-
-impl TelegramConfig {
-    /// Expands `${ENV}`/`${file:PATH}` in `bot_token` and `api_url` in place (relative to
-    /// `base`) and checks every value; returns each problem with the location of the
-    /// offending value. Messages never contain the token.
-    pub fn validate(&mut self, base: &Path) -> Vec<(Location, String)> {
-        let mut problems = Vec::new();
-        let token = &mut self.bot_token;
-        match expand_secrets(&token.value, base) {
-            Ok(v) => {
-                if !is_bot_token(&v) {
-                    problems.push((
-                        token.referenced,
-                        "bot_token does not look like a bot token (digits:letters, from @BotFather)"
-                            .into(),
-                    ));
-                }
-                token.value = v;
-            }
-            Err(e) => problems.push((token.referenced, format!("bot_token: {e}"))),
-        }
-        expand_http_url(&mut self.api_url, base, "api_url", &mut problems);
-        match &self.chat_id.value {
-            ChatId::Id(0) => problems.push((self.chat_id.referenced, "chat_id is 0".into())),
-            ChatId::Id(_) => {}
-            ChatId::Username(u) => {
-                let name = u.strip_prefix('@').unwrap_or_default();
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    problems.push((
-                        self.chat_id.referenced,
-                        format!("chat_id {u:?} is neither a number nor an @channelusername"),
-                    ));
-                }
-            }
-        }
-        if let Some(t) = &self.message_thread_id
-            && t.value <= 0
-        {
-            problems.push((t.referenced, "message_thread_id must be positive".into()));
-        }
-        chat::check_text_and_timeout(&self.text, check_template, &self.timeout, &mut problems);
-        problems
+    if let Some(t) = &c.message_thread_id
+        && t.value <= 0
+    {
+        problems.push((t.referenced, "message_thread_id must be positive".into()));
     }
+    chat::check_text_and_timeout(&c.text, check_template, &c.timeout, &mut problems);
+    problems
 }
 
 /// `digits:rest`, the rest URL-safe: anything else would change the request path.

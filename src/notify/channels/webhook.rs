@@ -4,15 +4,12 @@
 //! Also home of the config checks the HTTP channels share: a secret that must expand to an
 //! http(s) URL, reported without ever echoing the value.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use serde::Deserialize;
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Location;
 
-use crate::config::Dur;
+use crate::config::WebhookConfig;
 use crate::config::expand_secrets;
 use crate::notify::channel::{
     Deliver, DeliveryError, expand_http_url, http_client, http_url, post_json_bytes,
@@ -22,68 +19,35 @@ use crate::notify::message::Notification;
 /// Headers our JSON body depends on; a configured value would contradict it.
 const RESERVED_HEADERS: &[&str] = &["content-type", "content-length", "host"];
 
-/// A generic webhook receiving Alertmanager's webhook format.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Where to POST. It may carry a token in its path or query, so it is a secret:
-    /// `${ENV}` and `${file:PATH}` are expanded and the URL never appears in logs or errors.
-    pub url: Spanned<String>,
-    /// Extra request headers, e.g. `Authorization: Bearer ${HOOK_TOKEN}`; values are secrets.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Spanned<String>>,
-    /// At most this many alerts per request (default 1 000), 0 for all (unbounded: one
-    /// request may then carry a whole incident). Beyond it alerts are dropped and counted in
-    /// `truncatedAlerts`, as Alertmanager's `max_alerts` does.
-    #[serde(default = "default_max_alerts")]
-    pub max_alerts: usize,
-    /// HTTP timeout per request.
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-}
-
-/// A request's alerts by default: an incident's 100 000 alerts do not make one 50 MB body.
-pub const DEFAULT_MAX_ALERTS: usize = 1000;
-
-fn default_max_alerts() -> usize {
-    DEFAULT_MAX_ALERTS
-}
-
-fn default_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
-}
-
-impl WebhookConfig {
-    /// Expands `${ENV}`/`${file:PATH}` in `url` and the header values in place (relative to
-    /// `base`) and checks them; returns each problem with the location of the offending value.
-    pub fn validate(&mut self, base: &Path) -> Vec<(Location, String)> {
-        let mut problems = Vec::new();
-        expand_http_url(&mut self.url, base, "url", &mut problems);
-        for (name, value) in &mut self.headers {
-            let at = value.referenced;
-            if HeaderName::from_bytes(name.as_bytes()).is_err() {
-                problems.push((at, format!("headers: {name:?} is not a valid header name")));
-            } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-                problems.push((
-                    at,
-                    format!("headers: {name} is set by orderwatch (the body is JSON)"),
-                ));
-            }
-            match expand_secrets(&value.value, base) {
-                // The value is a secret: the message names the header, never the value.
-                Ok(v) if HeaderValue::from_str(&v).is_err() => problems.push((
-                    at,
-                    format!("headers: the value of {name} is not a valid header value"),
-                )),
-                Ok(v) => value.value = v,
-                Err(e) => problems.push((at, format!("headers: {name}: {e}"))),
-            }
+/// Expands `${ENV}`/`${file:PATH}` in `url` and the header values in place (relative to
+/// `base`) and checks them; returns each problem with the location of the offending value.
+pub fn validate(c: &mut WebhookConfig, base: &Path) -> Vec<(Location, String)> {
+    let mut problems = Vec::new();
+    expand_http_url(&mut c.url, base, "url", &mut problems);
+    for (name, value) in &mut c.headers {
+        let at = value.referenced;
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.push((at, format!("headers: {name:?} is not a valid header name")));
+        } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            problems.push((
+                at,
+                format!("headers: {name} is set by orderwatch (the body is JSON)"),
+            ));
         }
-        if self.timeout.0.is_zero() {
-            problems.push((Location::UNKNOWN, "timeout must be greater than 0".into()));
+        match expand_secrets(&value.value, base) {
+            // The value is a secret: the message names the header, never the value.
+            Ok(v) if HeaderValue::from_str(&v).is_err() => problems.push((
+                at,
+                format!("headers: the value of {name} is not a valid header value"),
+            )),
+            Ok(v) => value.value = v,
+            Err(e) => problems.push((at, format!("headers: {name}: {e}"))),
         }
-        problems
     }
+    if c.timeout.0.is_zero() {
+        problems.push((Location::UNKNOWN, "timeout must be greater than 0".into()));
+    }
+    problems
 }
 
 /// The runtime `webhook` channel.
@@ -155,6 +119,12 @@ impl Deliver for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use crate::config::Dur;
+
+    use serde_saphyr::Spanned;
 
     fn spanned(s: &str) -> Spanned<String> {
         Spanned::new(s.to_string(), Location::UNKNOWN, Location::UNKNOWN)
@@ -165,7 +135,7 @@ mod tests {
             url: spanned(url),
             headers: BTreeMap::from([("Authorization".into(), spanned("Bearer s3cret"))]),
             max_alerts,
-            timeout: default_timeout(),
+            timeout: Dur(Duration::from_secs(10)),
         }
     }
 
@@ -204,13 +174,13 @@ mod tests {
             .insert("X-Token".into(), spanned("s3cret\nInjected: yes"));
         c.headers
             .insert("Content-Type".into(), spanned("text/plain"));
-        let problems = c.validate(dir.path());
+        let problems = validate(&mut c, dir.path());
         let text = format!("{problems:?}");
         assert_eq!(problems.len(), 4, "{text}");
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("must be an http"), "{text}");
         let mut ok = config("https://hooks.example/x?token=s3cret", 0);
-        assert!(ok.validate(dir.path()).is_empty());
+        assert!(validate(&mut ok, dir.path()).is_empty());
         let e = Webhook::new("w", &config("not a url s3cret", 0)).unwrap_err();
         assert!(!e.contains("s3cret"), "{e}");
     }

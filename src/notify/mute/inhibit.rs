@@ -13,26 +13,12 @@
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
-use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::alert::{Alert, AlertState};
+use crate::config::InhibitRuleConfig;
 use crate::labels::LabelSet;
 use crate::notify::routing::route::Matcher;
-
-/// An inhibit rule as configured (Alertmanager's format).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InhibitRuleConfig {
-    /// Matchers the muting (firing) alert satisfies, e.g. `severity="critical"`.
-    #[serde(default)]
-    pub source_matchers: Vec<Spanned<String>>,
-    /// Matchers the muted alert satisfies, e.g. `severity="warning"`.
-    pub target_matchers: Vec<Spanned<String>>,
-    /// Labels whose values must be the same (and present) on both.
-    #[serde(default)]
-    pub equal: Vec<String>,
-}
 
 /// A compiled rule.
 #[derive(Debug, Clone)]

@@ -4,125 +4,93 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_saphyr::Location;
 
+use crate::config::ReceiverConfig;
 use crate::notify::channel::{Deliver, DeliveryError};
-use crate::notify::channels::email::{Email, EmailConfig};
-use crate::notify::channels::mattermost::{Mattermost, MattermostConfig};
-use crate::notify::channels::slack::{Slack, SlackConfig};
-use crate::notify::channels::telegram::{Telegram, TelegramConfig};
-use crate::notify::channels::webhook::{Webhook, WebhookConfig};
+use crate::notify::channels::email::{self, Email};
+use crate::notify::channels::mattermost::{self, Mattermost};
+use crate::notify::channels::slack::{self, Slack};
+use crate::notify::channels::telegram::{self, Telegram};
+use crate::notify::channels::webhook::{self, Webhook};
 use crate::notify::message::Notification;
 
-/// A receiver as configured: `receivers: { NAME: { telegram: {...} } }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReceiverConfig {
-    /// Email over SMTP.
-    #[serde(default)]
-    pub email: Option<EmailConfig>,
-    /// Slack incoming webhook.
-    #[serde(default)]
-    pub slack: Option<SlackConfig>,
-    /// Mattermost incoming webhook.
-    #[serde(default)]
-    pub mattermost: Option<MattermostConfig>,
-    /// Telegram Bot API.
-    #[serde(default)]
-    pub telegram: Option<TelegramConfig>,
-    /// Alertmanager-compatible webhook (JSON, version 4).
-    #[serde(default)]
-    pub webhook: Option<WebhookConfig>,
-}
-
-impl ReceiverConfig {
-    /// Checks that exactly one channel is set and validates it (expanding its secrets).
-    pub fn validate(&mut self, base: &Path) -> Vec<(Option<Location>, String)> {
-        let set = [
-            self.email.is_some(),
-            self.slack.is_some(),
-            self.mattermost.is_some(),
-            self.telegram.is_some(),
-            self.webhook.is_some(),
-        ]
-        .iter()
-        .filter(|x| **x)
-        .count();
-        if set != 1 {
-            return vec![(
-                None,
-                "a receiver needs exactly one of email, slack, mattermost, telegram, webhook"
-                    .into(),
-            )];
-        }
-        let problems = if let Some(c) = &mut self.email {
-            c.validate(base)
-        } else if let Some(c) = &mut self.slack {
-            c.validate(base)
-        } else if let Some(c) = &mut self.mattermost {
-            c.validate(base)
-        } else if let Some(c) = &mut self.telegram {
-            c.validate(base)
-        } else if let Some(c) = &mut self.webhook {
-            c.validate(base)
-        } else {
-            Vec::new()
-        };
-        let mut problems: Vec<(Option<Location>, String)> =
-            problems.into_iter().map(|(l, m)| (Some(l), m)).collect();
-        // Counts are bounded like every other setting (a message lists orders, not millions).
-        let counts = [
-            (
-                "max_orders",
-                self.email.as_ref().map(|c| c.max_orders),
-                10_000,
-            ),
-            (
-                "max_orders",
-                self.slack.as_ref().map(|c| c.max_orders),
-                10_000,
-            ),
-            (
-                "max_orders",
-                self.mattermost.as_ref().map(|c| c.max_orders),
-                10_000,
-            ),
-            (
-                "max_orders",
-                self.telegram.as_ref().map(|c| c.max_orders),
-                10_000,
-            ),
-            (
-                "max_alerts",
-                self.webhook.as_ref().map(|c| c.max_alerts),
-                10_000_000,
-            ),
-        ];
-        let timeout = [
-            self.email.as_ref().map(|c| c.timeout.0),
-            self.slack.as_ref().map(|c| c.timeout.0),
-            self.mattermost.as_ref().map(|c| c.timeout.0),
-            self.telegram.as_ref().map(|c| c.timeout.0),
-            self.webhook.as_ref().map(|c| c.timeout.0),
-        ]
-        .into_iter()
-        .flatten()
-        .next();
-        if let Some(t) = timeout
-            && t > Duration::from_secs(600)
-        {
-            problems.push((None, "timeout must be at most 10m".to_string()));
-        }
-        for (what, value, max) in counts {
-            if let Some(v) = value
-                && v > max
-            {
-                problems.push((None, format!("{what} must be at most {max} (is {v})")));
-            }
-        }
-        problems
+/// Checks that exactly one channel is set and validates it (expanding its secrets).
+pub fn validate(c: &mut ReceiverConfig, base: &Path) -> Vec<(Option<Location>, String)> {
+    let set = [
+        c.email.is_some(),
+        c.slack.is_some(),
+        c.mattermost.is_some(),
+        c.telegram.is_some(),
+        c.webhook.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if set != 1 {
+        return vec![(
+            None,
+            "a receiver needs exactly one of email, slack, mattermost, telegram, webhook".into(),
+        )];
     }
+    let problems = if let Some(one) = &mut c.email {
+        email::validate(one, base)
+    } else if let Some(one) = &mut c.slack {
+        slack::validate(one, base)
+    } else if let Some(one) = &mut c.mattermost {
+        mattermost::validate(one, base)
+    } else if let Some(one) = &mut c.telegram {
+        telegram::validate(one, base)
+    } else if let Some(one) = &mut c.webhook {
+        webhook::validate(one, base)
+    } else {
+        Vec::new()
+    };
+    let mut problems: Vec<(Option<Location>, String)> =
+        problems.into_iter().map(|(l, m)| (Some(l), m)).collect();
+    // Counts are bounded like every other setting (a message lists orders, not millions).
+    let counts = [
+        ("max_orders", c.email.as_ref().map(|c| c.max_orders), 10_000),
+        ("max_orders", c.slack.as_ref().map(|c| c.max_orders), 10_000),
+        (
+            "max_orders",
+            c.mattermost.as_ref().map(|c| c.max_orders),
+            10_000,
+        ),
+        (
+            "max_orders",
+            c.telegram.as_ref().map(|c| c.max_orders),
+            10_000,
+        ),
+        (
+            "max_alerts",
+            c.webhook.as_ref().map(|c| c.max_alerts),
+            10_000_000,
+        ),
+    ];
+    let timeout = [
+        c.email.as_ref().map(|c| c.timeout.0),
+        c.slack.as_ref().map(|c| c.timeout.0),
+        c.mattermost.as_ref().map(|c| c.timeout.0),
+        c.telegram.as_ref().map(|c| c.timeout.0),
+        c.webhook.as_ref().map(|c| c.timeout.0),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    if let Some(t) = timeout
+        && t > Duration::from_secs(600)
+    {
+        problems.push((None, "timeout must be at most 10m".to_string()));
+    }
+    for (what, value, max) in counts {
+        if let Some(v) = value
+            && v > max
+        {
+            problems.push((None, format!("{what} must be at most {max} (is {v})")));
+        }
+    }
+    problems
 }
 
 /// A built channel.

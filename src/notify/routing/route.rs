@@ -7,10 +7,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveTime, Timelike, Utc, Weekday};
-use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
 
-use crate::config::Dur;
+use crate::config::{RouteConfig, TimeIntervalConfig};
 use crate::labels::LabelSet;
 
 /// A label matcher: `name="value"`, `name!="value"`, `name=~"regex"`, `name!~"regex"`
@@ -103,67 +101,6 @@ impl FromStr for Matcher {
             regex,
         })
     }
-}
-
-/// A route as configured (Alertmanager's `route`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// The receiver; children inherit it.
-    #[serde(default)]
-    pub receiver: Option<Spanned<String>>,
-    /// Label matchers, all of which must hold (`severity="critical"`, `team=~"sales|ops"`).
-    #[serde(default)]
-    pub matchers: Vec<Spanned<String>>,
-    /// Labels alerts are grouped by; one message per group. Inherited; default `[rule]`.
-    #[serde(default)]
-    pub group_by: Option<Vec<String>>,
-    /// Wait this long after a group's first alert before the first message. Inherited; default 30s.
-    #[serde(default)]
-    pub group_wait: Option<Dur>,
-    /// Then wait at least this long before a message about changes. Inherited; default 5m.
-    #[serde(default)]
-    pub group_interval: Option<Dur>,
-    /// Repeat an unchanged, still-firing group after this long. Inherited; default 4h.
-    #[serde(default)]
-    pub repeat_interval: Option<Dur>,
-    /// Send a message when the group's alerts resolve. Inherited; default true.
-    #[serde(default)]
-    pub send_resolved: Option<bool>,
-    /// Names of `time_intervals` during which this route sends nothing. Inherited.
-    #[serde(default)]
-    pub mute_time_intervals: Option<Vec<Spanned<String>>>,
-    /// Keep matching later siblings after this route matched.
-    #[serde(default, rename = "continue")]
-    pub continue_: bool,
-    /// Child routes.
-    #[serde(default)]
-    pub routes: Vec<RouteConfig>,
-}
-
-/// A time window: weekdays and times of day in a time zone (Alertmanager's time interval).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimeIntervalConfig {
-    /// Weekdays or ranges: `monday`, `saturday:sunday`. Empty: every day.
-    #[serde(default)]
-    pub weekdays: Vec<String>,
-    /// Times of day: `{start_time: "22:00", end_time: "24:00"}`, end exclusive. Empty: all day.
-    #[serde(default)]
-    pub times: Vec<TimeRange>,
-    /// IANA time zone of weekdays and times (default UTC).
-    #[serde(default)]
-    pub location: Option<String>,
-}
-
-/// A time-of-day range.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimeRange {
-    /// `HH:MM`, inclusive.
-    pub start_time: String,
-    /// `HH:MM`, exclusive; `24:00` is midnight at the end of the day.
-    pub end_time: String,
 }
 
 /// A compiled time window.
