@@ -9,6 +9,7 @@
 //! `configure::load` runs both, so load through it: [`read`] alone is a config not yet
 //! checked.
 
+mod duration;
 mod load;
 mod model;
 mod pgurl;
@@ -19,6 +20,7 @@ mod sql;
 mod validate;
 mod web;
 
+pub use duration::{Dur, MAX_DURATION};
 pub use load::{Loaded, Read, default_config_path, read, read_str};
 pub use model::*;
 pub use pgurl::{PgTls, RootCert, SslMode, split_tls};

@@ -2,7 +2,6 @@
 //! doc comment, and every default lives in one `default_*` function below.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,35 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-/// A duration written as `30s`, `5m`, `1h`, `1d`; parsed at load time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Dur(pub Duration);
-
-/// The longest duration any setting takes: longer ones overflow the clocks they are added to.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let d = humantime::parse_duration(s.trim()).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?} ({e}); expected a positive duration such as 30s, 5m, 1h or 1d"
-            ))
-        })?;
-        if d > MAX_DURATION {
-            return Err(serde::de::Error::custom(format!(
-                "duration {s:?} is too long: at most 10 years (3650d)"
-            )));
-        }
-        Ok(Dur(d))
-    }
-}
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
+use super::duration::Dur;
 
 /// One value or a list of values (`status: SUBMITTED` or `status: [A, B]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
-use super::model::Dur;
+use super::duration::Dur;
 
 /// Orders listed per chat message by default; the rest are counted as "and K more".
 fn default_chat_max_orders() -> usize {

@@ -946,7 +946,7 @@ pub(super) fn count_within(
     }
 }
 
-fn positive(p: &mut Vec<Problem>, file: &Path, d: &Spanned<super::model::Dur>, what: &str) {
+fn positive(p: &mut Vec<Problem>, file: &Path, d: &Spanned<super::duration::Dur>, what: &str) {
     if d.value.0.is_zero() {
         p.push(ConfigError::at(
             file,
