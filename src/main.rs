@@ -4,19 +4,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Catches orders stuck in a status or lost between systems; exports metrics; alerts on-call.
 #[derive(Parser)]
 #[command(name = "orderwatch", version, about)]
 struct Cli {
-    /// Config file (default: $ORDERWATCH_CONFIG, else /etc/orderwatch/orderwatch.yaml).
-    #[arg(short = 'c', long = "config", global = true)]
-    config: Option<PathBuf>,
-    /// Web config file (exporter-toolkit format: TLS, basic auth, headers); overrides the
-    /// config's `web_config_file`.
-    #[arg(long = "web.config.file", global = true)]
-    web_config_file: Option<PathBuf>,
+    /// Before the command (`orderwatch -c FILE run`, as the systemd unit writes it): the
+    /// files of every command that reads a config. `demo` writes its own and refuses them.
+    #[command(flatten)]
+    files: ConfigFiles,
     /// Log lines on stderr: `json` (one object per line, for journald/Filebeat) or `text`.
     /// Default: json when started by systemd, else text. Level: $ORDERWATCH_LOG (default info).
     #[arg(long, global = true, value_enum)]
@@ -25,16 +22,48 @@ struct Cli {
     command: Command,
 }
 
+/// The files a command reads its configuration from. Offered by the commands that read one
+/// (after the command: `orderwatch check -c FILE`) and before any command.
+#[derive(Args, Clone, Default)]
+struct ConfigFiles {
+    /// Config file (default: $ORDERWATCH_CONFIG, else /etc/orderwatch/orderwatch.yaml).
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    /// Web config file (exporter-toolkit format: TLS, basic auth, headers); overrides the
+    /// config's `web_config_file`.
+    #[arg(long = "web.config.file")]
+    web_config_file: Option<PathBuf>,
+}
+
+impl ConfigFiles {
+    /// The command's own files, else those given before it.
+    fn or(self, before: ConfigFiles) -> ConfigFiles {
+        ConfigFiles {
+            config: self.config.or(before.config),
+            web_config_file: self.web_config_file.or(before.web_config_file),
+        }
+    }
+
+    fn given(&self) -> bool {
+        self.config.is_some() || self.web_config_file.is_some()
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
-    Run,
+    Run {
+        #[command(flatten)]
+        files: ConfigFiles,
+    },
     /// Validate the config and rules; unless --offline, also reach every source and prepare
     /// every rule's SQL.
     Check {
         /// Do not connect to the databases.
         #[arg(long)]
         offline: bool,
+        #[command(flatten)]
+        files: ConfigFiles,
     },
     /// Evaluate the rules once and print the findings. Exit code: 0 none, 1 found, 2 error.
     Once {
@@ -44,6 +73,8 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        #[command(flatten)]
+        files: ConfigFiles,
     },
     /// Ask PostgreSQL how it runs every rule's SQL; report any that reads a whole table, with
     /// the CREATE INDEX that fixes it. Exit code: 0 all indexed, 1 some scan, 2 error.
@@ -54,11 +85,15 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        #[command(flatten)]
+        files: ConfigFiles,
     },
     /// Send one sample message to receiver NAME (straight, no routing), to check a channel.
     NotifyTest {
         /// The receiver's name in `receivers:`.
         name: String,
+        #[command(flatten)]
+        files: ConfigFiles,
     },
     /// Manage silences of a running daemon (through its HTTP API).
     Silence {
@@ -75,6 +110,12 @@ enum Command {
         /// CA certificate (PEM) that signed the daemon's certificate.
         #[arg(long, global = true)]
         ca_file: Option<PathBuf>,
+        /// The config file whose `listen` gives the default URL.
+        #[arg(short = 'c', long = "config", global = true)]
+        config: Option<PathBuf>,
+        /// The web config file whose TLS setting gives the default URL's scheme.
+        #[arg(long = "web.config.file", global = true)]
+        web_config_file: Option<PathBuf>,
         #[command(subcommand)]
         action: SilenceAction,
     },
@@ -227,11 +268,9 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn load(
-    cli: Option<PathBuf>,
-    web: Option<&std::path::Path>,
-) -> Result<orderwatch::config::Loaded, ExitCode> {
-    let path = orderwatch::config::default_config_path(cli);
+fn load(files: ConfigFiles) -> Result<orderwatch::config::Loaded, ExitCode> {
+    let web = files.web_config_file.as_deref();
+    let path = orderwatch::config::default_config_path(files.config.clone());
     let fail = |e: orderwatch::config::ConfigError| {
         eprintln!("{e}");
         ExitCode::from(2)
@@ -251,10 +290,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let traces = init_logging(cli.log_format);
     match cli.command {
-        Command::Run => {
+        Command::Run { files } => {
             // Before anything slow: an early SIGHUP must not end the process.
             let reload = reload_requests();
-            let loaded = match load(cli.config, cli.web_config_file.as_deref()) {
+            let loaded = match load(files.or(cli.files)) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -277,8 +316,8 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { offline } => {
-            let loaded = match load(cli.config, cli.web_config_file.as_deref()) {
+        Command::Check { offline, files } => {
+            let loaded = match load(files.or(cli.files)) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -316,8 +355,12 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Once { rules, format } => {
-            let loaded = match load(cli.config, cli.web_config_file.as_deref()) {
+        Command::Once {
+            rules,
+            format,
+            files,
+        } => {
+            let loaded = match load(files.or(cli.files)) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -353,8 +396,12 @@ async fn main() -> ExitCode {
             }
             ExitCode::from(orderwatch::report::exit_code(&results) as u8)
         }
-        Command::Explain { rules, format } => {
-            let loaded = match load(cli.config, cli.web_config_file.as_deref()) {
+        Command::Explain {
+            rules,
+            format,
+            files,
+        } => {
+            let loaded = match load(files.or(cli.files)) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -385,8 +432,8 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::NotifyTest { name } => {
-            let loaded = match load(cli.config, cli.web_config_file.as_deref()) {
+        Command::NotifyTest { name, files } => {
+            let loaded = match load(files.or(cli.files)) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -406,12 +453,19 @@ async fn main() -> ExitCode {
             user,
             password_file,
             ca_file,
+            config,
+            web_config_file,
             action,
         } => {
+            let files = ConfigFiles {
+                config,
+                web_config_file,
+            }
+            .or(cli.files);
             let loaded = || {
-                let path = orderwatch::config::default_config_path(cli.config.clone());
+                let path = orderwatch::config::default_config_path(files.config.clone());
                 let loaded = orderwatch::configure::load(&path).ok()?;
-                match &cli.web_config_file {
+                match &files.web_config_file {
                     Some(w) => loaded.with_web(w).ok(),
                     None => Some(loaded),
                 }
@@ -475,6 +529,13 @@ async fn main() -> ExitCode {
             }
         }
         Command::Demo { listen, orders } => {
+            if cli.files.given() {
+                eprintln!(
+                    "orderwatch demo: the demo reads no config file (-c, --web.config.file): it \
+                     writes and runs its own"
+                );
+                return ExitCode::from(2);
+            }
             match orderwatch::demo::run(&listen, orders, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

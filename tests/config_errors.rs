@@ -408,6 +408,88 @@ fn wrong_order_model() {
 }
 
 #[test]
+fn a_status_outside_the_sources_list_is_an_error_with_a_suggestion() {
+    let main = MAIN.replace(
+        "      labels: [order_type]\n",
+        "      labels: [order_type]\n    statuses: [INITIATED, SUBMITTED, PRICE_CALCULATED, CLOSED]\n",
+    );
+    let rules = RULE.replace(
+        "status: SUBMITTED",
+        "status: [SUBMITED, PRICE_CALCULATED, Paid]",
+    );
+    expect_error(
+        &main,
+        &rules,
+        "rules/a.yaml",
+        4,
+        13,
+        "status SUBMITED is not in source shop's statuses \
+         (INITIATED, SUBMITTED, PRICE_CALCULATED, CLOSED); did you mean SUBMITTED?",
+    );
+    expect_error(
+        &main,
+        &rules,
+        "rules/a.yaml",
+        4,
+        13,
+        "status Paid is not in",
+    );
+    // Without a list nothing is checked (the table may hold anything).
+    let (_d, r) = try_load(MAIN, &RULE.replace("status: SUBMITTED", "status: SUBMITED"));
+    r.unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn every_misspelt_key_is_reported_at_once_and_the_checks_still_run() {
+    let main = MAIN
+        .replace("state_dir: state\n", "state_dir: state\nlisten_addr: x\n")
+        .replace(
+            "      status: status\n",
+            "      status: status\n      entered: x\n",
+        );
+    let rules = RULE.replace("source: shop", "source: crm").replace(
+        "    older_than: 1h\n",
+        "    older_than: 1h\n    severty: critical\n",
+    );
+    let (dir, r) = try_load(&main, &rules);
+    let e = r.unwrap_err();
+    let text = e.to_string();
+    let main_file = dir.path().join("orderwatch.yaml");
+    let rule_file = dir.path().join("rules/a.yaml");
+    for (file, line, col, needle) in [
+        (&main_file, 3, 1, "unknown field `listen_addr`"),
+        (&main_file, 12, 7, "unknown field `entered`"),
+        (&rule_file, 6, 5, "unknown field `severty`"),
+        (&rule_file, 3, 13, "unknown source"),
+    ] {
+        assert!(
+            text.contains(&format!("{}:{line}:{col}: {needle}", file.display())),
+            "{needle} at {line}:{col}: {text}"
+        );
+    }
+    assert_eq!(e.problems.len(), 4, "{text}");
+}
+
+#[test]
+fn a_refused_value_is_reported_without_its_consequences() {
+    // The bad duration is blanked out to read on; the rule then lacks `older_than` and names
+    // an unknown source, but only what the file says wrong is reported.
+    let rules = RULE
+        .replace("source: shop", "source: crm")
+        .replace("older_than: 1h", "older_than: 1x")
+        .replace(
+            "    status: SUBMITTED\n",
+            "    status: SUBMITTED\n    sevrity: critical\n",
+        );
+    let (_dir, r) = try_load(MAIN, &rules);
+    let e = r.unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("unknown field `sevrity`"), "{text}");
+    assert!(text.contains("invalid duration \"1x\""), "{text}");
+    assert_eq!(e.problems.len(), 2, "{text}");
+}
+
+#[test]
 fn several_problems_are_all_reported() {
     let rules = RULE
         .replace("source: shop", "source: crm")

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::model::{Config, RuleConfig, RuleFile, RuleKind};
-use super::problem::{ConfigError, Problem, parse};
+use super::problem::{ConfigError, Problem, parse_all};
 use super::validate;
 
 /// A loaded, validated configuration: the main file and every rule with the file it came from.
@@ -70,10 +70,19 @@ pub fn read(path: &Path) -> Result<Read, ConfigError> {
 
 /// Like [`read`], with the main file's text given (rule files are still read from disk).
 pub fn read_str(path: &Path, text: &str) -> Result<Read, ConfigError> {
-    let one = |p: Problem| ConfigError { problems: vec![p] };
-    let mut config: Config = parse(path, text).map_err(one)?;
+    // Past a refused entry the parse goes on (`parse_all`), so one run lists every misspelt
+    // key; the checks that follow run only on files that parsed whole, where they judge what
+    // the file says and not a file with an entry missing.
+    let main = parse_all::<Config>(path, text);
+    let mut problems = main.problems;
+    let Some(mut config) = main.value else {
+        return Err(ConfigError { problems });
+    };
+    let mut whole = main.whole;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut problems = validate::config(path, &base, &mut config);
+    if whole {
+        problems.extend(validate::config(path, &base, &mut config));
+    }
 
     let mut rules = Vec::new();
     let mut warnings = Vec::new();
@@ -98,14 +107,20 @@ pub fn read_str(path: &Path, text: &str) -> Result<Read, ConfigError> {
     }
     for (file, result) in rule_files(path, &base, &config) {
         match result {
-            Ok(text) => match parse::<RuleFile>(&file, &text) {
-                Ok(rf) => rules.extend(rf.rules.into_iter().map(|r| (file.clone(), r))),
-                Err(p) => problems.push(p),
-            },
+            Ok(text) => {
+                let parsed = parse_all::<RuleFile>(&file, &text);
+                problems.extend(parsed.problems);
+                whole &= parsed.whole;
+                if let Some(rf) = parsed.value {
+                    rules.extend(rf.rules.into_iter().map(|r| (file.clone(), r)));
+                }
+            }
             Err(p) => problems.push(p),
         }
     }
-    problems.extend(validate::rules(&config, &rules));
+    if whole {
+        problems.extend(validate::rules(&config, &rules));
+    }
     // Link templates go to every order rule that does not set the same annotation itself
     // (validated once, in the main file, where they are written).
     for (_, r) in rules.iter_mut() {

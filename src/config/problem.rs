@@ -71,6 +71,105 @@ impl ConfigError {
 
 /// Parses YAML into `T`; a failure names the file, line and column and shows the offending line.
 pub(crate) fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Problem> {
+    parse_shown(file, text, text)
+}
+
+/// At most this many problems from one file's parse: past them, a file is more wrong than
+/// right and the list would only scroll.
+const MAX_PARSE_PROBLEMS: usize = 20;
+
+/// What [`parse_all`] made of a file.
+pub(crate) struct Parsed<T> {
+    /// The value, parsed from what was left once the refused entries were blanked out; `None`
+    /// when the parse could not go on.
+    pub value: Option<T>,
+    /// Every problem met, in the order met.
+    pub problems: Vec<Problem>,
+    /// Whether only unknown keys were blanked out: the value then means what the file says,
+    /// and checking it further reports real problems, not consequences of a missing entry.
+    pub whole: bool,
+}
+
+/// Parses YAML into `T`, going on past a refused entry where it can: the entry (an unknown
+/// key, a value of the wrong form) is blanked out, lines kept so that every later location
+/// stays right, and the text parsed again. One run so reports every misspelt key, not the
+/// first. It stops at a list item's first key, at a line that is not `key: value`, and at a
+/// required key that it blanked out itself (that one is a consequence, not news).
+pub(crate) fn parse_all<T: DeserializeOwned>(file: &Path, text: &str) -> Parsed<T> {
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut current = text.to_string();
+    let mut blanked: Vec<String> = Vec::new();
+    let mut whole = true;
+    loop {
+        let p = match parse_shown::<T>(file, &current, text) {
+            Ok(v) => {
+                return Parsed {
+                    value: Some(v),
+                    problems,
+                    whole,
+                };
+            }
+            Err(p) => p,
+        };
+        if blanked
+            .iter()
+            .any(|k| p.message.starts_with(&format!("missing field `{k}`")))
+        {
+            break;
+        }
+        whole &= p.message.starts_with("unknown field");
+        let next = blank_entry(&current, p.line, p.column);
+        problems.push(p);
+        match next {
+            Some((text, key)) if problems.len() < MAX_PARSE_PROBLEMS => {
+                current = text;
+                blanked.push(key);
+            }
+            _ => break,
+        }
+    }
+    Parsed {
+        value: None,
+        problems,
+        whole: false,
+    }
+}
+
+/// The text with the block-mapping entry on `line` (1-based) blanked out: that line and the
+/// more-indented lines under it become empty. Returns the entry's key too; `None` when the
+/// line is not `key: …` (a list item's first key, a flow collection's inside, a scalar).
+fn blank_entry(text: &str, line: u64, column: u64) -> Option<(String, String)> {
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let at = usize::try_from(line).ok()?.checked_sub(1)?;
+    let l = *lines.get(at)?;
+    let indent = l.len() - l.trim_start_matches(' ').len();
+    let rest = &l[indent..];
+    let key_len = rest.find(':')?;
+    let key = rest[..key_len].trim().trim_matches(['"', '\'']);
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if key.is_empty() || !key.chars().all(plain) || (column as usize) <= indent {
+        return None;
+    }
+    let key = key.to_string();
+    let mut end = at + 1;
+    while let Some(next) = lines.get(end) {
+        let t = next.trim_start_matches(' ');
+        let deeper = next.len() - t.len() > indent;
+        if t.is_empty() || t.starts_with('#') || deeper {
+            end += 1;
+        } else {
+            break;
+        }
+    }
+    for l in &mut lines[at..end] {
+        *l = "";
+    }
+    Some((lines.join("\n"), key))
+}
+
+/// Parses `text`; a problem shows the line from `shown` (the file as written, when `text` has
+/// entries blanked out: the lines are the same).
+fn parse_shown<T: DeserializeOwned>(file: &Path, text: &str, shown: &str) -> Result<T, Problem> {
     serde_saphyr::from_str::<T>(text).map_err(|e| {
         let loc = e.location();
         let plain = e.without_snippet().to_string();
@@ -82,7 +181,7 @@ pub(crate) fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, P
         // Neither the message nor the line shown may carry a password.
         let message = super::secret::redact_urls(&message);
         let line_text = loc
-            .and_then(|l| text.lines().nth(l.line().saturating_sub(1) as usize))
+            .and_then(|l| shown.lines().nth(l.line().saturating_sub(1) as usize))
             .map(|l| format!("\n    | {}", super::secret::redact_line(l)))
             .unwrap_or_default();
         Problem {

@@ -585,35 +585,42 @@ pub(super) fn rules(config: &Config, rules: &[(PathBuf, RuleConfig)]) -> Vec<Pro
                         "status must name at least one non-empty status".into(),
                     ));
                 }
-                // A coded status column is queried by code: a name without one cannot be.
-                let coded = |src: &str, wanted: Vec<String>, span: &Location| {
-                    let src_cfg = config.sources.get(src)?;
-                    let Some(crate::config::StatusNames::Codes(codes)) =
-                        src_cfg.value.statuses.as_ref().map(|x| &x.value)
+                // A source that lists its statuses knows every value a rule may name: a name
+                // outside the list (a typo, `SUBMITED`) would never match a row, and a coded
+                // column could not be queried for it at all.
+                let coded = |src: &str, wanted: Vec<String>, span: &Location| -> Vec<Problem> {
+                    let Some(known) = config
+                        .sources
+                        .get(src)
+                        .and_then(|c| c.value.statuses.as_ref())
                     else {
-                        return None;
+                        return Vec::new();
                     };
-                    let unknown: Vec<String> = wanted
+                    let names = known.value.names();
+                    let what = match known.value {
+                        crate::config::StatusNames::Codes(_) => "has no code in",
+                        crate::config::StatusNames::Names(_) => "is not in",
+                    };
+                    wanted
                         .into_iter()
-                        .filter(|w| !codes.values().any(|n| n == w))
-                        .collect();
-                    (!unknown.is_empty()).then(|| {
-                        at(
-                            span,
-                            format!(
-                                "status {} has no code in source {src}'s statuses map",
-                                unknown.join(", ")
-                            ),
-                        )
-                    })
+                        .filter(|w| !names.contains(w))
+                        .map(|w| {
+                            let near = crate::human::closest(&w, names.iter().map(String::as_str))
+                                .map(|n| format!("; did you mean {n}?"))
+                                .unwrap_or_default();
+                            at(
+                                span,
+                                format!(
+                                    "status {w} {what} source {src}'s statuses ({}){near}",
+                                    names.join(", ")
+                                ),
+                            )
+                        })
+                        .collect()
                 };
-                if let Some(e) = coded(&r.source.value, statuses, &s.referenced) {
-                    p.push(e);
-                }
-                if let (Some(m), Some(e)) = (&r.missing_in, &r.expect_status)
-                    && let Some(err) = coded(&m.value, e.value.to_vec(), &e.referenced)
-                {
-                    p.push(err);
+                p.extend(coded(&r.source.value, statuses, &s.referenced));
+                if let (Some(m), Some(e)) = (&r.missing_in, &r.expect_status) {
+                    p.extend(coded(&m.value, e.value.to_vec(), &e.referenced));
                 }
             }
             Some(s) => p.push(at(
