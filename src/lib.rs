@@ -36,7 +36,8 @@
 //!   component's, all problems at once. Every command, the reload and the demo load here.
 //! - [`rule`]: one file per rule kind, each turning a source into findings; findings into
 //!   observations for the alert book.
-//! - [`report`]: `once` output (table and JSON).
+//! - [`report`]: `once` output (table and JSON); [`lookup`]: one order across every source,
+//!   its rules, verdicts and alerts (`orderwatch order`, `/api/v1/orders/{id}`).
 //! - [`engine`]: orchestration: schedules, evaluations and their metrics, source health,
 //!   reloads.
 //! - [`http`]: axum routes: metrics, health, the API, the status page, the runbooks;
@@ -55,6 +56,7 @@ pub mod explain;
 pub mod http;
 pub mod human;
 pub mod labels;
+pub mod lookup;
 pub mod metrics;
 pub mod notify;
 pub mod otlp;
@@ -92,7 +94,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("delivery", &["notify"]),
     ("loading a config with every check", &["configure"]),
     ("rules", &["rule"]),
-    ("output of one-off runs", &["report"]),
+    ("answers to one-off questions", &["report", "lookup"]),
     ("orchestration", &["engine"]),
     ("front ends", &["http", "explain"]),
     ("the daemon put together", &["serve"]),

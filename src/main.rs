@@ -97,27 +97,24 @@ enum Command {
     },
     /// Manage silences of a running daemon (through its HTTP API).
     Silence {
-        /// Base URL of the daemon (default: from the config's `listen`, https when its web
-        /// config has TLS).
-        #[arg(long, global = true)]
-        url: Option<String>,
-        /// Basic-auth user (the password comes from $ORDERWATCH_PASSWORD or --password-file).
-        #[arg(long, global = true)]
-        user: Option<String>,
-        /// File holding the basic-auth password (trailing newline ignored).
-        #[arg(long, global = true)]
-        password_file: Option<PathBuf>,
-        /// CA certificate (PEM) that signed the daemon's certificate.
-        #[arg(long, global = true)]
-        ca_file: Option<PathBuf>,
-        /// The config file whose `listen` gives the default URL.
-        #[arg(short = 'c', long = "config", global = true)]
-        config: Option<PathBuf>,
-        /// The web config file whose TLS setting gives the default URL's scheme.
-        #[arg(long = "web.config.file", global = true)]
-        web_config_file: Option<PathBuf>,
+        #[command(flatten)]
+        daemon: DaemonAccess,
         #[command(subcommand)]
         action: SilenceAction,
+    },
+    /// Where is order ID now, and what happened to it: its status and time in status in
+    /// every source, its status history, the rules it matches, the lost-message verdicts, its
+    /// alerts and links. Asks the running daemon; when it cannot be reached, the databases
+    /// directly (without alerts). Exit code: 0 every order found, 1 one found nowhere, 2 error.
+    Order {
+        /// Order ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        daemon: DaemonAccess,
     },
     /// Run the whole daemon on an embedded throwaway PostgreSQL with realistic orders.
     Demo {
@@ -128,6 +125,83 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         orders: u64,
     },
+}
+
+/// How a command reaches a running daemon's HTTP API.
+#[derive(Args, Clone)]
+struct DaemonAccess {
+    /// Base URL of the daemon (default: from the config's `listen`, https when its web
+    /// config has TLS).
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// Basic-auth user (the password comes from $ORDERWATCH_PASSWORD or --password-file).
+    #[arg(long, global = true)]
+    user: Option<String>,
+    /// File holding the basic-auth password (trailing newline ignored).
+    #[arg(long, global = true)]
+    password_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the daemon's certificate.
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
+    /// The config file (its `listen` gives the default URL).
+    #[arg(short = 'c', long = "config", global = true)]
+    config: Option<PathBuf>,
+    /// The web config file (its TLS setting gives the default URL's scheme).
+    #[arg(long = "web.config.file", global = true)]
+    web_config_file: Option<PathBuf>,
+}
+
+impl DaemonAccess {
+    /// The config files, these or those given before the command.
+    fn files(&self, before: ConfigFiles) -> ConfigFiles {
+        ConfigFiles {
+            config: self.config.clone(),
+            web_config_file: self.web_config_file.clone(),
+        }
+        .or(before)
+    }
+
+    /// The API client: `--url`, else the config's listen address; `command` names the
+    /// command in errors.
+    fn api(
+        &self,
+        files: &ConfigFiles,
+        command: &str,
+    ) -> Result<orderwatch::http::client::Api, ExitCode> {
+        let loaded = || {
+            let path = orderwatch::config::default_config_path(files.config.clone());
+            let loaded = orderwatch::configure::load(&path).ok()?;
+            match &files.web_config_file {
+                Some(w) => loaded.with_web(w).ok(),
+                None => Some(loaded),
+            }
+        };
+        let base = self
+            .url
+            .clone()
+            .or_else(|| loaded().map(|l| orderwatch::http::client::default_url(&l)))
+            .unwrap_or_else(|| "http://127.0.0.1:9187".to_string());
+        let password = match (&self.user, &self.password_file) {
+            (None, _) => None,
+            (Some(_), Some(f)) => match std::fs::read_to_string(f) {
+                Ok(p) => Some(p.trim_end_matches(['\r', '\n']).to_string()),
+                Err(e) => {
+                    eprintln!("orderwatch {command}: cannot read {}: {e}", f.display());
+                    return Err(ExitCode::from(2));
+                }
+            },
+            (Some(_), None) => std::env::var("ORDERWATCH_PASSWORD").ok(),
+        };
+        orderwatch::http::client::Api::new(
+            base.trim_end_matches('/'),
+            self.user.clone().map(|u| (u, password.unwrap_or_default())),
+            self.ca_file.as_deref(),
+        )
+        .map_err(|e| {
+            eprintln!("orderwatch {command}: {e}");
+            ExitCode::from(2)
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -448,53 +522,11 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Silence {
-            url,
-            user,
-            password_file,
-            ca_file,
-            config,
-            web_config_file,
-            action,
-        } => {
-            let files = ConfigFiles {
-                config,
-                web_config_file,
-            }
-            .or(cli.files);
-            let loaded = || {
-                let path = orderwatch::config::default_config_path(files.config.clone());
-                let loaded = orderwatch::configure::load(&path).ok()?;
-                match &files.web_config_file {
-                    Some(w) => loaded.with_web(w).ok(),
-                    None => Some(loaded),
-                }
-            };
-            let base = url
-                .or_else(|| loaded().map(|l| orderwatch::http::client::default_url(&l)))
-                .unwrap_or_else(|| "http://127.0.0.1:9187".to_string());
-            let base = base.trim_end_matches('/');
-            let password = match (&user, &password_file) {
-                (None, _) => None,
-                (Some(_), Some(f)) => match std::fs::read_to_string(f) {
-                    Ok(p) => Some(p.trim_end_matches(['\r', '\n']).to_string()),
-                    Err(e) => {
-                        eprintln!("orderwatch silence: cannot read {}: {e}", f.display());
-                        return ExitCode::from(2);
-                    }
-                },
-                (Some(_), None) => std::env::var("ORDERWATCH_PASSWORD").ok(),
-            };
-            let api = match orderwatch::http::client::Api::new(
-                base,
-                user.map(|u| (u, password.unwrap_or_default())),
-                ca_file.as_deref(),
-            ) {
+        Command::Silence { daemon, action } => {
+            let files = daemon.files(cli.files);
+            let api = match daemon.api(&files, "silence") {
                 Ok(a) => a,
-                Err(e) => {
-                    eprintln!("orderwatch silence: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let result = match action {
                 SilenceAction::Add {
@@ -526,6 +558,89 @@ async fn main() -> ExitCode {
                     eprintln!("orderwatch silence: {e}");
                     ExitCode::from(2)
                 }
+            }
+        }
+        Command::Order {
+            ids,
+            format,
+            daemon,
+        } => {
+            let files = daemon.files(cli.files);
+            let api = match daemon.api(&files, "order") {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            let mut reports = Vec::new();
+            // Set once the daemon cannot be reached: the sources and rules asked directly.
+            let mut direct = None;
+            for id in &ids {
+                if let Err(e) = orderwatch::http::valid_order_id(id) {
+                    eprintln!("orderwatch order: {e}");
+                    return ExitCode::from(2);
+                }
+                if direct.is_none() {
+                    match api.order(id).await {
+                        Ok(report) => {
+                            reports.push(report);
+                            continue;
+                        }
+                        Err(e) if e.starts_with("cannot reach") => {
+                            eprintln!(
+                                "orderwatch order: {e}; asking the databases directly (alerts unknown)"
+                            );
+                            let loaded = match load(files.clone()) {
+                                Ok(l) => l,
+                                Err(code) => return code,
+                            };
+                            let parts = match orderwatch::engine::build_parts(&loaded, false) {
+                                Ok(p) => p,
+                                Err(e) => {
+                                    eprintln!("orderwatch order: {e}");
+                                    return ExitCode::from(2);
+                                }
+                            };
+                            let links = orderwatch::rule::template::Annotations::compile(
+                                "links",
+                                &loaded.config.links,
+                            )
+                            .ok();
+                            direct = Some((parts, links));
+                        }
+                        Err(e) => {
+                            eprintln!("orderwatch order: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                let ((sources, rules), links) = direct.as_ref().expect("set above");
+                reports.push(orderwatch::lookup::order(sources, rules, links.as_ref(), id).await);
+            }
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&reports).expect("reports serialize")
+                ),
+                Format::Table => {
+                    let now = chrono::Utc::now();
+                    for r in &reports {
+                        print!("{}", orderwatch::lookup::text(r, now));
+                    }
+                }
+            }
+            let nowhere = reports.iter().any(|r| {
+                r.sources
+                    .iter()
+                    .all(|s| s.order.is_none() && s.error.is_none())
+            });
+            let unasked = reports
+                .iter()
+                .any(|r| r.sources.iter().any(|s| s.error.is_some()));
+            if unasked {
+                ExitCode::from(2)
+            } else if nowhere {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
             }
         }
         Command::Demo { listen, orders } => {

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use super::evaluate::rule_loop;
 use super::health::{gauges_loop, replication_loop, source_down_loop};
 use super::shared::{
-    Current, SOURCE_CHECK_INTERVAL, SOURCE_DOWN_RULE, SOURCE_STALE_RULE, Shared, StartError,
-    base_url, build_parts, build_parts_keeping, status_maps,
+    Current, MAX_LOOKUPS, SOURCE_CHECK_INTERVAL, SOURCE_DOWN_RULE, SOURCE_STALE_RULE, Shared,
+    StartError, base_url, build_parts, build_parts_keeping, status_maps,
 };
 use crate::alert::{AlertBook, Store, Transition};
 use crate::config::Loaded;
@@ -76,6 +76,7 @@ impl Daemon {
             base_url: std::sync::OnceLock::new(),
             inhibitor,
             parts: Default::default(),
+            lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
         });
         shared.persist();
         shared.refresh_alert_gauges();
@@ -403,6 +404,7 @@ impl Shared {
             base_url: std::sync::OnceLock::new(),
             inhibitor,
             parts: Default::default(),
+            lookups: self.lookups.clone(),
         });
         self.forget_series(&next);
         next.persist();

@@ -207,7 +207,11 @@ pub(super) async fn replication_loop(
         shared.source_failed(&source.name, &e);
     }
     loop {
+        // A probe that answers proves the source reachable: a source that only a `missing`
+        // rule's other side or the order lookup reads (no rules of its own, no gauges) is
+        // otherwise never marked reached, and `/readyz` would wait for it for ever.
         if let Ok(lag) = source.replication_lag().await {
+            shared.source_ok(&source.name);
             shared.replication(&source, lag);
         }
         tokio::select! {

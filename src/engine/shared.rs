@@ -116,6 +116,9 @@ impl SourceStatus {
     }
 }
 
+/// At most this many order lookups at once; beyond, the API answers 429.
+pub const MAX_LOOKUPS: usize = 4;
+
 /// State shared by the engine's tasks and the HTTP server.
 pub struct Shared {
     /// The loaded config.
@@ -144,6 +147,9 @@ pub struct Shared {
     pub(super) base_url: std::sync::OnceLock<String>,
     /// The config's `inhibit_rules`, compiled once: the dispatcher and the status page use it.
     pub inhibitor: Arc<crate::notify::mute::inhibit::Inhibitor>,
+    /// Order lookups running now (`/api/v1/orders/{id}`, the order page): at most
+    /// [`MAX_LOOKUPS`], across reloads (every generation shares it).
+    pub lookups: Arc<tokio::sync::Semaphore>,
     /// What every order alert of a rule shares, by rule (see [`RuleParts`]).
     pub(super) parts: std::sync::Mutex<std::collections::HashMap<String, Arc<RuleParts>>>,
 }

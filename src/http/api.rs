@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::engine::{Current, Shared};
+use crate::engine::{Current, MAX_LOOKUPS, Shared};
 use crate::notify::mute::silence::{MAX_ACTIVE, RETENTION, SilenceRequest};
 
 /// Handlers take `State<Arc<Shared>>`: the generation running at the time of the request
@@ -32,6 +32,8 @@ pub fn router(current: Current) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/rules", get(rules))
+        .route("/api/v1/orders/{id}", get(order))
+        .route("/orders", get(super::order_page::search))
         .route("/api/v1/silences", get(list_silences).post(create_silence))
         .route(
             "/api/v1/silences/{id}",
@@ -116,6 +118,46 @@ async fn alerts(
             .expect("alerts serialize");
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     })
+}
+
+/// An order id as a lookup takes it: non-empty, at most 200 bytes, no control characters.
+pub fn valid_order_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+        return Err("an order id is 1 to 200 characters, none of them control characters".into());
+    }
+    Ok(())
+}
+
+/// Looks order `id` up with the daemon's sources, rules and alerts; `Err` holds the response
+/// for a bad id or too many lookups at once.
+pub async fn lookup(s: &Shared, id: &str) -> Result<crate::lookup::OrderReport, Response> {
+    valid_order_id(id).map_err(bad_request)?;
+    let Ok(_permit) = s.lookups.try_acquire() else {
+        return Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({
+                "status": "error",
+                "error": format!("at most {MAX_LOOKUPS} order lookups run at once; try again"),
+            })),
+        )
+            .into_response());
+    };
+    let links = crate::rule::template::Annotations::compile("links", &s.config.config.links).ok();
+    let mut report = crate::lookup::order(&s.sources, &s.rules, links.as_ref(), id).await;
+    let silences = s.silences.read().expect("silences lock").clone();
+    let book = s.book.read().expect("book lock");
+    report.alerts = Some(crate::lookup::alerts(&book, &s.rules, &silences, id));
+    Ok(report)
+}
+
+/// `GET /api/v1/orders/{id}`: the order in every source, the rules it matches, its
+/// lost-message verdicts, alerts and links (see `lookup`).
+async fn order(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match lookup(&s, &id).await {
+        Ok(report) => Json(json!({ "status": "success", "data": report })).into_response(),
+        Err(response) => response,
+    }
 }
 
 async fn rules(State(s): State<Arc<Shared>>) -> Response {

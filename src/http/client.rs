@@ -122,6 +122,24 @@ impl Api {
             .collect())
     }
 
+    /// Where order `id` is (`GET /api/v1/orders/{id}`). An error starting "cannot reach"
+    /// means the daemon did not answer at all.
+    pub async fn order(&self, id: &str) -> Result<crate::lookup::OrderReport, String> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/orders/", self.base))
+            .map_err(|e| format!("bad URL {}: {e}", self.base))?;
+        url.path_segments_mut()
+            .map_err(|()| format!("bad URL {}", self.base))?
+            .pop_if_empty()
+            .push(id);
+        let r = self.client.get(url);
+        let r = match &self.auth {
+            Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        };
+        let v = answer(r.send().await).await?;
+        serde_json::from_value(v["data"].clone()).map_err(|e| format!("bad answer: {e}"))
+    }
+
     /// Expires a silence now.
     pub async fn silence_expire(&self, id: &str) -> Result<(), String> {
         answer(

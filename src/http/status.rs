@@ -76,17 +76,17 @@ pub fn render(shared: &Shared, now: DateTime<Utc>) -> String {
 }
 
 /// Only http(s) URLs become links (no `javascript:`, no `data:`, no scheme-relative `//host`).
-fn safe_url(u: &str) -> bool {
+pub(super) fn safe_url(u: &str) -> bool {
     let l = u.trim_start().to_ascii_lowercase();
     l.starts_with("http://") || l.starts_with("https://")
 }
 
-fn age(now: DateTime<Utc>, since: DateTime<Utc>) -> String {
+pub(super) fn age(now: DateTime<Utc>, since: DateTime<Utc>) -> String {
     human_duration((now - since).to_std().unwrap_or_default())
 }
 
 /// `<a>` for an http(s) URL, nothing otherwise.
-fn link(h: &mut String, url: &str, text: &str) {
+pub(super) fn link(h: &mut String, url: &str, text: &str) {
     if safe_url(url) {
         let _ = write!(
             h,
@@ -107,12 +107,20 @@ fn counts(parts: &[(usize, &str)]) -> String {
         .join(" · ")
 }
 
-const STYLE: &str = "
+/// The order search box (`GET orders?id=…`, relative, so it works behind a path prefix).
+pub(super) const SEARCH: &str = "<form class=\"search\" action=\"orders\" method=\"get\" \
+     role=\"search\"><input name=\"id\" type=\"search\" placeholder=\"Order id, e.g. JW-000123\" \
+     aria-label=\"Order id\" required maxlength=\"200\"><button type=\"submit\">Find order</button></form>";
+
+pub(super) const STYLE: &str = "
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.4 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d232a;background:#f4f6f8;overflow-wrap:anywhere}
 header{background:#1d232a;color:#fff;padding:12px 16px}
 header h1{margin:0;font-size:18px}
-header p{margin:4px 0 0;color:#c9d1d9;font-size:13px}
+header p{margin:4px 0 0;color:#c9d1d9;font-size:14px}
+form.search{display:flex;gap:6px;margin:8px 0 0;max-width:520px}
+form.search input{flex:1;min-width:0;font-size:16px;padding:6px 8px;border:0;border-radius:6px}
+form.search button{font-size:15px;padding:6px 12px;border:0;border-radius:6px;background:#2563eb;color:#fff}
 main{max-width:1100px;margin:0 auto;padding:12px}
 section{background:#fff;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.08);margin:0 0 12px;padding:12px 14px}
 section.problems{border-left:5px solid #c62828}
@@ -123,7 +131,7 @@ h2{font-size:16px;margin:0 0 4px;display:flex;flex-wrap:wrap;gap:6px;align-items
 .tile{flex:1 1 140px;background:#fff;border-radius:8px;padding:10px 12px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 .tile b{display:block;font-size:24px}
 .tile.bad b{color:#c62828}
-.badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;font-weight:600;color:#fff;background:#6b7785;white-space:nowrap}
+.badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:14px;font-weight:600;color:#fff;background:#6b7785;white-space:nowrap}
 .badge.critical,.badge.firing,.badge.down,.badge.err{background:#c62828}
 .badge.warning,.badge.pending{background:#b45309}.badge.info{background:#2563eb}
 .badge.ok,.badge.up{background:#2e7d32}
@@ -135,7 +143,7 @@ ul.orders li.silenced{opacity:.65}
 .row a{padding:2px 0}
 .id{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-weight:600}
 .age{margin-left:auto;font-weight:600;white-space:nowrap}
-.muted{color:#5c6670;font-size:13px}
+.muted{color:#5c6670;font-size:14px}
 .desc{color:#39424c;font-size:14px;margin-top:2px}
 a{color:#1d4ed8}
 table{border-collapse:collapse;width:100%;font-size:14px}
@@ -144,7 +152,7 @@ th{color:#5c6670;font-weight:600;border-top:none}
 td.error{color:#c62828}
 .empty{color:#2e7d32;font-weight:600;margin:0}
 nav{display:flex;flex-wrap:wrap;gap:6px;margin:0 0 12px}
-nav a{background:#fff;border-radius:14px;padding:4px 10px;text-decoration:none;box-shadow:0 1px 2px rgba(0,0,0,.08);font-size:13px}
+nav a{background:#fff;border-radius:14px;padding:4px 10px;text-decoration:none;box-shadow:0 1px 2px rgba(0,0,0,.08);font-size:14px}
 @media (max-width:600px){
 body{font-size:14px}main{padding:8px}section{padding:10px}
 .tile{padding:6px 10px}.tile b{font-size:20px}
@@ -232,7 +240,7 @@ pub fn render_view(view: &View, now: DateTime<Utc>) -> String {
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">\
          <title>{}orderwatch</title><style>{STYLE}</style></head><body>\
          <header><h1>orderwatch</h1><p>updated {} UTC · reloads every {REFRESH_SECS}&nbsp;s</p>\
-         </header><main>",
+         {SEARCH}</header><main>",
         if firing > 0 {
             format!("({firing}) ")
         } else {

@@ -34,6 +34,13 @@ pub struct MissingCheck {
     other: Arc<Source>,
 }
 
+impl MissingCheck {
+    /// The source the orders must reach (`missing_in`).
+    pub fn other(&self) -> &str {
+        &self.other.name
+    }
+}
+
 /// A candidate: an order in a watched status for over the threshold.
 struct Candidate {
     order_id: String,

@@ -10,4 +10,4 @@ pub use model::{
     Columns, HistorySql, MAX_STATUS_LABELS, ModelKind, ModelSql, OTHER_STATUS, OrderModel,
     TimeKind, fold_statuses,
 };
-pub use pool::{RowSink, Source, SourceError, describe_pg_error};
+pub use pool::{OrderFound, RowSink, Source, SourceError, describe_pg_error};

@@ -182,6 +182,10 @@ pub struct ModelSql {
     pub candidates: String,
     /// Id and current status of the orders `$1`.
     pub lookup: String,
+    /// One order's row (`$1`: its id, as for `lookup`): id, status, entered_at, labels. For a
+    /// status log, every row of the order within the lookback, oldest first: id, status,
+    /// time, tiebreak, labels (the log's `refetch`).
+    pub order: String,
     /// Count, oldest age and unjudgeable counts per active status (table and query models).
     pub gauges: Option<String>,
     /// Every distinct status value (for `check`).
@@ -457,6 +461,13 @@ impl OrderModel {
                 self.relation()
             ),
         };
+        let order = format!(
+            "SELECT o.order_id::text, o.status::text, {at}{labels} FROM ({}) o \
+             WHERE o.order_id = ANY($1::text[]::{idt}[]) AND o.entered_at IS NOT NULL{fin}",
+            self.relation(),
+            at = out("o.entered_at"),
+            fin = time.finite("o.entered_at"),
+        );
         let now = time.bound("now()");
         let gauges = match &self.kind {
             ModelKind::Table(t) => {
@@ -520,6 +531,7 @@ impl OrderModel {
         } else {
             None
         };
+        let order = history.as_ref().map_or(order, |h| h.refetch.clone());
         Ok(ModelSql {
             id_integer: ["smallint", "integer", "bigint"].contains(&idt),
             time,
@@ -528,6 +540,7 @@ impl OrderModel {
             stuck_stats,
             candidates,
             lookup,
+            order,
             gauges,
             distinct_statuses,
             newest,

@@ -126,6 +126,23 @@ pub struct Source {
     allow_superuser: bool,
     /// Parameter types per statement text, for the unnamed statements (see `run_unnamed`).
     param_types: std::sync::Mutex<std::collections::HashMap<String, Vec<Type>>>,
+    /// One order lookup at a time (see [`Source::order`]): lookups never hold more than one
+    /// connection of the pool, so they cannot starve the rules.
+    lookups: tokio::sync::Semaphore,
+}
+
+/// One order as a source holds it (see [`Source::order`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct OrderFound {
+    /// The current status (its name, for a coded column).
+    pub status: String,
+    /// When the order entered it (for a status log: the first row of its current run).
+    pub entered_at: chrono::DateTime<chrono::Utc>,
+    /// The allow-listed label columns, by column name (absent values left out).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// A status log's runs within the lookback, oldest first: each status and when it was
+    /// entered (repeats of a status are one run). Empty for a table or a query.
+    pub history: Vec<(String, chrono::DateTime<chrono::Utc>)>,
 }
 
 impl std::fmt::Debug for Source {
@@ -223,6 +240,7 @@ impl Source {
             begin: begin_sql(cfg.statement_timeout.0, &time_zone, cfg.jit),
             allow_superuser: cfg.allow_superuser,
             param_types: Default::default(),
+            lookups: tokio::sync::Semaphore::new(1),
             model,
         };
         if keep_state && let super::ModelKind::History { .. } = source.model.kind {
@@ -532,6 +550,43 @@ impl Source {
         }
         tx.end().await;
         result
+    }
+
+    /// Where order `id` is in this source, `None` when the source does not hold it: one
+    /// indexed read by id (the primary key, or a status log's `(id, time)`), and only the
+    /// configured columns. Lookups of one source run one at a time, so they hold at most one
+    /// of its pool's connections.
+    pub async fn order(&self, id: &str) -> Result<Option<OrderFound>, SourceError> {
+        let _one = self.lookups.acquire().await.expect("lookups never closed");
+        let sql = self.model_sql().await?;
+        let rows = self.query_ids(&sql.order, &[id.to_string()]).await?;
+        let history = sql.history.is_some();
+        // A status log's rows carry the tiebreak before the labels.
+        let first_label = if history { 4 } else { 3 };
+        let mut runs: Vec<(String, chrono::DateTime<chrono::Utc>)> = Vec::new();
+        let mut labels = std::collections::BTreeMap::new();
+        for row in &rows {
+            let status = self.from_db(row.get::<_, String>(1));
+            let at: chrono::DateTime<chrono::Utc> = row.get(2);
+            if runs.last().is_none_or(|(s, _)| *s != status) {
+                runs.push((status, at));
+            }
+            labels.clear();
+            for (i, name) in self.model.labels.iter().enumerate() {
+                if let Some(v) = row.get::<_, Option<String>>(first_label + i) {
+                    labels.insert(name.clone(), v);
+                }
+            }
+        }
+        let Some((status, entered_at)) = runs.last().cloned() else {
+            return Ok(None);
+        };
+        Ok(Some(OrderFound {
+            status,
+            entered_at,
+            labels,
+            history: if history { runs } else { Vec::new() },
+        }))
     }
 
     /// host:port/dbname, safe to log.
