@@ -182,6 +182,17 @@ pub async fn run(
     let s = &env.summary;
     let loaded = crate::configure::load(&env.config_path)?;
     let cfg = env.config_path.display();
+    // An order to look up: the shop's longest-waiting SUBMITTED one (a planted stuck order).
+    let example = connect(&env.shop_url)
+        .await?
+        .query_opt(
+            "SELECT id::text FROM orders WHERE status = 'SUBMITTED' ORDER BY status_changed_at LIMIT 1",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map_or_else(|| "JW-00000001".to_string(), |r| r.get(0));
     eprintln!(
         "\norderwatch demo is running\n\
          \x20 orders: {} ({} active, {} in MES); planted lost messages: {} submitted-not-in-MES, {} approved-not-in-MES, {} shipped-not-in-shop, {} priced-not-in-shop\n\
@@ -195,6 +206,8 @@ pub async fn run(
          \x20 Shop DB:   psql {}\n\
          \x20 MES DB:    psql {}\n\
          \x20 try:       orderwatch once -c {cfg}\n\
+         \x20 an order:  orderwatch order -c {cfg} {example}\n\
+         \x20            http://{listen}/orders?id={example}\n\
          Alerts are printed below as they fire and resolve. Ctrl-C stops and removes everything.\n",
         s.orders,
         s.active,
