@@ -96,7 +96,7 @@ async fn status_page_names_stuck_orders_with_age_and_links() {
     );
     let jw1 = section.find(">JW-1<").expect("JW-1 listed");
     assert!(
-        section[jw1..].starts_with(">JW-1</span><span class=\"badge silenced\">silenced</span>"),
+        section[jw1..].starts_with(">JW-1</a><span class=\"badge silenced\">silenced</span>"),
         "JW-1 marked silenced:\n{section}"
     );
     let jw2 = section

@@ -29,6 +29,8 @@ pub fn router(current: Current) -> Router {
         .route("/metrics", get(metrics))
         .route("/runbooks", get(super::runbooks::page))
         .route("/healthz", get(|| async { "ok\n" }))
+        // The pages carry no icon; a browser asks anyway, and a 404 is a console error.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/readyz", get(readyz))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/rules", get(rules))

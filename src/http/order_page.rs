@@ -67,6 +67,10 @@ a.home{color:#fff;text-decoration:none}
 .timeline .dur{white-space:nowrap}
 .marks{margin:4px 0 0;padding-left:18px}
 .now{fill:#c62828}.past{fill:#6b7785}.ok{fill:#2e7d32}
+.mark{stroke:#1d4ed8;stroke-width:3}
+.marks b.key{color:#1d4ed8}
+@media (max-width:600px){.timeline{grid-template-columns:minmax(0,1fr) max-content;gap:2px 10px}
+.timeline .st{grid-column:1/-1;margin-top:4px}}
 ";
 
 /// The whole page for `report` at `now`.
@@ -171,8 +175,8 @@ fn source_section(h: &mut String, view: &SourceView, rules: &[RuleView], now: Da
             let x = (r.older_than_seconds as f64 / scale * 100.0).min(99.6);
             let _ = write!(
                 h,
-                "<line x1=\"{x:.2}\" x2=\"{x:.2}\" y1=\"0\" y2=\"10\" stroke=\"#1d232a\" \
-                 stroke-width=\"0.6\" vector-effect=\"non-scaling-stroke\"/>"
+                "<line x1=\"{x:.2}\" x2=\"{x:.2}\" y1=\"0\" y2=\"10\" class=\"mark\" \
+                 vector-effect=\"non-scaling-stroke\"/>"
             );
         }
         let _ = write!(
@@ -191,11 +195,14 @@ fn source_section(h: &mut String, view: &SourceView, rules: &[RuleView], now: Da
         }
     }
     if !listed.is_empty() {
-        h.push_str("<ul class=\"marks muted\">");
+        h.push_str(
+            "<p class=\"muted\">The <b class=\"key\">blue</b> marks are the thresholds of the \
+             rules watching the status:</p><ul class=\"marks muted\">",
+        );
         for r in rules.iter().filter(|r| listed.contains(&r.rule)) {
             let _ = write!(
                 h,
-                "<li>| marks <b>{}</b>: {} {}</li>",
+                "<li><b>{}</b>: {} over {}</li>",
                 esc(&r.rule),
                 esc(&r.statuses.join(", ")),
                 human_duration(std::time::Duration::from_secs(r.older_than_seconds))
@@ -218,7 +225,7 @@ fn rules_section(h: &mut String, report: &OrderReport) {
         let _ = write!(
             h,
             "<tr><td data-label=\"Rule\">{}</td><td data-label=\"Now\">{}</td>\
-             <td data-label=\"Threshold\">{} {}</td><td data-label=\"Between sources\">{}</td></tr>",
+             <td data-label=\"Threshold\">{} over {}</td><td data-label=\"Between sources\">{}</td></tr>",
             esc(&r.rule),
             if r.matches {
                 "<span class=\"badge firing\">matches</span>"

@@ -85,6 +85,19 @@ pub(super) fn age(now: DateTime<Utc>, since: DateTime<Utc>) -> String {
     human_duration((now - since).to_std().unwrap_or_default())
 }
 
+/// `s` as a URL query value: every byte but the unreserved ones percent-encoded (so the
+/// result is also safe inside an HTML attribute).
+pub(super) fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `<a>` for an http(s) URL, nothing otherwise.
 pub(super) fn link(h: &mut String, url: &str, text: &str) {
     if safe_url(url) {
@@ -420,7 +433,8 @@ fn rule_section(
         };
         let _ = write!(
             h,
-            "<li class=\"{class}\"><div class=\"row\"><span class=\"id\">{}</span>",
+            "<li class=\"{class}\"><div class=\"row\"><a class=\"id\" href=\"orders?id={}\">{}</a>",
+            query_value(id),
             esc(id)
         );
         if a.state == AlertState::Pending {
@@ -629,10 +643,10 @@ mod tests {
         // JW-1's warning is muted by its critical; JW-2's is not.
         let sub = &html[at("submitted_over_1h")..at("approved_over_1d")];
         assert!(
-            sub.contains(">JW-1</span><span class=\"badge silenced\">inhibited</span>"),
+            sub.contains(">JW-1</a><span class=\"badge silenced\">inhibited</span>"),
             "{sub}"
         );
-        assert!(!sub.contains(">JW-2</span><span class=\"badge"), "{sub}");
+        assert!(!sub.contains(">JW-2</a><span class=\"badge"), "{sub}");
         assert!(sub.contains("2 firing · 1 inhibited"), "{sub}");
         assert!(html.contains("1 inhibited"));
     }
@@ -696,7 +710,7 @@ mod tests {
         assert!(pos("id=\"rule-packaging_over_1d\"") < pos("id=\"rule-submitted_over_1h\""));
         assert!(pos(">JW-old<") < pos(">JW-young<"));
         assert!(pos(">JW-young<") < pos(">JW-pend<"));
-        assert!(html.contains("<li class=\"pending\"><div class=\"row\"><span class=\"id\">JW-pend</span><span class=\"badge pending\">pending</span>"));
+        assert!(html.contains("<li class=\"pending\"><div class=\"row\"><a class=\"id\" href=\"orders?id=JW-pend\">JW-pend</a><span class=\"badge pending\">pending</span>"));
         assert!(!html.contains("JW-gone"));
         assert!(html.contains("1 resolved in the last 15 min"));
         assert!(html.contains("<div class=\"tile bad\"><b>3</b>firing</div>"));
@@ -731,7 +745,7 @@ mod tests {
             1
         );
         let jw2 = html.find(">JW-2<").unwrap();
-        assert!(html[jw2..].starts_with(">JW-2</span><span class=\"badge silenced\">"));
+        assert!(html[jw2..].starts_with(">JW-2</a><span class=\"badge silenced\">"));
         assert!(html.contains("2 firing · 1 silenced"));
     }
 

@@ -14,6 +14,7 @@
 // Each test binary uses only some of these helpers.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod smtp;
 
 use std::net::{Ipv4Addr, TcpListener};
