@@ -48,7 +48,7 @@ fn example_alertmanager_config_is_valid() {
     };
     let text = run(&amtool, &["check-config", "alerts/alertmanager.yml"]);
     assert!(
-        text.contains("SUCCESS") && text.contains("7 inhibit rules"),
+        text.contains("SUCCESS") && text.contains("8 inhibit rules"),
         "{text}"
     );
 }
@@ -124,6 +124,10 @@ async fn shipped_inhibit_rules_inhibit_only_what_they_mean() {
         alert(
             serde_json::json!({"alertname": "Http5xxRatioHigh", "path": "orderwatch", "rule": "http_5xx_high", "source": "scrape", "service": "shop-api", "severity": "critical"})
         ),
+        // A rule failing while its source answers.
+        alert(
+            serde_json::json!({"alertname": "RuleFailing", "path": "orderwatch", "rule": "lost_in_mes", "source": "mes", "severity": "critical"})
+        ),
         // Prometheus' path.
         alert(
             serde_json::json!({"alertname": "SourceDown", "path": "prometheus", "instance": "ow:9187", "source": "shop", "severity": "critical"})
@@ -142,6 +146,12 @@ async fn shipped_inhibit_rules_inhibit_only_what_they_mean() {
         ),
         alert(
             serde_json::json!({"alertname": "OrderwatchNotificationsFailing", "path": "prometheus", "instance": "ow:9187", "notifier": "mail", "severity": "warning"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "OrderwatchRuleFailing", "path": "prometheus", "instance": "ow:9187", "rule": "lost_in_mes", "severity": "warning"})
+        ),
+        alert(
+            serde_json::json!({"alertname": "OrderwatchRuleFailing", "path": "prometheus", "instance": "ow:9187", "rule": "submitted_over_1h", "severity": "warning"})
         ),
     ]);
     let resp = common::http_client()
@@ -169,7 +179,7 @@ async fn shipped_inhibit_rules_inhibit_only_what_they_mean() {
     // Inhibition is marked as alerts pass the notification pipeline (after group_wait).
     let got = am
         .wait_for(
-            |a| a.len() == 14 && a.iter().all(|a| a["status"]["state"] != "unprocessed"),
+            |a| a.len() == 17 && a.iter().all(|a| a["status"]["state"] != "unprocessed"),
             std::time::Duration::from_secs(20),
         )
         .await;
@@ -185,6 +195,8 @@ async fn shipped_inhibit_rules_inhibit_only_what_they_mean() {
             "Http5xxRatioHigh/prometheus/shop-api",
             // Same order, lower severity.
             "OrdersStuck/prometheus/price_calculation_slow",
+            // orderwatch's RuleFailing says it, with the error.
+            "OrderwatchRuleFailing/prometheus/lost_in_mes",
             "SourceDown/prometheus/shop",
             "StuckOrder/orderwatch/JW-1",
             // Its source is down.
@@ -213,6 +225,7 @@ fn every_runbook_url_has_its_section() {
         "StatusMismatch",
         "SourceDown",
         "SourceStale",
+        "RuleFailing",
         "Http5xxRatioHigh",
         "SlowDbQuery",
         "SqlCheck",

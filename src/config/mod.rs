@@ -33,4 +33,4 @@ pub use web::{ALLOWED_HEADERS, ClientAuth, TlsMaterial, Web, WebConfig, load_web
 
 /// Rule names orderwatch uses for its own alerts (`SourceDown`, `SourceStale`); a rule file
 /// may not take them.
-pub const RESERVED_RULE_NAMES: &[&str] = &["source_down", "source_stale"];
+pub const RESERVED_RULE_NAMES: &[&str] = &["source_down", "source_stale", "rule_failing"];

@@ -64,6 +64,10 @@ pub struct Config {
     /// After a source has failed for this long, a `SourceDown` alert fires.
     #[serde(default = "default_source_down_after")]
     pub source_down_after: Dur,
+    /// After a rule's evaluations have failed for this long while its source answers (a
+    /// wrong column, a query error), a `RuleFailing` alert fires for it.
+    #[serde(default = "default_rule_failing_after")]
+    pub rule_failing_after: Dur,
     /// How often the per-status gauges (`orderwatch_orders`, oldest age) are refreshed.
     #[serde(default = "default_gauges_interval")]
     pub gauges_interval: Dur,
@@ -595,6 +599,9 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/orderwatch")
 }
 fn default_source_down_after() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn default_rule_failing_after() -> Dur {
     Dur(Duration::from_secs(300))
 }
 fn default_gauges_interval() -> Dur {

@@ -319,6 +319,15 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
         SECOND,
         30 * DAY,
     );
+    within(
+        &mut p,
+        file,
+        &top,
+        "rule_failing_after",
+        config.rule_failing_after.0,
+        SECOND,
+        30 * DAY,
+    );
     let d = &config.delivery;
     within(
         &mut p,

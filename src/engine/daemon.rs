@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use super::evaluate::rule_loop;
 use super::health::{gauges_loop, replication_loop, source_down_loop};
 use super::shared::{
-    Current, MAX_LOOKUPS, SOURCE_CHECK_INTERVAL, SOURCE_DOWN_RULE, SOURCE_STALE_RULE, Shared,
-    StartError, base_url, build_parts, build_parts_keeping, status_maps,
+    Current, MAX_LOOKUPS, OWN_RULES, SOURCE_CHECK_INTERVAL, Shared, StartError, base_url,
+    build_parts, build_parts_keeping, status_maps,
 };
 use crate::alert::{AlertBook, Store, Transition};
 use crate::config::Loaded;
@@ -42,8 +42,7 @@ impl Daemon {
         let silences = Arc::new(RwLock::new(outbox.silences()?));
         // Alerts of rules that no longer exist resolve (and are announced as resolved).
         let mut keep: HashSet<String> = rules.iter().map(|r| r.name.clone()).collect();
-        keep.insert(SOURCE_DOWN_RULE.to_string());
-        keep.insert(SOURCE_STALE_RULE.to_string());
+        keep.extend(OWN_RULES.map(String::from));
         book.resolve_rules_not_in(&keep, Utc::now());
         let metrics = Arc::new(Metrics::new());
         if opened.moved_aside.is_some() {
@@ -377,8 +376,7 @@ impl Shared {
     ) -> Arc<Shared> {
         let now = Utc::now();
         let mut keep: HashSet<String> = rules.iter().map(|r| r.name.clone()).collect();
-        keep.insert(SOURCE_DOWN_RULE.to_string());
-        keep.insert(SOURCE_STALE_RULE.to_string());
+        keep.extend(OWN_RULES.map(String::from));
         let removed = self
             .book
             .write()

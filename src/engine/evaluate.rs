@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use super::shared::{
-    RuleStatus, SOURCE_DOWN_RULE, SOURCE_STALE_RULE, Shared, StartError, build_parts,
-};
+use super::shared::{OWN_RULES, RuleStatus, Shared, StartError, build_parts};
 use crate::alert::{RuleTiming, Transition};
 use crate::config::Loaded;
 use crate::rule::observe::{Applier, RuleParts};
@@ -184,6 +182,7 @@ impl Shared {
             last_evaluation: Some(now),
             evaluation_duration_seconds: Some(took),
             error: None,
+            failing_since: None,
             count: None,
             capped: false,
         };
@@ -254,27 +253,34 @@ impl Shared {
                 m.rule_evaluation_failures
                     .with_label_values(&[&rule.name])
                     .inc();
-                let was_ok = self
-                    .rule_status
-                    .read()
-                    .expect("status lock")
-                    .get(&rule.name)
-                    .is_none_or(|s| s.health != "err");
-                if was_ok {
-                    tracing::warn!(rule = %rule.name, source = %rule.source, error = %e, "rule evaluation failed; its alerts are kept as they are");
-                } else {
-                    tracing::debug!(rule = %rule.name, source = %rule.source, error = %e, "rule evaluation still failing");
-                }
-                tracing::Span::current().record("error", tracing::field::display(&e));
-                self.source_failed(e.source_name(), &e);
-                status.health = "err";
-                status.error = Some(e.to_string());
                 let prev = self
                     .rule_status
                     .read()
                     .expect("status lock")
                     .get(&rule.name)
                     .cloned();
+                let failing_since = prev.as_ref().and_then(|s| s.failing_since);
+                // The source's fault (unreachable, shutting down, out of resources) is the
+                // source's health: SourceDown. Anything else (a wrong column, a bad cast, a
+                // query the server refuses) is this rule's: the source stays up, and after
+                // `rule_failing_after` a RuleFailing alert names the rule.
+                let source_fault = e.is_source_fault();
+                if failing_since.is_none() {
+                    if source_fault {
+                        tracing::warn!(rule = %rule.name, source = %rule.source, error = %e, "rule evaluation failed: the source did not answer; its alerts are kept as they are");
+                    } else {
+                        tracing::warn!(rule = %rule.name, source = %rule.source, error = %e, "rule failed: the source answered with an error (check the rule's statuses and the order model's columns); its alerts are kept as they are");
+                    }
+                } else {
+                    tracing::debug!(rule = %rule.name, source = %rule.source, error = %e, "rule evaluation still failing");
+                }
+                tracing::Span::current().record("error", tracing::field::display(&e));
+                if source_fault {
+                    self.source_failed(e.source_name(), &e);
+                }
+                status.health = "err";
+                status.error = Some(e.to_string());
+                status.failing_since = Some(failing_since.unwrap_or(now));
                 if let Some(prev) = prev {
                     status.count = prev.count;
                     status.capped = prev.capped;
@@ -327,12 +333,7 @@ impl Shared {
     pub(super) fn refresh_alert_gauges(&self) {
         let book = self.book.read().expect("book lock");
         let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for r in self
-            .rules
-            .iter()
-            .map(|r| r.name.as_str())
-            .chain([SOURCE_DOWN_RULE, SOURCE_STALE_RULE])
-        {
+        for r in self.rules.iter().map(|r| r.name.as_str()).chain(OWN_RULES) {
             counts.insert((r, "pending"), 0);
             counts.insert((r, "firing"), 0);
         }

@@ -8,7 +8,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use super::shared::{SOURCE_CHECK_INTERVAL, SOURCE_DOWN_RULE, SOURCE_STALE_RULE, Shared};
+use super::shared::{
+    RULE_FAILING_RULE, SOURCE_CHECK_INTERVAL, SOURCE_DOWN_RULE, SOURCE_STALE_RULE, Shared,
+    SourceStatus,
+};
 use crate::alert::{AlertState, Coverage, Observation, RuleTiming};
 use crate::human::human_duration;
 use crate::rule::Rule;
@@ -117,10 +120,12 @@ pub(super) async fn gauges_loop(
 ) {
     let every = shared.config.config.gauges_interval.0;
     let mut known: HashSet<String> = HashSet::new();
+    let mut gauges_failing = false;
     loop {
         match read_gauges(&source).await {
             Ok(g) => {
                 shared.source_ok(&source.name);
+                gauges_failing = false;
                 let mut now_known = HashSet::new();
                 let rows = crate::source::fold_statuses(
                     g.counts
@@ -184,7 +189,15 @@ pub(super) async fn gauges_loop(
                 }
                 *before = now_unjudgeable;
             }
-            Err(e) => shared.source_failed(&source.name, &e),
+            Err(e) if e.is_source_fault() => shared.source_failed(&source.name, &e),
+            // The model's statement is wrong (a column renamed): the source answers; the
+            // rules on it fail too and say so (RuleFailing). Logged once, not every round.
+            Err(e) => {
+                if !gauges_failing {
+                    tracing::warn!(source = %source.name, error = %e, "per-status gauges failed: the source answered with an error (check the order model's columns)");
+                }
+                gauges_failing = true;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -433,5 +446,76 @@ impl Shared {
         if !changes.is_empty() {
             self.after_change(changes, now);
         }
+        let failing = self.failing_rules(now, &statuses, &runbooks);
+        let changes = self.book.write().expect("book lock").apply(
+            RULE_FAILING_RULE,
+            timing,
+            now,
+            failing,
+            Coverage::All,
+        );
+        if !changes.is_empty() {
+            self.after_change(changes, now);
+        }
+    }
+
+    /// `RuleFailing` for each rule whose evaluations have failed for `rule_failing_after`
+    /// while its source answers (a source that does not is `SourceDown`'s), one alert per
+    /// rule, keyed by its name; it resolves at the rule's next success.
+    fn failing_rules(
+        &self,
+        now: DateTime<Utc>,
+        sources: &BTreeMap<String, SourceStatus>,
+        runbooks: &str,
+    ) -> Vec<Observation> {
+        let after = self.config.config.rule_failing_after.0;
+        let rules = self.rule_status.read().expect("status lock").clone();
+        let book = self.book.read().expect("book lock");
+        rules
+            .values()
+            .filter_map(|r| {
+                let since = r.failing_since?;
+                let source_down = sources.get(&r.source).is_some_and(|s| s.failing_since.is_some());
+                let already = book
+                    .get(RULE_FAILING_RULE, &r.name)
+                    .is_some_and(|a| a.state == AlertState::Firing);
+                let failing_for = (now - since).to_std().unwrap_or_default();
+                if source_down || (!already && failing_for < after) {
+                    return None;
+                }
+                let error = r.error.clone().unwrap_or_default();
+                Some(fixed_observation(
+                    &r.name,
+                    BTreeMap::from([
+                        ("alertname".to_string(), "RuleFailing".to_string()),
+                        ("rule".to_string(), r.name.clone()),
+                        ("source".to_string(), r.source.clone()),
+                        ("severity".to_string(), "critical".to_string()),
+                    ]),
+                    BTreeMap::from([
+                        (
+                            "summary".to_string(),
+                            format!(
+                                "Rule {} has failed on source {} for {}: its orders are not checked",
+                                r.name,
+                                r.source,
+                                human_duration(failing_for)
+                            ),
+                        ),
+                        (
+                            "description".to_string(),
+                            format!(
+                                "The source answers, but the rule's query fails, so its alerts neither fire nor resolve. Run `orderwatch check` for the config location at fault. Last error: {error}"
+                            ),
+                        ),
+                        ("error".to_string(), error),
+                    ]),
+                    runbooks,
+                    "RuleFailing",
+                    since,
+                    true,
+                ))
+            })
+            .collect()
     }
 }

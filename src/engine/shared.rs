@@ -24,6 +24,11 @@ use crate::source::{Source, SourceError};
 pub const SOURCE_DOWN_RULE: &str = crate::config::RESERVED_RULE_NAMES[0];
 /// The pseudo-rule under which `SourceStale` alerts live.
 pub const SOURCE_STALE_RULE: &str = crate::config::RESERVED_RULE_NAMES[1];
+/// The pseudo-rule under which `RuleFailing` alerts live (one per failing rule, keyed by its
+/// name).
+pub const RULE_FAILING_RULE: &str = crate::config::RESERVED_RULE_NAMES[2];
+/// The alerts orderwatch raises about itself, each under its pseudo-rule.
+pub const OWN_RULES: [&str; 3] = [SOURCE_DOWN_RULE, SOURCE_STALE_RULE, RULE_FAILING_RULE];
 /// How often the engine checks source health.
 pub(super) const SOURCE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -79,6 +84,8 @@ pub struct RuleStatus {
     pub evaluation_duration_seconds: Option<f64>,
     /// The last error, if the last evaluation failed.
     pub error: Option<String>,
+    /// Since when its evaluations fail (the first failure after a success).
+    pub failing_since: Option<DateTime<Utc>>,
     /// Exact number of matching orders at the last successful evaluation.
     pub count: Option<u64>,
     /// Whether fetched rows were capped at the last successful evaluation.
@@ -259,6 +266,7 @@ pub(super) fn status_maps(
                 last_evaluation: None,
                 evaluation_duration_seconds: None,
                 error: None,
+                failing_since: None,
                 count: None,
                 capped: false,
             });

@@ -581,6 +581,7 @@ mod tests {
             last_evaluation: Some(now() - chrono::Duration::seconds(12)),
             evaluation_duration_seconds: Some(0.01),
             error: error.map(Into::into),
+            failing_since: error.map(|_| now() - chrono::Duration::seconds(60)),
             count: Some(2),
             capped: false,
         }

@@ -970,6 +970,20 @@ impl Source {
 }
 
 impl SourceError {
+    /// Whether the source is at fault (unreachable, closed the connection, shutting down,
+    /// out of resources, cancelled by a timeout, an internal error): SQLSTATE classes 08, 40,
+    /// 53, 55, 57, 58 and XX. Not: the statement's own mistakes (a wrong column or type, a
+    /// bad cast, class 42, 22, …) or errors decoding what came back, which are the rule's.
+    pub fn is_source_fault(&self) -> bool {
+        match self {
+            SourceError::Config { .. } | SourceError::Connect { .. } => true,
+            SourceError::Query { detail, .. } => detail
+                .rsplit_once("(SQLSTATE ")
+                .and_then(|(_, code)| code.get(..2))
+                .is_some_and(|class| ["08", "40", "53", "55", "57", "58", "XX"].contains(&class)),
+        }
+    }
+
     /// The source that failed.
     pub fn source_name(&self) -> &str {
         match self {
