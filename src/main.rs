@@ -396,7 +396,21 @@ async fn main() -> ExitCode {
                 Err(c) => return c,
             };
             let n_rules = loaded.rules.len();
+            // Templates rendered against a sample order: an undefined value is a mistake.
+            let templates = match orderwatch::engine::check_templates(&loaded) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("orderwatch: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             if offline {
+                if !templates.is_empty() {
+                    for t in &templates {
+                        eprintln!("{t}");
+                    }
+                    return ExitCode::from(2);
+                }
                 println!(
                     "{}: OK ({} sources, {n_rules} rules; databases not contacted)",
                     loaded.path.display(),
@@ -404,10 +418,13 @@ async fn main() -> ExitCode {
                 );
                 return ExitCode::SUCCESS;
             }
+            for t in &templates {
+                println!("FAIL {t}");
+            }
             match orderwatch::engine::check_online(&loaded).await {
                 Ok(lines) => {
                     use orderwatch::engine::Verdict;
-                    let mut failed = false;
+                    let mut failed = !templates.is_empty();
                     for (verdict, line) in lines {
                         failed |= verdict == Verdict::Fail;
                         let tag = match verdict {

@@ -60,3 +60,38 @@ fn the_config_file_is_taken_after_the_command_or_before_it() {
     assert_eq!(code, 2);
     assert!(err.contains("reads no config file"), "{err}");
 }
+
+#[test]
+fn check_renders_every_template_against_a_sample_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("orderwatch.yaml");
+    std::fs::write(
+        &main,
+        MAIN.replace(
+            "      entered_at: status_changed_at\n",
+            "      entered_at: status_changed_at\n      labels: [channel]\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - name: submitted_over_1h\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    annotations:\n      summary: 'Order {{ order_id }} via {{ channel }}'\n      description: '{{ labels.channel }} {{ labels.chanel }}'\n      ok: '{{ labels.channel }} {{ age }} {{ older_than }}'\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check", "--offline", "-c", main.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    let rules = dir.path().join("rules.yaml");
+    for (line, col, what) in [
+        (7, 16, "undefined: channel"),
+        (8, 20, "undefined: labels.chanel"),
+    ] {
+        assert!(
+            err.contains(&format!(
+                "{}:{line}:{col}: rule submitted_over_1h",
+                rules.display()
+            )) && err.contains(what),
+            "{what} at {line}:{col}:\n{err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 2, "{err}");
+}

@@ -218,3 +218,52 @@ pub async fn check_online(loaded: &Loaded) -> Result<Vec<(Verdict, String)>, Sta
     }
     Ok(lines)
 }
+
+/// `check`'s template check (offline too): every order rule's annotation templates rendered
+/// against a sample order of its source, an undefined value an error. The daemon renders one
+/// empty, so `{{ channel }}` written for `{{ labels.channel }}` would leave every alert's
+/// field blank. One line per problem, `file:line:col: …` at the template.
+pub fn check_templates(loaded: &Loaded) -> Result<Vec<String>, StartError> {
+    let (sources, rules) = build_parts(loaded, false)?;
+    let mut problems = Vec::new();
+    for rule in &rules {
+        if !matches!(
+            rule.kind,
+            crate::config::RuleKind::Stuck | crate::config::RuleKind::Missing
+        ) {
+            continue;
+        }
+        let labels = sources
+            .get(&rule.source)
+            .map(|s| s.model.labels.clone())
+            .unwrap_or_default();
+        let ctx = crate::rule::observe::sample_context(rule, &labels);
+        let Some((file, config)) = loaded.rules.iter().find(|(_, r)| r.name.value == rule.name)
+        else {
+            continue;
+        };
+        for (key, error) in rule.annotations.strict_errors(&ctx) {
+            // A link template comes from the main file's `links`, unless the rule set its own.
+            let (file, at) = match (config.annotations.get(&key), loaded.config.links.get(&key)) {
+                (Some(t), Some(l)) if t.referenced == l.referenced => (&loaded.path, l.referenced),
+                (Some(t), _) => (file, t.referenced),
+                (None, _) => (file, config.name.referenced),
+            };
+            let known = if labels.is_empty() {
+                "no label columns".to_string()
+            } else {
+                format!("labels.{}", labels.join(", labels."))
+            };
+            problems.push(format!(
+                "{}:{}:{}: rule {}: annotation {key}: {error} (a sample order has order_id, \
+                 status, age, age_seconds, entered_at, older_than, rule, source, severity, \
+                 other_source, other_status and {known})",
+                file.display(),
+                at.line(),
+                at.column(),
+                rule.name
+            ));
+        }
+    }
+    Ok(problems)
+}

@@ -98,6 +98,23 @@ impl RuleParts {
     }
 }
 
+/// The context an order rule's annotation templates see, for a sample order of `rule` whose
+/// source has the label columns `labels`: what `check` renders the templates against.
+pub fn sample_context(rule: &Rule, labels: &[String]) -> minijinja::Value {
+    let older_than = rule.older_than();
+    let age = older_than + Duration::from_secs(600);
+    let labels: BTreeMap<&str, &str> = labels.iter().map(|l| (l.as_str(), "sample")).collect();
+    let other_status: Option<&str> = None;
+    minijinja::context! {
+        order_id => "JW-SAMPLE", status => rule.statuses().first().cloned().unwrap_or_default(),
+        age => human_duration(age), age_seconds => age.as_secs() as i64,
+        entered_at => (Utc::now() - age).to_rfc3339(), older_than => human_duration(older_than),
+        rule => rule.name, source => rule.source, severity => rule.severity.as_str(),
+        labels => labels, other_source => rule.other_source().unwrap_or_default(),
+        other_status => other_status,
+    }
+}
+
 /// Renders an order alert's annotations from its data (order id, status, when it entered
 /// it, allow-listed labels) and its rule's templates, when a message is made: the age is the
 /// age then, and no alert keeps a copy.

@@ -39,6 +39,52 @@ impl Annotations {
         Ok(Annotations { env, keys })
     }
 
+    /// Renders every annotation for `ctx` with an undefined value as an error (the daemon
+    /// renders it empty): `check` runs this against a sample order, so `{{ channel }}` written
+    /// for `{{ labels.channel }}` is caught before every alert carries an empty field.
+    /// Returns (annotation, error) for each that fails.
+    pub fn strict_errors(&self, ctx: &minijinja::Value) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        self.keys
+            .iter()
+            .filter_map(|k| {
+                let t = env.get_template(k).ok()?;
+                let e = t.render(ctx).err()?;
+                // Name the variables the sample lacks (`channel`, `labels.chanel`).
+                let missing: Vec<String> = {
+                    let mut v: Vec<String> = t
+                        .undeclared_variables(true)
+                        .into_iter()
+                        .filter(|name| {
+                            let mut parts = name.split('.');
+                            let top = parts.next().unwrap_or_default();
+                            let mut value = ctx.get_attr(top).unwrap_or_default();
+                            if value.is_undefined() {
+                                return true;
+                            }
+                            for p in parts {
+                                value = value.get_attr(p).unwrap_or_default();
+                                if value.is_undefined() {
+                                    return true;
+                                }
+                            }
+                            false
+                        })
+                        .collect();
+                    v.sort();
+                    v
+                };
+                let why = if missing.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("undefined: {}", missing.join(", "))
+                };
+                Some((k.clone(), why))
+            })
+            .collect()
+    }
+
     /// Renders every annotation for `ctx`; a template that fails at render time yields its
     /// error text instead of dropping the alert.
     pub fn render(&self, ctx: &minijinja::Value) -> BTreeMap<String, String> {
