@@ -503,7 +503,7 @@ async fn inhibit_rules_keep_a_critical_orders_warning_out_of_the_channels() {
     let warning = page.find("id=\"rule-submitted_over_1h\"").unwrap();
     assert!(critical < warning, "most severe rule first");
     assert!(
-        page[warning..].contains(">JW-1</span><span class=\"badge silenced\">inhibited</span>"),
+        page[warning..].contains(">JW-1</a><span class=\"badge silenced\">inhibited</span>"),
         "{page}"
     );
     d.stop().await;
