@@ -422,8 +422,32 @@ async fn main() -> ExitCode {
                 println!("FAIL {t}");
             }
             match orderwatch::engine::check_online(&loaded).await {
-                Ok(lines) => {
+                Ok(mut lines) => {
                     use orderwatch::engine::Verdict;
+                    // What `explain` finds: a statement that reads a whole table, with its fix.
+                    if !lines.iter().any(|(v, _)| *v == Verdict::Fail)
+                        && let Ok(verdicts) = orderwatch::explain::explain(&loaded, &[]).await
+                    {
+                        for v in verdicts.iter().filter(|v| !v.ok && v.error.is_none()) {
+                            let who = if v.rule == "gauges" {
+                                format!("source {}", v.source)
+                            } else {
+                                format!("rule {} ({})", v.rule, v.source)
+                            };
+                            let fix = v
+                                .fix
+                                .as_deref()
+                                .map(|f| format!("; fix: {f}"))
+                                .unwrap_or_default();
+                            lines.push((
+                                Verdict::Warn,
+                                format!(
+                                    "{who}, {}: {}{fix} (orderwatch explain)",
+                                    v.purpose, v.note
+                                ),
+                            ));
+                        }
+                    }
                     let mut failed = !templates.is_empty();
                     for (verdict, line) in lines {
                         failed |= verdict == Verdict::Fail;

@@ -22,10 +22,114 @@ pub enum Verdict {
     Fail,
 }
 
+/// `file:line:col: ` for a config location.
+fn at(file: &std::path::Path, loc: &serde_saphyr::Location) -> String {
+    format!("{}:{}:{}: ", file.display(), loc.line(), loc.column())
+}
+
+/// Every column the order model names that its table lacks, each at the config location that
+/// names it, in one go (PostgreSQL would name only the first); the table itself when it is not
+/// there. Empty when all are there (and for a query model, whose columns its query makes).
+async fn missing_columns(name: &str, s: &Source, loaded: &Loaded) -> Vec<(Verdict, String)> {
+    let Some(cfg) = loaded.config.sources.get(name).map(|c| &c.value.orders) else {
+        return Vec::new();
+    };
+    let Some(table) = cfg.table.as_ref().or(cfg.history_table.as_ref()) else {
+        return Vec::new();
+    };
+    let file = &loaded.path;
+    let quoted = crate::source::quote(&table.value);
+    let columns: Vec<String> = match s
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a \
+             WHERE a.attrelid = to_regclass($1::text) AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&quoted],
+        )
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) => return vec![(Verdict::Fail, format!("source {name}: {e}"))],
+    };
+    if columns.is_empty() {
+        return vec![(
+            Verdict::Fail,
+            format!(
+                "{}source {name}: table {} does not exist (or the role may not see it)",
+                at(file, &table.referenced),
+                table.value
+            ),
+        )];
+    }
+    let named = [
+        Some(("id", &cfg.id)),
+        Some(("status", &cfg.status)),
+        Some(("entered_at", &cfg.entered_at)),
+        cfg.tiebreak.as_ref().map(|t| ("tiebreak", t)),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(cfg.labels.iter().map(|l| ("labels", l)));
+    let mut lines = Vec::new();
+    for (key, column) in named {
+        if columns.contains(&column.value) {
+            continue;
+        }
+        let near = crate::human::closest(&column.value, columns.iter().map(String::as_str))
+            .map(|c| format!("did you mean {c}? "))
+            .unwrap_or_default();
+        lines.push((
+            Verdict::Fail,
+            format!(
+                "{}source {name}: {key}: column {:?} is not in {} ({near}its columns: {})",
+                at(file, &column.referenced),
+                column.value,
+                table.value,
+                columns.join(", ")
+            ),
+        ));
+    }
+    lines
+}
+
+/// The statuses a rule on source `name` names that no order holds (without a `statuses`
+/// list nothing else catches `awaiting_paymnet` or `Paid`): a warning each, at the rule's
+/// `status`, with the closest value the table holds.
+fn unseen_statuses(name: &str, held: &[String], loaded: &Loaded) -> Vec<(Verdict, String)> {
+    let mut lines = Vec::new();
+    for (file, r) in &loaded.rules {
+        let (Some(status), true) = (&r.status, r.source.value == name) else {
+            continue;
+        };
+        for wanted in status.value.to_vec() {
+            if held.contains(&wanted) {
+                continue;
+            }
+            let near = crate::human::closest(&wanted, held.iter().map(String::as_str))
+                .map(|c| format!("; the closest value it holds: {c}"))
+                .unwrap_or_else(|| format!("; it holds: {}", held.join(", ")));
+            lines.push((
+                Verdict::Warn,
+                format!(
+                    "{}rule {}: status {wanted:?} occurs in no order of source {name}, so the \
+                     rule can never fire{near}",
+                    at(file, &status.referenced),
+                    r.name.value
+                ),
+            ));
+        }
+    }
+    lines
+}
+
 /// `check`'s lines about one source's order model: the columns as PostgreSQL types them,
 /// statuses outside `statuses`, a `timestamp` column that looks like another zone's wall
 /// clock, orders that cannot be judged, and whether the statements prepare.
-async fn check_model(name: &str, s: &Source) -> Vec<(Verdict, String)> {
+async fn check_model(name: &str, s: &Source, loaded: &Loaded) -> Vec<(Verdict, String)> {
+    let missing = missing_columns(name, s, loaded).await;
+    if !missing.is_empty() {
+        return missing;
+    }
     let mut lines = Vec::new();
     let sql = match s.model_sql().await {
         Ok(sql) => sql,
@@ -53,6 +157,18 @@ async fn check_model(name: &str, s: &Source) -> Vec<(Verdict, String)> {
                         ),
                     ));
                 }
+            }
+            Err(e) => lines.push((Verdict::Fail, format!("source {name}: statuses: {e}"))),
+        }
+    } else {
+        // At most 1 000 distinct values, by a loose index scan.
+        match s.query(&sql.distinct_statuses, &[]).await {
+            Ok(rows) => {
+                let held: Vec<String> = rows
+                    .iter()
+                    .map(|r| s.from_db(r.get::<_, String>(0)))
+                    .collect();
+                lines.extend(unseen_statuses(name, &held, loaded));
             }
             Err(e) => lines.push((Verdict::Fail, format!("source {name}: statuses: {e}"))),
         }
@@ -195,7 +311,7 @@ pub async fn check_online(loaded: &Loaded) -> Result<Vec<(Verdict, String)>, Sta
                 Err(e) => lines.push((Verdict::Fail, format!("source {name}: {e}"))),
             }
         }
-        lines.extend(check_model(name, s).await);
+        lines.extend(check_model(name, s, loaded).await);
     }
     for r in &rules {
         let Some(source) = sources.get(&r.source) else {

@@ -8,6 +8,6 @@ mod pool;
 pub use history::{History, Unjudgeable};
 pub use model::{
     Columns, HistorySql, MAX_STATUS_LABELS, ModelKind, ModelSql, OTHER_STATUS, OrderModel,
-    TimeKind, fold_statuses,
+    TimeKind, fold_statuses, quote,
 };
 pub use pool::{OrderFound, RowSink, Source, SourceError, describe_pg_error};

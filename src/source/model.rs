@@ -149,7 +149,7 @@ impl TimeKind {
 
 /// Quotes an identifier already checked to be plain (`[A-Za-z_][A-Za-z0-9_]*`), or a
 /// `schema.table` pair of them.
-pub(crate) fn quote(ident: &str) -> String {
+pub fn quote(ident: &str) -> String {
     ident
         .split('.')
         .map(|p| format!("\"{p}\""))
