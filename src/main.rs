@@ -73,6 +73,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Also each order's annotations as its alert would carry them (summary, description,
+        /// links): preview a template without starting the daemon.
+        #[arg(long)]
+        annotations: bool,
         #[command(flatten)]
         files: ConfigFiles,
     },
@@ -473,6 +477,7 @@ async fn main() -> ExitCode {
         Command::Once {
             rules,
             format,
+            annotations,
             files,
         } => {
             let loaded = match load(files.or(cli.files)) {
@@ -504,10 +509,10 @@ async fn main() -> ExitCode {
             match format {
                 Format::Json => println!(
                     "{}",
-                    serde_json::to_string_pretty(&orderwatch::report::build(&results))
+                    serde_json::to_string_pretty(&orderwatch::report::build(&results, annotations))
                         .expect("serializable")
                 ),
-                Format::Table => print!("{}", orderwatch::report::table(&results)),
+                Format::Table => print!("{}", orderwatch::report::table(&results, annotations)),
             }
             ExitCode::from(orderwatch::report::exit_code(&results) as u8)
         }

@@ -25,6 +25,10 @@ pub struct RuleReport<'a> {
     pub capped: bool,
     /// The findings, oldest first.
     pub findings: &'a [Finding],
+    /// With `--annotations`: each finding's annotations as its alert would carry them
+    /// (summary, links, runbook), in the order of `findings`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<std::collections::BTreeMap<String, String>>,
     /// Findings that are not orders (`slow_queries`, `sql`).
     #[serde(skip_serializing_if = "<[Signal]>::is_empty")]
     pub signals: &'a [Signal],
@@ -54,8 +58,20 @@ pub fn exit_code(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)
     }
 }
 
-/// Builds the JSON report.
-pub fn build(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -> OnceReport<'_> {
+/// Each order finding's annotations as its alert would carry them now (`--annotations`).
+fn annotations(rule: &Rule, o: &Outcome) -> Vec<std::collections::BTreeMap<String, String>> {
+    let now = chrono::Utc::now();
+    o.findings
+        .iter()
+        .map(|f| crate::rule::observe::finding_annotations(rule, f, now))
+        .collect()
+}
+
+/// Builds the JSON report; with `with_annotations`, each finding's annotations too.
+pub fn build(
+    results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)],
+    with_annotations: bool,
+) -> OnceReport<'_> {
     OnceReport {
         rules: results
             .iter()
@@ -68,6 +84,11 @@ pub fn build(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                     count: Some(o.count),
                     capped: o.truncated(),
                     findings: &o.findings,
+                    annotations: if with_annotations {
+                        annotations(rule, o)
+                    } else {
+                        Vec::new()
+                    },
                     signals: &o.signals,
                     error: None,
                 },
@@ -79,6 +100,7 @@ pub fn build(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                     count: None,
                     capped: false,
                     findings: &[],
+                    annotations: Vec::new(),
                     signals: &[],
                     error: Some(e.to_string()),
                 },
@@ -118,9 +140,12 @@ fn labels_text<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Stri
         .join(" ")
 }
 
-/// A plain-text table: one block per rule, one line per order. Every value from the data is
-/// passed through [`printable`].
-pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -> String {
+/// A plain-text table: one block per rule, one line per order (with `with_annotations`, its
+/// annotations indented below it). Every value from the data is passed through [`printable`].
+pub fn table(
+    results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)],
+    with_annotations: bool,
+) -> String {
     let mut out = String::new();
     for (rule, res) in results {
         match res {
@@ -161,7 +186,12 @@ pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                         labels_text(shown.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                     );
                 }
-                for f in &o.findings {
+                let notes = if with_annotations {
+                    annotations(rule, o)
+                } else {
+                    Vec::new()
+                };
+                for (i, f) in o.findings.iter().enumerate() {
                     let age = crate::human::human_duration(std::time::Duration::from_secs_f64(
                         f.age_seconds.max(0.0),
                     ));
@@ -174,6 +204,11 @@ pub fn table(results: &[(std::sync::Arc<Rule>, Result<Outcome, SourceError>)]) -
                         f.entered_at.format("%Y-%m-%d %H:%M:%SZ"),
                         labels_text(f.labels.iter())
                     );
+                    for (k, v) in notes.get(i).into_iter().flatten() {
+                        if k != "age" && k != "entered_at" {
+                            let _ = writeln!(out, "        {k}: {}", printable(v));
+                        }
+                    }
                 }
             }
         }

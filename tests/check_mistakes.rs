@@ -129,3 +129,59 @@ async fn check_reports_a_rule_that_reads_the_whole_table_with_the_index_to_creat
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_previews_the_rendered_annotations() {
+    let url = common::pg().fresh_db();
+    common::connect(&url)
+        .await
+        .batch_execute(
+            "CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL,
+               status_changed_at timestamptz NOT NULL, channel text);
+             CREATE INDEX ON orders (status, status_changed_at);
+             INSERT INTO orders VALUES ('JW-1', 'SUBMITTED', now() - interval '3 hours', 'web');",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    common::write_config(
+        dir.path(),
+        &format!(
+            "{}links:\n  crm_url: 'https://crm.example/orders/{{{{ order_id }}}}'\n",
+            main_file(
+                &url,
+                "{ table: orders, id: id, status: status, entered_at: status_changed_at, labels: [channel] }",
+            )
+        ),
+        "rules:\n  - name: submitted_over_1h\n    source: shop\n    status: SUBMITTED\n    older_than: 1h\n    annotations:\n      summary: 'Order {{ order_id }} via {{ labels.channel }} waits {{ age }}'\n",
+    );
+    let run = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderwatch"))
+            .args(["once", "--annotations", "--format", format, "-c"])
+            .arg(dir.path().join("orderwatch.yaml"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = run("table");
+    assert!(
+        table.contains("        summary: Order JW-1 via web waits 3h 00m"),
+        "{table}"
+    );
+    assert!(
+        table.contains("        crm_url: https://crm.example/orders/JW-1"),
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    let notes = &json["rules"][0]["annotations"][0];
+    assert_eq!(
+        notes["crm_url"], "https://crm.example/orders/JW-1",
+        "{json}"
+    );
+    assert!(
+        notes["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Order JW-1 via web waits 3h")
+    );
+}

@@ -189,7 +189,7 @@ async fn check(shop: &str, mes: &str, n: i64, id_type: &str, expect: bool, max_f
             .windows(2)
             .all(|w| w[0].entered_at <= w[1].entered_at)
     );
-    let json = serde_json::to_string(&orderwatch::report::build(&results)).unwrap();
+    let json = serde_json::to_string(&orderwatch::report::build(&results, false)).unwrap();
     assert!(!json.contains("@example.com"));
 }
 

@@ -60,8 +60,8 @@ async fn table_model_finds_exactly_the_stuck_orders_oldest_first_without_persona
     assert_eq!(o.findings[0].labels.get("order_type"), Some("ring"));
     assert_eq!(o.per_status["SUBMITTED"].count, 2);
 
-    let json = serde_json::to_string(&orderwatch::report::build(&results)).unwrap();
-    let table = orderwatch::report::table(&results);
+    let json = serde_json::to_string(&orderwatch::report::build(&results, false)).unwrap();
+    let table = orderwatch::report::table(&results, false);
     for personal in [
         "Anna",
         "Ivanova",
@@ -125,7 +125,7 @@ async fn several_statuses_and_a_row_cap_keep_counts_exact() {
     assert_eq!(o.per_status["SHIPPED"].count, 2);
     let shipped_age = o.per_status["SHIPPED"].oldest_age_seconds;
     assert!((shipped_age - 24.5 * 3600.0).abs() < 60.0, "{shipped_age}");
-    let json = serde_json::to_value(orderwatch::report::build(&results)).unwrap();
+    let json = serde_json::to_value(orderwatch::report::build(&results, false)).unwrap();
     assert_eq!(json["rules"][0]["capped"], true);
     assert_eq!(json["rules"][0]["count"], 11);
 }
@@ -163,7 +163,7 @@ async fn history_model_uses_the_latest_row_per_order() {
     assert_eq!(ids, ["B"]);
     assert_eq!(o.count, 1);
     assert!(
-        !serde_json::to_string(&orderwatch::report::build(&results))
+        !serde_json::to_string(&orderwatch::report::build(&results, false))
             .unwrap()
             .contains("+7 900")
     );
@@ -253,7 +253,7 @@ async fn an_unreachable_database_is_an_error_never_zero_findings() {
     assert!(err.contains("cannot connect"), "{err}");
     assert!(!err.contains("hunter2"), "password leaked: {err}");
     assert_eq!(orderwatch::report::exit_code(&results), 2);
-    let json = serde_json::to_value(orderwatch::report::build(&results)).unwrap();
+    let json = serde_json::to_value(orderwatch::report::build(&results, false)).unwrap();
     assert_eq!(json["rules"][0]["ok"], false);
     assert!(json["rules"][0].get("count").is_none());
 }

@@ -129,10 +129,6 @@ impl Annotate for OrderNotes {
         let status = a.labels.get("status").unwrap_or_default();
         let other_status = a.labels.get("other_status");
         let entered_at = a.entered_at.unwrap_or(a.starts_at);
-        let age_seconds = (now - entered_at).num_milliseconds().max(0) as f64 / 1000.0;
-        let age = human_duration(Duration::from_secs_f64(age_seconds));
-        let older_than = rule.older_than();
-        let other = rule.other_source().unwrap_or_default();
         // The allow-listed columns: the alert's own labels but the order's identity.
         let labels: BTreeMap<&str, &str> = a
             .labels
@@ -141,38 +137,80 @@ impl Annotate for OrderNotes {
             .filter(|(k, _)| !ORDER_OWN.contains(&k.as_ref()) && k.as_ref() != "alertname")
             .map(|(k, v)| (k.as_ref(), v.as_ref()))
             .collect();
-        let ctx = minijinja::context! {
-            order_id => a.key, status => status, age => age,
-            age_seconds => age_seconds.round() as i64,
-            entered_at => entered_at.to_rfc3339(), older_than => human_duration(older_than),
-            rule => rule.name, source => rule.source, severity => rule.severity.as_str(),
-            labels => labels, other_source => other, other_status => other_status,
-        };
-        let mut annotations = rule.annotations.render(&ctx);
-        annotations
-            .entry("summary".into())
-            .or_insert_with(|| match (&rule.check, other_status) {
-                (Check::Missing(_), None) => format!(
-                    "Order {} is {status} in {} for {age} but {other} does not have it",
-                    a.key, rule.source
-                ),
-                (Check::Missing(_), Some(o)) => format!(
-                    "Order {} is {status} in {} for {age} but {o} in {other}",
-                    a.key, rule.source
-                ),
-                _ => format!(
-                    "Order {} has been {status} for {age} (threshold {})",
-                    a.key,
-                    human_duration(older_than)
-                ),
-            });
-        annotations.insert("age".into(), age);
-        annotations.insert("entered_at".into(), entered_at.to_rfc3339());
+        let mut annotations =
+            order_annotations(rule, &a.key, status, other_status, entered_at, &labels, now);
         annotations.entry("runbook_url".into()).or_insert_with(|| {
             runbook_url(&self.runbooks, &a.labels, default_alertname(rule.kind))
         });
         annotations
     }
+}
+
+/// A finding's annotations as its alert would carry them now (`once --annotations`).
+pub fn finding_annotations(
+    rule: &Rule,
+    f: &Finding,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, String> {
+    let labels: BTreeMap<&str, &str> = f
+        .labels
+        .iter()
+        .filter(|(k, _)| !ORDER_OWN.contains(k) && *k != "alertname")
+        .collect();
+    order_annotations(
+        rule,
+        &f.order_id,
+        &f.status,
+        f.other_status.as_deref(),
+        f.entered_at,
+        &labels,
+        now,
+    )
+}
+
+/// An order's annotations as its alert carries them: the rule's templates rendered over the
+/// order (id, status, age now, allow-listed labels), the default summary when the rule has
+/// none, `age` and `entered_at`. `once --annotations` shows the same for a finding.
+pub fn order_annotations(
+    rule: &Rule,
+    order_id: &str,
+    status: &str,
+    other_status: Option<&str>,
+    entered_at: DateTime<Utc>,
+    labels: &BTreeMap<&str, &str>,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, String> {
+    let age_seconds = (now - entered_at).num_milliseconds().max(0) as f64 / 1000.0;
+    let age = human_duration(Duration::from_secs_f64(age_seconds));
+    let older_than = rule.older_than();
+    let other = rule.other_source().unwrap_or_default();
+    let ctx = minijinja::context! {
+        order_id => order_id, status => status, age => age,
+        age_seconds => age_seconds.round() as i64,
+        entered_at => entered_at.to_rfc3339(), older_than => human_duration(older_than),
+        rule => rule.name, source => rule.source, severity => rule.severity.as_str(),
+        labels => labels, other_source => other, other_status => other_status,
+    };
+    let mut annotations = rule.annotations.render(&ctx);
+    annotations
+        .entry("summary".into())
+        .or_insert_with(|| match (&rule.check, other_status) {
+            (Check::Missing(_), None) => format!(
+                "Order {order_id} is {status} in {} for {age} but {other} does not have it",
+                rule.source
+            ),
+            (Check::Missing(_), Some(o)) => format!(
+                "Order {order_id} is {status} in {} for {age} but {o} in {other}",
+                rule.source
+            ),
+            _ => format!(
+                "Order {order_id} has been {status} for {age} (threshold {})",
+                human_duration(older_than)
+            ),
+        });
+    annotations.insert("age".into(), age);
+    annotations.insert("entered_at".into(), entered_at.to_rfc3339());
+    annotations
 }
 
 /// The runbook an alert links to: this daemon's `/runbooks` page at the alert's section (its
