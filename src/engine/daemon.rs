@@ -76,6 +76,7 @@ impl Daemon {
             inhibitor,
             parts: Default::default(),
             lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
+            trends: Default::default(),
         });
         shared.persist();
         shared.refresh_alert_gauges();
@@ -403,6 +404,7 @@ impl Shared {
             inhibitor,
             parts: Default::default(),
             lookups: self.lookups.clone(),
+            trends: self.trends.clone(),
         });
         self.forget_series(&next);
         next.persist();

@@ -233,6 +233,7 @@ impl Shared {
                     .with_label_values(&[&rule.name])
                     .set(outcome.truncated() as i64);
                 status.count = Some(outcome.count);
+                self.trends.record(&rule.name, now, outcome.count);
                 status.capped = outcome.truncated();
                 // The book's bookkeeping and the store's writes grow with the alerts: off the
                 // async workers, so HTTP answers do not wait behind them.

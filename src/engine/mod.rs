@@ -20,5 +20,5 @@ pub use evaluate::evaluate_once;
 pub use online::{Verdict, check_online, check_templates};
 pub use shared::{
     Current, MAX_LOOKUPS, OWN_RULES, Parts, RULE_FAILING_RULE, RuleStatus, SOURCE_DOWN_RULE,
-    SOURCE_STALE_RULE, Shared, SourceStatus, StartError, build_parts,
+    SOURCE_STALE_RULE, Shared, SourceStatus, StartError, TREND_WINDOW, Trends, build_parts,
 };

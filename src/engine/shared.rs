@@ -123,6 +123,48 @@ impl SourceStatus {
     }
 }
 
+/// How far back the status page shows each rule's count.
+pub const TREND_WINDOW: Duration = Duration::from_secs(6 * 3600);
+/// One point of a rule's trend per this long (the latest count in it).
+const TREND_STEP: Duration = Duration::from_secs(60);
+
+/// How each rule's count (orders found) moved over the last [`TREND_WINDOW`], for the status
+/// page: in memory only (a restart starts it afresh), at most one point a minute, so at most
+/// 360 points of 16 bytes per rule.
+#[derive(Default)]
+pub struct Trends(std::sync::Mutex<BTreeMap<String, Points>>);
+
+/// A rule's points: when, and the count then, oldest first.
+type Points = std::collections::VecDeque<(DateTime<Utc>, u64)>;
+
+impl Trends {
+    /// Records `rule`'s count at `at`.
+    pub fn record(&self, rule: &str, at: DateTime<Utc>, count: u64) {
+        let mut all = self.0.lock().expect("trends lock");
+        let points = all.entry(rule.to_string()).or_default();
+        match points.back_mut() {
+            Some(last) if (at - last.0).to_std().unwrap_or_default() < TREND_STEP => {
+                last.1 = count;
+            }
+            _ => points.push_back((at, count)),
+        }
+        let oldest = at - chrono::Duration::from_std(TREND_WINDOW).expect("window fits");
+        while points.front().is_some_and(|(t, _)| *t < oldest) {
+            points.pop_front();
+        }
+    }
+
+    /// Every rule's points, oldest first.
+    pub fn snapshot(&self) -> BTreeMap<String, Vec<(DateTime<Utc>, u64)>> {
+        self.0
+            .lock()
+            .expect("trends lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().copied().collect()))
+            .collect()
+    }
+}
+
 /// At most this many order lookups at once; beyond, the API answers 429.
 pub const MAX_LOOKUPS: usize = 4;
 
@@ -157,6 +199,8 @@ pub struct Shared {
     /// Order lookups running now (`/api/v1/orders/{id}`, the order page): at most
     /// [`MAX_LOOKUPS`], across reloads (every generation shares it).
     pub lookups: Arc<tokio::sync::Semaphore>,
+    /// Each rule's count over the last hours (the status page), across reloads.
+    pub trends: Arc<Trends>,
     /// What every order alert of a rule shares, by rule (see [`RuleParts`]).
     pub(super) parts: std::sync::Mutex<std::collections::HashMap<String, Arc<RuleParts>>>,
 }

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 // A rule's overflow alert ("N more orders") is shown as a line, not as an order.
 use crate::alert::{Alert, AlertState};
-use crate::engine::{RuleStatus, Shared, SourceStatus};
+use crate::engine::{RuleStatus, Shared, SourceStatus, TREND_WINDOW};
 use crate::human::human_duration;
 use crate::notify::mute::silence::Silence;
 use crate::notify::template::escape_html as esc;
@@ -53,6 +53,8 @@ pub struct View<'a> {
     pub sources: &'a BTreeMap<String, SourceStatus>,
     /// Rule health by name.
     pub rules: &'a BTreeMap<String, RuleStatus>,
+    /// Each rule's count over the last hours, oldest first.
+    pub trends: &'a BTreeMap<String, Vec<(DateTime<Utc>, u64)>>,
 }
 
 /// The whole page for the daemon's current state.
@@ -61,6 +63,7 @@ pub fn render(shared: &Shared, now: DateTime<Utc>) -> String {
     let silences = shared.silences.read().expect("silences lock").clone();
     let sources = shared.source_status.read().expect("status lock").clone();
     let rules = shared.rule_status.read().expect("status lock").clone();
+    let trends = shared.trends.snapshot();
     let book = shared.book.read().expect("book lock");
     let inhibited = shared.inhibitor.inhibited(book.all());
     render_view(
@@ -70,6 +73,7 @@ pub fn render(shared: &Shared, now: DateTime<Utc>) -> String {
             inhibited: &inhibited,
             sources: &sources,
             rules: &rules,
+            trends: &trends,
         },
         now,
     )
@@ -164,6 +168,7 @@ th,td{text-align:left;padding:6px 8px;border-top:1px solid #e5e8eb;vertical-alig
 th{color:#5c6670;font-weight:600;border-top:none}
 td.error{color:#c62828}
 .empty{color:#2e7d32;font-weight:600;margin:0}
+svg.trend{display:block;width:100%;max-width:180px;height:24px;fill:none;stroke:#2563eb;stroke-width:2}
 nav{display:flex;flex-wrap:wrap;gap:6px;margin:0 0 12px}
 nav a{background:#fff;border-radius:14px;padding:4px 10px;text-decoration:none;box-shadow:0 1px 2px rgba(0,0,0,.08);font-size:14px}
 @media (max-width:600px){
@@ -510,13 +515,14 @@ fn health(h: &mut String, view: &View, now: DateTime<Utc>) {
 
     h.push_str(
         "<section><h2>Rules</h2><table><thead><tr><th>rule</th><th>health</th>\
-         <th>found</th><th>last evaluation</th><th>error</th></tr></thead><tbody>",
+         <th>found</th><th>last 6 h</th><th>last evaluation</th><th>error</th></tr></thead><tbody>",
     );
     for r in view.rules.values() {
         let _ = write!(
             h,
             "<tr><td><b>{}</b> <span class=\"muted\">{} on {}</span></td>\
              <td><span class=\"badge {}\">{}</span></td><td data-label=\"found\">{}{}</td>\
+             <td data-label=\"last 6 h\">{}</td>\
              <td data-label=\"last evaluation\">{}</td><td class=\"error\" data-label=\"error\">{}</td></tr>",
             esc(&r.name),
             r.kind.as_str(),
@@ -525,6 +531,10 @@ fn health(h: &mut String, view: &View, now: DateTime<Utc>) {
             esc(r.health),
             r.count.map(|n| n.to_string()).unwrap_or_default(),
             if r.capped { " (capped)" } else { "" },
+            view.trends
+                .get(&r.name)
+                .map(|points| sparkline(points, now))
+                .unwrap_or_default(),
             r.last_evaluation
                 .map(|t| format!("{} ago", age(now, t)))
                 .unwrap_or_else(|| "never".into()),
@@ -532,6 +542,35 @@ fn health(h: &mut String, view: &View, now: DateTime<Utc>) {
         );
     }
     h.push_str("</tbody></table></section>");
+}
+
+/// A rule's count over the last [`TREND_WINDOW`] as an inline SVG line (no text inside it, so
+/// it scales to any width without shrinking text), with its range in words beside it.
+fn sparkline(points: &[(DateTime<Utc>, u64)], now: DateTime<Utc>) -> String {
+    if points.len() < 2 {
+        return String::new();
+    }
+    let window = TREND_WINDOW.as_secs_f64();
+    let start = now - chrono::Duration::from_std(TREND_WINDOW).expect("window fits");
+    let max = points.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1) as f64;
+    let min = points.iter().map(|(_, n)| *n).min().unwrap_or(0);
+    let xy: Vec<String> = points
+        .iter()
+        .map(|(t, n)| {
+            let x = ((*t - start).num_milliseconds() as f64 / 1000.0 / window * 100.0)
+                .clamp(0.0, 100.0);
+            let y = 19.0 - *n as f64 / max * 18.0;
+            format!("{x:.2},{y:.2}")
+        })
+        .collect();
+    format!(
+        "<svg class=\"trend\" viewBox=\"0 0 100 20\" preserveAspectRatio=\"none\" role=\"img\" \
+         aria-label=\"found over the last 6 hours: {min} to {}\"><polyline points=\"{}\" \
+         vector-effect=\"non-scaling-stroke\"/></svg><span class=\"muted\">{min}–{}</span>",
+        max as u64,
+        xy.join(" "),
+        max as u64
+    )
 }
 
 #[cfg(test)]
@@ -614,6 +653,13 @@ mod tests {
         .unwrap();
         let inhibited =
             crate::notify::mute::inhibit::Inhibitor::new(&inhibit).inhibited(alerts.iter());
+        let trends: BTreeMap<String, Vec<(DateTime<Utc>, u64)>> = rules
+            .keys()
+            .map(|r: &String| {
+                let at = |h: i64| now() - chrono::Duration::hours(h);
+                (r.clone(), vec![(at(3), 5), (at(1), 12), (now(), 2)])
+            })
+            .collect();
         render_view(
             &View {
                 alerts: alerts.iter().collect(),
@@ -621,9 +667,27 @@ mod tests {
                 inhibited: &inhibited,
                 sources: &sources,
                 rules: &rules,
+                trends: &trends,
             },
             now(),
         )
+    }
+
+    #[test]
+    fn each_rule_shows_how_its_count_moved() {
+        let html = page(&[], &[], &[("shop", true)]);
+        let svg = html.find("<svg class=\"trend\"").expect("a trend line");
+        let line = &html[svg..];
+        // 3 h ago at 5, 1 h ago at the top (12), now at 2: x across the 6 h, y from the top.
+        assert!(
+            line.contains("points=\"50.00,11.50 83.33,1.00 100.00,16.00\""),
+            "{line}"
+        );
+        assert!(line.contains("<span class=\"muted\">2–12</span>"), "{line}");
+        assert!(
+            sparkline(&[(now(), 3)], now()).is_empty(),
+            "one point is no line"
+        );
     }
 
     #[test]
