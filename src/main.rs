@@ -49,6 +49,33 @@ impl ConfigFiles {
     }
 }
 
+/// The config file alone: the commands that neither serve nor reach the HTTP server (`once`,
+/// `explain`, `notify-test`) take no web config.
+#[derive(Args, Clone, Default)]
+struct ConfigFile {
+    /// Config file (default: $ORDERWATCH_CONFIG, else /etc/orderwatch/orderwatch.yaml).
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// The command's config file, else the one given before it; a web config given before it
+    /// is refused, not ignored.
+    fn or(self, before: ConfigFiles, command: &str) -> Result<ConfigFiles, ExitCode> {
+        if before.web_config_file.is_some() {
+            eprintln!(
+                "orderwatch {command}: --web.config.file is for the commands that serve or reach \
+                 the HTTP server (run, check, silence, order)"
+            );
+            return Err(ExitCode::from(2));
+        }
+        Ok(ConfigFiles {
+            config: self.config.or(before.config),
+            web_config_file: None,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
@@ -78,7 +105,7 @@ enum Command {
         #[arg(long)]
         annotations: bool,
         #[command(flatten)]
-        files: ConfigFiles,
+        files: ConfigFile,
     },
     /// Ask PostgreSQL how it runs every rule's SQL; report any that reads a whole table, with
     /// the CREATE INDEX that fixes it. Exit code: 0 all indexed, 1 some scan, 2 error.
@@ -90,14 +117,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         #[command(flatten)]
-        files: ConfigFiles,
+        files: ConfigFile,
     },
     /// Send one sample message to receiver NAME (straight, no routing), to check a channel.
     NotifyTest {
         /// The receiver's name in `receivers:`.
         name: String,
         #[command(flatten)]
-        files: ConfigFiles,
+        files: ConfigFile,
     },
     /// Manage silences of a running daemon (through its HTTP API).
     Silence {
@@ -480,7 +507,7 @@ async fn main() -> ExitCode {
             annotations,
             files,
         } => {
-            let loaded = match load(files.or(cli.files)) {
+            let loaded = match files.or(cli.files, "once").and_then(load) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -521,7 +548,7 @@ async fn main() -> ExitCode {
             format,
             files,
         } => {
-            let loaded = match load(files.or(cli.files)) {
+            let loaded = match files.or(cli.files, "explain").and_then(load) {
                 Ok(l) => l,
                 Err(c) => return c,
             };
@@ -553,7 +580,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::NotifyTest { name, files } => {
-            let loaded = match load(files.or(cli.files)) {
+            let loaded = match files.or(cli.files, "notify-test").and_then(load) {
                 Ok(l) => l,
                 Err(c) => return c,
             };

@@ -1,5 +1,6 @@
 //! Every command offers the options it reads and no other: `-c` where a config is read (after
-//! the command, or before it as the systemd unit writes it), not on `demo`, which refuses it.
+//! the command, or before it as the systemd unit writes it), not on `demo`, which refuses it;
+//! `--web.config.file` only where the HTTP server is served or reached.
 
 use std::process::Command;
 
@@ -21,14 +22,28 @@ fn run(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn the_config_option_is_offered_where_a_config_is_read_and_only_there() {
-    for command in ["run", "check", "once", "explain", "notify-test", "silence"] {
+    for command in [
+        "run",
+        "check",
+        "once",
+        "explain",
+        "notify-test",
+        "silence",
+        "order",
+    ] {
         let (code, help, _) = run(&[command, "--help"]);
         assert_eq!(code, 0, "{command} --help");
         assert!(
             help.contains("--config"),
             "{command} --help lacks -c:\n{help}"
         );
-        assert!(help.contains("--web.config.file"), "{command}:\n{help}");
+        // The web config only where the HTTP server is served or reached.
+        let serves = ["run", "check", "silence", "order"].contains(&command);
+        assert_eq!(
+            help.contains("--web.config.file"),
+            serves,
+            "{command}:\n{help}"
+        );
     }
     let (code, help, _) = run(&["demo", "--help"]);
     assert_eq!(code, 0);
@@ -56,6 +71,12 @@ fn the_config_file_is_taken_after_the_command_or_before_it() {
         assert_eq!(code, 0, "{args:?}: {out}{err}");
         assert!(out.contains("OK (1 sources, 1 rules"), "{args:?}: {out}");
     }
+    let (code, _, err) = run(&["--web.config.file", "web.yml", "-c", path, "once"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--web.config.file is for the commands that serve"),
+        "{err}"
+    );
     let (code, _, err) = run(&["-c", path, "demo"]);
     assert_eq!(code, 2);
     assert!(err.contains("reads no config file"), "{err}");
