@@ -83,6 +83,10 @@ pub struct AlertView {
     pub silenced_by: Vec<String>,
 }
 
+/// Why an order's time in status can be unknown.
+pub const TIME_UNKNOWN: &str =
+    "its rows are older than the status log's lookback, or its time is empty";
+
 /// Asks every source about `id` at the same time and judges the order rules.
 pub async fn order(
     sources: &BTreeMap<String, Arc<Source>>,
@@ -100,7 +104,8 @@ pub async fn order(
             source: name.clone(),
             in_status_seconds: order
                 .as_ref()
-                .map(|o| (now - o.entered_at).num_milliseconds() as f64 / 1000.0),
+                .and_then(|o| o.entered_at)
+                .map(|at| (now - at).num_milliseconds() as f64 / 1000.0),
             order,
             error,
         }
@@ -217,14 +222,22 @@ pub fn text(report: &OrderReport, now: DateTime<Utc>) -> String {
     for v in &report.sources {
         match (&v.order, &v.error) {
             (Some(o), _) => {
-                let _ = write!(
-                    out,
-                    "  {:<10} {} for {} (since {} UTC)",
-                    p(&v.source),
-                    p(&o.status),
-                    dur(v.in_status_seconds.unwrap_or(0.0)),
-                    o.entered_at.format("%Y-%m-%d %H:%M")
-                );
+                let _ = match o.entered_at {
+                    Some(at) => write!(
+                        out,
+                        "  {:<10} {} for {} (since {} UTC)",
+                        p(&v.source),
+                        p(&o.status),
+                        dur(v.in_status_seconds.unwrap_or(0.0)),
+                        at.format("%Y-%m-%d %H:%M")
+                    ),
+                    None => write!(
+                        out,
+                        "  {:<10} {} (since when unknown: {TIME_UNKNOWN})",
+                        p(&v.source),
+                        p(&o.status)
+                    ),
+                };
                 for (k, val) in &o.labels {
                     let _ = write!(out, "  {}: {}", p(k), p(val));
                 }

@@ -89,8 +89,8 @@ async fn check_names_every_wrong_column_and_every_status_no_order_holds() {
     for (wanted, near) in [("awaiting_paymnet", "awaiting_payment"), ("Paid", "PAID")] {
         assert!(
             out.contains(&format!(
-                "WARN {}:4:13: rule unpaid: status \"{wanted}\" occurs in no order of source shop, \
-                 so the rule can never fire; the closest value it holds: {near}",
+                "WARN {}:4:13: rule unpaid: status \"{wanted}\" occurs in no order of source shop: \
+                 the rule cannot fire until one is in it (a typo?); the closest value it holds: {near}",
                 rules.display()
             )),
             "{wanted}:\n{out}"

@@ -471,6 +471,22 @@ fn every_misspelt_key_is_reported_at_once_and_the_checks_still_run() {
 }
 
 #[test]
+fn an_unknown_key_with_a_list_below_it_is_skipped_whole() {
+    // The list sits at the key's own indent: it goes with the key, and the parse reads on to
+    // the next mistake instead of tripping over the list's items.
+    let main = MAIN.replace(
+        "state_dir: state\n",
+        "state_dir: state\nbogus:\n- a\n- b\nlisten_adress: x\n",
+    );
+    let (_dir, r) = try_load(&main, RULE);
+    let e = r.unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("unknown field `bogus`"), "{text}");
+    assert!(text.contains("unknown field `listen_adress`"), "{text}");
+    assert_eq!(e.problems.len(), 2, "{text}");
+}
+
+#[test]
 fn a_refused_value_is_reported_without_its_consequences() {
     // The bad duration is blanked out to read on; the rule then lacks `older_than` and names
     // an unknown source, but only what the file says wrong is reported.

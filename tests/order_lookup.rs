@@ -24,7 +24,8 @@ INSERT INTO status_log (order_id, status, changed_at) VALUES
   ('JW-2', 'FILE_UPLOADED', now() - interval '5 hours'),
   ('JW-2', 'SUBMITTED', now() - interval '4 hours'),
   ('JW-2', 'SUBMITTED', now() - interval '210 minutes'),
-  ('JW-2', 'MANUFACTURING_STARTED', now() - interval '2 hours');
+  ('JW-2', 'MANUFACTURING_STARTED', now() - interval '2 hours'),
+  ('JW-3', 'SUBMITTED', now() - interval '40 days');
 ";
 
 fn config(url: &str) -> (String, String) {
@@ -146,6 +147,16 @@ async fn an_order_is_found_in_every_source_with_its_rules_verdicts_and_alerts() 
     let rule = &v["data"]["rules"][0];
     assert_eq!(rule["rule"], "started_over_1d");
     assert_eq!(rule["matches"], false, "{v}");
+
+    // Beyond the status log's lookback (30 days): the order is there, since when unknown, as
+    // the `missing` rules see it.
+    let (_, v) = order(&d, "JW-3").await;
+    let mes = source(&v["data"], "mes");
+    assert_eq!(mes["order"]["status"], "SUBMITTED", "{mes}");
+    assert!(
+        mes["order"]["entered_at"].is_null() && mes["in_status_seconds"].is_null(),
+        "{mes}"
+    );
 
     // Nowhere: every source answers, none holds it.
     let (code, v) = order(&d, "JW-404").await;

@@ -53,6 +53,9 @@ pub struct Read {
     pub base: PathBuf,
     /// Every problem config's own checks found, each with file, line and column.
     pub problems: Vec<Problem>,
+    /// Whether every file parsed whole (only unknown keys refused): the components' checks
+    /// then judge what the files say, not files with an entry missing.
+    pub whole: bool,
 }
 
 /// Reads the main file at `path` and every rule file it names, and runs config's own checks.
@@ -148,6 +151,7 @@ pub fn read_str(path: &Path, text: &str) -> Result<Read, ConfigError> {
         },
         base,
         problems,
+        whole,
     })
 }
 

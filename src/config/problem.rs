@@ -117,8 +117,12 @@ pub(crate) fn parse_all<T: DeserializeOwned>(file: &Path, text: &str) -> Parsed<
         {
             break;
         }
-        whole &= p.message.starts_with("unknown field");
         let next = blank_entry(&current, p.line, p.column);
+        // Whole only while exactly the unknown entries go: an unknown key inside a flow
+        // mapping takes its parent entry with it, and what is left no longer says the same.
+        whole &= next
+            .as_ref()
+            .is_some_and(|(_, key)| p.message.starts_with(&format!("unknown field `{key}`")));
         problems.push(p);
         match next {
             Some((text, key)) if problems.len() < MAX_PARSE_PROBLEMS => {
@@ -151,11 +155,17 @@ fn blank_entry(text: &str, line: u64, column: u64) -> Option<(String, String)> {
         return None;
     }
     let key = key.to_string();
+    // `key:` with its value on the lines below: a block sequence may sit at the key's own
+    // indent (`bogus:\n- a`), and belongs to it.
+    let value = rest[key_len + 1..].trim();
+    let block_below = value.is_empty() || value.starts_with('#');
     let mut end = at + 1;
     while let Some(next) = lines.get(end) {
         let t = next.trim_start_matches(' ');
-        let deeper = next.len() - t.len() > indent;
-        if t.is_empty() || t.starts_with('#') || deeper {
+        let width = next.len() - t.len();
+        let deeper = width > indent;
+        let item = block_below && width == indent && (t == "-" || t.starts_with("- "));
+        if t.is_empty() || t.starts_with('#') || deeper || item {
             end += 1;
         } else {
             break;

@@ -387,6 +387,9 @@ impl Shared {
         let inhibitor = Arc::new(crate::notify::mute::inhibit::Inhibitor::new(
             &loaded.config.inhibit_rules,
         ));
+        // The status page's trends of rules that are gone go with them.
+        self.trends
+            .retain(&rules.iter().map(|r| r.name.as_str()).collect());
         let next = Arc::new(Shared {
             config: loaded,
             sources,

@@ -260,13 +260,15 @@ impl Shared {
                     .expect("status lock")
                     .get(&rule.name)
                     .cloned();
-                let failing_since = prev.as_ref().and_then(|s| s.failing_since);
+                let was_ok = prev.as_ref().is_none_or(|s| s.health != "err");
                 // The source's fault (unreachable, shutting down, out of resources) is the
                 // source's health: SourceDown. Anything else (a wrong column, a bad cast, a
                 // query the server refuses) is this rule's: the source stays up, and after
-                // `rule_failing_after` a RuleFailing alert names the rule.
+                // `rule_failing_after` a RuleFailing alert names the rule. Only the rule's own
+                // failures count towards it.
                 let source_fault = e.is_source_fault();
-                if failing_since.is_none() {
+                let failing_since = prev.as_ref().and_then(|s| s.failing_since);
+                if was_ok || (failing_since.is_none() && !source_fault) {
                     if source_fault {
                         tracing::warn!(rule = %rule.name, source = %rule.source, error = %e, "rule evaluation failed: the source did not answer; its alerts are kept as they are");
                     } else {
@@ -281,7 +283,12 @@ impl Shared {
                 }
                 status.health = "err";
                 status.error = Some(e.to_string());
-                status.failing_since = Some(failing_since.unwrap_or(now));
+                // An outage neither starts the clock nor stops one already running.
+                status.failing_since = if source_fault {
+                    failing_since
+                } else {
+                    Some(failing_since.unwrap_or(now))
+                };
                 if let Some(prev) = prev {
                     status.count = prev.count;
                     status.capped = prev.capped;

@@ -480,7 +480,9 @@ impl Shared {
                     .get(RULE_FAILING_RULE, &r.name)
                     .is_some_and(|a| a.state == AlertState::Firing);
                 let failing_for = (now - since).to_std().unwrap_or_default();
-                if source_down || (!already && failing_for < after) {
+                // While its source is down SourceDown speaks; one already firing stays so (it
+                // resolves at the rule's next success, not because the source went away).
+                if !already && (source_down || failing_for < after) {
                     return None;
                 }
                 let error = r.error.clone().unwrap_or_default();
@@ -496,7 +498,7 @@ impl Shared {
                         (
                             "summary".to_string(),
                             format!(
-                                "Rule {} has failed on source {} for {}: its orders are not checked",
+                                "Rule {} on {} has failed for {}: it checks nothing until it runs again",
                                 r.name,
                                 r.source,
                                 human_duration(failing_for)
@@ -505,7 +507,7 @@ impl Shared {
                         (
                             "description".to_string(),
                             format!(
-                                "The source answers, but the rule's query fails, so its alerts neither fire nor resolve. Run `orderwatch check` for the config location at fault. Last error: {error}"
+                                "The rule's query fails (the database answers with an error, or the rule's own target does not answer), so its alerts neither fire nor resolve. Run `orderwatch check` for the config location at fault. Last error: {error}"
                             ),
                         ),
                         ("error".to_string(), error),

@@ -111,8 +111,8 @@ fn unseen_statuses(name: &str, held: &[String], loaded: &Loaded) -> Vec<(Verdict
             lines.push((
                 Verdict::Warn,
                 format!(
-                    "{}rule {}: status {wanted:?} occurs in no order of source {name}, so the \
-                     rule can never fire{near}",
+                    "{}rule {}: status {wanted:?} occurs in no order of source {name}: the \
+                     rule cannot fire until one is in it (a typo?){near}",
                     at(file, &status.referenced),
                     r.name.value
                 ),

@@ -154,6 +154,14 @@ impl Trends {
         }
     }
 
+    /// Forgets the rules not in `names` (a reload removed or renamed them).
+    pub fn retain(&self, names: &std::collections::HashSet<&str>) {
+        self.0
+            .lock()
+            .expect("trends lock")
+            .retain(|k, _| names.contains(k.as_str()));
+    }
+
     /// Every rule's points, oldest first.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<(DateTime<Utc>, u64)>> {
         self.0

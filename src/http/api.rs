@@ -124,7 +124,7 @@ async fn alerts(
 
 /// An order id as a lookup takes it: non-empty, at most 200 bytes, no control characters.
 pub fn valid_order_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+    if id.is_empty() || id.chars().count() > 200 || id.chars().any(char::is_control) {
         return Err("an order id is 1 to 200 characters, none of them control characters".into());
     }
     Ok(())

@@ -117,13 +117,20 @@ fn source_section(h: &mut String, view: &SourceView, rules: &[RuleView], now: Da
         }
         return;
     };
+    let _ = write!(h, " <span class=\"badge\">{}</span></h2>", esc(&o.status));
+    let Some(entered_at) = o.entered_at else {
+        let _ = write!(
+            h,
+            "<p class=\"muted\">Since when is unknown: {}.</p></section>",
+            crate::lookup::TIME_UNKNOWN
+        );
+        return;
+    };
     let _ = write!(
         h,
-        " <span class=\"badge\">{}</span></h2><p class=\"sub\"><span>for <b>{}</b></span>\
-         <span class=\"muted\">since {} UTC</span>",
-        esc(&o.status),
-        age(now, o.entered_at),
-        o.entered_at.format("%Y-%m-%d %H:%M")
+        "<p class=\"sub\"><span>for <b>{}</b></span><span class=\"muted\">since {} UTC</span>",
+        age(now, entered_at),
+        entered_at.format("%Y-%m-%d %H:%M")
     );
     for (k, v) in &o.labels {
         let _ = write!(h, "<span class=\"muted\">{}: {}</span>", esc(k), esc(v));
@@ -131,7 +138,7 @@ fn source_section(h: &mut String, view: &SourceView, rules: &[RuleView], now: Da
     h.push_str("</p>");
     // The runs: a status log's history, else the one current status.
     let runs: Vec<(&str, DateTime<Utc>)> = if o.history.is_empty() {
-        vec![(o.status.as_str(), o.entered_at)]
+        vec![(o.status.as_str(), entered_at)]
     } else {
         o.history.iter().map(|(s, at)| (s.as_str(), *at)).collect()
     };

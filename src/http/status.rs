@@ -552,7 +552,8 @@ fn sparkline(points: &[(DateTime<Utc>, u64)], now: DateTime<Utc>) -> String {
     }
     let window = TREND_WINDOW.as_secs_f64();
     let start = now - chrono::Duration::from_std(TREND_WINDOW).expect("window fits");
-    let max = points.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1) as f64;
+    let top = points.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    let max = top.max(1) as f64;
     let min = points.iter().map(|(_, n)| *n).min().unwrap_or(0);
     let xy: Vec<String> = points
         .iter()
@@ -566,10 +567,9 @@ fn sparkline(points: &[(DateTime<Utc>, u64)], now: DateTime<Utc>) -> String {
     format!(
         "<svg class=\"trend\" viewBox=\"0 0 100 20\" preserveAspectRatio=\"none\" role=\"img\" \
          aria-label=\"found over the last 6 hours: {min} to {}\"><polyline points=\"{}\" \
-         vector-effect=\"non-scaling-stroke\"/></svg><span class=\"muted\">{min}–{}</span>",
-        max as u64,
+         vector-effect=\"non-scaling-stroke\"/></svg><span class=\"muted\">{min}–{top}</span>",
+        top,
         xy.join(" "),
-        max as u64
     )
 }
 

@@ -58,12 +58,16 @@ pub enum SourceError {
 /// one, else the error chain (which never includes the password).
 pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
-        return format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        );
+        let code = db.code().code();
+        // A data exception (class 22: a bad cast, a value out of range) quotes the row's
+        // value, which may be personal (`invalid input syntax for type integer: "anna@…"`):
+        // the message travels to logs, the API and alerts, the value does not.
+        let message = if code.starts_with("22") {
+            without_quoted(db.message())
+        } else {
+            db.message().to_string()
+        };
+        return format!("{}: {message} (SQLSTATE {code})", db.severity());
     }
     let mut s = e.to_string();
     let mut cur = std::error::Error::source(e);
@@ -73,6 +77,27 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
         cur = inner.source();
     }
     s
+}
+
+/// `s` with every double-quoted part replaced by `"…"`.
+fn without_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut inside = false;
+    for c in s.chars() {
+        match (c, inside) {
+            ('"', false) => {
+                out.push_str("\"…");
+                inside = true;
+            }
+            ('"', true) => {
+                out.push('"');
+                inside = false;
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }
 
 /// Batches of rows received ahead of their decoding (see `Source::run_each`).
@@ -136,8 +161,10 @@ pub struct Source {
 pub struct OrderFound {
     /// The current status (its name, for a coded column).
     pub status: String,
-    /// When the order entered it (for a status log: the first row of its current run).
-    pub entered_at: chrono::DateTime<chrono::Utc>,
+    /// When the order entered it (for a status log: the first row of its current run);
+    /// `None` when only its status could be read (rows beyond a status log's lookback, a
+    /// NULL or infinite time).
+    pub entered_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The allow-listed label columns, by column name (absent values left out).
     pub labels: std::collections::BTreeMap<String, String>,
     /// A status log's runs within the lookback, oldest first: each status and when it was
@@ -566,27 +593,45 @@ impl Source {
         let mut runs: Vec<(String, chrono::DateTime<chrono::Utc>)> = Vec::new();
         let mut labels = std::collections::BTreeMap::new();
         for row in &rows {
-            let status = self.from_db(row.get::<_, String>(1));
-            let at: chrono::DateTime<chrono::Utc> = row.get(2);
+            // A NULL status or a time chrono cannot hold is skipped, never a panic.
+            let (Ok(Some(raw)), Ok(Some(at))) = (
+                row.try_get::<_, Option<String>>(1),
+                row.try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(2),
+            ) else {
+                continue;
+            };
+            let status = self.from_db(raw);
             if runs.last().is_none_or(|(s, _)| *s != status) {
                 runs.push((status, at));
             }
             labels.clear();
             for (i, name) in self.model.labels.iter().enumerate() {
-                if let Some(v) = row.get::<_, Option<String>>(first_label + i) {
+                if let Ok(Some(v)) = row.try_get::<_, Option<String>>(first_label + i) {
                     labels.insert(name.clone(), v);
                 }
             }
         }
-        let Some((status, entered_at)) = runs.last().cloned() else {
-            return Ok(None);
-        };
-        Ok(Some(OrderFound {
-            status,
-            entered_at,
-            labels,
-            history: if history { runs } else { Vec::new() },
-        }))
+        if let Some((status, entered_at)) = runs.last().cloned() {
+            return Ok(Some(OrderFound {
+                status,
+                entered_at: Some(entered_at),
+                labels,
+                history: if history { runs } else { Vec::new() },
+            }));
+        }
+        // Not among the rows read above (a status log's rows older than its lookback, a time
+        // that is NULL or infinite): the statement the `missing` rules judge by may still find
+        // it, and then the order is here, its time unknown.
+        let rows = self.query_ids(&sql.lookup, &[id.to_string()]).await?;
+        Ok(rows
+            .iter()
+            .find_map(|r| r.try_get::<_, Option<String>>(1).ok().flatten())
+            .map(|raw| OrderFound {
+                status: self.from_db(raw),
+                entered_at: None,
+                labels: std::collections::BTreeMap::new(),
+                history: Vec::new(),
+            }))
     }
 
     /// host:port/dbname, safe to log.
@@ -970,10 +1015,12 @@ impl Source {
 }
 
 impl SourceError {
-    /// Whether the source is at fault (unreachable, closed the connection, shutting down,
-    /// out of resources, cancelled by a timeout, an internal error): SQLSTATE classes 08, 40,
-    /// 53, 55, 57, 58 and XX. Not: the statement's own mistakes (a wrong column or type, a
-    /// bad cast, class 42, 22, …) or errors decoding what came back, which are the rule's.
+    /// Whether the source is at fault: it cannot be used as configured (a bad URL, a role
+    /// refused), cannot be reached, or answered that it cannot serve (closed the connection,
+    /// shutting down, out of resources, cancelled by a timeout, an internal error: SQLSTATE
+    /// classes 08, 40, 53, 55, 57, 58 and XX). Not: the statement's own mistakes (a wrong
+    /// column or type, a bad cast: class 42, 22, …) or errors decoding what came back, which
+    /// are the rule's.
     pub fn is_source_fault(&self) -> bool {
         match self {
             SourceError::Config { .. } | SourceError::Connect { .. } => true,
@@ -1077,5 +1124,14 @@ mod tests {
         let t = describe_target(&pg);
         assert_eq!(t, "db.example:6432/shop");
         assert!(!t.contains("hunter2"));
+    }
+
+    #[test]
+    fn a_quoted_value_is_left_out() {
+        assert_eq!(
+            without_quoted(r#"invalid input syntax for type integer: "anna@example.com""#),
+            r#"invalid input syntax for type integer: "…""#
+        );
+        assert_eq!(without_quoted("no quotes"), "no quotes");
     }
 }
