@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::engine::{Current, MAX_LOOKUPS, Shared};
+use crate::engine::{Current, Shared};
 use crate::notify::mute::silence::{MAX_ACTIVE, RETENTION, SilenceRequest};
 
 /// Handlers take `State<Arc<Shared>>`: the generation running at the time of the request
@@ -122,41 +122,10 @@ async fn alerts(
     })
 }
 
-/// An order id as a lookup takes it: non-empty, at most 200 bytes, no control characters.
-pub fn valid_order_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.chars().count() > 200 || id.chars().any(char::is_control) {
-        return Err("an order id is 1 to 200 characters, none of them control characters".into());
-    }
-    Ok(())
-}
-
-/// Looks order `id` up with the daemon's sources, rules and alerts; `Err` holds the response
-/// for a bad id or too many lookups at once.
-pub async fn lookup(s: &Shared, id: &str) -> Result<crate::lookup::OrderReport, Response> {
-    valid_order_id(id).map_err(bad_request)?;
-    let Ok(_permit) = s.lookups.try_acquire() else {
-        return Err((
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "1")],
-            Json(json!({
-                "status": "error",
-                "error": format!("at most {MAX_LOOKUPS} order lookups run at once; try again"),
-            })),
-        )
-            .into_response());
-    };
-    let links = crate::rule::template::Annotations::compile("links", &s.config.config.links).ok();
-    let mut report = crate::lookup::order(&s.sources, &s.rules, links.as_ref(), id).await;
-    let silences = s.silences.read().expect("silences lock").clone();
-    let book = s.book.read().expect("book lock");
-    report.alerts = Some(crate::lookup::alerts(&book, &s.rules, &silences, id));
-    Ok(report)
-}
-
 /// `GET /api/v1/orders/{id}`: the order in every source, the rules it matches, its
 /// lost-message verdicts, alerts and links (see `lookup`).
 async fn order(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match lookup(&s, &id).await {
+    match super::orders::lookup(&s, &id).await {
         Ok(report) => Json(json!({ "status": "success", "data": report })).into_response(),
         Err(response) => response,
     }

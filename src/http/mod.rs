@@ -4,8 +4,10 @@
 mod api;
 pub mod client;
 pub mod order_page;
+mod orders;
 pub mod runbooks;
 pub mod server;
 pub mod status;
 
-pub use api::{lookup, router, valid_order_id};
+pub use api::router;
+pub use orders::{lookup, valid_order_id};

@@ -32,7 +32,7 @@ pub async fn search(
             "<p class=\"muted\">Type an order id above.</p>",
         )
     } else {
-        match super::api::lookup(&s, id).await {
+        match super::orders::lookup(&s, id).await {
             Ok(report) => render(&report, Utc::now()),
             Err(response) => return response,
         }
