@@ -93,6 +93,8 @@ pub struct Metrics {
     pub rule_last_evaluation: GaugeVec,
     /// `orderwatch_rule_findings_capped{rule}`: 1 when more orders matched than were fetched.
     pub rule_findings_capped: IntGaugeVec,
+    /// `orderwatch_lost_orders_total{source,rule}`: orders a `missing` rule newly found lost.
+    pub lost_orders: IntCounterVec,
     /// `orderwatch_source_up{source}`.
     pub source_up: IntGaugeVec,
     /// `orderwatch_http_5xx_ratio{service}`: share of 5xx answers over an `http_errors` window.
@@ -149,6 +151,7 @@ impl Metrics {
             rule_evaluation_failures: reg(&r, IntCounterVec::new(Opts::new("orderwatch_rule_evaluation_failures_total", "Rule evaluations that failed (source unreachable, query error)."), &["rule"]).unwrap()),
             rule_evaluation_duration: reg(&r, HistogramVec::new(HistogramOpts::new("orderwatch_rule_evaluation_duration_seconds", "Duration of rule evaluations.").buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]), &["rule"]).unwrap()),
             rule_last_evaluation: reg(&r, GaugeVec::new(Opts::new("orderwatch_rule_last_evaluation_timestamp_seconds", "Unix time of the last successful evaluation."), &["rule"]).unwrap()),
+            lost_orders: reg(&r, IntCounterVec::new(Opts::new("orderwatch_lost_orders_total", "Orders a missing rule newly found lost (absent from the other source), each once per episode; over max_alerts they are counted in the overflow alert, not here."), &["source", "rule"]).unwrap()),
             rule_findings_capped: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_rule_findings_capped", "1 when a rule matched more orders than it fetches (max_findings); counts stay exact."), &["rule"]).unwrap()),
             source_up: reg(&r, IntGaugeVec::new(Opts::new("orderwatch_source_up", "1 when the last query to the source succeeded."), &["source"]).unwrap()),
             http_5xx_ratio: reg(&r, GaugeVec::new(Opts::new("orderwatch_http_5xx_ratio", "Share of HTTP 5xx answers per service over an http_errors rule's window."), &["service"]).unwrap()),

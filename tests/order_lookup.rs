@@ -87,6 +87,22 @@ async fn an_order_is_found_in_every_source_with_its_rules_verdicts_and_alerts() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // JW-1 is the one order lost between shop and mes: counted once, however many
+    // evaluations (every second) find it again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let metrics = d.get("/metrics").await;
+    assert!(
+        metrics.contains(
+            "orderwatch_lost_orders_total{rule=\"submitted_missing_in_mes\",source=\"shop\"} 1\n"
+        ),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("lost_orders"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
     let (code, v) = order(&d, "JW-1").await;
     assert_eq!(code, 200, "{v}");
     let data = &v["data"];

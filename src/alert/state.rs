@@ -282,6 +282,18 @@ pub struct Transition {
     pub alert: Arc<Alert>,
 }
 
+impl Transition {
+    /// Whether this starts a new episode of its alert (created, or back after it resolved),
+    /// not a pending alert going on to fire.
+    pub fn starts_episode(&self) -> bool {
+        match self.kind {
+            TransitionKind::Pending => true,
+            TransitionKind::Firing => self.alert.fired_at == Some(self.alert.active_at),
+            TransitionKind::Resolved => false,
+        }
+    }
+}
+
 /// Timing of one rule.
 #[derive(Debug, Clone, Copy)]
 pub struct RuleTiming {

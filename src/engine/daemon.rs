@@ -272,6 +272,12 @@ impl Generation {
                 .metrics
                 .rule_evaluation_failures
                 .with_label_values(&name);
+            if rule.kind == crate::config::RuleKind::Missing {
+                shared
+                    .metrics
+                    .lost_orders
+                    .with_label_values(&[rule.source.as_str(), rule.name.as_str()]);
+            }
         }
         // Rules on the same source, statuses and schedule share one evaluation.
         for group in crate::rule::share_groups(&shared.rules) {
@@ -453,6 +459,9 @@ impl Shared {
             let _ = m.rule_evaluation_duration.remove_label_values(&n);
             let _ = m.rule_last_evaluation.remove_label_values(&n);
             let _ = m.rule_findings_capped.remove_label_values(&n);
+            let _ = m
+                .lost_orders
+                .remove_label_values(&[r.source.as_str(), r.name.as_str()]);
             for state in ["pending", "firing"] {
                 let _ = m.alerts.remove_label_values(&[r.name.as_str(), state]);
             }

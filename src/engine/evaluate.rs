@@ -239,6 +239,23 @@ impl Shared {
                 // async workers, so HTTP answers do not wait behind them.
                 crate::blocking::off_worker(|| {
                     let changes = applier.finish(&mut outcome);
+                    if rule.kind == crate::config::RuleKind::Missing {
+                        // Lost, not found in another status (StatusMismatch), and an order,
+                        // not the overflow alert.
+                        let lost = changes
+                            .iter()
+                            .filter(|t| {
+                                t.starts_episode()
+                                    && &*t.alert.key != crate::rule::observe::OVERFLOW_KEY
+                                    && t.alert.labels.get("other_status").is_none()
+                            })
+                            .count();
+                        if lost > 0 {
+                            m.lost_orders
+                                .with_label_values(&[&rule.source, &rule.name])
+                                .inc_by(lost as u64);
+                        }
+                    }
                     tracing::debug!(rule = %rule.name, source = %rule.source, count = outcome.count,
                         capped = outcome.truncated(), changes = changes.len(),
                         took_ms = (took * 1000.0).round() as u64, "rule evaluated");
