@@ -54,6 +54,17 @@ pub struct Verdict {
     pub shared_with: Vec<String>,
 }
 
+impl Verdict {
+    /// Whose statement: `rule NAME (SOURCE)`, or `source NAME` for its gauge query.
+    pub fn who(&self) -> String {
+        if self.rule == "gauges" {
+            format!("source {}", self.source)
+        } else {
+            format!("rule {} ({})", self.rule, self.source)
+        }
+    }
+}
+
 /// A table the plan reads whole.
 #[derive(Debug, Clone, Serialize)]
 pub struct SeqScan {
@@ -511,12 +522,12 @@ pub fn table(verdicts: &[Verdict]) -> String {
             .cost
             .map(|c| format!(" (cost {c:.1})"))
             .unwrap_or_default();
-        let who = if v.rule == "gauges" {
-            format!("source {}", v.source)
-        } else {
-            format!("rule {} ({})", v.rule, v.source)
-        };
-        out.push_str(&format!("{tag} {who}, {}: {}{cost}\n", v.purpose, v.note));
+        out.push_str(&format!(
+            "{tag} {}, {}: {}{cost}\n",
+            v.who(),
+            v.purpose,
+            v.note
+        ));
         if let Some(e) = &v.error {
             out.push_str(&format!("        {e}\n"));
         }

@@ -83,6 +83,23 @@ pub struct AlertView {
     pub silenced_by: Vec<String>,
 }
 
+/// The order's path: each status it was in (a status log's runs, else its current status)
+/// and the seconds it spent there, up to `now` for the last; empty when its time is unknown.
+pub fn time_in_each(o: &OrderFound, now: DateTime<Utc>) -> Vec<(&str, i64)> {
+    let runs: Vec<(&str, DateTime<Utc>)> = match o.entered_at {
+        None => Vec::new(),
+        Some(at) if o.history.is_empty() => vec![(o.status.as_str(), at)],
+        Some(_) => o.history.iter().map(|(s, at)| (s.as_str(), *at)).collect(),
+    };
+    runs.iter()
+        .enumerate()
+        .map(|(i, (status, at))| {
+            let end = runs.get(i + 1).map_or(now, |(_, next)| *next);
+            (*status, (end - *at).num_seconds().max(0))
+        })
+        .collect()
+}
+
 /// Why an order's time in status can be unknown.
 pub const TIME_UNKNOWN: &str =
     "its rows are older than the status log's lookback, or its time is empty";
@@ -243,14 +260,9 @@ pub fn text(report: &OrderReport, now: DateTime<Utc>) -> String {
                 }
                 out.push('\n');
                 if !o.history.is_empty() {
-                    let runs: Vec<String> = o
-                        .history
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (s, at))| {
-                            let end = o.history.get(i + 1).map_or(now, |(_, next)| *next);
-                            format!("{} {}", p(s), dur((end - *at).num_seconds() as f64))
-                        })
+                    let runs: Vec<String> = time_in_each(o, now)
+                        .into_iter()
+                        .map(|(s, secs)| format!("{} {}", p(s), dur(secs as f64)))
                         .collect();
                     let _ = writeln!(out, "  {:<10} history: {}", "", runs.join(" → "));
                 }

@@ -460,11 +460,6 @@ async fn main() -> ExitCode {
                         && let Ok(verdicts) = orderwatch::explain::explain(&loaded, &[]).await
                     {
                         for v in verdicts.iter().filter(|v| !v.ok && v.error.is_none()) {
-                            let who = if v.rule == "gauges" {
-                                format!("source {}", v.source)
-                            } else {
-                                format!("rule {} ({})", v.rule, v.source)
-                            };
                             let fix = v
                                 .fix
                                 .as_deref()
@@ -473,8 +468,10 @@ async fn main() -> ExitCode {
                             lines.push((
                                 Verdict::Warn,
                                 format!(
-                                    "{who}, {}: {}{fix} (orderwatch explain)",
-                                    v.purpose, v.note
+                                    "{}, {}: {}{fix} (orderwatch explain)",
+                                    v.who(),
+                                    v.purpose,
+                                    v.note
                                 ),
                             ));
                         }

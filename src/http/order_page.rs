@@ -137,19 +137,11 @@ fn source_section(h: &mut String, view: &SourceView, rules: &[RuleView], now: Da
     }
     h.push_str("</p>");
     // The runs: a status log's history, else the one current status.
-    let runs: Vec<(&str, DateTime<Utc>)> = if o.history.is_empty() {
-        vec![(o.status.as_str(), entered_at)]
-    } else {
-        o.history.iter().map(|(s, at)| (s.as_str(), *at)).collect()
-    };
+    let runs = crate::lookup::time_in_each(o, now);
     let spans: Vec<(&str, f64, bool)> = runs
         .iter()
         .enumerate()
-        .map(|(i, (status, at))| {
-            let end = runs.get(i + 1).map_or(now, |(_, next)| *next);
-            let secs = (end - *at).num_seconds().max(0) as f64;
-            (*status, secs, i + 1 == runs.len())
-        })
+        .map(|(i, (status, secs))| (*status, *secs as f64, i + 1 == runs.len()))
         .collect();
     // Thresholds of the rules on this source, by status.
     let marks = |status: &str| -> Vec<&RuleView> {
