@@ -35,7 +35,8 @@
 //! - [`configure`]: loading a config the daemon may run: config's checks, then each
 //!   component's, all problems at once. Every command, the reload and the demo load here.
 //! - [`rule`]: one file per rule kind, each turning a source into findings; findings into
-//!   observations for the alert book.
+//!   observations for the alert book. [`flow`]: the orders' transitions as order flow
+//!   metrics (entries, time in status, flows), what a restart keeps of them.
 //! - [`report`]: `once` output (table and JSON); [`lookup`]: one order across every source,
 //!   its rules, verdicts and alerts (`orderwatch order`, `/api/v1/orders/{id}`).
 //! - [`engine`]: orchestration: schedules, evaluations and their metrics, source health,
@@ -53,6 +54,7 @@ pub mod configure;
 pub mod demo;
 pub mod engine;
 pub mod explain;
+pub mod flow;
 pub mod http;
 pub mod human;
 pub mod labels;
@@ -93,7 +95,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("what is read and what is known", &["source", "alert"]),
     ("delivery", &["notify"]),
     ("loading a config with every check", &["configure"]),
-    ("rules", &["rule"]),
+    ("rules", &["rule", "flow"]),
     ("answers to one-off questions", &["report", "lookup"]),
     ("orchestration", &["engine"]),
     ("front ends", &["http", "explain"]),

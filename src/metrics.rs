@@ -118,6 +118,105 @@ pub struct Metrics {
     pub config_last_reload_success_timestamp: prometheus::Gauge,
     /// `orderwatch_state_store_recoveries_total`: corrupt state stores moved aside at start.
     pub state_store_recoveries: prometheus::IntCounter,
+    /// The order flow families, per source (their label names differ by `flow_label`).
+    pub flow: FlowMetrics,
+}
+
+/// Buckets of the order flow histograms, seconds: 1 minute to 4 weeks.
+pub const FLOW_BUCKETS: &[f64] = &[
+    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0,
+    604800.0, 1209600.0, 2419200.0,
+];
+
+/// One source's order flow families: `orderwatch_status_entries_total{source,status}`,
+/// `orderwatch_status_duration_seconds{source,status}` and
+/// `orderwatch_flow_duration_seconds{source,flow}`, each with the source's `flow_label`
+/// column as a label too when it has one. Clones share the series.
+#[derive(Clone)]
+pub struct FlowFamilies {
+    /// The `flow_label` column, the extra label's name.
+    pub label: Option<String>,
+    /// Orders that entered each status.
+    pub entries: IntCounterVec,
+    /// Time an order spent in a status before leaving it.
+    pub status_duration: HistogramVec,
+    /// Time from a flow's first status to its last.
+    pub flow_duration: HistogramVec,
+}
+
+impl FlowFamilies {
+    fn new(label: Option<&str>) -> FlowFamilies {
+        let names = |first: &'static str| -> Vec<&str> {
+            let mut v = vec!["source", first];
+            v.extend(label);
+            v
+        };
+        FlowFamilies {
+            label: label.map(str::to_string),
+            entries: IntCounterVec::new(Opts::new("orderwatch_status_entries_total", "Orders that entered each status (a repeat of the current status is not an entry)."), &names("status")).unwrap(),
+            status_duration: HistogramVec::new(HistogramOpts::new("orderwatch_status_duration_seconds", "Time an order spent in a status before leaving it: exact for a status log; for a table, from when the daemon saw it enter.").buckets(FLOW_BUCKETS.to_vec()), &names("status")).unwrap(),
+            flow_duration: HistogramVec::new(HistogramOpts::new("orderwatch_flow_duration_seconds", "Time from a flow's first status to its last (the flows of the main config), per order that reached both.").buckets(FLOW_BUCKETS.to_vec()), &names("flow")).unwrap(),
+        }
+    }
+}
+
+/// The order flow families of every observed source. Sources may carry different label
+/// names (each its own `flow_label`), which one registered vector cannot: each source has
+/// its own vectors, merged into one family per name when `/metrics` is rendered.
+#[derive(Default)]
+pub struct FlowMetrics {
+    sources: std::sync::Mutex<std::collections::BTreeMap<String, FlowFamilies>>,
+}
+
+impl FlowMetrics {
+    /// `source`'s families, made when it has none or its label changed (a reload).
+    pub fn source(&self, source: &str, label: Option<&str>) -> FlowFamilies {
+        let mut m = self.sources.lock().expect("flow metrics");
+        match m.get(source) {
+            Some(f) if f.label.as_deref() == label => f.clone(),
+            _ => {
+                let f = FlowFamilies::new(label);
+                m.insert(source.to_string(), f.clone());
+                f
+            }
+        }
+    }
+
+    /// Drops the families of sources not in `keep` (no longer configured or observed).
+    pub fn retain(&self, keep: &std::collections::HashSet<String>) {
+        self.sources
+            .lock()
+            .expect("flow metrics")
+            .retain(|name, _| keep.contains(name));
+    }
+
+    /// Every family, one per name, its series from every source.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::core::Collector;
+        let m = self.sources.lock().expect("flow metrics");
+        let mut by_name: std::collections::BTreeMap<String, prometheus::proto::MetricFamily> =
+            Default::default();
+        for f in m.values() {
+            let families = f
+                .entries
+                .collect()
+                .into_iter()
+                .chain(f.status_duration.collect())
+                .chain(f.flow_duration.collect());
+            for mut fam in families {
+                if fam.get_metric().is_empty() {
+                    continue;
+                }
+                match by_name.get_mut(fam.name()) {
+                    Some(into) => into.mut_metric().extend(fam.take_metric()),
+                    None => {
+                        by_name.insert(fam.name().to_string(), fam);
+                    }
+                }
+            }
+        }
+        by_name.into_values().collect()
+    }
 }
 
 impl Default for Metrics {
@@ -164,6 +263,7 @@ impl Metrics {
             config_last_reload_successful: reg(&r, IntGauge::new("orderwatch_config_last_reload_successful", "1 when the last configuration load succeeded.").unwrap()),
             config_last_reload_success_timestamp: reg(&r, prometheus::Gauge::new("orderwatch_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load (the start or a reload).").unwrap()),
             state_store_recoveries: reg(&r, prometheus::IntCounter::new("orderwatch_state_store_recoveries_total", "Corrupt state stores moved aside at start (a fresh store was started; firing alerts were announced again).").unwrap()),
+            flow: FlowMetrics::default(),
             registry: r,
         };
         m.build_info
@@ -201,8 +301,11 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
+        let mut families = self.registry.gather();
+        families.extend(self.flow.gather());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
+            .encode(&families, &mut buf)
             .expect("text encoding cannot fail");
         String::from_utf8(buf).expect("exposition is UTF-8")
     }

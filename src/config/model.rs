@@ -100,6 +100,12 @@ pub struct Config {
     /// `labels`, …) with the `urlencode` and `tojson` filters.
     #[serde(default)]
     pub links: BTreeMap<String, Spanned<String>>,
+    /// Order flows timed end to end, by name: the status an order reaches first and the
+    /// status that ends the flow, e.g. `price_calculation: [SUBMITTED, PRICE_CALCULATED]`.
+    /// Each source whose transitions are observed (`flow`, on by default) exports
+    /// `orderwatch_flow_duration_seconds{source,flow}` for each flow whose statuses it knows.
+    #[serde(default)]
+    pub flows: BTreeMap<String, Spanned<Vec<String>>>,
 }
 
 /// How the outbox retries.
@@ -196,6 +202,15 @@ pub struct SourceConfig {
     pub allow_superuser: bool,
     /// Where the orders are and which columns may be read.
     pub orders: OrderModelConfig,
+    /// Observe the orders' transitions for the order flow metrics (entries per status, time
+    /// in status, `flows`). On by default; a table's transitions cost one index range scan
+    /// per status each `gauges_interval`, a status log's come with its incremental reads.
+    #[serde(default = "default_true")]
+    pub flow: bool,
+    /// An allow-listed label column (one of `orders.labels`, e.g. `order_type`) the order
+    /// flow metrics carry as a label named after it; at most 20 values, the rest `other`.
+    #[serde(default)]
+    pub flow_label: Option<Spanned<String>>,
 }
 
 /// `statuses:` as a list of names or a map of integer codes to names.

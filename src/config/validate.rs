@@ -291,6 +291,20 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
                 ));
             }
         }
+        if let Some(fl) = &s.flow_label
+            && !m.labels.iter().any(|l| l.value == fl.value)
+        {
+            let near = crate::human::closest(&fl.value, m.labels.iter().map(|l| l.value.as_str()))
+                .map(|n| format!("; did you mean {n}?"))
+                .unwrap_or_default();
+            p.push(at(
+                &fl.referenced,
+                format!(
+                    "source {name}: flow_label {:?} is not one of orders.labels (only allow-listed columns become labels){near}",
+                    fl.value
+                ),
+            ));
+        }
         for l in &m.labels {
             if RESERVED_LABELS.contains(&l.value.as_str()) || l.value.starts_with("__") {
                 p.push(at(
@@ -298,6 +312,63 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
                     format!("label column {:?} clashes with a reserved label", l.value),
                 ));
             }
+        }
+    }
+    for (name, flow) in &config.flows {
+        let statuses = &flow.value;
+        if !is_identifier(name) {
+            p.push(at(
+                &flow.referenced,
+                format!("flows: {name:?} is not a name (letters, digits, _)"),
+            ));
+        }
+        if statuses.len() != 2 || statuses[0] == statuses[1] {
+            p.push(at(
+                &flow.referenced,
+                format!(
+                    "flows.{name}: give two different statuses, where the flow starts and where it ends, e.g. [SUBMITTED, SHIPPED]"
+                ),
+            ));
+            continue;
+        }
+        // Sources that list their statuses say which names exist: a flow none of them
+        // knows both statuses of would never be timed (a typo, `SHIPED`).
+        let listed: Vec<Vec<String>> = config
+            .sources
+            .values()
+            .filter(|c| c.value.flow)
+            .filter_map(|c| c.value.statuses.as_ref().map(|s| s.value.names()))
+            .collect();
+        let unlisted = config
+            .sources
+            .values()
+            .any(|c| c.value.flow && c.value.statuses.is_none());
+        if !unlisted
+            && !listed.is_empty()
+            && !listed
+                .iter()
+                .any(|names| statuses.iter().all(|s| names.contains(s)))
+        {
+            let all: Vec<&str> = listed.iter().flatten().map(String::as_str).collect();
+            let unknown: Vec<String> = statuses
+                .iter()
+                .filter(|s| !all.contains(&s.as_str()))
+                .map(|s| match crate::human::closest(s, all.iter().copied()) {
+                    Some(n) => format!("{s} (did you mean {n}?)"),
+                    None => s.clone(),
+                })
+                .collect();
+            p.push(at(
+                &flow.referenced,
+                if unknown.is_empty() {
+                    format!(
+                        "flows.{name}: no source lists both {} and {}",
+                        statuses[0], statuses[1]
+                    )
+                } else {
+                    format!("flows.{name}: no source lists {}", unknown.join(", "))
+                },
+            ));
         }
     }
     let top = Location::UNKNOWN;

@@ -260,6 +260,15 @@ impl Generation {
             };
             direct.spawn(&mut tasks, shared_d, stop_rx.clone());
         }
+        // Before anything reads a source: recording starts with its first read.
+        for (source, tracker) in super::flow::prepare(&shared) {
+            tasks.spawn(super::flow::flow_loop(
+                shared.clone(),
+                source,
+                tracker,
+                stop_rx.clone(),
+            ));
+        }
         for rule in shared.rules.iter() {
             // Counters start at 0, so `rate()` and `increase()` see the first failure.
             let name = [rule.name.as_str()];

@@ -6,11 +6,13 @@
 //! - [`shared`](self::Shared): what the tasks and the HTTP handlers share; start-up errors.
 //! - `daemon`: build, start, reload, stop ([`Daemon`], [`Running`]).
 //! - `evaluate`: one evaluation of a rule group and its metrics; the schedule loop; `once`.
+//! - `flow`: the order flow loop (transitions → metrics, state saved).
 //! - `health`: per-status gauges, replication lag, `SourceDown`/`SourceStale`.
 //! - `online`: `check`'s online half.
 
 mod daemon;
 mod evaluate;
+mod flow;
 mod health;
 mod online;
 mod shared;

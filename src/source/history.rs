@@ -20,6 +20,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use super::transitions::{Recorded, Transition, Watermarks};
+
 /// One row of the log as read: id, status, time (µs since the epoch), tiebreak, labels.
 #[derive(Debug, Clone)]
 pub struct LogRow {
@@ -152,6 +154,21 @@ pub struct History {
     pending: HashSet<String>,
     /// `history_lookback`, µs.
     lookback: Option<i64>,
+    /// Transitions are recorded (the order flow metrics): see [`History::record`].
+    recorder: Option<Box<Recorder>>,
+}
+
+/// What a status log records of its transitions.
+#[derive(Debug, Default)]
+struct Recorder {
+    out: Recorded,
+    /// The `flow_label` column's index among the labels.
+    label: Option<usize>,
+    /// The start-up read records the rows above this (what the previous run did not read).
+    above: Option<Watermarks>,
+    /// Orders to read again whole: the keys (time, tiebreak, status) of their rows that were
+    /// new when read, so that only those count once the order is read again.
+    fresh: HashMap<String, HashSet<(i64, i64, u16)>>,
 }
 
 impl History {
@@ -177,6 +194,67 @@ impl History {
             start_floor: i64::MIN + 1,
             pending: HashSet::new(),
             lookback: None,
+            recorder: None,
+        }
+    }
+
+    /// Records transitions from now on (the order flow metrics). `persisted`: where the
+    /// previous run's reads stopped; the start-up read records the rows above it (none
+    /// without it: a first start counts what happens from then on). `label`: the index of
+    /// the `flow_label` column among the model's labels.
+    pub fn record(&mut self, persisted: Watermarks, label: Option<usize>) {
+        self.recorder = Some(Box::new(Recorder {
+            label,
+            above: (!persisted.is_empty()).then_some(persisted),
+            ..Default::default()
+        }));
+    }
+
+    /// Whether transitions are recorded.
+    pub fn recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// The transitions recorded since the last take, and how many were dropped.
+    pub fn take_transitions(&mut self) -> (Vec<Transition>, u64) {
+        self.recorder
+            .as_mut()
+            .map(|r| r.out.take())
+            .unwrap_or_default()
+    }
+
+    /// Where this run's reads stand (persisted, so that a restart counts the rows above).
+    pub fn watermarks(&self) -> Watermarks {
+        if !self.loaded || self.max_at == i64::MIN {
+            return self
+                .recorder
+                .as_ref()
+                .and_then(|r| r.above.clone())
+                .unwrap_or_default();
+        }
+        if self.serial {
+            Watermarks {
+                serial: Some(self.max_tb),
+                ..Default::default()
+            }
+        } else {
+            Watermarks {
+                log_at: Some(self.max_at),
+                ..Default::default()
+            }
+        }
+    }
+
+    /// Whether the start-up read records `r`: it lies above where the previous run stopped.
+    fn above_persisted(&self, r: &LogRow) -> bool {
+        let Some(w) = self.recorder.as_ref().and_then(|r| r.above.as_ref()) else {
+            return false;
+        };
+        match (w.serial, w.log_at) {
+            (Some(n), _) if self.serial => r.tb > n,
+            (_, Some(at)) => r.at > at,
+            // Persisted by serial, read by time now (or the reverse): nothing to go by.
+            _ => false,
         }
     }
 
@@ -194,8 +272,10 @@ impl History {
         i
     }
 
-    /// Applies `r` (status `st`) to the order's state.
-    fn step(&mut self, r: &LogRow, st: u16) -> Step {
+    /// Applies `r` (status `st`) to the order's state; with `record`, an entry into a new
+    /// status (a first row, or a row starting a run of another status) is recorded.
+    fn step(&mut self, r: &LogRow, st: u16, record: bool) -> Step {
+        let record = record && self.recorder.is_some();
         let labels = || -> Box<[Option<Box<str>>]> {
             r.labels
                 .iter()
@@ -203,6 +283,9 @@ impl History {
                 .collect()
         };
         let Some(k) = self.orders.get_mut(r.id.as_str()) else {
+            if record {
+                self.push_transition(r, st, None);
+            }
             self.orders.insert(
                 r.id.as_str().into(),
                 Kept {
@@ -231,6 +314,7 @@ impl History {
                 Step::Applied
             }
             std::cmp::Ordering::Greater => {
+                let left = (record && st != k.status).then_some((k.status, k.start));
                 if k.tie || st != k.status {
                     k.status = st;
                     k.start = r.at;
@@ -239,9 +323,29 @@ impl History {
                 k.at = r.at;
                 k.tb = r.tb;
                 k.labels = labels();
+                if let Some(from) = left {
+                    self.push_transition(r, st, Some(from));
+                }
                 Step::Applied
             }
         }
+    }
+
+    fn push_transition(&mut self, r: &LogRow, st: u16, from: Option<(u16, i64)>) {
+        let Some(rec) = self.recorder.as_mut() else {
+            return;
+        };
+        let label = rec
+            .label
+            .and_then(|i| r.labels.get(i).cloned().flatten())
+            .map(Into::into);
+        rec.out.push(Transition {
+            id: r.id.as_str().into(),
+            to: self.names[st as usize].clone(),
+            at: r.at,
+            from: from.map(|(s, at)| (self.names[s as usize].clone(), at)),
+            label,
+        });
     }
 
     /// Drops the orders among `ids` that are in a terminal status (not tied).
@@ -311,7 +415,8 @@ impl History {
                 self.prune();
             }
         }
-        let _ = self.step(&r, st);
+        let record = self.above_persisted(&r);
+        let _ = self.step(&r, st, record);
     }
 
     /// Ends the start-up read.
@@ -346,15 +451,23 @@ impl History {
         self.serial = true;
     }
 
-    /// Forgets everything (a failed start-up read starts again).
+    /// Forgets everything (a failed start-up read starts again) but what it records.
     pub fn reset(&mut self) {
         let lookback = self.lookback;
+        let recorder = self.recorder.take().map(|r| {
+            Box::new(Recorder {
+                label: r.label,
+                above: r.above,
+                ..Default::default()
+            })
+        });
         *self = History::new(
             &self.terminal_names.iter().cloned().collect::<Vec<_>>(),
             self.serial,
             (self.overlap / 1_000_000) as u64,
         );
         self.lookback = lookback;
+        self.recorder = recorder;
     }
 
     /// Where the next read starts: `history_overlap` below the newest row, so rows committed
@@ -388,10 +501,16 @@ impl History {
         }
         let mut refetch: HashSet<String> = HashSet::new();
         let mut touched: Vec<String> = Vec::new();
+        let recorded_before = self.recorder.as_ref().map_or(0, |r| r.out.list.len());
+        // Rows new in this read, per order, in case the order is read again whole.
+        let mut fresh: HashMap<&str, Vec<(i64, i64, u16)>> = HashMap::new();
         for r in &rows {
             let st = self.intern(&r.status);
             if !self.remember(r, st) {
                 continue; // re-read from the overlap, applied before
+            }
+            if self.recorder.is_some() {
+                fresh.entry(&r.id).or_default().push((r.at, r.tb, st));
             }
             self.advance(r);
             if refetch.contains(&r.id) {
@@ -410,7 +529,7 @@ impl History {
                 refetch.insert(r.id.clone());
                 continue;
             }
-            match self.step(r, st) {
+            match self.step(r, st, true) {
                 Step::Applied => touched.push(r.id.clone()),
                 Step::OutOfOrder => {
                     refetch.insert(r.id.clone());
@@ -430,6 +549,24 @@ impl History {
             self.orders.retain(|_, k| k.at >= horizon);
         }
         self.prune();
+        if let Some(rec) = self.recorder.as_mut() {
+            // An order read again whole records from that read (its new rows only), not
+            // from the rows applied before it was found out of order.
+            if !refetch.is_empty() {
+                let tail = rec
+                    .out
+                    .list
+                    .split_off(recorded_before.min(rec.out.list.len()));
+                rec.out
+                    .list
+                    .extend(tail.into_iter().filter(|t| !refetch.contains(&*t.id)));
+                for id in &refetch {
+                    if let Some(keys) = fresh.remove(id.as_str()) {
+                        rec.fresh.entry(id.clone()).or_default().extend(keys);
+                    }
+                }
+            }
+        }
         // Orders to read again stay pending until read: a failed read is retried, since the
         // rows that called for it will not be re-read as new.
         self.pending.extend(refetch);
@@ -451,9 +588,13 @@ impl History {
     /// Replaces the state of the orders read again whole: `rows` ordered by id, time and
     /// tiebreak; `ids` not among them have no rows left.
     pub fn replace(&mut self, ids: &[String], rows: Vec<LogRow>) {
+        let mut fresh: HashMap<String, HashSet<(i64, i64, u16)>> = HashMap::new();
         for id in ids {
             self.orders.remove(id.as_str());
             self.pending.remove(id);
+            if let Some(keys) = self.recorder.as_mut().and_then(|r| r.fresh.remove(id)) {
+                fresh.insert(id.clone(), keys);
+            }
         }
         let mut current: Option<String> = None;
         for r in rows {
@@ -464,7 +605,11 @@ impl History {
                 current = Some(r.id.clone());
             }
             let st = self.intern(&r.status);
-            let _ = self.step(&r, st);
+            // Only the rows that were new when read count: the others were counted then.
+            let new = fresh
+                .get(&r.id)
+                .is_some_and(|k| k.contains(&(r.at, r.tb, st)));
+            let _ = self.step(&r, st, new);
         }
         if let Some(prev) = current {
             self.drop_finished([prev.as_str()]);

@@ -4,10 +4,12 @@
 pub mod history;
 mod model;
 mod pool;
+pub mod transitions;
 
 pub use history::{History, Unjudgeable};
 pub use model::{
     Columns, HistorySql, MAX_STATUS_LABELS, ModelKind, ModelSql, OTHER_STATUS, OrderModel,
-    TimeKind, fold_statuses, quote,
+    TimeKind, TransitionSql, fold_statuses, quote,
 };
 pub use pool::{OrderFound, RowSink, Source, SourceError, describe_pg_error};
+pub use transitions::{Recorded, TableFlow, Transition, Watermarks};

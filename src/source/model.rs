@@ -194,6 +194,22 @@ pub struct ModelSql {
     pub newest: String,
     /// The daemon's incremental reads of a status log.
     pub history: Option<HistorySql>,
+    /// A table's (or a query's) transition reads (the order flow metrics).
+    pub transitions: Option<TransitionSql>,
+}
+
+/// The statements that read a table's transitions (see `source::transitions`). Both return
+/// `now(), status, id, time, l_0…` (one row of NULLs beside `now()` when there are none).
+#[derive(Debug, Clone)]
+pub struct TransitionSql {
+    /// The orders in the statuses not in `$1` (terminal, as stored) now: one index range scan
+    /// per status of a table.
+    pub current: String,
+    /// Per status, the rows whose time is at or after its floor and not in the future, oldest
+    /// first, at most `$4` a status: `$1` statuses (as stored), `$2` their floors
+    /// (timestamptz), `$3` the floor of a status not in `$1` (a table's statuses are found by
+    /// a loose index scan each read; a query's are those given).
+    pub read: String,
 }
 
 impl ModelSql {
@@ -532,6 +548,8 @@ impl OrderModel {
             None
         };
         let order = history.as_ref().map_or(order, |h| h.refetch.clone());
+        let transitions = (!matches!(self.kind, ModelKind::History { .. }))
+            .then(|| self.transition_sql(time, st));
         Ok(ModelSql {
             id_integer: ["smallint", "integer", "bigint"].contains(&idt),
             time,
@@ -545,7 +563,55 @@ impl OrderModel {
             distinct_statuses,
             newest,
             history,
+            transitions,
         })
+    }
+
+    /// A table's or a query's transition reads (see [`TransitionSql`]).
+    fn transition_sql(&self, time: TimeKind, st: &str) -> TransitionSql {
+        let labels: String = (0..self.labels.len())
+            .map(|i| format!(", o.l_{i}::text"))
+            .collect();
+        let at = time.out("o.entered_at");
+        let fin = time.finite("o.entered_at");
+        let rel = self.relation();
+        let current = match &self.kind {
+            ModelKind::Table(t) => format!(
+                "{} SELECT now(), s.status::text, o.order_id::text, {at}{labels} \
+                 FROM s CROSS JOIN LATERAL (SELECT o.* FROM ({rel}) o \
+                   WHERE o.status = s.status AND o.entered_at IS NOT NULL{fin}) o \
+                 WHERE s.status IS NOT NULL AND s.status::text <> ALL($1::text[])",
+                statuses_cte(&quote(t), &quote(&self.status)),
+            ),
+            _ => format!(
+                "SELECT now(), o.status::text, o.order_id::text, {at}{labels} FROM ({rel}) o \
+                 WHERE o.status IS NOT NULL AND o.status::text <> ALL($1::text[]) \
+                 AND o.entered_at IS NOT NULL{fin}"
+            ),
+        };
+        let (with, all) = match &self.kind {
+            ModelKind::Table(t) => (
+                format!("{}, ", statuses_cte(&quote(t), &quote(&self.status))),
+                "SELECT x.status, COALESCE(f.floor, $3::timestamptz) FROM \
+                 (SELECT s.status::text AS status FROM s WHERE s.status IS NOT NULL \
+                  UNION SELECT f.status FROM f) x LEFT JOIN f ON f.status = x.status",
+            ),
+            _ => ("WITH ".to_string(), "SELECT f.status, f.floor FROM f"),
+        };
+        // Each status's floor is a column of `a`, a parameter of its LATERAL range scan.
+        let read = format!(
+            "{with}f(status, floor) AS (SELECT * FROM unnest($1::text[], $2::timestamptz[])), \
+             a(status, floor) AS ({all}) \
+             SELECT now(), x.* FROM (SELECT 1) d LEFT JOIN LATERAL ( \
+               SELECT a.status, o.order_id::text, {at}{labels} FROM a CROSS JOIN LATERAL ( \
+                 SELECT o.* FROM ({rel}) o \
+                 WHERE o.status = a.status::{st} \
+                 AND o.entered_at >= {floor} AND o.entered_at <= {now}{fin} \
+                 ORDER BY o.entered_at LIMIT $4::int8) o) x ON true",
+            floor = time.bound("a.floor"),
+            now = time.bound("now()"),
+        );
+        TransitionSql { current, read }
     }
 
     /// The last ORDER BY key among rows of one order at the same time: the tiebreak column,

@@ -19,6 +19,7 @@ use tokio_postgres::{NoTls, Row};
 
 use super::history::{Floor, History, LogRow};
 use super::model::{Columns, HistorySql, ModelSql, OrderModel};
+use super::transitions::{Recorded, TABLE_READ_LIMIT, TableFlow, TableRow, Transition, Watermarks};
 use crate::config::{SourceConfig, StatusNames};
 
 /// A source failure: connecting or querying. Messages never contain the password.
@@ -154,7 +155,35 @@ pub struct Source {
     /// One order lookup at a time (see [`Source::order`]): lookups never hold more than one
     /// connection of the pool, so they cannot starve the rules.
     lookups: tokio::sync::Semaphore,
+    /// Transitions are observed (`flow`, the daemon only).
+    flow: bool,
+    /// The `flow_label` column's index among the model's labels.
+    flow_label: Option<usize>,
+    /// A table's (or query's) transition reader, once recording has started.
+    table_flow: tokio::sync::Mutex<Option<TableFlow>>,
+    /// Recording asked for ([`Source::record_transitions`]), with what the previous run
+    /// persisted; taken by the first read.
+    record_from: std::sync::Mutex<Option<Watermarks>>,
 }
+
+/// What [`Source::transitions`] read.
+#[derive(Debug, Default)]
+pub struct FlowRead {
+    /// Orders seen entering a status since the last call, oldest first per read.
+    pub transitions: Vec<Transition>,
+    /// Transitions dropped because nobody took them (see `transitions::MAX_WAITING`).
+    pub dropped: u64,
+    /// Where the reads stand now (persisted, so that a restart counts what lies above).
+    pub watermarks: Watermarks,
+    /// Orders in flight the reader keeps (a table's), and its bytes, estimated.
+    pub in_flight: usize,
+    /// See `in_flight`.
+    pub approx_bytes: usize,
+}
+
+/// How far a table's transition read re-reads below each status's watermark: a row written
+/// with an earlier time and committed late (or on a skewed clock) is still counted, once.
+pub const TABLE_FLOW_OVERLAP_SECS: u64 = 120;
 
 /// One order as a source holds it (see [`Source::order`]).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -243,7 +272,7 @@ impl Source {
             max_replication_lag: cfg.max_replication_lag.0,
             behind_since: Default::default(),
             fingerprint: format!(
-                "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{keep_state}",
+                "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{keep_state}",
                 cfg.url.value,
                 cfg.statement_timeout,
                 cfg.connect_timeout,
@@ -257,6 +286,8 @@ impl Source {
                 model,
                 cfg.base_dir,
                 cfg.jit,
+                cfg.flow,
+                cfg.flow_label.as_ref().map(|f| &f.value),
             ),
             sql: tokio::sync::OnceCell::new(),
             kept: None,
@@ -268,6 +299,13 @@ impl Source {
             allow_superuser: cfg.allow_superuser,
             param_types: Default::default(),
             lookups: tokio::sync::Semaphore::new(1),
+            flow: keep_state && cfg.flow,
+            flow_label: cfg
+                .flow_label
+                .as_ref()
+                .and_then(|fl| model.labels.iter().position(|l| *l == fl.value)),
+            table_flow: tokio::sync::Mutex::new(None),
+            record_from: std::sync::Mutex::new(None),
             model,
         };
         if keep_state && let super::ModelKind::History { .. } = source.model.kind {
@@ -384,6 +422,7 @@ impl Source {
             return Ok(None);
         };
         let mut h = kept.lock().await;
+        self.start_recording(&mut h);
         if !h.loaded {
             let started = std::time::Instant::now();
             if let Err(e) = self.load_history(&mut h, hs).await {
@@ -400,6 +439,124 @@ impl Source {
         self.kept_ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(Some(h))
+    }
+
+    /// Whether this source's transitions are observed (the daemon, `flow` on).
+    pub fn observes_flow(&self) -> bool {
+        self.flow
+    }
+
+    /// Starts recording transitions from the next read (a status log's start-up read
+    /// records the rows above `persisted`; a table's first read, its rows above the persisted
+    /// watermarks). Call before anything reads the source; a source a reload kept records
+    /// already, and goes on as it was.
+    pub fn record_transitions(&self, persisted: Watermarks) {
+        if self.flow {
+            *self.record_from.lock().expect("record lock") = Some(persisted);
+        }
+    }
+
+    /// A status log's kept state starts recording when asked (see `record_transitions`).
+    fn start_recording(&self, h: &mut History) {
+        if !h.recording()
+            && let Some(w) = self.record_from.lock().expect("record lock").take()
+        {
+            h.record(w, self.flow_label);
+        }
+    }
+
+    /// The transitions since the last call: a status log's, as its kept state recorded them
+    /// (brought up to date first); a table's, by one read (the first: the orders in flight
+    /// now, then the rows past the watermarks). Empty until [`Source::record_transitions`].
+    pub async fn transitions(&self) -> Result<FlowRead, SourceError> {
+        if self.kept.is_some() {
+            let Some(mut h) = self.history().await? else {
+                return Ok(FlowRead::default());
+            };
+            let (transitions, dropped) = h.take_transitions();
+            return Ok(FlowRead {
+                transitions,
+                dropped,
+                watermarks: h.watermarks(),
+                ..Default::default()
+            });
+        }
+        let sql = self.model_sql().await?;
+        let Some(ts) = sql.transitions.as_ref() else {
+            return Ok(FlowRead::default());
+        };
+        let mut guard = self.table_flow.lock().await;
+        if guard.is_none()
+            && let Some(w) = self.record_from.lock().expect("record lock").take()
+        {
+            *guard = Some(TableFlow::new(
+                &self.to_db(&self.terminal_statuses),
+                TABLE_FLOW_OVERLAP_SECS,
+                self.flow_label,
+                w,
+            ));
+        }
+        let Some(f) = guard.as_mut() else {
+            return Ok(FlowRead::default());
+        };
+        let labels = self.model.labels.len();
+        let pick = f.label_index();
+        let row_of = |r: &Row| -> Option<TableRow> {
+            let status: Option<String> = r.get(1);
+            let id: Option<String> = r.get(2);
+            let at: Option<chrono::DateTime<chrono::Utc>> = r.try_get(3).ok().flatten();
+            Some(TableRow {
+                status: status?,
+                id: id?,
+                at: at?.timestamp_micros(),
+                label: pick.filter(|i| *i < labels).and_then(|i| r.get(4 + i)),
+            })
+        };
+        let now_of = |rows: &[Row]| -> chrono::DateTime<chrono::Utc> {
+            rows.first()
+                .and_then(|r| r.try_get(0).ok())
+                .unwrap_or_else(chrono::Utc::now)
+        };
+        if !f.started() {
+            let terminal = self.to_db(&self.terminal_statuses);
+            let rows = self.query(&ts.current, &[&terminal]).await?;
+            let now = now_of(&rows);
+            let mut known: Vec<String> =
+                self.to_db(&self.statuses.iter().flatten().cloned().collect::<Vec<_>>());
+            known.extend(terminal);
+            f.start(
+                rows.iter().filter_map(row_of).collect(),
+                now.timestamp_micros(),
+                &known,
+            );
+        }
+        let (floors, default) = f.floors();
+        let micros = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
+        let statuses: Vec<String> = floors.iter().map(|(s, _)| s.clone()).collect();
+        let at: Vec<chrono::DateTime<chrono::Utc>> =
+            floors.iter().map(|(_, us)| micros(*us)).collect();
+        let rows = self
+            .query(
+                &ts.read,
+                &[&statuses, &at, &micros(default), &TABLE_READ_LIMIT],
+            )
+            .await?;
+        let now = now_of(&rows);
+        let mut out = Recorded::default();
+        f.apply(
+            now.timestamp_micros(),
+            rows.iter().filter_map(row_of).collect(),
+            &mut out,
+        );
+        let (transitions, dropped) = out.take();
+        let (in_flight, _) = f.sizes();
+        Ok(FlowRead {
+            transitions,
+            dropped,
+            watermarks: f.watermarks(),
+            in_flight,
+            approx_bytes: f.approx_bytes(),
+        })
     }
 
     /// A status log's state read now, kept nowhere (for `check`).
