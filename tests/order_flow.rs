@@ -196,7 +196,7 @@ fn check(m: &str, source: &str, truth: &Truth, label: Option<(&str, &str)>) {
 }
 
 /// Reads one series: name, labels, one more label.
-type Getter = dyn Fn(&str, &[(String, String)], Option<(&str, &str)>) -> f64;
+type Getter<'a> = dyn Fn(&str, &[(String, String)], Option<(&str, &str)>) -> f64 + 'a;
 
 fn histogram(m: &str, name: &str, ls: &[(String, String)], want: &[f64], get: &Getter) {
     let count = get(&format!("{name}_count"), ls, None);
