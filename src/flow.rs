@@ -14,6 +14,9 @@
 //! the rest `other`). Statuses are folded as the gauges fold them: outside a `statuses` list
 //! (or beyond the first 50 without one) they are `other`.
 //!
+//! An order already in a flow's first status when a run first reads its source is timed from
+//! when it entered it (the source says when); one further on is not.
+//!
 //! What a restart keeps (the state store, tables `flow_marks` and `flow_watermarks`): per
 //! order in flight, when it entered each flow's first status (written as it happens, deleted
 //! as the flow ends or the order finishes); per source, where its reads stood, so that the
@@ -23,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::alert::{Store, StoreError};
 use crate::metrics::FlowFamilies;
-use crate::source::{MAX_STATUS_LABELS, OTHER_STATUS, Source, Transition, Watermarks};
+use crate::source::{InFlight, MAX_STATUS_LABELS, OTHER_STATUS, Source, Transition, Watermarks};
 
 /// Values of a `flow_label` column that become label values; the rest are `other`.
 pub const MAX_LABEL_VALUES: usize = 20;
@@ -218,6 +221,33 @@ impl Tracker {
         } else {
             OTHER_STATUS.to_string()
         }
+    }
+
+    /// Times the flows of the orders in flight when the source was first read (a run's
+    /// start): an order in a flow's first status is timed from when it entered it, unless it
+    /// is timed already (a restart keeps its marks). An order further on is not: when it
+    /// entered the first status is not known.
+    pub fn start_from(&mut self, source: &Source, current: Vec<InFlight>) -> usize {
+        if self.flows.is_empty() {
+            return 0;
+        }
+        let mut n = 0;
+        for o in current {
+            let status = source.status_of(&o.status);
+            for (i, f) in self.flows.iter().enumerate() {
+                let i = i as u16;
+                if f.start != *status {
+                    continue;
+                }
+                let marks = self.marks.entry(o.id.clone()).or_default();
+                if !marks.iter().any(|(j, _)| *j == i) {
+                    marks.push((i, o.since));
+                    self.unsaved.insert((o.id.clone(), i), Some(o.since));
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// Folds `transitions` (statuses as stored; `source` names them) into the metrics and

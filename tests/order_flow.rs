@@ -228,8 +228,9 @@ async fn transitions_give_exact_entries_durations_and_flows_and_a_restart_counts
     let url = common::pg().fresh_db();
     let db = common::connect(&url).await;
     db.batch_execute(SCHEMA).await.unwrap();
-    // In flight before the daemon starts: SUBMITTED 13, 26, … minutes ago (so their times
-    // in SUBMITTED fall in different buckets). Neither source counts their entries.
+    // In flight before the daemon starts: SUBMITTED 13, 52, 117, … minutes ago (so their
+    // times in SUBMITTED fall in different buckets). Neither source counts their entries; both
+    // time their flows from then.
     let old: Vec<String> = (1..=10).map(|i| format!("A-{i}")).collect();
     let mut before: HashMap<String, f64> = HashMap::new();
     for (i, id) in old.iter().enumerate() {
@@ -256,6 +257,8 @@ async fn transitions_give_exact_entries_durations_and_flows_and_a_restart_counts
     let mut truth = Truth::default();
     for (id, at) in &before {
         truth.now.insert(id.clone(), ("SUBMITTED".into(), *at));
+        // In a flow's first status at the first read: timed from when they entered it.
+        truth.submitted.insert(id.clone(), *at);
     }
     // The old orders get their price: the daemon saw them in SUBMITTED (a table's orders in
     // flight are read at start, a status log has their rows), so their time there counts.

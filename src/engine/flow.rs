@@ -67,6 +67,11 @@ pub(super) async fn flow_loop(
                     tracing::warn!(source = %source.name, dropped = read.dropped,
                         "order flow: transitions dropped, too many waited to be counted");
                 }
+                let started = tracker.start_from(&source, read.current);
+                if started > 0 {
+                    tracing::info!(source = %source.name, orders = started,
+                        "order flow: orders already in a flow's first status are timed from when they entered it");
+                }
                 let applied = tracker.apply(&source, read.transitions);
                 if let Err(e) = tracker.save(&shared.store, &read.watermarks) {
                     tracing::warn!(source = %source.name, error = %e,

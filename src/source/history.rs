@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use super::transitions::{Recorded, Transition, Watermarks};
+use super::transitions::{InFlight, Recorded, Transition, Watermarks};
 
 /// One row of the log as read: id, status, time (µs since the epoch), tiebreak, labels.
 #[derive(Debug, Clone)]
@@ -169,6 +169,8 @@ struct Recorder {
     /// Orders to read again whole: the keys (time, tiebreak, status) of their rows that were
     /// new when read, so that only those count once the order is read again.
     fresh: HashMap<String, HashSet<(i64, i64, u16)>>,
+    /// The orders in flight after the start-up read were handed out.
+    told: bool,
 }
 
 impl History {
@@ -221,6 +223,26 @@ impl History {
             .as_mut()
             .map(|r| r.out.take())
             .unwrap_or_default()
+    }
+
+    /// Once, after the start-up read: the orders in flight (not tied), for flows to time from.
+    pub fn in_flight_once(&mut self) -> Vec<InFlight> {
+        let Some(rec) = self.recorder.as_mut() else {
+            return Vec::new();
+        };
+        if rec.told || !self.loaded {
+            return Vec::new();
+        }
+        rec.told = true;
+        self.orders
+            .iter()
+            .filter(|(_, k)| !k.tie)
+            .map(|(id, k)| InFlight {
+                id: id.clone(),
+                status: self.names[k.status as usize].clone(),
+                since: k.start,
+            })
+            .collect()
     }
 
     /// Where this run's reads stand (persisted, so that a restart counts the rows above).

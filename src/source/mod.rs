@@ -12,4 +12,4 @@ pub use model::{
     TimeKind, TransitionSql, fold_statuses, quote,
 };
 pub use pool::{OrderFound, RowSink, Source, SourceError, describe_pg_error};
-pub use transitions::{Recorded, TableFlow, Transition, Watermarks};
+pub use transitions::{InFlight, Recorded, TableFlow, Transition, Watermarks};

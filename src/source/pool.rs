@@ -19,7 +19,9 @@ use tokio_postgres::{NoTls, Row};
 
 use super::history::{Floor, History, LogRow};
 use super::model::{Columns, HistorySql, ModelSql, OrderModel};
-use super::transitions::{Recorded, TABLE_READ_LIMIT, TableFlow, TableRow, Transition, Watermarks};
+use super::transitions::{
+    InFlight, Recorded, TABLE_READ_LIMIT, TableFlow, TableRow, Transition, Watermarks,
+};
 use crate::config::{SourceConfig, StatusNames};
 
 /// A source failure: connecting or querying. Messages never contain the password.
@@ -175,6 +177,8 @@ pub struct FlowRead {
     pub dropped: u64,
     /// Where the reads stand now (persisted, so that a restart counts what lies above).
     pub watermarks: Watermarks,
+    /// The first read of a run only: the orders in flight then, for flows to time from.
+    pub current: Vec<InFlight>,
     /// Orders in flight the reader keeps (a table's), and its bytes, estimated.
     pub in_flight: usize,
     /// See `in_flight`.
@@ -478,6 +482,7 @@ impl Source {
                 transitions,
                 dropped,
                 watermarks: h.watermarks(),
+                current: h.in_flight_once(),
                 ..Default::default()
             });
         }
@@ -517,6 +522,7 @@ impl Source {
                 .and_then(|r| r.try_get(0).ok())
                 .unwrap_or_else(chrono::Utc::now)
         };
+        let mut current = Vec::new();
         if !f.started() {
             let terminal = self.to_db(&self.terminal_statuses);
             let rows = self.query(&ts.current, &[&terminal]).await?;
@@ -524,7 +530,7 @@ impl Source {
             let mut known: Vec<String> =
                 self.to_db(&self.statuses.iter().flatten().cloned().collect::<Vec<_>>());
             known.extend(terminal);
-            f.start(
+            current = f.start(
                 rows.iter().filter_map(row_of).collect(),
                 now.timestamp_micros(),
                 &known,
@@ -554,6 +560,7 @@ impl Source {
             transitions,
             dropped,
             watermarks: f.watermarks(),
+            current,
             in_flight,
             approx_bytes: f.approx_bytes(),
         })

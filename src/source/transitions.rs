@@ -24,6 +24,17 @@ pub struct Transition {
     pub label: Option<Box<str>>,
 }
 
+/// An order in flight when a run starts reading: its status (as stored) and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    /// The order id.
+    pub id: Box<str>,
+    /// Its status, as stored.
+    pub status: Box<str>,
+    /// When it entered it, µs.
+    pub since: i64,
+}
+
 /// Transitions waiting to be taken, bounded: past [`MAX_WAITING`] the newest are dropped and
 /// counted (nobody takes them: the flow loop is stuck).
 #[derive(Debug, Default)]
@@ -170,15 +181,23 @@ impl TableFlow {
     /// terminal: a query's statuses are only those). Rows above what the previous run
     /// persisted are counted; without anything persisted the first read counts nothing up to
     /// `now` (a first start counts what happens from then on).
-    pub fn start(&mut self, current: Vec<TableRow>, now: i64, known: &[String]) {
+    /// Returns the orders in flight (status as stored, id, time), for flows to time from.
+    pub fn start(&mut self, current: Vec<TableRow>, now: i64, known: &[String]) -> Vec<InFlight> {
         let persisted = std::mem::take(&mut self.persisted);
         for s in known {
             self.intern(s);
         }
+        let mut out = Vec::with_capacity(current.len());
         for r in current {
             let st = self.intern(&r.status);
             if !self.terminal.contains(&r.status) {
-                self.in_flight.insert(r.id.into(), (st, r.at));
+                let id: Box<str> = r.id.into();
+                out.push(InFlight {
+                    id: id.clone(),
+                    status: self.names[st as usize].clone(),
+                    since: r.at,
+                });
+                self.in_flight.insert(id, (st, r.at));
             }
         }
         let default = if persisted.is_empty() {
@@ -196,6 +215,7 @@ impl TableFlow {
             let w = *self.wm.entry(st).or_insert(default);
             self.base.insert(st, w);
         }
+        out
     }
 
     /// What the next read asks, per status (as stored): rows at or after this time (µs); and
@@ -328,11 +348,12 @@ mod tests {
     #[test]
     fn a_first_start_counts_from_then_and_the_overlap_counts_once() {
         let mut f = TableFlow::new(&["CLOSED".into()], 60, None, Watermarks::default());
-        f.start(
+        let current = f.start(
             vec![row("SUBMITTED", "a", 10), row("SUBMITTED", "b", 90)],
             100_000_000,
             &[],
         );
+        assert_eq!(current.len(), 2);
         let mut out = Recorded::default();
         // The first read re-reads the overlap: nothing before the start counts.
         f.apply(
