@@ -601,8 +601,9 @@ async fn every_dashboard_metric_is_exported_by_a_live_daemon() {
         dir.path().join("orderwatch.yaml"),
         format!(
             "listen: 127.0.0.1:0\nstate_dir: state\nrule_files: [rules.yaml]\ngauges_interval: 1s\n\
+             flows:\n  price_calculation: [SUBMITTED, PRICE_CALCULATED]\n\
              sources:\n\
-             \x20 shop:\n    url: \"{shop}?sslmode=disable\"\n    terminal_statuses: [CLOSED]\n\
+             \x20 shop:\n    url: \"{shop}?sslmode=disable\"\n    terminal_statuses: [CLOSED]\n    flow_label: order_type\n\
              \x20   orders: {{ table: orders, {model} }}\n\
              \x20 mes:\n    url: \"{mes}?sslmode=disable\"\n\
              \x20   orders: {{ table: production_orders, {} }}\n\
@@ -628,6 +629,7 @@ async fn every_dashboard_metric_is_exported_by_a_live_daemon() {
     )
     .unwrap();
     let d = Running::start(dir.path()).await;
+    let shop_db = common::connect(&shop).await;
 
     // metric → the panels that read it.
     let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -640,9 +642,26 @@ async fn every_dashboard_metric_is_exported_by_a_live_daemon() {
     }
     assert!(wanted.len() >= 15, "{wanted:?}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut n = 0;
     let (missing, text) = loop {
         svc.add("shop-api", 200, 20);
         svc.add("shop-api", 500, 2);
+        // Orders arrive and get their price a few reads later: the order flow families.
+        n += 1;
+        shop_db
+            .execute(
+                "INSERT INTO orders VALUES ('F-' || $1::int, NULL, 'ring', 'SUBMITTED', now())",
+                &[&n],
+            )
+            .await
+            .unwrap();
+        shop_db
+            .execute(
+                "UPDATE orders SET status = 'PRICE_CALCULATED', status_changed_at = now() WHERE id = 'F-' || ($1::int - 4)",
+                &[&n],
+            )
+            .await
+            .unwrap();
         let text = d.get("/metrics").await;
         let (samples, types) = exposition(&text);
         let missing: Vec<String> = wanted
@@ -718,6 +737,16 @@ async fn every_panel_has_data_against_the_demo() {
     let env = orderwatch::demo::start_env("127.0.0.1:0", 20_000, Some(&am.url()))
         .await
         .expect("demo environment");
+    // The demo's simulator moves orders on, as `orderwatch demo` does: the order flow panels.
+    let (sim_stop, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sim = tokio::spawn(orderwatch::demo::simulator::run(
+        common::connect(&env.shop_url).await,
+        common::connect(&env.mes_url).await,
+        orderwatch::demo::simulator::SimulatorConfig::default(),
+        async move {
+            let _ = sim_stopped.await;
+        },
+    ));
     let d = Running::start(env.dir.path()).await;
     let daemon = [d.url.trim_start_matches("http://").to_string()];
     let services: Vec<String> = env.services.iter().map(|s| s.addr.to_string()).collect();
@@ -846,9 +875,11 @@ async fn every_panel_has_data_against_the_demo() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(rules.len(), 12, "{body}");
+    assert_eq!(rules.len(), 17, "{body}");
     for r in rules {
         assert_eq!(r["health"], "ok", "{r}");
     }
     d.stop().await;
+    let _ = sim_stop.send(());
+    sim.await.unwrap().unwrap();
 }

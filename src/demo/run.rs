@@ -133,11 +133,16 @@ pub async fn start_env(
          rule_files: [rules/*.yaml]\n\
          source_down_after: 1m\n\
          gauges_interval: 15s\n\
+         # Order flow: the time to a price and to shipping (orderwatch_flow_duration_seconds).\n\
+         flows:\n\
+         \x20 price_calculation: [SUBMITTED, PRICE_CALCULATED]\n\
+         \x20 lead_time: [SUBMITTED, SHIPPED]\n\
          sources:\n\
          \x20 shop:\n\
          \x20   url: \"{reader_shop}?sslmode=disable\"\n\
          \x20   terminal_statuses: [CLOSED]\n\
          \x20   statuses: [INITIATED, FILE_UPLOADED, SUBMITTED, PRICE_CALCULATED, MANUFACTURING_APPROVED, MANUFACTURING_STARTED, MANUFACTURING_COMPLETED, PACKAGING, SHIPPED, CLOSED]\n\
+         \x20   flow_label: order_type\n\
          \x20   orders: {{ table: orders, id: id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n\
          \x20 mes:\n\
          \x20   url: \"{reader_mes}?sslmode=disable\"\n\
@@ -197,6 +202,7 @@ pub async fn run(
         "\norderwatch demo is running\n\
          \x20 orders: {} ({} active, {} in MES); planted lost messages: {} submitted-not-in-MES, {} approved-not-in-MES, {} shipped-not-in-shop, {} priced-not-in-shop\n\
          \x20 services:  shop-api {} (5xx burst to 20 % for 10 minutes, 3 minutes from now and every hour), mes-api {}\n\
+         \x20 order flow: the CRM's price calculation slows to a quarter of its pace for 8 minutes, 2 minutes from now and every 20 (orderwatch_flow_duration_seconds, the Order flow dashboard)\n\
          \x20 status:    http://{listen}/\n\
          \x20 metrics:   http://{listen}/metrics\n\
          \x20 alerts:    http://{listen}/api/v1/alerts\n\

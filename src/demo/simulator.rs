@@ -28,7 +28,42 @@ pub struct SimulatorConfig {
     /// Time between two unstick steps (default 60 s): each repairs the 1–3 oldest orders of
     /// one stuck or lost population, rotating through them.
     pub unstick_every: Duration,
+    /// A planted slowdown of the price calculation (SUBMITTED → PRICE_CALCULATED), so that
+    /// the order flow metrics show one: `None` for none.
+    pub price_slowdown: Option<Slowdown>,
 }
+
+/// The CRM's price calculation slowing down now and then.
+#[derive(Debug, Clone, Copy)]
+pub struct Slowdown {
+    /// From the start to the first slowdown.
+    pub after: Duration,
+    /// From one slowdown's start to the next's.
+    pub every: Duration,
+    /// How long each lasts.
+    pub lasts: Duration,
+    /// The share of its usual pace the price calculation keeps meanwhile.
+    pub pace: f64,
+}
+
+impl Slowdown {
+    /// Whether `elapsed` since the start falls within a slowdown.
+    pub fn active(&self, elapsed: Duration) -> bool {
+        let every = self.every.max(Duration::from_secs(1));
+        elapsed >= self.after
+            && Duration::from_secs_f64((elapsed - self.after).as_secs_f64() % every.as_secs_f64())
+                < self.lasts
+    }
+}
+
+/// The demo's slowdown: a quarter of the pace for 8 minutes, 2 minutes after the start and
+/// every 20 minutes.
+pub const PRICE_SLOWDOWN: Slowdown = Slowdown {
+    after: Duration::from_secs(120),
+    every: Duration::from_secs(20 * 60),
+    lasts: Duration::from_secs(8 * 60),
+    pace: 0.25,
+};
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
@@ -36,6 +71,7 @@ impl Default for SimulatorConfig {
             tick: Duration::from_secs(2),
             new_orders_per_tick: 1,
             unstick_every: Duration::from_secs(60),
+            price_slowdown: Some(PRICE_SLOWDOWN),
         }
     }
 }
@@ -54,6 +90,7 @@ pub async fn run(
     let tick_every = cfg.tick.max(Duration::from_millis(10));
     let unstick_every = cfg.unstick_every.max(Duration::from_millis(10));
     let mut sim = Simulator::new(shop, mes, cfg.new_orders_per_tick).await?;
+    sim.slowdown = cfg.price_slowdown;
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut unstick = tokio::time::interval_at(Instant::now() + unstick_every, unstick_every);
@@ -188,6 +225,11 @@ struct Simulator {
     rotation: usize,
     /// Orders within this of their limit are moved on whatever the flow says.
     guard: f64,
+    /// The planted price calculation slowdown, and when the simulation started.
+    slowdown: Option<Slowdown>,
+    started: Instant,
+    /// Whether the last tick was within a slowdown (to log its start and end).
+    slow: bool,
 }
 
 impl Simulator {
@@ -213,6 +255,9 @@ impl Simulator {
             targets: [None; 9],
             rotation: 0,
             guard: 300.0,
+            slowdown: None,
+            started: Instant::now(),
+            slow: false,
         })
     }
 
@@ -247,7 +292,29 @@ impl Simulator {
         let rate = f64::from(self.new_per_tick) * FLOW[k];
         let mut want = rate.floor() as i64 + i64::from(self.rng.random_bool(rate.fract()));
         want += (count - target).signum();
-        let want = want.max(0);
+        let mut want = want.max(0);
+        // The planted slowdown: the CRM prices only a share of what it would (orders about
+        // to cross the rule's threshold are still moved below, as ever).
+        if k == 2 {
+            let slow = self
+                .slowdown
+                .is_some_and(|s| s.active(self.started.elapsed()));
+            if slow != self.slow {
+                tracing::info!(
+                    "demo: price calculation {}",
+                    if slow {
+                        "slows down (planted: a quarter of its pace for a while)"
+                    } else {
+                        "back to its pace"
+                    }
+                );
+                self.slow = slow;
+            }
+            if let (true, Some(s)) = (slow, self.slowdown) {
+                let pace = s.pace.clamp(0.0, 1.0);
+                want = (0..want).filter(|_| self.rng.random_bool(pace)).count() as i64;
+            }
+        }
 
         // Carts: a random pick, so that some age out (are abandoned). Orders: the oldest
         // first, so none of them crosses its rule's threshold.
