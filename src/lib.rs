@@ -95,7 +95,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("what is read and what is known", &["source", "alert"]),
     ("delivery", &["notify"]),
     ("loading a config with every check", &["configure"]),
-    ("rules", &["rule", "flow"]),
+    ("rules and flows", &["rule", "flow"]),
     ("answers to one-off questions", &["report", "lookup"]),
     ("orchestration", &["engine"]),
     ("front ends", &["http", "explain"]),

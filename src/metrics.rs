@@ -215,7 +215,17 @@ impl FlowMetrics {
                 }
             }
         }
-        by_name.into_values().collect()
+        // In label order, as the registry renders its own families.
+        let mut out: Vec<prometheus::proto::MetricFamily> = by_name.into_values().collect();
+        for fam in &mut out {
+            fam.mut_metric().sort_by_cached_key(|m| {
+                m.get_label()
+                    .iter()
+                    .map(|l| (l.name().to_string(), l.value().to_string()))
+                    .collect::<Vec<_>>()
+            });
+        }
+        out
     }
 }
 

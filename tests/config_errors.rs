@@ -732,3 +732,57 @@ fn links_reach_order_rules_unless_they_set_the_key() {
     );
     assert_eq!(out["crm_url"], "https://crm/orders/JW-1%20/x");
 }
+
+/// The order flow's keys: a flow needs two statuses a source knows; `flow_label` must be an
+/// allow-listed column.
+#[test]
+fn order_flow_keys_are_checked_where_they_are_written() {
+    let listed = MAIN.replace(
+        "    orders:\n",
+        "    statuses: [SUBMITTED, PRICE_CALCULATED, SHIPPED, CLOSED]\n    orders:\n",
+    );
+    // A misspelt milestone: named with the closest listed status.
+    let main = format!("{listed}flows:\n  lead_time: [SUBMITTED, SHIPED]\n");
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        15,
+        14,
+        "flows.lead_time: no source lists SHIPED (did you mean SHIPPED?)",
+    );
+    // One status is no flow.
+    let main = format!("{listed}flows:\n  price_calculation: [SUBMITTED]\n");
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        15,
+        22,
+        "flows.price_calculation: give two different statuses",
+    );
+    // flow_label outside orders.labels: a personal column would become a label.
+    let main = MAIN.replace(
+        "    orders:\n",
+        "    flow_label: customer_email\n    orders:\n",
+    );
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        7,
+        17,
+        "flow_label \"customer_email\" is not one of orders.labels",
+    );
+    // Valid: both load.
+    let main = format!(
+        "{}flows:\n  price_calculation: [SUBMITTED, PRICE_CALCULATED]\n",
+        listed.replace("    orders:\n", "    flow_label: order_type\n    orders:\n")
+    );
+    let (_dir, r) = try_load(&main, RULE);
+    let loaded = r.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        loaded.config.flows["price_calculation"].value,
+        ["SUBMITTED", "PRICE_CALCULATED"]
+    );
+}
