@@ -774,6 +774,18 @@ fn order_flow_keys_are_checked_where_they_are_written() {
         17,
         "flow_label \"customer_email\" is not one of orders.labels",
     );
+    // A column named like a label of the metrics themselves.
+    let main = MAIN
+        .replace("labels: [order_type]", "labels: [order_type, flow]")
+        .replace("    orders:\n", "    flow_label: flow\n    orders:\n");
+    expect_error(
+        &main,
+        RULE,
+        "orderwatch.yaml",
+        7,
+        17,
+        "clashes with a label of the order flow metrics",
+    );
     // Valid: both load.
     let main = format!(
         "{}flows:\n  price_calculation: [SUBMITTED, PRICE_CALCULATED]\n",

@@ -292,6 +292,16 @@ pub(super) fn config(file: &Path, base: &Path, config: &mut Config) -> Vec<Probl
             }
         }
         if let Some(fl) = &s.flow_label
+            && ["flow", "le"].contains(&fl.value.as_str())
+        {
+            p.push(at(
+                &fl.referenced,
+                format!(
+                    "source {name}: flow_label {:?} clashes with a label of the order flow metrics (flow, le)",
+                    fl.value
+                ),
+            ));
+        } else if let Some(fl) = &s.flow_label
             && !m.labels.iter().any(|l| l.value == fl.value)
         {
             let near = crate::human::closest(&fl.value, m.labels.iter().map(|l| l.value.as_str()))

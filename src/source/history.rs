@@ -877,4 +877,126 @@ mod tests {
         // A serial below the newest, never seen: committed late, the order is read again.
         assert_eq!(h.apply(now(22), vec![row("c", "SUBMITTED", 12, 1)]), ["c"]);
     }
+
+    fn taken(h: &mut History) -> Vec<(String, String, Option<(String, i64)>)> {
+        h.take_transitions()
+            .0
+            .into_iter()
+            .map(|t| {
+                (
+                    t.id.to_string(),
+                    t.to.to_string(),
+                    t.from.map(|(s, at)| (s.to_string(), at / 1_000_000)),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn transitions_are_new_runs_counted_once_and_a_late_row_counts_its_own_entry() {
+        let mut h = History::new(&["CLOSED".into()], true, 300);
+        h.record(Watermarks::default(), None);
+        load(
+            &mut h,
+            vec![row("a", "SUBMITTED", 10, 1), row("b", "SUBMITTED", 11, 2)],
+        );
+        // A first start counts nothing of the start-up read.
+        assert!(taken(&mut h).is_empty());
+        // A repeat is no entry; a move is, with the time in the status left; a new order's
+        // first row is an entry from nowhere; a re-read row is nothing.
+        h.apply(
+            now(100),
+            vec![
+                row("a", "SUBMITTED", 20, 3),
+                row("a", "PRICE_CALCULATED", 40, 4),
+                row("c", "SUBMITTED", 41, 5),
+            ],
+        );
+        h.apply(now(101), vec![row("a", "PRICE_CALCULATED", 40, 4)]);
+        assert_eq!(
+            taken(&mut h),
+            [
+                (
+                    "a".into(),
+                    "PRICE_CALCULATED".into(),
+                    Some(("SUBMITTED".into(), 10))
+                ),
+                ("c".into(), "SUBMITTED".into(), None),
+            ]
+        );
+        // b: PACKAGING at 50 arrives, then a late row (a serial below the newest) puts
+        // PRICE_CALCULATED at 30 before it. The order is read again whole; only the late row
+        // counts now: PACKAGING was counted when it came (from SUBMITTED).
+        h.apply(now(102), vec![row("b", "PACKAGING", 50, 6)]);
+        assert_eq!(
+            taken(&mut h),
+            [(
+                "b".into(),
+                "PACKAGING".into(),
+                Some(("SUBMITTED".into(), 11))
+            )]
+        );
+        let again = h.apply(now(103), vec![row("b", "PRICE_CALCULATED", 30, 5)]);
+        assert!(again.is_empty(), "serial 5 was read before: {again:?}");
+        let again = h.apply(now(104), vec![row("b", "PRICE_CALCULATED", 30, 0)]);
+        assert_eq!(again, ["b"]);
+        assert!(taken(&mut h).is_empty(), "nothing before the order is read");
+        h.replace(
+            &again,
+            vec![
+                row("b", "SUBMITTED", 11, 2),
+                row("b", "PRICE_CALCULATED", 30, 0),
+                row("b", "PACKAGING", 50, 6),
+            ],
+        );
+        assert_eq!(
+            taken(&mut h),
+            [(
+                "b".into(),
+                "PRICE_CALCULATED".into(),
+                Some(("SUBMITTED".into(), 11))
+            )]
+        );
+        // Where the reads stand, for a restart.
+        assert_eq!(h.watermarks().serial, Some(6));
+    }
+
+    #[test]
+    fn a_restart_records_the_rows_above_the_persisted_watermark() {
+        let mut h = History::new(&["CLOSED".into()], true, 300);
+        h.record(
+            Watermarks {
+                serial: Some(2),
+                ..Default::default()
+            },
+            None,
+        );
+        load(
+            &mut h,
+            vec![
+                row("a", "SUBMITTED", 10, 1),
+                row("a", "PRICE_CALCULATED", 20, 3),
+                row("a", "CLOSED", 30, 4),
+                row("b", "SUBMITTED", 12, 2),
+            ],
+        );
+        // a moved twice while the daemon was down (and finished); b's row was read before.
+        assert_eq!(
+            taken(&mut h),
+            [
+                (
+                    "a".into(),
+                    "PRICE_CALCULATED".into(),
+                    Some(("SUBMITTED".into(), 10))
+                ),
+                (
+                    "a".into(),
+                    "CLOSED".into(),
+                    Some(("PRICE_CALCULATED".into(), 20))
+                ),
+            ]
+        );
+        assert_eq!(h.in_flight_once().len(), 1);
+        assert!(h.in_flight_once().is_empty(), "handed out once");
+    }
 }
