@@ -878,7 +878,10 @@ mod tests {
         assert_eq!(h.apply(now(22), vec![row("c", "SUBMITTED", 12, 1)]), ["c"]);
     }
 
-    fn taken(h: &mut History) -> Vec<(String, String, Option<(String, i64)>)> {
+    /// (order, status entered, status left and since when, s).
+    type Taken = (String, String, Option<(String, i64)>);
+
+    fn taken(h: &mut History) -> Vec<Taken> {
         h.take_transitions()
             .0
             .into_iter()
