@@ -56,13 +56,14 @@ impl Slowdown {
     }
 }
 
-/// The demo's slowdown: a quarter of the pace for 8 minutes, 2 minutes after the start and
-/// every 20 minutes.
+/// The demo's slowdown: a tenth of the pace for 10 minutes, 1 minute after the start and
+/// every 30 minutes. Strong enough to move prices out of their usual 2–5 minutes into the
+/// histogram's next buckets (10–15 minutes), short of the 30-minute stuck rule.
 pub const PRICE_SLOWDOWN: Slowdown = Slowdown {
-    after: Duration::from_secs(120),
-    every: Duration::from_secs(20 * 60),
-    lasts: Duration::from_secs(8 * 60),
-    pace: 0.25,
+    after: Duration::from_secs(60),
+    every: Duration::from_secs(30 * 60),
+    lasts: Duration::from_secs(10 * 60),
+    pace: 0.1,
 };
 
 impl Default for SimulatorConfig {
@@ -303,7 +304,7 @@ impl Simulator {
                 tracing::info!(
                     "demo: price calculation {}",
                     if slow {
-                        "slows down (planted: a quarter of its pace for a while)"
+                        "slows down (planted: a tenth of its pace for 10 minutes)"
                     } else {
                         "back to its pace"
                     }
