@@ -34,6 +34,10 @@ pub const MAX_LABEL_VALUES: usize = 20;
 /// The label value of an order whose `flow_label` column is NULL.
 pub const NO_LABEL_VALUE: &str = "none";
 
+/// A flow not ended after this long (seconds: the histograms' last bucket and a week) is
+/// forgotten.
+pub const MARK_EXPIRY_SECS: f64 = 2_419_200.0 + 604_800.0;
+
 /// One flow of the main config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flow {
@@ -76,10 +80,6 @@ pub struct Tracker {
     flows: Vec<Flow>,
     /// The source's `statuses`, when listed.
     listed: Option<HashSet<String>>,
-    /// Without a list: the statuses that became labels (at most 50).
-    status_labels: HashSet<String>,
-    /// `flow_label` values that became labels.
-    label_values: HashSet<String>,
     terminal: HashSet<String>,
     /// Per order: (flow index, when it entered the flow's first status, µs).
     marks: HashMap<Box<str>, Vec<(u16, i64)>>,
@@ -142,18 +142,19 @@ impl Tracker {
             }
             let mut w = Watermarks::default();
             let mut stmt =
-                conn.prepare("SELECT key, value FROM flow_watermarks WHERE source = ?1")?;
+                conn.prepare("SELECT key, value, id FROM flow_watermarks WHERE source = ?1")?;
             let mut rows = stmt.query([&name])?;
             while let Some(r) = rows.next()? {
                 let key: String = r.get(0)?;
                 let value: i64 = r.get(1)?;
+                let id: Option<String> = r.get(2)?;
                 match key.as_str() {
                     "serial" => w.serial = Some(value),
                     "log_at" => w.log_at = Some(value),
                     "read_at" => w.read_at = Some(value),
                     k => {
                         if let Some(s) = k.strip_prefix("status:") {
-                            w.statuses.insert(s.to_string(), value);
+                            w.statuses.insert(s.to_string(), (value, id));
                         }
                     }
                 }
@@ -161,36 +162,46 @@ impl Tracker {
             Ok((marks, w))
         })?;
         let listed = source.statuses.clone();
-        // Every listed status (and every status a previous run saw) starts at 0, so the
-        // first entry is an increase; with a flow_label only what happens makes series.
-        if families.label.is_none() {
-            let mut statuses: Vec<String> = listed.iter().flatten().cloned().collect();
-            statuses.extend(
-                saved
-                    .statuses
-                    .keys()
-                    .map(|s| source.from_db(s.clone()))
-                    .filter(|s| listed.as_ref().is_none_or(|l| l.contains(s))),
-            );
-            for s in statuses {
-                families.entries.with_label_values(&[&name, &s]);
-            }
-            for f in &flows {
-                families.flow_duration.with_label_values(&[&name, &f.name]);
+        {
+            // A reload that changes the flows starts their histogram again: a removed flow's
+            // series go.
+            let mut a = families.admitted.lock().expect("admitted");
+            if a.flows != flow_names {
+                families.flow_duration.reset();
+                a.flows = flow_names.clone();
             }
         }
-        let tracker = Tracker {
-            source: name,
-            families,
+        let mut tracker = Tracker {
+            source: name.clone(),
+            families: families.clone(),
             flows,
             listed,
-            status_labels: HashSet::new(),
-            label_values: HashSet::new(),
             terminal: source.terminal_statuses.iter().cloned().collect(),
             marks,
             unsaved: HashMap::new(),
             saved: saved.clone(),
         };
+        // Every listed status (and every status a previous run saw, within the cap) starts at
+        // 0, so the first entry is an increase; with a flow_label only what happens makes
+        // series (the label values are not known before).
+        if families.label.is_none() {
+            let mut statuses: Vec<String> = tracker.listed.iter().flatten().cloned().collect();
+            let mut seen: Vec<String> = saved
+                .statuses
+                .keys()
+                .map(|s| source.from_db(s.clone()))
+                .collect();
+            seen.sort();
+            statuses.extend(seen);
+            for s in statuses {
+                let label = tracker.status_label(&s);
+                families.entries.with_label_values(&[&name, &label]);
+            }
+            for f in &tracker.flows {
+                families.flow_duration.with_label_values(&[&name, &f.name]);
+            }
+        }
+        tracker.expire_marks(chrono::Utc::now().timestamp_micros());
         Ok((tracker, saved))
     }
 
@@ -198,9 +209,9 @@ impl Tracker {
         let keep = match &self.listed {
             Some(l) => l.contains(name),
             None => {
-                self.status_labels.contains(name)
-                    || (self.status_labels.len() < MAX_STATUS_LABELS
-                        && self.status_labels.insert(name.to_string()))
+                let mut a = self.families.admitted.lock().expect("admitted");
+                a.statuses.contains(name)
+                    || (a.statuses.len() < MAX_STATUS_LABELS && a.statuses.insert(name.to_string()))
             }
         };
         if keep && name != OTHER_STATUS {
@@ -214,13 +225,34 @@ impl Tracker {
         let Some(v) = v else {
             return NO_LABEL_VALUE.to_string();
         };
-        if self.label_values.contains(v)
-            || (self.label_values.len() < MAX_LABEL_VALUES && self.label_values.insert(v.into()))
+        let mut a = self.families.admitted.lock().expect("admitted");
+        if a.values.contains(v) || (a.values.len() < MAX_LABEL_VALUES && a.values.insert(v.into()))
         {
             v.to_string()
         } else {
             OTHER_STATUS.to_string()
         }
+    }
+
+    /// Forgets the marks older than the histograms' last bucket (orders deleted or archived
+    /// in a flow never end it; one that does after this long would only add to `+Inf`).
+    /// `now`: µs.
+    pub fn expire_marks(&mut self, now: i64) -> usize {
+        let horizon = now - (MARK_EXPIRY_SECS * 1_000_000.0) as i64;
+        let mut n = 0;
+        let unsaved = &mut self.unsaved;
+        self.marks.retain(|id, marks| {
+            marks.retain(|(i, at)| {
+                let keep = *at >= horizon;
+                if !keep {
+                    unsaved.insert((id.clone(), *i), None);
+                    n += 1;
+                }
+                keep
+            });
+            !marks.is_empty()
+        });
+        n
     }
 
     /// Times the flows of the orders in flight when the source was first read (a run's
@@ -360,16 +392,20 @@ impl Tracker {
                 if moved {
                     tx.execute("DELETE FROM flow_watermarks WHERE source = ?1", [&source])?;
                     let mut ins = tx.prepare_cached(
-                        "INSERT INTO flow_watermarks (source, key, value) VALUES (?1, ?2, ?3)",
+                        "INSERT INTO flow_watermarks (source, key, value, id) VALUES (?1, ?2, ?3, ?4)",
                     )?;
                     let w = watermarks;
-                    let mut pairs: Vec<(String, i64)> = Vec::new();
-                    pairs.extend(w.serial.map(|v| ("serial".to_string(), v)));
-                    pairs.extend(w.log_at.map(|v| ("log_at".to_string(), v)));
-                    pairs.extend(w.read_at.map(|v| ("read_at".to_string(), v)));
-                    pairs.extend(w.statuses.iter().map(|(s, v)| (format!("status:{s}"), *v)));
-                    for (k, v) in pairs {
-                        written += ins.execute(rusqlite::params![source, k, v])?;
+                    let mut rows: Vec<(String, i64, Option<&str>)> = Vec::new();
+                    rows.extend(w.serial.map(|v| ("serial".to_string(), v, None)));
+                    rows.extend(w.log_at.map(|v| ("log_at".to_string(), v, None)));
+                    rows.extend(w.read_at.map(|v| ("read_at".to_string(), v, None)));
+                    rows.extend(
+                        w.statuses
+                            .iter()
+                            .map(|(s, (at, id))| (format!("status:{s}"), *at, id.as_deref())),
+                    );
+                    for (k, v, id) in rows {
+                        written += ins.execute(rusqlite::params![source, k, v, id])?;
                     }
                 }
             }
@@ -420,5 +456,26 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS flow_marks (
         source TEXT NOT NULL,
         key    TEXT NOT NULL,
         value  INTEGER NOT NULL,
+        id     TEXT,
         PRIMARY KEY (source, key)
     ) WITHOUT ROWID;";
+
+/// Deletes what the store keeps of the order flow of sources not in `keep` (removed, renamed
+/// or `flow: false`): when such a source is observed again it starts afresh rather than
+/// taking weeks-old watermarks for a downtime.
+pub fn forget_others(store: &Store, keep: &[String]) -> Result<usize, StoreError> {
+    let keep = serde_json::to_string(keep).unwrap_or_default();
+    store.with(|conn| {
+        conn.execute_batch(SCHEMA)?;
+        let mut n = 0;
+        for table in ["flow_marks", "flow_watermarks"] {
+            n += conn.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE source NOT IN (SELECT value FROM json_each(?1))"
+                ),
+                [&keep],
+            )?;
+        }
+        Ok(n)
+    })
+}

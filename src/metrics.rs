@@ -124,8 +124,8 @@ pub struct Metrics {
 
 /// Buckets of the order flow histograms, seconds: 1 minute to 4 weeks.
 pub const FLOW_BUCKETS: &[f64] = &[
-    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0,
-    604800.0, 1209600.0, 2419200.0,
+    60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0,
+    172800.0, 259200.0, 432000.0, 604800.0, 1209600.0, 2419200.0,
 ];
 
 /// One source's order flow families: `orderwatch_status_entries_total{source,status}`,
@@ -142,6 +142,21 @@ pub struct FlowFamilies {
     pub status_duration: HistogramVec,
     /// Time from a flow's first status to its last.
     pub flow_duration: HistogramVec,
+    /// The statuses and label values that became series (capped), and the flows: shared by
+    /// every configuration generation, so a reload admits no more than the caps.
+    pub admitted: std::sync::Arc<std::sync::Mutex<Admitted>>,
+}
+
+/// What [`FlowFamilies`] have let in as label values.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    /// Statuses that became `status` values (without a `statuses` list, capped).
+    pub statuses: std::collections::HashSet<String>,
+    /// `flow_label` values that became label values (capped).
+    pub values: std::collections::HashSet<String>,
+    /// The flows the series were made for (a reload that changes them starts the flow
+    /// histogram again).
+    pub flows: Vec<String>,
 }
 
 impl FlowFamilies {
@@ -156,6 +171,7 @@ impl FlowFamilies {
             entries: IntCounterVec::new(Opts::new("orderwatch_status_entries_total", "Orders that entered each status (a repeat of the current status is not an entry)."), &names("status")).unwrap(),
             status_duration: HistogramVec::new(HistogramOpts::new("orderwatch_status_duration_seconds", "Time an order spent in a status before leaving it: exact for a status log; for a table, from when the daemon saw it enter.").buckets(FLOW_BUCKETS.to_vec()), &names("status")).unwrap(),
             flow_duration: HistogramVec::new(HistogramOpts::new("orderwatch_flow_duration_seconds", "Time from a flow's first status to its last (the flows of the main config), per order that reached both.").buckets(FLOW_BUCKETS.to_vec()), &names("flow")).unwrap(),
+            admitted: Default::default(),
         }
     }
 }

@@ -328,3 +328,93 @@ async fn transitions_give_exact_entries_durations_and_flows_and_a_restart_counts
     check(&m, "mes", &after, None);
     d.stop().await;
 }
+
+/// A bulk update stamping more orders with one time than a read takes is read on by the id
+/// (all counted, once); a table with integer-coded statuses and epoch-second times reads the
+/// same way, in its own types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_update_and_a_coded_epoch_table_are_counted_exactly() {
+    let url = common::pg().fresh_db();
+    let db = common::connect(&url).await;
+    db.batch_execute(
+        "CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL, entered_at timestamptz NOT NULL);
+         CREATE INDEX ON orders (status, entered_at);
+         INSERT INTO orders SELECT 'O-' || o, 'SUBMITTED', now() - interval '1 hour' FROM generate_series(1, 12000) o;
+         CREATE TABLE coded (id bigint PRIMARY KEY, state smallint NOT NULL, changed bigint NOT NULL);
+         CREATE INDEX ON coded (state, changed);
+         INSERT INTO coded SELECT o, 1, extract(epoch FROM now())::bigint - 600 FROM generate_series(1, 5) o;",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let main = format!(
+        "listen: 127.0.0.1:0\nstate_dir: state\ngauges_interval: 1s\n\
+         sources:\n\
+         \x20 shop:\n    url: \"{url}?sslmode=disable\"\n    terminal_statuses: [CLOSED]\n\
+         \x20   orders: {{ table: orders, id: id, status: status, entered_at: entered_at }}\n\
+         \x20 mes:\n    url: \"{url}?sslmode=disable\"\n    terminal_statuses: [CLOSED]\n\
+         \x20   statuses: {{1: SUBMITTED, 2: PRICE_CALCULATED, 9: CLOSED}}\n\
+         \x20   orders: {{ table: coded, id: id, status: state, entered_at: changed, entered_at_unit: s }}\n"
+    );
+    common::write_config(dir.path(), &main, "rules: []\n");
+    let d = common::Running::start(dir.path()).await;
+    d.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // 12 000 orders closed by one statement: one time for all, more than a read takes.
+    db.batch_execute("UPDATE orders SET status = 'CLOSED', entered_at = now()")
+        .await
+        .unwrap();
+    wait_entries(&d, "shop", "CLOSED", 12_000).await;
+    // One more, later: the reader went on past the bulk.
+    db.batch_execute(
+        "INSERT INTO orders VALUES ('late', 'SUBMITTED', now() - interval '1 hour');
+         UPDATE orders SET status = 'CLOSED', entered_at = now() + interval '1 millisecond' WHERE id = 'late'",
+    )
+    .await
+    .unwrap();
+    wait_entries(&d, "shop", "CLOSED", 12_001).await;
+    // Coded statuses in epoch seconds: three priced a second apart from now on.
+    for id in 1..=3i64 {
+        db.execute(
+            "UPDATE coded SET state = 2, changed = extract(epoch FROM now())::bigint WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    wait_entries(&d, "mes", "PRICE_CALCULATED", 3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = d.get("/metrics").await;
+    let get = |name: &str, ls: &[(&str, &str)]| value(&m, name, ls).unwrap_or(0.0);
+    assert_eq!(
+        get(
+            "orderwatch_status_entries_total",
+            &[("source", "shop"), ("status", "CLOSED")]
+        ),
+        12_001.0,
+        "{}",
+        flow_lines(&m)
+    );
+    assert_eq!(
+        get(
+            "orderwatch_status_entries_total",
+            &[("source", "mes"), ("status", "PRICE_CALCULATED")]
+        ),
+        3.0,
+        "{}",
+        flow_lines(&m)
+    );
+    // The time in SUBMITTED of the coded orders: about 10 minutes each, in whole seconds.
+    let count = get(
+        "orderwatch_status_duration_seconds_count",
+        &[("source", "mes"), ("status", "SUBMITTED")],
+    );
+    let sum = get(
+        "orderwatch_status_duration_seconds_sum",
+        &[("source", "mes"), ("status", "SUBMITTED")],
+    );
+    assert_eq!(count, 3.0, "{}", flow_lines(&m));
+    assert!((1800.0..1820.0).contains(&sum), "{sum}");
+    d.stop().await;
+}

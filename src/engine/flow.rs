@@ -21,6 +21,11 @@ pub(super) fn prepare(shared: &Arc<Shared>) -> Vec<(Arc<Source>, Tracker)> {
         .map(|s| s.name.clone())
         .collect();
     shared.metrics.flow.retain(&observed);
+    let mut keep: Vec<String> = observed.iter().cloned().collect();
+    keep.sort();
+    if let Err(e) = crate::flow::forget_others(&shared.store, &keep) {
+        tracing::warn!(error = %e, "order flow: the state of sources no longer observed could not be deleted");
+    }
     let mut out = Vec::new();
     for source in shared.sources.values() {
         if !source.observes_flow() {
@@ -56,7 +61,16 @@ pub(super) async fn flow_loop(
 ) {
     let every = shared.config.config.gauges_interval.0;
     let mut failing = false;
+    let mut expired = std::time::Instant::now();
     loop {
+        if expired.elapsed() >= std::time::Duration::from_secs(3600) {
+            expired = std::time::Instant::now();
+            let n = tracker.expire_marks(chrono::Utc::now().timestamp_micros());
+            if n > 0 {
+                tracing::info!(source = %source.name, flows = n,
+                    "order flow: forgot flows not ended within 5 weeks (orders deleted or archived?)");
+            }
+        }
         match source.transitions().await {
             Ok(read) => {
                 if failing {

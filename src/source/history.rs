@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use super::transitions::{InFlight, Recorded, Transition, Watermarks};
+use super::transitions::{InFlight, MAX_CATCH_UP_SECS, Recorded, Transition, Watermarks};
 
 /// One row of the log as read: id, status, time (µs since the epoch), tiebreak, labels.
 #[derive(Debug, Clone)]
@@ -272,6 +272,10 @@ impl History {
         let Some(w) = self.recorder.as_ref().and_then(|r| r.above.as_ref()) else {
             return false;
         };
+        // A long downtime's backlog is not counted as one burst: an hour at most.
+        if r.at < self.now - MAX_CATCH_UP_SECS * 1_000_000 {
+            return false;
+        }
         match (w.serial, w.log_at) {
             (Some(n), _) if self.serial => r.tb > n,
             (_, Some(at)) => r.at > at,
@@ -332,11 +336,32 @@ impl History {
                         k.status = st;
                         k.labels = labels();
                     }
+                    // A tie records nothing: the entry its first row recorded goes.
+                    if record
+                        && let Some(rec) = self.recorder.as_mut()
+                        && rec
+                            .out
+                            .list
+                            .last()
+                            .is_some_and(|t| *t.id == *r.id && t.at == r.at)
+                    {
+                        rec.out.list.pop();
+                    }
                 }
                 Step::Applied
             }
             std::cmp::Ordering::Greater => {
-                let left = (record && st != k.status).then_some((k.status, k.start));
+                // A row settling a tie is an entry, from a status not known; otherwise a
+                // row of another status is one, from the run it ends.
+                let entry = if !record {
+                    None
+                } else if k.tie {
+                    Some(None)
+                } else if st != k.status {
+                    Some(Some((k.status, k.start)))
+                } else {
+                    None
+                };
                 if k.tie || st != k.status {
                     k.status = st;
                     k.start = r.at;
@@ -345,8 +370,8 @@ impl History {
                 k.at = r.at;
                 k.tb = r.tb;
                 k.labels = labels();
-                if let Some(from) = left {
-                    self.push_transition(r, st, Some(from));
+                if let Some(from) = entry {
+                    self.push_transition(r, st, from);
                 }
                 Step::Applied
             }
@@ -619,19 +644,41 @@ impl History {
             }
         }
         let mut current: Option<String> = None;
+        // The last entry recorded from a new row of the current order: when an entry counted
+        // before follows it, the time in the status before was observed then already.
+        let mut last_new: Option<usize> = None;
         for r in rows {
             if current.as_deref() != Some(r.id.as_str()) {
                 if let Some(prev) = current.take() {
                     self.drop_finished([prev.as_str()]);
                 }
                 current = Some(r.id.clone());
+                last_new = None;
             }
             let st = self.intern(&r.status);
             // Only the rows that were new when read count: the others were counted then.
             let new = fresh
                 .get(&r.id)
                 .is_some_and(|k| k.contains(&(r.at, r.tb, st)));
+            let recorded = self.recorder.as_ref().map_or(0, |rec| rec.out.list.len());
+            let before = self.orders.get(r.id.as_str()).map(|k| (k.status, k.start));
             let _ = self.step(&r, st, new);
+            let Some(rec) = self.recorder.as_mut() else {
+                continue;
+            };
+            if new {
+                if rec.out.list.len() > recorded {
+                    last_new = Some(recorded);
+                }
+            } else if let Some(i) = last_new {
+                let after = self.orders.get(r.id.as_str()).map(|k| (k.status, k.start));
+                if after != before {
+                    if let Some(t) = rec.out.list.get_mut(i) {
+                        t.from = None;
+                    }
+                    last_new = None;
+                }
+            }
         }
         if let Some(prev) = current {
             self.drop_finished([prev.as_str()]);
@@ -929,7 +976,8 @@ mod tests {
         );
         // b: PACKAGING at 50 arrives, then a late row (a serial below the newest) puts
         // PRICE_CALCULATED at 30 before it. The order is read again whole; only the late row
-        // counts now: PACKAGING was counted when it came (from SUBMITTED).
+        // counts now, and without the time in SUBMITTED: PACKAGING was counted when it came,
+        // from SUBMITTED, which observed that stay already.
         h.apply(now(102), vec![row("b", "PACKAGING", 50, 6)]);
         assert_eq!(
             taken(&mut h),
@@ -954,14 +1002,32 @@ mod tests {
         );
         assert_eq!(
             taken(&mut h),
-            [(
-                "b".into(),
-                "PRICE_CALCULATED".into(),
-                Some(("SUBMITTED".into(), 11))
-            )]
+            [("b".into(), "PRICE_CALCULATED".into(), None)]
         );
         // Where the reads stand, for a restart.
         assert_eq!(h.watermarks().serial, Some(6));
+    }
+
+    #[test]
+    fn a_tie_records_nothing_until_a_later_row_settles_it() {
+        let mut h = History::new(&[], false, 300);
+        h.record(Watermarks::default(), None);
+        load(&mut h, vec![row("a", "SUBMITTED", 1, i64::MIN)]);
+        h.apply(
+            now(100),
+            vec![
+                row("a", "PACKAGING", 2, i64::MIN),
+                row("a", "SHIPPED", 2, i64::MIN),
+            ],
+        );
+        assert!(taken(&mut h).is_empty(), "tied: nothing");
+        h.apply(now(101), vec![row("a", "PACKAGING", 5, i64::MIN)]);
+        assert_eq!(taken(&mut h), [("a".into(), "PACKAGING".into(), None)]);
+        h.apply(now(102), vec![row("a", "SHIPPED", 7, i64::MIN)]);
+        assert_eq!(
+            taken(&mut h),
+            [("a".into(), "SHIPPED".into(), Some(("PACKAGING".into(), 5)))]
+        );
     }
 
     #[test]

@@ -205,10 +205,11 @@ pub struct TransitionSql {
     /// The orders in the statuses not in `$1` (terminal, as stored) now: one index range scan
     /// per status of a table.
     pub current: String,
-    /// Per status, the rows whose time is at or after its floor and not in the future, oldest
-    /// first, at most `$4` a status: `$1` statuses (as stored), `$2` their floors
-    /// (timestamptz), `$3` the floor of a status not in `$1` (a table's statuses are found by
-    /// a loose index scan each read; a query's are those given).
+    /// Per status, the rows after its cursor and, apart, those dated within the late-commit
+    /// window at or before it, not in the future, in (time, id) order, at most `$6` each: `$1` statuses (as
+    /// stored), `$2` and `$3` their cursors' times and ids (NULL: after every id of that
+    /// time), `$4` the cursor time of a status not in `$1` (a table's statuses are found by a
+    /// loose index scan each read; a query's are those given), `$5` the window's start.
     pub read: String,
 }
 
@@ -575,41 +576,72 @@ impl OrderModel {
         let at = time.out("o.entered_at");
         let fin = time.finite("o.entered_at");
         let rel = self.relation();
-        let current = match &self.kind {
-            ModelKind::Table(t) => format!(
-                "{} SELECT now(), s.status::text, o.order_id::text, {at}{labels} \
-                 FROM s CROSS JOIN LATERAL (SELECT o.* FROM ({rel}) o \
-                   WHERE o.status = s.status AND o.entered_at IS NOT NULL{fin}) o \
-                 WHERE s.status IS NOT NULL AND s.status::text <> ALL($1::text[])",
-                statuses_cte(&quote(t), &quote(&self.status)),
+        let (with, body) = match &self.kind {
+            ModelKind::Table(t) => (
+                format!("{} ", statuses_cte(&quote(t), &quote(&self.status))),
+                format!(
+                    "SELECT s.status::text, o.order_id::text, {at}{labels} \
+                     FROM s CROSS JOIN LATERAL (SELECT o.* FROM ({rel}) o \
+                       WHERE o.status = s.status AND o.entered_at IS NOT NULL{fin}) o \
+                     WHERE s.status IS NOT NULL AND s.status::text <> ALL($1::text[])"
+                ),
             ),
-            _ => format!(
-                "SELECT now(), o.status::text, o.order_id::text, {at}{labels} FROM ({rel}) o \
-                 WHERE o.status IS NOT NULL AND o.status::text <> ALL($1::text[]) \
-                 AND o.entered_at IS NOT NULL{fin}"
+            _ => (
+                String::new(),
+                format!(
+                    "SELECT o.status::text, o.order_id::text, {at}{labels} FROM ({rel}) o \
+                     WHERE o.status IS NOT NULL AND o.status::text <> ALL($1::text[]) \
+                     AND o.entered_at IS NOT NULL{fin}"
+                ),
             ),
         };
+        // Always one row, so the database's clock comes back even with nothing in flight.
+        let current = format!(
+            "{with}SELECT now(), x.* FROM (SELECT 1) d LEFT JOIN LATERAL ({body}) x ON true"
+        );
         let (with, all) = match &self.kind {
             ModelKind::Table(t) => (
                 format!("{}, ", statuses_cte(&quote(t), &quote(&self.status))),
-                "SELECT x.status, COALESCE(f.floor, $3::timestamptz) FROM \
+                "SELECT x.status, COALESCE(f.cur_at, $4::timestamptz), f.cur_id FROM \
                  (SELECT s.status::text AS status FROM s WHERE s.status IS NOT NULL \
                   UNION SELECT f.status FROM f) x LEFT JOIN f ON f.status = x.status",
             ),
-            _ => ("WITH ".to_string(), "SELECT f.status, f.floor FROM f"),
+            _ => (
+                "WITH ".to_string(),
+                "SELECT f.status, f.cur_at, f.cur_id FROM f",
+            ),
         };
-        // Each status's floor is a column of `a`, a parameter of its LATERAL range scan.
+        // Per status, two index range scans, each a parameter of the outer row: the rows after
+        // its cursor in (time, id) order (ids compared byte-wise, as the daemon compares
+        // them), and apart from them the late-commit window's rows (`$5`) at or before the
+        // cursor, read again for the ones committed late. Apart, so that a window full of rows
+        // read before never keeps the new ones out of a read's limit.
+        let after = format!(
+            "CASE WHEN a.cur_id IS NULL THEN {at} > a.cur_at \
+             ELSE ({at}, o.order_id::text COLLATE \"C\") > (a.cur_at, a.cur_id COLLATE \"C\") END"
+        );
+        let scan = |from: &str, cond: &str| {
+            format!(
+                "(SELECT o.* FROM ({rel}) o \
+                  WHERE o.status = a.status::{st} \
+                  AND o.entered_at >= {from} AND o.entered_at <= {now}{fin} AND {cond} \
+                  ORDER BY o.entered_at, o.order_id::text COLLATE \"C\" LIMIT $6::int8)",
+                from = time.bound(from),
+                now = time.bound("now()"),
+            )
+        };
         let read = format!(
-            "{with}f(status, floor) AS (SELECT * FROM unnest($1::text[], $2::timestamptz[])), \
-             a(status, floor) AS ({all}) \
+            "{with}f(status, cur_at, cur_id) AS \
+               (SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[])), \
+             a(status, cur_at, cur_id) AS ({all}) \
              SELECT now(), x.* FROM (SELECT 1) d LEFT JOIN LATERAL ( \
                SELECT a.status, o.order_id::text, {at}{labels} FROM a CROSS JOIN LATERAL ( \
-                 SELECT o.* FROM ({rel}) o \
-                 WHERE o.status = a.status::{st} \
-                 AND o.entered_at >= {floor} AND o.entered_at <= {now}{fin} \
-                 ORDER BY o.entered_at LIMIT $4::int8) o) x ON true",
-            floor = time.bound("a.floor"),
-            now = time.bound("now()"),
+                 {new} UNION ALL {late}) o) x ON true",
+            new = scan("a.cur_at", &after),
+            late = scan(
+                "$5::timestamptz",
+                &format!("{at} >= $5::timestamptz AND NOT ({after})")
+            ),
         );
         TransitionSql { current, read }
     }

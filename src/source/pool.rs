@@ -19,9 +19,7 @@ use tokio_postgres::{NoTls, Row};
 
 use super::history::{Floor, History, LogRow};
 use super::model::{Columns, HistorySql, ModelSql, OrderModel};
-use super::transitions::{
-    InFlight, Recorded, TABLE_READ_LIMIT, TableFlow, TableRow, Transition, Watermarks,
-};
+use super::transitions::{InFlight, TABLE_READ_LIMIT, TableFlow, TableRow, Transition, Watermarks};
 use crate::config::{SourceConfig, StatusNames};
 
 /// A source failure: connecting or querying. Messages never contain the password.
@@ -185,9 +183,13 @@ pub struct FlowRead {
     pub approx_bytes: usize,
 }
 
-/// How far a table's transition read re-reads below each status's watermark: a row written
+/// How far before the last read's clock a table's transition read re-reads: a row written
 /// with an earlier time and committed late (or on a skewed clock) is still counted, once.
 pub const TABLE_FLOW_OVERLAP_SECS: u64 = 120;
+
+/// A table's order in flight is forgotten after this long in one status (deleted or archived
+/// orders never leave by a transition): 8 weeks, twice the histograms' last bucket.
+pub const IN_FLIGHT_EXPIRY_SECS: i64 = 8 * 7 * 86400;
 
 /// One order as a source holds it (see [`Source::order`]).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -536,25 +538,34 @@ impl Source {
                 &known,
             );
         }
-        let (floors, default) = f.floors();
+        let ask = f.ask();
         let micros = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
-        let statuses: Vec<String> = floors.iter().map(|(s, _)| s.clone()).collect();
-        let at: Vec<chrono::DateTime<chrono::Utc>> =
-            floors.iter().map(|(_, us)| micros(*us)).collect();
+        let statuses: Vec<String> = ask.statuses.iter().map(|(s, _, _)| s.clone()).collect();
+        let cur_at: Vec<chrono::DateTime<chrono::Utc>> =
+            ask.statuses.iter().map(|(_, at, _)| micros(*at)).collect();
+        let cur_id: Vec<Option<String>> =
+            ask.statuses.iter().map(|(_, _, id)| id.clone()).collect();
         let rows = self
             .query(
                 &ts.read,
-                &[&statuses, &at, &micros(default), &TABLE_READ_LIMIT],
+                &[
+                    &statuses,
+                    &cur_at,
+                    &cur_id,
+                    &micros(ask.default_at),
+                    &micros(ask.late),
+                    &TABLE_READ_LIMIT,
+                ],
             )
             .await?;
         let now = now_of(&rows);
-        let mut out = Recorded::default();
-        f.apply(
+        let transitions = f.apply(
             now.timestamp_micros(),
             rows.iter().filter_map(row_of).collect(),
-            &mut out,
         );
-        let (transitions, dropped) = out.take();
+        // Orders in flight for longer than the histograms reach (deleted, archived).
+        f.expire(now.timestamp_micros() - IN_FLIGHT_EXPIRY_SECS * 1_000_000);
+        let dropped = 0;
         let (in_flight, _) = f.sizes();
         Ok(FlowRead {
             transitions,
