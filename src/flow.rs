@@ -435,13 +435,14 @@ impl Tracker {
             .marks
             .iter()
             .map(|(id, m)| {
-                std::mem::size_of::<(Box<str>, Vec<(u16, i64)>)>()
-                    + 1
-                    + id.len()
-                    + m.capacity() * std::mem::size_of::<(u16, i64)>()
+                (std::mem::size_of::<(Box<str>, Vec<(u16, i64)>)>() + 1) * 8 / 7
+                    + crate::source::transitions::heap_bytes(id.len())
+                    + crate::source::transitions::heap_bytes(
+                        m.capacity() * std::mem::size_of::<(u16, i64)>(),
+                    )
             })
             .sum();
-        (self.marks.len(), bytes * 8 / 7)
+        (self.marks.len(), bytes)
     }
 }
 

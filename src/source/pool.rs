@@ -526,17 +526,27 @@ impl Source {
         };
         let mut current = Vec::new();
         if !f.started() {
+            // Streamed: a million orders in flight are never held as rows at once.
             let terminal = self.to_db(&self.terminal_statuses);
-            let rows = self.query(&ts.current, &[&terminal]).await?;
-            let now = now_of(&rows);
             let mut known: Vec<String> =
                 self.to_db(&self.statuses.iter().flatten().cloned().collect::<Vec<_>>());
-            known.extend(terminal);
-            current = f.start(
-                rows.iter().filter_map(row_of).collect(),
-                now.timestamp_micros(),
-                &known,
+            known.extend(terminal.iter().cloned());
+            f.begin_start(&known);
+            let mut now: Option<chrono::DateTime<chrono::Utc>> = None;
+            let extra = format!(
+                "SET LOCAL statement_timeout = {}",
+                self.load_timeout.as_millis()
             );
+            self.query_each(&extra, &ts.current, &[&terminal], |row| {
+                if now.is_none() {
+                    now = row.try_get(0).ok();
+                }
+                if let Some(r) = row_of(row) {
+                    f.start_row(r);
+                }
+            })
+            .await?;
+            current = f.finish_start(now.unwrap_or_else(chrono::Utc::now).timestamp_micros());
         }
         let ask = f.ask();
         let micros = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();

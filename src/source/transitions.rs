@@ -143,6 +143,8 @@ pub struct TableFlow {
     label: Option<usize>,
     /// What the previous run persisted, until the first read.
     persisted: Watermarks,
+    /// The orders in flight of the first read, as it streams in.
+    starting: Vec<InFlight>,
 }
 
 /// One row of a table's transition read: status (as stored), id, time µs, label.
@@ -192,6 +194,7 @@ impl TableFlow {
             started: false,
             label,
             persisted,
+            starting: Vec::new(),
         }
     }
 
@@ -224,23 +227,40 @@ impl TableFlow {
     /// persisted the first read counts nothing up to `now` (a first start counts what happens
     /// from then on). Returns the orders in flight, for flows to time from.
     pub fn start(&mut self, current: Vec<TableRow>, now: i64, known: &[String]) -> Vec<InFlight> {
-        let persisted = std::mem::take(&mut self.persisted);
+        self.begin_start(known);
+        for r in current {
+            self.start_row(r);
+        }
+        self.finish_start(now)
+    }
+
+    /// [`TableFlow::start`] as its rows stream in: first this (again after a failed read).
+    pub fn begin_start(&mut self, known: &[String]) {
+        self.in_flight.clear();
+        self.starting.clear();
         for s in known {
             self.intern(s);
         }
-        let mut out = Vec::with_capacity(current.len());
-        for r in current {
-            let st = self.intern(&r.status);
-            if !self.terminal.contains(&r.status) {
-                let id: Box<str> = r.id.into();
-                out.push(InFlight {
-                    id: id.clone(),
-                    status: self.names[st as usize].clone(),
-                    since: r.at,
-                });
-                self.in_flight.insert(id, (st, r.at));
-            }
+    }
+
+    /// One order in flight of the first read.
+    pub fn start_row(&mut self, r: TableRow) {
+        let st = self.intern(&r.status);
+        if !self.terminal.contains(&r.status) {
+            let id: Box<str> = r.id.into();
+            self.starting.push(InFlight {
+                id: id.clone(),
+                status: self.names[st as usize].clone(),
+                since: r.at,
+            });
+            self.in_flight.insert(id, (st, r.at));
         }
+    }
+
+    /// Ends the first read's orders in flight, at the database's clock `now`.
+    pub fn finish_start(&mut self, now: i64) -> Vec<InFlight> {
+        let persisted = std::mem::take(&mut self.persisted);
+        let out = std::mem::take(&mut self.starting);
         let oldest = now - MAX_CATCH_UP_SECS * 1_000_000;
         let clamp = |c: Cursor| -> Cursor {
             if c.0 < oldest {
