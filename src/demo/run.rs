@@ -202,7 +202,7 @@ pub async fn run(
         "\norderwatch demo is running\n\
          \x20 orders: {} ({} active, {} in MES); planted lost messages: {} submitted-not-in-MES, {} approved-not-in-MES, {} shipped-not-in-shop, {} priced-not-in-shop\n\
          \x20 services:  shop-api {} (5xx burst to 20 % for 10 minutes, 3 minutes from now and every hour), mes-api {}\n\
-         \x20 order flow: the CRM's price calculation slows to a tenth of its pace for 10 minutes, 1 minute from now and every 30: prices take 10-15 minutes instead of 2-5 (orderwatch_flow_duration_seconds, the Order flow dashboard)\n\
+         \x20 order flow: the CRM's price calculation slows to a tenth of its pace for 10 minutes, 1 minute from now and every 30: the median price goes from a minute or two to 7-9 minutes (orderwatch_flow_duration_seconds, the Order flow dashboard)\n\
          \x20 status:    http://{listen}/\n\
          \x20 metrics:   http://{listen}/metrics\n\
          \x20 alerts:    http://{listen}/api/v1/alerts\n\

@@ -57,8 +57,9 @@ impl Slowdown {
 }
 
 /// The demo's slowdown: a tenth of the pace for 10 minutes, 1 minute after the start and
-/// every 30 minutes. Strong enough to move prices out of their usual 2–5 minutes into the
-/// histogram's next buckets (10–15 minutes), short of the 30-minute stuck rule.
+/// every 30 minutes. Strong enough to move the median price from a minute or two to 7–9
+/// minutes (the histogram's next buckets), short of the 30-minute stuck rule. (A quarter of
+/// the pace for 8 minutes kept every price within one bucket, 2–5 minutes: invisible.)
 pub const PRICE_SLOWDOWN: Slowdown = Slowdown {
     after: Duration::from_secs(60),
     every: Duration::from_secs(30 * 60),
