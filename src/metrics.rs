@@ -122,6 +122,13 @@ pub struct Metrics {
     pub flow: FlowMetrics,
 }
 
+/// The order flow's families (kept per source by [`FlowMetrics`], outside the registry).
+pub const FLOW_FAMILIES: [&str; 3] = [
+    "orderwatch_status_entries_total",
+    "orderwatch_status_duration_seconds",
+    "orderwatch_flow_duration_seconds",
+];
+
 /// Buckets of the order flow histograms, seconds: 1 minute to 4 weeks.
 pub const FLOW_BUCKETS: &[f64] = &[
     60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0,
@@ -168,9 +175,9 @@ impl FlowFamilies {
         };
         FlowFamilies {
             label: label.map(str::to_string),
-            entries: IntCounterVec::new(Opts::new("orderwatch_status_entries_total", "Orders that entered each status (a repeat of the current status is not an entry)."), &names("status")).unwrap(),
-            status_duration: HistogramVec::new(HistogramOpts::new("orderwatch_status_duration_seconds", "Time an order spent in a status before leaving it: exact for a status log; for a table, from when the daemon saw it enter.").buckets(FLOW_BUCKETS.to_vec()), &names("status")).unwrap(),
-            flow_duration: HistogramVec::new(HistogramOpts::new("orderwatch_flow_duration_seconds", "Time from a flow's first status to its last (the flows of the main config), per order that reached both.").buckets(FLOW_BUCKETS.to_vec()), &names("flow")).unwrap(),
+            entries: IntCounterVec::new(Opts::new(FLOW_FAMILIES[0], "Orders that entered each status (in a status log a repeat of the current status is not an entry; in a table a new entered_at is)."), &names("status")).unwrap(),
+            status_duration: HistogramVec::new(HistogramOpts::new(FLOW_FAMILIES[1], "Time an order spent in a status before leaving it: exact for a status log; for a table, from when the daemon saw it enter.").buckets(FLOW_BUCKETS.to_vec()), &names("status")).unwrap(),
+            flow_duration: HistogramVec::new(HistogramOpts::new(FLOW_FAMILIES[2], "Time from a flow's first status to its last (the flows of the main config), per order that reached both.").buckets(FLOW_BUCKETS.to_vec()), &names("flow")).unwrap(),
             admitted: Default::default(),
         }
     }

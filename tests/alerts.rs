@@ -72,7 +72,7 @@ fn shipped_scrape_config_is_valid_and_names_the_job_the_rules_expect() {
     let config = dir.path().join("prometheus.yml");
     let text = run(&promtool, &["check", "config", config.to_str().unwrap()]);
     assert!(
-        text.contains("1 rule files found") && text.contains("12 rules found"),
+        text.contains("1 rule files found") && text.contains("17 rules found"),
         "{text}"
     );
     let scrape = std::fs::read_to_string(&config).unwrap();
@@ -297,6 +297,17 @@ fn metric_declared(m: &orderwatch::metrics::Metrics, name: &str) -> bool {
         m.source_stale.desc(),
         m.orders_unjudgeable.desc(),
         m.source_replication_lag.desc(),
+        m.lost_orders.desc(),
     ];
-    collectors.iter().flatten().any(|d| d.fq_name == name)
+    // A histogram's series: its family's name with _bucket, _sum or _count.
+    let family = ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name);
+    collectors
+        .iter()
+        .flatten()
+        .any(|d| d.fq_name == name || d.fq_name == family)
+        || orderwatch::metrics::FLOW_FAMILIES.contains(&name)
+        || orderwatch::metrics::FLOW_FAMILIES.contains(&family)
 }
