@@ -215,11 +215,11 @@ async fn check_reaches_sources_and_names_a_bad_column() {
         "{text}"
     );
 
-    let cfg = std::fs::read_to_string(&env.config_path).unwrap().replacen(
-        "labels: [order_type]",
-        "labels: [order_kind]",
-        1,
-    );
+    // A label column that does not exist (the shop's flow_label goes with it).
+    let cfg = std::fs::read_to_string(&env.config_path)
+        .unwrap()
+        .replacen("labels: [order_type]", "labels: [order_kind]", 1)
+        .replacen("flow_label: order_type", "flow_label: order_kind", 1);
     std::fs::write(&env.config_path, cfg).unwrap();
     let out = Command::new(BIN)
         .args(["check", "-c"])
