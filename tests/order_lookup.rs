@@ -37,7 +37,7 @@ fn config(url: &str) -> (String, String) {
          \x20   orders: {{ table: orders, id: id, status: status, entered_at: status_changed_at, labels: [order_type] }}\n\
          \x20 mes:\n    url: \"{url}?sslmode=disable\"\n\
          \x20   orders: {{ history_table: status_log, id: order_id, status: status, entered_at: changed_at, tiebreak: id, history_lookback: 30d }}\n\
-         \x20 slow:\n    url: \"{url}?sslmode=disable\"\n    gauges: false\n    pool_size: 4\n\
+         \x20 slow:\n    url: \"{url}?sslmode=disable\"\n    gauges: false\n    flow: false\n    pool_size: 4\n\
          \x20   orders: {{ query: \"SELECT id, status, status_changed_at FROM orders WHERE pg_sleep(1) IS NOT NULL\", id: id, status: status, entered_at: status_changed_at }}\n"
     );
     let rules = "rules:\n\
