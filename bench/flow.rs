@@ -260,25 +260,10 @@ async fn main() {
         let late = last - chrono::Duration::seconds(120);
         let cursors = vec![last; statuses.len()];
         let ids: Vec<Option<String>> = vec![None; statuses.len()];
-        let row = c
-            .query_one(
-                &format!("EXPLAIN (ANALYZE, FORMAT JSON) {read}"),
-                &[
-                    &statuses,
-                    &cursors,
-                    &ids,
-                    &last,
-                    &late,
-                    &orderwatch::source::transitions::TABLE_READ_LIMIT,
-                ],
-            )
-            .await
-            .unwrap();
-        let plan: serde_json::Value = row.get(0);
-        // The median of 7 runs (the first included).
-        let mut ms = vec![plan[0]["Execution Time"].as_f64().unwrap_or(0.0)];
-        for _ in 0..6 {
-            let r = c
+        // 7 runs: the plan of the first, the median time of all.
+        let mut plans: Vec<serde_json::Value> = Vec::new();
+        for _ in 0..7 {
+            let row = c
                 .query_one(
                     &format!("EXPLAIN (ANALYZE, FORMAT JSON) {read}"),
                     &[
@@ -292,9 +277,13 @@ async fn main() {
                 )
                 .await
                 .unwrap();
-            let p: serde_json::Value = r.get(0);
-            ms.push(p[0]["Execution Time"].as_f64().unwrap_or(0.0));
+            plans.push(row.get(0));
         }
+        let plan = &plans[0];
+        let mut ms: Vec<f64> = plans
+            .iter()
+            .map(|p| p[0]["Execution Time"].as_f64().unwrap_or(0.0))
+            .collect();
         ms.sort_by(f64::total_cmp);
         f.plan_ms = ms[ms.len() / 2];
         // The first read's statement: the orders in flight, never the CLOSED ones.
